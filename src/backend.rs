@@ -1,0 +1,34 @@
+//! Which burn backends are compiled in, and `--backend` parsing. Model code never names a
+//! backend: the device a tensor lives on decides.
+
+use anyhow::{Result, bail};
+use burn::tensor::Device;
+
+/// Backends compiled into this binary, in the order `auto` tries them.
+pub fn available() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    #[cfg(feature = "tch")]
+    v.push("tch");
+    v.push("flex");
+    #[cfg(feature = "tch")]
+    v.push("tch-cuda");
+    v
+}
+
+/// The inference device for a backend name (`flex`, `tch`, `tch-cuda[:N]`, `auto`).
+pub fn device(name: &str) -> Result<Device> {
+    let (kind, index) = match name.split_once(':') {
+        Some((k, i)) => (k, i.parse::<usize>().map_err(|_| anyhow::anyhow!("bad device index in --backend {name}"))?),
+        None => (name, 0),
+    };
+    let _ = index;
+    Ok(match kind {
+        "flex" => Device::flex(),
+        "auto" => return device(available()[0]),
+        #[cfg(feature = "tch")]
+        "tch" => Device::libtorch(),
+        #[cfg(feature = "tch")]
+        "tch-cuda" => Device::libtorch_cuda(index),
+        other => bail!("backend {other:?} is not compiled into this binary (available: {})", available().join(", ")),
+    })
+}

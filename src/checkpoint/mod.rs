@@ -1,0 +1,144 @@
+//! Checkpoints: reading official PyTorch `.pth(.tar)` files and safetensors, and loading them
+//! strictly into a recognizer (every tensor used, every parameter filled, mismatches named).
+
+pub mod names;
+pub mod pth;
+pub mod safetensors;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use burn::store::{ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
+use burn::tensor::{DType, TensorData};
+
+use crate::model::{ModelConfig, Recognizer};
+
+/// A state dict with official key names (no `module.` prefix) and f32/int tensors.
+#[derive(Clone, Debug, Default)]
+pub struct StateDict {
+    pub tensors: BTreeMap<String, TensorData>,
+    /// Extra information stored beside the weights (official `arch`, `epoch`; our model config).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl StateDict {
+    /// Reads `.pth`/`.pth.tar`/`.pt` (PyTorch) or `.safetensors`, by content.
+    pub fn read(path: &Path) -> Result<Self> {
+        let mut head = [0u8; 4];
+        use std::io::Read;
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read(&mut head))
+            .map_err(|e| anyhow::anyhow!("cannot open checkpoint {}: {e}", path.display()))?;
+        let is_pytorch = head.starts_with(b"PK") || head[0] == 0x80;
+        let sd = if is_pytorch {
+            pth::read(path)?
+        } else {
+            let (tensors, metadata) = safetensors::read(path)?;
+            Self { tensors, metadata }
+        };
+        for (name, data) in &sd.tensors {
+            if data.dtype() == DType::F32
+                && let Ok(values) = data.as_slice::<f32>()
+                && let Some(bad) = values.iter().find(|v| !v.is_finite())
+            {
+                bail!("checkpoint {}: tensor {name} holds a non-finite value ({bad})", path.display());
+            }
+        }
+        Ok(sd)
+    }
+
+    pub fn write_safetensors(&self, path: &Path) -> Result<()> {
+        safetensors::write(path, &self.tensors, &self.metadata)
+    }
+}
+
+/// What a load did: tensors applied, and in `--partial` mode what was left alone.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub applied: usize,
+    /// Model parameters not found in the file (left at their initial value).
+    pub missing: Vec<String>,
+    /// File tensors the model has no place for.
+    pub unused: Vec<String>,
+    /// Tensors skipped for a shape mismatch (partial mode only).
+    pub mismatched: Vec<String>,
+}
+
+/// BN's `num_batches_tracked` is a counter PyTorch stores with the weights; it carries no
+/// information for inference or for the momentum-based statistics.
+fn is_counter(key: &str) -> bool {
+    key.ends_with(".num_batches_tracked")
+}
+
+/// Loads `sd` into `model`. Strict unless `partial`: then missing, unused and mis-shaped
+/// tensors are allowed and listed in the report.
+pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, partial: bool) -> Result<LoadReport> {
+    let mut packs = Vec::new();
+    for (key, data) in &sd.tensors {
+        if is_counter(key) {
+            continue;
+        }
+        let data = if data.dtype() == DType::F32 { data.clone() } else { data.clone().convert::<f32>() };
+        packs.push(bridge::from_data(data, names::to_internal(cfg.arch, key), None));
+    }
+    let result = model.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    let official = |p: &str| names::to_official(cfg.arch, cfg.temporal, cfg.shift_place, p);
+    let mut report = LoadReport { applied: result.applied.len(), ..Default::default() };
+    let mut problems = String::new();
+    for err in &result.errors {
+        match err {
+            ApplyError::ShapeMismatch { path, expected, found } => {
+                let line = format!(
+                    "{}: model expects shape {:?}, file has {:?}",
+                    official(path),
+                    expected.as_slice(),
+                    found.as_slice()
+                );
+                report.mismatched.push(line.clone());
+                if !partial {
+                    let _ = writeln!(problems, "  shape mismatch  {line}");
+                }
+            }
+            other => {
+                let _ = writeln!(problems, "  {other}");
+            }
+        }
+    }
+    for (path, _) in &result.missing {
+        report.missing.push(official(path));
+        if !partial {
+            let _ = writeln!(problems, "  missing in file {}", official(path));
+        }
+    }
+    for path in &result.unused {
+        report.unused.push(official(path));
+        if !partial {
+            let _ = writeln!(problems, "  not in model    {}", official(path));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "checkpoint does not fit the model ({} {} segments {} classes {}):\n{problems}(use --partial to load what fits)",
+            cfg.arch.name(),
+            cfg.temporal.name(),
+            cfg.segments,
+            cfg.classes
+        );
+    }
+    Ok(report)
+}
+
+/// The model's weights as an official-format state dict (BN counters not included).
+pub fn state_dict(model: &Recognizer, cfg: &ModelConfig) -> Result<StateDict> {
+    let mut tensors = BTreeMap::new();
+    for pack in model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true) {
+        let name = names::to_official(cfg.arch, cfg.temporal, cfg.shift_place, &pack.name);
+        let data = bridge::into_data(pack).map_err(|e| anyhow::anyhow!("reading tensor {name}: {e:?}"))?;
+        tensors.insert(name, data);
+    }
+    let mut metadata = BTreeMap::new();
+    metadata.insert("gateshift.model".to_string(), serde_json::to_string(cfg)?);
+    Ok(StateDict { tensors, metadata })
+}

@@ -1,0 +1,130 @@
+//! Official checkpoint key names ↔ gateshift module paths.
+//!
+//! Our modules carry the official layer names; the only differences are structural:
+//! - BN-Inception (Caffe naming) keeps a conv `X`, its BN `X_bn` and its GSM `gsm_X` as
+//!   siblings; we group them in one unit: `X.conv`, `X.bn`, `X.temporal`.
+//! - ResNet (torchvision naming) numbers the downsample pair `downsample.0/1`; we name them
+//!   `downsample.conv/bn`. TSM wraps a shifted layer in `.net`; the shift has no weights, so
+//!   `.net` is dropped on import and restored on export. GSM in a block is `gsm` on disk.
+
+use crate::model::{Arch, ShiftPlace, TemporalKind};
+
+/// Official key (without `module.`) → module path.
+pub fn to_internal(arch: Arch, key: &str) -> String {
+    let Some(rest) = key.strip_prefix("base_model.") else {
+        return key.to_string();
+    };
+    let inner = match arch {
+        Arch::BnInception => caffe_to_internal(rest),
+        _ => torchvision_to_internal(rest),
+    };
+    format!("base_model.{inner}")
+}
+
+/// Module path → official key (without `module.`).
+pub fn to_official(arch: Arch, temporal: TemporalKind, place: ShiftPlace, path: &str) -> String {
+    let Some(rest) = path.strip_prefix("base_model.") else {
+        return path.to_string();
+    };
+    let outer = match arch {
+        Arch::BnInception => internal_to_caffe(rest),
+        _ => internal_to_torchvision(rest, temporal, place),
+    };
+    format!("base_model.{outer}")
+}
+
+fn caffe_to_internal(key: &str) -> String {
+    if let Some(rest) = key.strip_prefix("gsm_")
+        && let Some((layer, tail)) = rest.split_once('.')
+    {
+        return format!("{layer}.temporal.{tail}");
+    }
+    let (layer, param) = key.split_once('.').unwrap_or((key, ""));
+    match layer.strip_suffix("_bn") {
+        Some(conv) => format!("{conv}.bn.{param}"),
+        None => format!("{layer}.conv.{param}"),
+    }
+}
+
+fn internal_to_caffe(path: &str) -> String {
+    let mut parts = path.splitn(3, '.');
+    let (layer, part, tail) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    match part {
+        "conv" => format!("{layer}.{tail}"),
+        "bn" => format!("{layer}_bn.{tail}"),
+        "temporal" => format!("gsm_{layer}.{tail}"),
+        _ => path.to_string(),
+    }
+}
+
+fn torchvision_to_internal(key: &str) -> String {
+    key.split('.')
+        .filter(|p| *p != "net")
+        .collect::<Vec<_>>()
+        .join(".")
+        .replace("downsample.0.", "downsample.conv.")
+        .replace("downsample.1.", "downsample.bn.")
+        .replace(".gsm.", ".temporal.")
+}
+
+fn internal_to_torchvision(path: &str, temporal: TemporalKind, place: ShiftPlace) -> String {
+    let mut key = path
+        .replace("downsample.conv.", "downsample.0.")
+        .replace("downsample.bn.", "downsample.1.")
+        .replace(".temporal.", ".gsm.");
+    if temporal == TemporalKind::Tsm && key.starts_with("layer") {
+        // layerN.i.<rest>: TSM wraps conv1 (blockres) or the whole block (block) in `.net`.
+        let mut parts = key.splitn(3, '.');
+        let (layer, idx, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        key = match place {
+            ShiftPlace::Blockres if rest.starts_with("conv1.") => format!("{layer}.{idx}.conv1.net.{}", &rest[6..]),
+            ShiftPlace::Block => format!("{layer}.{idx}.net.{rest}"),
+            _ => key.clone(),
+        };
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bninception_names_round_trip() {
+        for key in [
+            "base_model.conv1_7x7_s2.weight",
+            "base_model.conv1_7x7_s2_bn.running_var",
+            "base_model.gsm_inception_3a_1x1.conv3D.weight",
+            "base_model.gsm_inception_3a_1x1.bn.bias",
+            "base_model.inception_5b_pool_proj_bn.weight",
+            "new_fc.weight",
+        ] {
+            let internal = to_internal(Arch::BnInception, key);
+            assert_eq!(to_official(Arch::BnInception, TemporalKind::Gsm, ShiftPlace::Blockres, &internal), key);
+        }
+        assert_eq!(
+            to_internal(Arch::BnInception, "base_model.gsm_inception_3a_1x1.bn.weight"),
+            "base_model.inception_3a_1x1.temporal.bn.weight"
+        );
+        assert_eq!(to_internal(Arch::BnInception, "base_model.conv2_3x3_bn.bias"), "base_model.conv2_3x3.bn.bias");
+    }
+
+    #[test]
+    fn tsm_resnet_names_round_trip() {
+        let key = "base_model.layer1.0.conv1.net.weight";
+        let internal = to_internal(Arch::Resnet18, key);
+        assert_eq!(internal, "base_model.layer1.0.conv1.weight");
+        assert_eq!(to_official(Arch::Resnet18, TemporalKind::Tsm, ShiftPlace::Blockres, &internal), key);
+        let ds = "base_model.layer2.0.downsample.1.running_mean";
+        let internal = to_internal(Arch::Resnet18, ds);
+        assert_eq!(internal, "base_model.layer2.0.downsample.bn.running_mean");
+        assert_eq!(to_official(Arch::Resnet18, TemporalKind::Tsm, ShiftPlace::Blockres, &internal), ds);
+        let block = "base_model.layer3.1.net.bn2.weight";
+        let internal = to_internal(Arch::Resnet50, block);
+        assert_eq!(to_official(Arch::Resnet50, TemporalKind::Tsm, ShiftPlace::Block, &internal), block);
+        assert_eq!(
+            to_official(Arch::Resnet18, TemporalKind::None, ShiftPlace::Blockres, &internal),
+            "base_model.layer3.1.bn2.weight"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! `gateshift forward`: stored input → logits, the way anyone checks parity.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use burn::module::Module;
+use burn::tensor::Tensor;
+use clap::Args;
+use gateshift::checkpoint::safetensors;
+
+use super::{ModelArgs, load_model};
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    /// Checkpoint (.pth, .pth.tar or .safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// safetensors file with key `input`, shape (batch, segments·3, H, W).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write `logits` (safetensors).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Backend: flex (pure Rust), tch, tch-cuda[:N], auto.
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    /// Allow a checkpoint that fills only part of the model.
+    #[arg(long)]
+    pub partial: bool,
+}
+
+pub fn run(a: ForwardArgs) -> Result<()> {
+    let device = gateshift::backend::device(&a.backend)?;
+    let (model, _) = load_model(&a.model, &a.checkpoint, a.partial, &device)?;
+    let model = model.valid();
+    let (tensors, _) = safetensors::read(&a.input)?;
+    let input = tensors
+        .get("input")
+        .ok_or_else(|| anyhow!("{} has no tensor named `input`", a.input.display()))?
+        .clone()
+        .convert::<f32>();
+    let shape = input.shape().to_vec();
+    if shape.len() != 4 {
+        return Err(anyhow!("{}: `input` must be 4-D (batch, segments·3, H, W), got {shape:?}", a.input.display()));
+    }
+    let x: Tensor<4> = Tensor::from_data(input, &device);
+    let logits = model.forward(x).into_data().convert::<f32>();
+    let mut out = BTreeMap::new();
+    out.insert("logits".to_string(), logits);
+    safetensors::write(&a.output, &out, &BTreeMap::new()).context("writing logits")?;
+    eprintln!("wrote logits {:?} to {}", out["logits"].shape().to_vec(), a.output.display());
+    Ok(())
+}

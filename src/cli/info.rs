@@ -1,0 +1,43 @@
+//! `gateshift info`: parameters and multiply-accumulates per clip, by stage.
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use clap::Args;
+use gateshift::model::cost;
+
+use super::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input size (default: the backbone's own, e.g. 224).
+    #[arg(long)]
+    pub size: Option<usize>,
+}
+
+pub fn run(a: InfoArgs) -> Result<()> {
+    let cfg = a.model.resolve(None)?;
+    let device = Device::flex();
+    let model = cfg.init(&device).valid();
+    let size = a.size.unwrap_or(cfg.arch.input().size);
+    let t = cfg.segments;
+    let x = Tensor::<4>::zeros([1, 3 * t, size, size], &device);
+    let (_, stages) = cost::record(|| model.forward(x));
+    let total: u64 = stages.iter().map(|(_, m)| m).sum();
+    println!(
+        "model      {} + {} ({} segments, {} classes, {size}×{size})",
+        cfg.arch.name(),
+        cfg.temporal.name(),
+        t,
+        cfg.classes
+    );
+    println!("parameters {} ({:.2} M)", model.num_params(), model.num_params() as f64 / 1e6);
+    println!("{:<14} {:>12} {:>12}", "stage", "GMACs/clip", "GMACs/frame");
+    for (name, macs) in &stages {
+        println!("{:<14} {:>12.4} {:>12.4}", name, *macs as f64 / 1e9, *macs as f64 / 1e9 / t as f64);
+    }
+    println!("{:<14} {:>12.4} {:>12.4}", "total", total as f64 / 1e9, total as f64 / 1e9 / t as f64);
+    Ok(())
+}

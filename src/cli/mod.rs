@@ -1,0 +1,111 @@
+//! Command-line interface: one file per command.
+
+mod convert;
+mod forward;
+mod info;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use clap::{Args, Parser, Subcommand};
+use gateshift::checkpoint::{self, StateDict};
+use gateshift::model::{Arch, ModelConfig, Recognizer, ShiftPlace, TemporalKind};
+
+#[derive(Parser, Debug)]
+#[command(name = "gateshift", version, about = "Gate-Shift Networks for video action recognition")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parameters and multiply-accumulates of a model, by stage.
+    Info(info::InfoArgs),
+    /// Run a stored input tensor through a checkpoint (eval mode) and write the logits.
+    Forward(forward::ForwardArgs),
+    /// Convert a checkpoint between PyTorch `.pth(.tar)` and safetensors.
+    Convert(convert::ConvertArgs),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Forward(a) => forward::run(a),
+        Command::Convert(a) => convert::run(a),
+    }
+}
+
+/// Model flags shared by commands; unset ones are taken from the checkpoint where possible.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Backbone architecture.
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// Temporal module: none (TSN), tsm, gsm.
+    #[arg(long, value_enum)]
+    pub temporal: Option<TemporalKind>,
+    /// Number of segments (frames per clip).
+    #[arg(long, default_value_t = 8)]
+    pub segments: usize,
+    /// Number of classes (default: from the checkpoint's `new_fc`, else 174).
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// TSM: fraction 1/shift_div of channels shifted each way.
+    #[arg(long, default_value_t = 8)]
+    pub shift_div: usize,
+    /// TSM placement in residual blocks.
+    #[arg(long, value_enum, default_value = "blockres")]
+    pub shift_place: ShiftPlace,
+}
+
+impl ModelArgs {
+    /// Resolves the model configuration from flags, then the checkpoint's own record.
+    pub fn resolve(&self, sd: Option<&StateDict>) -> Result<ModelConfig> {
+        let stored: Option<ModelConfig> =
+            sd.and_then(|s| s.metadata.get("gateshift.model")).and_then(|j| serde_json::from_str(j).ok());
+        let arch = match (self.arch, &stored) {
+            (Some(a), _) => a,
+            (None, Some(c)) => c.arch,
+            (None, None) => bail!("--arch is required (the checkpoint does not record it)"),
+        };
+        let temporal = match (self.temporal, &stored, sd) {
+            (Some(t), _, _) => t,
+            (None, Some(c), _) => c.temporal,
+            (None, None, Some(s)) if s.tensors.keys().any(|k| k.contains("gsm")) => TemporalKind::Gsm,
+            _ => bail!("--temporal is required (none, tsm or gsm)"),
+        };
+        let classes = self
+            .classes
+            .or_else(|| sd.and_then(|s| s.tensors.get("new_fc.weight")).map(|w| w.shape()[0]))
+            .or(stored.as_ref().map(|c| c.classes))
+            .unwrap_or(174);
+        let mut cfg = ModelConfig::new(arch, temporal, self.segments, classes);
+        cfg.shift_div = self.shift_div;
+        cfg.shift_place = self.shift_place;
+        Ok(cfg)
+    }
+}
+
+/// Builds the model for `args` and loads `path` into it (strict unless `partial`).
+pub fn load_model(args: &ModelArgs, path: &Path, partial: bool, device: &Device) -> Result<(Recognizer, ModelConfig)> {
+    let sd = StateDict::read(path)?;
+    let cfg = args.resolve(Some(&sd))?;
+    let mut model = cfg.init(device);
+    let report =
+        checkpoint::load(&mut model, &cfg, &sd, partial).with_context(|| format!("loading {}", path.display()))?;
+    if partial {
+        eprintln!("loaded {} tensors from {}", report.applied, path.display());
+        for m in &report.missing {
+            eprintln!("  left at initial value: {m}");
+        }
+        for m in &report.mismatched {
+            eprintln!("  skipped (shape):       {m}");
+        }
+        for u in &report.unused {
+            eprintln!("  unused from file:      {u}");
+        }
+    }
+    Ok((model, cfg))
+}

@@ -1,0 +1,9 @@
+//! gateshift: Gate-Shift Networks for video action recognition, on burn.
+//!
+//! The data path: list line → frame indices → frames → clip tensor `(batch, segments·3, H, W)`
+//! → 2D backbone with a temporal module → per-frame logits → average consensus → scores.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod io;
+pub mod model;

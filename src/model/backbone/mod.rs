@@ -1,0 +1,113 @@
+//! 2D backbones applied to every frame; each can host a temporal module.
+
+pub mod bninception;
+pub mod resnet;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::model::temporal::TemporalKind;
+pub use bninception::BnInception;
+pub use resnet::{ResNet, ShiftPlace};
+
+/// The backbone architectures gateshift knows, by their official `arch` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    #[value(name = "bninception", alias = "BNInception")]
+    BnInception,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+    Resnet101,
+}
+
+/// How a backbone expects its input pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InputSpec {
+    pub size: usize,
+    /// Channel order BGR (Caffe) instead of RGB.
+    pub bgr: bool,
+    /// Pixel scale before mean/std: 255 for 0–255 input, 1 for 0–1.
+    pub range: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BnInception => "bninception",
+            Self::Resnet18 => "resnet18",
+            Self::Resnet34 => "resnet34",
+            Self::Resnet50 => "resnet50",
+            Self::Resnet101 => "resnet101",
+        }
+    }
+
+    /// Parses the `arch` string stored in official checkpoints ("BNInception", "resnet50").
+    pub fn from_official(s: &str) -> Option<Self> {
+        <Self as clap::ValueEnum>::from_str(s, true).ok()
+    }
+
+    pub fn resnet_depth(self) -> Option<usize> {
+        match self {
+            Self::Resnet18 => Some(18),
+            Self::Resnet34 => Some(34),
+            Self::Resnet50 => Some(50),
+            Self::Resnet101 => Some(101),
+            Self::BnInception => None,
+        }
+    }
+
+    pub fn features(self) -> usize {
+        match self.resnet_depth() {
+            Some(d) => ResNet::features(d),
+            None => bninception::FEATURES,
+        }
+    }
+
+    pub fn input(self) -> InputSpec {
+        match self {
+            Self::BnInception => {
+                InputSpec { size: 224, bgr: true, range: 255.0, mean: [104.0, 117.0, 128.0], std: [1.0, 1.0, 1.0] }
+            }
+            _ => {
+                InputSpec { size: 224, bgr: false, range: 1.0, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
+            }
+        }
+    }
+}
+
+/// One of the backbones; the variant name is not part of checkpoint paths.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    BnInception(BnInception),
+    ResNet(ResNet),
+}
+
+impl Backbone {
+    pub fn new(
+        arch: Arch,
+        temporal: TemporalKind,
+        place: ShiftPlace,
+        segments: usize,
+        shift_div: usize,
+        device: &Device,
+    ) -> Self {
+        match arch.resnet_depth() {
+            Some(depth) => Self::ResNet(ResNet::new(depth, temporal, place, segments, shift_div, device)),
+            None => Self::BnInception(BnInception::new(temporal, segments, shift_div, device)),
+        }
+    }
+
+    /// `(N, 3, H, W)` → `(N, F)` pooled features.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let y = match self {
+            Self::BnInception(m) => m.forward(x),
+            Self::ResNet(m) => m.forward(x),
+        };
+        y.flatten(1, 3)
+    }
+}

@@ -1,0 +1,207 @@
+//! ResNet-18/34/50/101 in torchvision's layout (`conv1`, `bn1`, `layerN.i.convK`, `bnK`,
+//! `downsample.{0,1}`), ImageNet-normalised RGB input. Temporal module placement:
+//! - TSM `blockres` (official default): shift the residual branch's input, i.e. wrap `conv1`;
+//! - TSM `block`: shift the block's input (identity path too);
+//! - GSM: on `conv1`'s output, before `bn1` — mirroring BN-Inception, where GSM sits between
+//!   a branch's first conv and its BN.
+
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::model::cost;
+use crate::model::layers::{BatchNorm, ConvSpec, conv2d};
+use crate::model::temporal::{Temporal, TemporalKind};
+
+/// Where TSM's shift goes in a residual block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ShiftPlace {
+    #[default]
+    Blockres,
+    Block,
+}
+
+/// The 1×1 projection on the identity path (`downsample.0` conv, `downsample.1` BN).
+#[derive(Module, Debug)]
+pub struct Downsample {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+}
+
+/// A basic (two 3×3) or bottleneck (1×1, 3×3, 1×1) residual block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm,
+    pub conv3: Option<Conv2d>,
+    pub bn3: Option<BatchNorm>,
+    pub downsample: Option<Downsample>,
+    pub temporal: Option<Temporal>,
+    pub shift_block: bool,
+}
+
+impl Block {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let (x, branch_in) = match (&self.temporal, self.shift_block) {
+            (Some(Temporal::Tsm(t)), true) => {
+                let s = t.forward(x);
+                (s.clone(), s)
+            }
+            (Some(Temporal::Tsm(t)), false) => (x.clone(), t.forward(x)),
+            _ => (x.clone(), x),
+        };
+        let mut y = conv2d(&self.conv1, branch_in);
+        if let Some(Temporal::Gsm(g)) = &self.temporal {
+            y = g.forward(y);
+        }
+        let y = relu(self.bn1.forward(y));
+        let mut y = self.bn2.forward(conv2d(&self.conv2, y));
+        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
+            y = bn3.forward(conv2d(conv3, relu(y)));
+        }
+        let identity = match &self.downsample {
+            Some(d) => d.bn.forward(conv2d(&d.conv, x)),
+            None => x,
+        };
+        relu(y + identity)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ResNet {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm,
+    pub maxpool: MaxPool2d,
+    pub layer1: Vec<Block>,
+    pub layer2: Vec<Block>,
+    pub layer3: Vec<Block>,
+    pub layer4: Vec<Block>,
+}
+
+impl ResNet {
+    /// Blocks per stage and whether blocks are bottlenecks, for depth 18/34/50/101/152.
+    pub fn layout(depth: usize) -> Option<([usize; 4], bool)> {
+        Some(match depth {
+            18 => ([2, 2, 2, 2], false),
+            34 => ([3, 4, 6, 3], false),
+            50 => ([3, 4, 6, 3], true),
+            101 => ([3, 4, 23, 3], true),
+            152 => ([3, 8, 36, 3], true),
+            _ => return None,
+        })
+    }
+
+    /// Feature width after global pooling.
+    pub fn features(depth: usize) -> usize {
+        match Self::layout(depth) {
+            Some((_, true)) => 2048,
+            _ => 512,
+        }
+    }
+
+    pub fn new(
+        depth: usize,
+        temporal: TemporalKind,
+        place: ShiftPlace,
+        segments: usize,
+        shift_div: usize,
+        device: &Device,
+    ) -> Self {
+        Self::with_width(depth, 64, temporal, place, segments, shift_div, device)
+    }
+
+    /// A ResNet whose stage widths are `width`·(1, 2, 4, 8) (64 is torchvision's).
+    pub fn with_width(
+        depth: usize,
+        width: usize,
+        temporal: TemporalKind,
+        place: ShiftPlace,
+        segments: usize,
+        shift_div: usize,
+        device: &Device,
+    ) -> Self {
+        let (blocks, bottleneck) = Self::layout(depth).unwrap_or_else(|| panic!("unsupported ResNet depth {depth}"));
+        let expansion = if bottleneck { 4 } else { 1 };
+        let mut cin = width;
+        let mut stage = |n: usize, planes: usize, stride: usize| -> Vec<Block> {
+            (0..n)
+                .map(|i| {
+                    let s = if i == 0 { stride } else { 1 };
+                    let cout = planes * expansion;
+                    let downsample = (s != 1 || cin != cout).then(|| Downsample {
+                        conv: ConvSpec::new(cin, cout, 1, s, 0).no_bias().init(device),
+                        bn: BatchNorm::new(cout, device),
+                    });
+                    let (conv1, conv2, conv3) = if bottleneck {
+                        (
+                            ConvSpec::new(cin, planes, 1, 1, 0),
+                            ConvSpec::new(planes, planes, 3, s, 1),
+                            Some(ConvSpec::new(planes, cout, 1, 1, 0)),
+                        )
+                    } else {
+                        (ConvSpec::new(cin, planes, 3, s, 1), ConvSpec::new(planes, planes, 3, 1, 1), None)
+                    };
+                    let temporal = match temporal {
+                        TemporalKind::Tsm => temporal.build(cin, segments, shift_div, device),
+                        _ => temporal.build(planes, segments, shift_div, device),
+                    };
+                    cin = cout;
+                    Block {
+                        conv1: conv1.no_bias().init(device),
+                        bn1: BatchNorm::new(planes, device),
+                        conv2: conv2.no_bias().init(device),
+                        bn2: BatchNorm::new(planes, device),
+                        conv3: conv3.map(|c| c.no_bias().init(device)),
+                        bn3: conv3.map(|c| BatchNorm::new(c.cout, device)),
+                        downsample,
+                        temporal,
+                        shift_block: place == ShiftPlace::Block,
+                    }
+                })
+                .collect()
+        };
+        let layer1 = stage(blocks[0], width, 1);
+        let layer2 = stage(blocks[1], width * 2, 2);
+        let layer3 = stage(blocks[2], width * 4, 2);
+        let layer4 = stage(blocks[3], width * 8, 2);
+        Self {
+            conv1: ConvSpec::new(3, width, 7, 2, 3).no_bias().init(device),
+            bn1: BatchNorm::new(width, device),
+            maxpool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+        }
+    }
+
+    /// Runs the stem and the four stages, returning each stage's output.
+    pub fn forward_stages(&self, x: Tensor<4>) -> [Tensor<4>; 4] {
+        let x = self.maxpool.forward(relu(self.bn1.forward(conv2d(&self.conv1, x))));
+        let run = |name: &str, blocks: &[Block], x: Tensor<4>| {
+            cost::stage(name);
+            blocks.iter().fold(x, |x, b| b.forward(x))
+        };
+        let l1 = run("layer1", &self.layer1, x);
+        let l2 = run("layer2", &self.layer2, l1.clone());
+        let l3 = run("layer3", &self.layer3, l2.clone());
+        let l4 = run("layer4", &self.layer4, l3.clone());
+        [l1, l2, l3, l4]
+    }
+
+    /// `(N, 3, H, W)` → `(N, C, 1, 1)` globally average-pooled features.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, _, _, l4] = self.forward_stages(x);
+        l4.mean_dims(&[2, 3])
+    }
+}

@@ -1,0 +1,146 @@
+//! Building blocks shared by the backbones: a BatchNorm with PyTorch's exact semantics and
+//! names, and the Caffe-style "conv → (temporal module) → BN → ReLU" unit.
+
+use burn::module::{Flag, Module, Param, RunningState};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use crate::model::cost;
+use crate::model::temporal::Temporal;
+
+/// BatchNorm over dimension 1 with PyTorch's parameter names (`weight`, `bias`,
+/// `running_mean`, `running_var`) and PyTorch's running-statistics rule: the running
+/// variance is updated with the *unbiased* batch variance (burn's own BatchNorm uses the
+/// biased one, which would drift from the official checkpoints after one step).
+#[derive(Module, Debug)]
+pub struct BatchNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+    /// Training mode flag, disabled by `Module::valid` and by partial BN.
+    pub training: Param<Flag>,
+    pub momentum: f64,
+    pub epsilon: f64,
+}
+
+impl BatchNorm {
+    /// PyTorch defaults: weight 1, bias 0, mean 0, var 1, momentum 0.1, eps 1e-5.
+    pub fn new(num_features: usize, device: &Device) -> Self {
+        Self::with_epsilon(num_features, 1e-5, device)
+    }
+
+    pub fn with_epsilon(num_features: usize, epsilon: f64, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([num_features], device)),
+            bias: Param::from_tensor(Tensor::zeros([num_features], device)),
+            running_mean: RunningState::new(Tensor::zeros([num_features], device)),
+            running_var: RunningState::new(Tensor::ones([num_features], device)),
+            training: Param::from_bool(true),
+            momentum: 0.1,
+            epsilon,
+        }
+    }
+
+    /// Batch statistics (and a running-stat update) in training mode on an autodiff
+    /// device; running statistics otherwise.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let device = x.device();
+        if !(device.is_autodiff() && self.training.is_enabled()) {
+            return burn::tensor::module::batch_norm(
+                x,
+                self.weight.val(),
+                self.bias.val(),
+                self.running_mean.value().to_device(&device),
+                self.running_var.value().to_device(&device),
+                self.epsilon,
+            );
+        }
+        let dims = x.dims();
+        let n = (dims.iter().product::<usize>() / dims[1]) as f64;
+        let out = burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), self.epsilon);
+        let m = self.momentum;
+        let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+        let mean = self.running_mean.value_sync().to_device(&device);
+        let var = self.running_var.value_sync().to_device(&device);
+        let mean = mean.mul_scalar(1.0 - m) + out.mean.detach().mul_scalar(m);
+        let var = var.mul_scalar(1.0 - m) + out.variance.detach().mul_scalar(m * unbiased);
+        self.running_mean.update(mean.detach());
+        self.running_var.update(var.detach());
+        out.output
+    }
+}
+
+/// Geometry of a 2D convolution, as written in the official layer lists.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: [usize; 2],
+    pub stride: usize,
+    pub padding: [usize; 2],
+    pub bias: bool,
+}
+
+impl ConvSpec {
+    /// Square kernel `k`, stride `s`, padding `p`.
+    pub fn new(cin: usize, cout: usize, k: usize, s: usize, p: usize) -> Self {
+        Self { cin, cout, kernel: [k, k], stride: s, padding: [p, p], bias: true }
+    }
+    /// Rectangular kernel (InceptionV3's 1×7 / 7×1 factorisations).
+    pub fn rect(cin: usize, cout: usize, kernel: [usize; 2], padding: [usize; 2]) -> Self {
+        Self { cin, cout, kernel, stride: 1, padding, bias: true }
+    }
+    pub fn no_bias(mut self) -> Self {
+        self.bias = false;
+        self
+    }
+    pub fn init(&self, device: &Device) -> Conv2d {
+        Conv2dConfig::new([self.cin, self.cout], self.kernel)
+            .with_stride([self.stride, self.stride])
+            .with_padding(PaddingConfig2d::Explicit(self.padding[0], self.padding[1], self.padding[0], self.padding[1]))
+            .with_bias(self.bias)
+            .init(device)
+    }
+}
+
+/// Runs a convolution and books its multiply-accumulates in the cost counter.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let y = conv.forward(x);
+    if cost::is_recording() {
+        let [n, cout, h, w] = y.dims();
+        let [_, cin_g, kh, kw] = conv.weight.dims();
+        cost::add((n * cout * h * w * cin_g * kh * kw) as u64);
+    }
+    y
+}
+
+/// One Caffe-style unit: conv, then the optional temporal module (GSM sits between a
+/// branch's first conv and its BN in the official code), then BN and ReLU.
+/// Official checkpoint names: `X.weight` (conv), `X_bn.*` (BN), `gsm_X.*` (GSM);
+/// `checkpoint::names` maps them onto `X.conv.*`, `X.bn.*`, `X.temporal.*`.
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    pub conv: Conv2d,
+    pub temporal: Option<Temporal>,
+    pub bn: BatchNorm,
+}
+
+impl ConvBn {
+    pub fn new(spec: ConvSpec, bn_eps: f64, device: &Device) -> Self {
+        Self { conv: spec.init(device), temporal: None, bn: BatchNorm::with_epsilon(spec.cout, bn_eps, device) }
+    }
+    pub fn with_temporal(mut self, temporal: Option<Temporal>) -> Self {
+        self.temporal = temporal;
+        self
+    }
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut y = conv2d(&self.conv, x);
+        if let Some(t) = &self.temporal {
+            y = t.forward(y);
+        }
+        relu(self.bn.forward(y))
+    }
+}

@@ -1,0 +1,12 @@
+//! The recognizer, its backbones and temporal modules.
+
+pub mod backbone;
+pub mod cost;
+pub mod layers;
+pub mod probe;
+pub mod recognizer;
+pub mod temporal;
+
+pub use backbone::{Arch, ShiftPlace};
+pub use recognizer::{ModelConfig, Recognizer};
+pub use temporal::TemporalKind;

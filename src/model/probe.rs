@@ -1,0 +1,27 @@
+//! Activation taps for parity checks: while `capture` runs, modules that call `tap` record
+//! their outputs in order (e.g. every GSM output and gate). Off, `tap` costs one check.
+
+use std::cell::RefCell;
+
+use burn::tensor::Tensor;
+use burn::tensor::TensorData;
+
+thread_local! {
+    static TAPS: RefCell<Option<Vec<(String, TensorData)>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with taps on; returns its result and the tapped `(name, data)` pairs in order.
+pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<(String, TensorData)>) {
+    TAPS.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let taps = TAPS.with(|t| t.borrow_mut().take()).unwrap_or_default();
+    (r, taps)
+}
+
+pub fn tap<const D: usize>(name: &str, x: &Tensor<D>) {
+    TAPS.with(|t| {
+        if let Some(v) = t.borrow_mut().as_mut() {
+            v.push((name.to_string(), x.to_data()));
+        }
+    });
+}

@@ -1,0 +1,87 @@
+//! The Gate-Shift Module (Sudhakaran, Escalera, Lanz, CVPR 2020), exactly as the official
+//! `gsm.py`: a 2-output grouped 3×3×3 Conv3d on ReLU(BN3d(x)) gives one tanh gate per channel
+//! half; the gated part of half 1 comes from frame t+1, that of half 2 from frame t−1 (zero
+//! padded), the ungated residual `x − g·x` stays; finally each half's channels are
+//! re-interleaved by viewing it as (2, C/4) and transposing to (C/4, 2).
+
+// `conv3D` is the official parameter name; keeping it maps checkpoints 1:1.
+#![allow(non_snake_case)]
+
+use burn::module::Module;
+use burn::nn::Initializer;
+use burn::nn::PaddingConfig3d;
+use burn::nn::conv::{Conv3d, Conv3dConfig};
+use burn::tensor::activation::{relu, tanh};
+use burn::tensor::{Device, Tensor};
+
+use super::{from_future, from_past};
+use crate::model::cost;
+use crate::model::layers::BatchNorm;
+use crate::model::probe;
+
+/// Gate-Shift Module on a feature map of `f_plane` channels and `num_segments` frames.
+#[derive(Module, Debug)]
+pub struct Gsm {
+    /// Gate convolution: `f_plane` → 2 channels, 3×3×3, groups 2 (official name `conv3D`).
+    pub conv3D: Conv3d,
+    /// BatchNorm3d over the `f_plane` input channels.
+    pub bn: BatchNorm,
+    pub f_plane: usize,
+    pub num_segments: usize,
+}
+
+impl Gsm {
+    /// Official initialisation: gate convolution weights and bias zero, so every gate is 0
+    /// and the module starts as a fixed channel permutation.
+    pub fn new(f_plane: usize, num_segments: usize, device: &Device) -> Self {
+        assert!(f_plane % 4 == 0, "GSM needs a channel count divisible by 4, got {f_plane}");
+        let conv3d = Conv3dConfig::new([f_plane, 2], [3, 3, 3])
+            .with_groups(2)
+            .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+            .with_initializer(Initializer::Zeros)
+            .init(device);
+        Self { conv3D: conv3d, bn: BatchNorm::new(f_plane, device), f_plane, num_segments }
+    }
+
+    /// `(batch*segments, C, H, W)` → same shape.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [bt, c, h, w] = x.dims();
+        let t = self.num_segments;
+        assert_eq!(c, self.f_plane, "GSM built for {} channels got {c}", self.f_plane);
+        assert_eq!(bt % t, 0, "GSM: {bt} frames is not a multiple of {t} segments");
+        let b = bt / t;
+        // (B, T, C, H, W) → (B, C, T, H, W): time becomes the Conv3d depth axis.
+        let x = x.reshape([b, t, c, h, w]).swap_dims(1, 2);
+        let gate = tanh(self.gate_conv(relu(self.bn.forward(x.clone()))));
+        probe::tap("gsm.tanh", &gate);
+        let half = c / 2;
+        let x1 = x.clone().narrow(1, 0, half);
+        let x2 = x.narrow(1, half, half);
+        let g1 = gate.clone().narrow(1, 0, 1);
+        let g2 = gate.narrow(1, 1, 1);
+        let y1 = x1.clone() * g1;
+        let y2 = x2.clone() * g2;
+        // Gated part moves in time, residual stays: half 1 from t+1, half 2 from t−1.
+        let z1 = from_future(y1.clone(), 2) + (x1 - y1);
+        let z2 = from_past(y2.clone(), 2) + (x2 - y2);
+        let y = Tensor::cat(vec![interleave(z1), interleave(z2)], 1);
+        let y = y.swap_dims(1, 2).reshape([bt, c, h, w]);
+        probe::tap("gsm", &y);
+        y
+    }
+
+    fn gate_conv(&self, x: Tensor<5>) -> Tensor<5> {
+        let y = self.conv3D.forward(x);
+        if cost::is_recording() {
+            let [n, cout, t, h, w] = y.dims();
+            cost::add((n * cout * t * h * w * (self.f_plane / 2) * 27) as u64);
+        }
+        y
+    }
+}
+
+/// Within one half (B, C/2, T, H, W): view channels as (2, C/4), transpose to (C/4, 2).
+fn interleave(x: Tensor<5>) -> Tensor<5> {
+    let [b, c, t, h, w] = x.dims();
+    x.reshape([b, 2, c / 2, t * h * w]).swap_dims(1, 2).reshape([b, c, t, h, w])
+}

@@ -1,0 +1,83 @@
+//! Temporal modules: each maps `(batch*segments, C, H, W)` to the same shape, mixing
+//! information across the segments of a clip inside a 2D backbone.
+
+pub mod gsm;
+pub mod tsm;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use gsm::Gsm;
+pub use tsm::TemporalShift;
+
+/// Which temporal module a recognizer uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TemporalKind {
+    /// TSN: no temporal module, frames are only combined by the consensus.
+    None,
+    /// TSM: a fixed shift of 1/`shift_div` channels forward and backward in time.
+    Tsm,
+    /// GSM: the learned, gated shift of the paper.
+    Gsm,
+}
+
+impl TemporalKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Tsm => "tsm",
+            Self::Gsm => "gsm",
+        }
+    }
+
+    /// Builds the module for a feature map of `channels` channels (`None` for TSN).
+    pub fn build(self, channels: usize, segments: usize, shift_div: usize, device: &Device) -> Option<Temporal> {
+        match self {
+            Self::None => None,
+            Self::Tsm => Some(Temporal::Tsm(TemporalShift::new(segments, shift_div))),
+            Self::Gsm => Some(Temporal::Gsm(Gsm::new(channels, segments, device))),
+        }
+    }
+}
+
+/// A temporal module placed inside a backbone.
+#[derive(Module, Debug)]
+pub enum Temporal {
+    Gsm(Gsm),
+    Tsm(TemporalShift),
+}
+
+impl Temporal {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Self::Gsm(m) => m.forward(x),
+            Self::Tsm(m) => m.forward(x),
+        }
+    }
+}
+
+/// `x` shifted one step to the past along `dim` (frame t takes frame t+1), zero at the end.
+pub(crate) fn from_future<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    let len = x.dims()[dim];
+    let mut zero_shape = x.dims();
+    zero_shape[dim] = 1;
+    let zeros = Tensor::zeros(zero_shape, &x.device());
+    if len == 1 {
+        return zeros;
+    }
+    Tensor::cat(vec![x.narrow(dim, 1, len - 1), zeros], dim)
+}
+
+/// `x` shifted one step to the future along `dim` (frame t takes frame t-1), zero at the start.
+pub(crate) fn from_past<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    let len = x.dims()[dim];
+    let mut zero_shape = x.dims();
+    zero_shape[dim] = 1;
+    let zeros = Tensor::zeros(zero_shape, &x.device());
+    if len == 1 {
+        return zeros;
+    }
+    Tensor::cat(vec![zeros, x.narrow(dim, 0, len - 1)], dim)
+}
