@@ -7,3 +7,4 @@ pub mod backend;
 pub mod checkpoint;
 pub mod io;
 pub mod model;
+pub mod train;

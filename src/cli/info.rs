@@ -26,6 +26,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let x = Tensor::<4>::zeros([1, 3 * t, size, size], &device);
     let (_, stages) = cost::record(|| model.forward(x));
     let total: u64 = stages.iter().map(|(_, m)| m).sum();
+    let n = gateshift::train::optim::learnable_params(&model);
     println!(
         "model      {} + {} ({} segments, {} classes, {size}×{size})",
         cfg.arch.name(),
@@ -33,7 +34,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
         t,
         cfg.classes
     );
-    println!("parameters {} ({:.2} M)", model.num_params(), model.num_params() as f64 / 1e6);
+    println!("parameters {} ({:.2} M)", n, n as f64 / 1e6);
     println!("{:<14} {:>12} {:>12}", "stage", "GMACs/clip", "GMACs/frame");
     for (name, macs) in &stages {
         println!("{:<14} {:>12.4} {:>12.4}", name, *macs as f64 / 1e9, *macs as f64 / 1e9 / t as f64);

@@ -59,17 +59,32 @@ impl BatchNorm {
             );
         }
         let dims = x.dims();
-        let n = (dims.iter().product::<usize>() / dims[1]) as f64;
-        let out = burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), self.epsilon);
+        let channels = dims[1];
+        let n = (dims.iter().product::<usize>() / channels) as f64;
+        // Batch statistics over every axis but the channel axis, composed from plain ops so
+        // that autodiff derives the exact backward.
+        let axes: Vec<usize> = (0..D).filter(|&d| d != 1).collect();
+        let mut stat_shape = [1usize; D];
+        stat_shape[1] = channels;
+        let mean = x.clone().mean_dims(&axes);
+        let centered = x - mean.clone();
+        let var = centered.clone().powi_scalar(2).mean_dims(&axes);
+        let inv_std = var.clone().add_scalar(self.epsilon).sqrt().recip();
+        let scale = self.weight.val().reshape(stat_shape);
+        let shift = self.bias.val().reshape(stat_shape);
+        let out = centered * inv_std * scale + shift;
+
         let m = self.momentum;
         let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
-        let mean = self.running_mean.value_sync().to_device(&device);
-        let var = self.running_var.value_sync().to_device(&device);
-        let mean = mean.mul_scalar(1.0 - m) + out.mean.detach().mul_scalar(m);
-        let var = var.mul_scalar(1.0 - m) + out.variance.detach().mul_scalar(m * unbiased);
-        self.running_mean.update(mean.detach());
-        self.running_var.update(var.detach());
-        out.output
+        let batch_mean = mean.detach().reshape([channels]);
+        let batch_var = var.detach().reshape([channels]);
+        let running_mean = self.running_mean.value_sync().to_device(&device);
+        let running_var = self.running_var.value_sync().to_device(&device);
+        let running_mean = running_mean.mul_scalar(1.0 - m) + batch_mean.mul_scalar(m);
+        let running_var = running_var.mul_scalar(1.0 - m) + batch_var.mul_scalar(m * unbiased);
+        self.running_mean.update(running_mean.detach());
+        self.running_var.update(running_var.detach());
+        out
     }
 }
 

@@ -8,5 +8,6 @@ pub mod recognizer;
 pub mod temporal;
 
 pub use backbone::{Arch, ShiftPlace};
+pub use probe::capture;
 pub use recognizer::{ModelConfig, Recognizer};
 pub use temporal::TemporalKind;

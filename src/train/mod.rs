@@ -1,0 +1,3 @@
+//! Training: the official optimisation recipe's pieces.
+
+pub mod optim;
