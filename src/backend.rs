@@ -6,13 +6,10 @@ use burn::tensor::Device;
 
 /// Backends compiled into this binary, in the order `auto` tries them.
 pub fn available() -> Vec<&'static str> {
-    let mut v = Vec::new();
     #[cfg(feature = "tch")]
-    v.push("tch");
-    v.push("flex");
-    #[cfg(feature = "tch")]
-    v.push("tch-cuda");
-    v
+    return vec!["tch", "flex", "tch-cuda"];
+    #[cfg(not(feature = "tch"))]
+    vec!["flex"]
 }
 
 /// The inference device for a backend name (`flex`, `tch`, `tch-cuda[:N]`, `auto`).

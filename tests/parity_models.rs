@@ -70,6 +70,9 @@ fn resnet18_tsm_logits_and_activations() {
     common::check("act avgpool", &l4.mean_dims(&[2, 3]), &io["act.base_model.avgpool"], 1e-4);
 }
 
+/// Picks one 4-D parameter of a recognizer.
+type ParamOf = fn(&Recognizer) -> &Param<Tensor<4>>;
+
 /// One official training step: dropout off, BN in training mode, cross-entropy, global
 /// gradient-norm clip 20, SGD lr 0.01 momentum 0.9 weight decay 5e-4.
 fn training_step(
@@ -77,7 +80,7 @@ fn training_step(
     ckpt: &str,
     io: &BTreeMap<String, TensorData>,
     mut cfg: ModelConfig,
-    params: &[(&str, fn(&Recognizer) -> &Param<Tensor<4>>)],
+    params: &[(&str, ParamOf)],
 ) {
     cfg.dropout = 0.0;
     let device = Device::flex().autodiff();

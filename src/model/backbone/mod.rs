@@ -81,6 +81,8 @@ impl Arch {
 }
 
 /// One of the backbones; the variant name is not part of checkpoint paths.
+// Built once per model; the size of the value is irrelevant next to its tensors.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone {
     BnInception(BnInception),

@@ -34,7 +34,7 @@ impl Gsm {
     /// Official initialisation: gate convolution weights and bias zero, so every gate is 0
     /// and the module starts as a fixed channel permutation.
     pub fn new(f_plane: usize, num_segments: usize, device: &Device) -> Self {
-        assert!(f_plane % 4 == 0, "GSM needs a channel count divisible by 4, got {f_plane}");
+        assert!(f_plane.is_multiple_of(4), "GSM needs a channel count divisible by 4, got {f_plane}");
         let conv3d = Conv3dConfig::new([f_plane, 2], [3, 3, 3])
             .with_groups(2)
             .with_padding(PaddingConfig3d::Explicit(1, 1, 1))

@@ -43,6 +43,8 @@ impl TemporalKind {
 }
 
 /// A temporal module placed inside a backbone.
+// Built once per model; the size of the value is irrelevant next to its tensors.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Temporal {
     Gsm(Gsm),

@@ -1,0 +1,142 @@
+//! The `gateshift` binary: forward parity, strict/partial loading, info figures.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gateshift::checkpoint::StateDict;
+
+fn gateshift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gateshift")).args(args).output().expect("binary runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gateshift-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn forward_matches(ckpt: &Path, io: &Path, extra: &[&str], what: &str) {
+    let out = tmp(&format!("{what}.safetensors"));
+    let mut args = vec!["forward", "--checkpoint", ckpt.to_str().unwrap(), "--input", io.to_str().unwrap()];
+    args.extend_from_slice(&["--output", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let o = gateshift(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let logits = gateshift::checkpoint::safetensors::read(&out).unwrap().0;
+    let reference = gateshift::checkpoint::safetensors::read(io).unwrap().0;
+    common::check_data(what, &logits["logits"], &reference["logits"], 1e-4);
+}
+
+#[test]
+fn forward_reproduces_official_logits() {
+    let Some(shared) = common::shared() else { return };
+    let f = shared.join("fixtures");
+    forward_matches(
+        &f.join("gsm_bninception_seg8.pth.tar"),
+        &f.join("gsm_bninception_seg8_io.safetensors"),
+        &["--arch", "bninception", "--temporal", "gsm", "--segments", "8"],
+        "cli forward bninception+gsm",
+    );
+    forward_matches(
+        &f.join("tsm_resnet18_shift8_blockres_seg8.pth.tar"),
+        &f.join("tsm_resnet18_shift8_blockres_seg8_io.safetensors"),
+        &["--arch", "resnet18", "--temporal", "tsm"],
+        "cli forward resnet18+tsm",
+    );
+    // Converted to safetensors, the same checkpoint gives the same logits.
+    let st = tmp("gsm.safetensors");
+    let o = gateshift(&["convert", f.join("gsm_bninception_seg8.pth.tar").to_str().unwrap(), st.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    forward_matches(
+        &st,
+        &f.join("gsm_bninception_seg8_io.safetensors"),
+        &["--arch", "bninception", "--temporal", "gsm"],
+        "cli forward converted safetensors",
+    );
+}
+
+#[test]
+fn renamed_or_reshaped_tensor_is_named_in_the_error() {
+    let Some(shared) = common::shared() else { return };
+    let ckpt = shared.join("fixtures/tsm_resnet18_shift8_blockres_seg8.pth.tar");
+    let io = shared.join("fixtures/tsm_resnet18_shift8_blockres_seg8_io.safetensors");
+    let sd = StateDict::read(&ckpt).unwrap();
+    let run = |sd: &StateDict, name: &str, extra: &[&str]| {
+        let path = tmp(name);
+        sd.write_safetensors(&path).unwrap();
+        let mut args = vec!["forward", "--checkpoint", path.to_str().unwrap(), "--arch", "resnet18"];
+        args.extend_from_slice(&["--temporal", "tsm", "--input", io.to_str().unwrap()]);
+        let out = tmp("x.safetensors");
+        args.extend_from_slice(&["--output", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        gateshift(&args)
+    };
+
+    let mut renamed = sd.clone();
+    let t = renamed.tensors.remove("base_model.layer2.0.bn1.weight").unwrap();
+    renamed.tensors.insert("base_model.layer2.0.bn_one.weight".into(), t);
+    let o = run(&renamed, "renamed.safetensors", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("base_model.layer2.0.bn1.weight") && err.contains("base_model.layer2.0.bn_one.weight"),
+        "{err}"
+    );
+
+    let mut reshaped = sd.clone();
+    let w = reshaped.tensors["base_model.layer3.1.conv2.weight"].clone();
+    let values = w.convert::<f32>().try_to_vec::<f32>().unwrap();
+    let cut = burn::tensor::TensorData::new(values[..256 * 255 * 9].to_vec(), [256, 255, 3, 3]);
+    reshaped.tensors.insert("base_model.layer3.1.conv2.weight".into(), cut);
+    let o = run(&reshaped, "reshaped.safetensors", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("base_model.layer3.1.conv2.weight") && err.contains("255"), "{err}");
+
+    // A backbone-only state dict loads with --partial, which lists what it left alone.
+    let mut backbone = sd.clone();
+    backbone.tensors.retain(|k, _| !k.starts_with("new_fc"));
+    let o = run(&backbone, "backbone.safetensors", &[]);
+    assert!(!o.status.success(), "strict load must refuse a backbone-only file");
+    let o = run(&backbone, "backbone.safetensors", &["--partial"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("left at initial value: new_fc.weight") && err.contains("new_fc.bias"), "{err}");
+}
+
+#[test]
+fn truncated_checkpoint_is_a_clear_error() {
+    let Some(shared) = common::shared() else { return };
+    let bytes = std::fs::read(shared.join("fixtures/tsm_resnet18_shift8_blockres_seg8.pth.tar")).unwrap();
+    let path = tmp("truncated.pth.tar");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let o = gateshift(&["convert", path.to_str().unwrap(), tmp("t.safetensors").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("truncated.pth.tar"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn info(args: &[&str]) -> (f64, f64) {
+    let o = gateshift(&[&["info"], args].concat());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let params: f64 =
+        text.lines().find(|l| l.starts_with("parameters")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let macs: f64 =
+        text.lines().find(|l| l.starts_with("total")).unwrap().split_whitespace().nth(2).unwrap().parse().unwrap();
+    println!("info {args:?}: {params} parameters, {macs} GMACs/frame");
+    (params, macs)
+}
+
+#[test]
+fn info_agrees_with_the_official_layer_list() {
+    let (p_gsm, m_gsm) = info(&["--arch", "bninception", "--temporal", "gsm", "--classes", "174", "--segments", "8"]);
+    let (p_tsn, m_tsn) = info(&["--arch", "bninception", "--temporal", "none", "--classes", "174", "--segments", "8"]);
+    let within = |x: f64, target: f64| (x - target).abs() <= 0.02 * target;
+    assert!(within(m_tsn, 2.03), "BN-Inception {m_tsn} GMACs/frame");
+    assert!(within(m_gsm - m_tsn, 0.0106), "GSM adds {} GMACs/frame", m_gsm - m_tsn);
+    assert!(within(p_gsm - p_tsn, 51_000.0), "GSM adds {} parameters", p_gsm - p_tsn);
+    assert!(within(p_gsm, 10.5e6), "total {p_gsm} parameters");
+}
