@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod data;
 pub mod io;
 pub mod model;
 pub mod train;

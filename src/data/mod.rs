@@ -1,0 +1,3 @@
+//! The data pipeline (so far: frame-index sampling).
+
+pub mod sampling;
