@@ -10,6 +10,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use gateshift::checkpoint::{self, StateDict};
 use gateshift::model::backbone::Backbone;
+use gateshift::model::temporal::Temporal;
 use gateshift::model::{Arch, ModelConfig, Recognizer, TemporalKind, probe};
 use gateshift::train::optim::{clip_grad_norm, cross_entropy, sgd};
 
@@ -63,18 +64,34 @@ fn resnet18_tsm_logits_and_activations() {
     let model = load("tsm_resnet18_shift8_blockres_seg8.pth.tar", &resnet_cfg(), &device).unwrap().valid();
     let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
     common::check("resnet18+tsm logits", &model.forward(input.clone()), &io["logits"], 1e-4);
-    let Backbone::ResNet(resnet) = &model.base_model else { panic!("resnet") };
-    let [l1, _, _, l4] = resnet.forward_stages(input.reshape([16, 3, 224, 224]));
+    let [l1, _, _, l4] = resnet(&model).forward_stages(input.reshape([16, 3, 224, 224]));
     common::check("act layer1", &l1, &io["act.base_model.layer1"], 1e-4);
     common::check("act layer4", &l4, &io["act.base_model.layer4"], 1e-4);
     common::check("act avgpool", &l4.mean_dims(&[2, 3]), &io["act.base_model.avgpool"], 1e-4);
 }
 
-/// Picks one 4-D parameter of a recognizer.
-type ParamOf = fn(&Recognizer) -> &Param<Tensor<4>>;
+/// Reads one parameter of a recognizer, by its official name: its value, or with `grads`
+/// its gradient. PyTorch layout (burn stores `Linear` weights transposed).
+type ParamOf = fn(&Recognizer, Option<&GradientsParams>) -> TensorData;
+
+fn read<const D: usize>(p: &Param<Tensor<D>>, grads: Option<&GradientsParams>) -> TensorData {
+    match grads {
+        Some(g) => g.get::<D>(p.id).expect("gradient").into_data(),
+        None => p.val().into_data(),
+    }
+}
+
+fn new_fc(m: &Recognizer, grads: Option<&GradientsParams>) -> TensorData {
+    let w = match grads {
+        Some(g) => g.get::<2>(m.new_fc.weight.id).expect("gradient"),
+        None => m.new_fc.weight.val(),
+    };
+    w.transpose().into_data()
+}
 
 /// One official training step: dropout off, BN in training mode, cross-entropy, global
-/// gradient-norm clip 20, SGD lr 0.01 momentum 0.9 weight decay 5e-4.
+/// gradient-norm clip 20, SGD lr 0.01 momentum 0.9 weight decay 5e-4. `params` are checked
+/// with the gradient tolerance; `new_fc.weight` with 1e-3.
 fn training_step(
     name: &str,
     ckpt: &str,
@@ -92,83 +109,66 @@ fn training_step(
     let loss = cross_entropy(logits, labels);
     common::check(&format!("{name} train loss"), &loss, &io["train.loss"], 1e-4);
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-    let fc = |m: &Recognizer| m.new_fc.weight.val().transpose();
     let norm = clip_grad_norm(&model, &mut grads, 20.0);
     let norm_t: Tensor<1> = Tensor::from_floats([norm as f32], &Device::flex());
     common::check(&format!("{name} pre-clip grad norm"), &norm_t, &io["train.grad_norm"], 1e-3);
+    let all: Vec<(&str, ParamOf, f32)> =
+        params.iter().map(|&(k, f)| (k, f, GRAD_TOL)).chain([("new_fc.weight", new_fc as ParamOf, 1e-3)]).collect();
     // The fixture records the gradients as the optimizer sees them, i.e. after clipping.
-    for (key, get) in params {
-        let g = grads.get::<4>(get(&model).id).expect("gradient");
-        common::check(&format!("{name} grad {key}"), &g, &io[&format!("grad.{key}")], GRAD_TOL);
+    for (key, get, tol) in &all {
+        common::check_data(
+            &format!("{name} grad {key}"),
+            &get(&model, Some(&grads)),
+            &io[&format!("grad.{key}")],
+            *tol,
+        );
     }
-    let g_fc = grads.get::<2>(model.new_fc.weight.id).unwrap().transpose();
-    common::check(&format!("{name} grad new_fc.weight"), &g_fc, &io["grad.new_fc.weight"], 1e-3);
-    let mut optim = sgd(0.9, 5e-4);
-    let model = optim.step(0.01, model, grads);
-    for (key, get) in params {
-        common::check(&format!("{name} after step {key}"), &get(&model).val(), &io[&format!("after_step.{key}")], 1e-3);
+    let model = sgd(0.9, 5e-4).step(0.01, model, grads);
+    for (key, get, _) in &all {
+        let after = &io[&format!("after_step.{key}")];
+        common::check_data(&format!("{name} after step {key}"), &get(&model, None), after, 1e-3);
     }
-    common::check(&format!("{name} after step new_fc.weight"), &fc(&model), &io["after_step.new_fc.weight"], 1e-3);
+}
+
+fn bninception(m: &Recognizer) -> &gateshift::model::backbone::BnInception {
+    let Backbone::BnInception(b) = &m.base_model else { panic!("BN-Inception expected") };
+    b
+}
+
+fn resnet(m: &Recognizer) -> &gateshift::model::backbone::ResNet {
+    let Backbone::ResNet(r) = &m.base_model else { panic!("ResNet expected") };
+    r
 }
 
 #[test]
 fn bninception_gsm_training_step() {
     let Some(io) = common::fixture("gsm_bninception_seg8_io.safetensors") else { return };
-    fn conv1(m: &Recognizer) -> &Param<Tensor<4>> {
-        let Backbone::BnInception(b) = &m.base_model else { panic!() };
-        &b.conv1_7x7_s2.conv.weight
+    fn conv1(m: &Recognizer, g: Option<&GradientsParams>) -> TensorData {
+        read(&bninception(m).conv1_7x7_s2.conv.weight, g)
+    }
+    fn gate(m: &Recognizer, g: Option<&GradientsParams>) -> TensorData {
+        match bninception(m).inception_3a_1x1.temporal.as_ref() {
+            Some(Temporal::Gsm(gsm)) => read(&gsm.conv3D.weight, g),
+            _ => panic!("GSM expected after inception_3a_1x1"),
+        }
     }
     training_step(
         "bninception+gsm",
         "gsm_bninception_seg8.pth.tar",
         &io,
         bninception_cfg(),
-        &[("base_model.conv1_7x7_s2.weight", conv1)],
-    );
-    // The GSM gate weight is 5-D: checked separately below.
-    gate_step(&io);
-}
-
-/// Gradient and SGD update of the first GSM gate convolution (a 5-D parameter).
-fn gate_step(io: &BTreeMap<String, TensorData>) {
-    let mut cfg = bninception_cfg();
-    cfg.dropout = 0.0;
-    let device = Device::flex().autodiff();
-    let Some(model) = load("gsm_bninception_seg8.pth.tar", &cfg, &device) else { return };
-    let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
-    let labels: Tensor<1, Int> = Tensor::from_data(io["train.labels"].clone().convert::<i64>(), &device);
-    let loss = cross_entropy(model.forward(input), labels);
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-    let gate = |m: &Recognizer| -> Param<Tensor<5>> {
-        let Backbone::BnInception(b) = &m.base_model else { panic!() };
-        match b.inception_3a_1x1.temporal.as_ref().unwrap() {
-            gateshift::model::temporal::Temporal::Gsm(g) => g.conv3D.weight.clone(),
-            _ => panic!(),
-        }
-    };
-    let key = "base_model.gsm_inception_3a_1x1.conv3D.weight";
-    clip_grad_norm(&model, &mut grads, 20.0);
-    let g = grads.get::<5>(gate(&model).id).unwrap();
-    common::check(&format!("bninception+gsm grad {key}"), &g, &io[&format!("grad.{key}")], GRAD_TOL);
-    let model = sgd(0.9, 5e-4).step(0.01, model, grads);
-    common::check(
-        &format!("bninception+gsm after step {key}"),
-        &gate(&model).val(),
-        &io[&format!("after_step.{key}")],
-        1e-3,
+        &[("base_model.conv1_7x7_s2.weight", conv1), ("base_model.gsm_inception_3a_1x1.conv3D.weight", gate)],
     );
 }
 
 #[test]
 fn resnet18_tsm_training_step() {
     let Some(io) = common::fixture("tsm_resnet18_shift8_blockres_seg8_io.safetensors") else { return };
-    fn conv1(m: &Recognizer) -> &Param<Tensor<4>> {
-        let Backbone::ResNet(r) = &m.base_model else { panic!() };
-        &r.conv1.weight
+    fn conv1(m: &Recognizer, g: Option<&GradientsParams>) -> TensorData {
+        read(&resnet(m).conv1.weight, g)
     }
-    fn layer1_conv1(m: &Recognizer) -> &Param<Tensor<4>> {
-        let Backbone::ResNet(r) = &m.base_model else { panic!() };
-        &r.layer1[0].conv1.weight
+    fn layer1_conv1(m: &Recognizer, g: Option<&GradientsParams>) -> TensorData {
+        read(&resnet(m).layer1[0].conv1.weight, g)
     }
     training_step(
         "resnet18+tsm",

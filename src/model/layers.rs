@@ -104,10 +104,6 @@ impl ConvSpec {
     pub fn new(cin: usize, cout: usize, k: usize, s: usize, p: usize) -> Self {
         Self { cin, cout, kernel: [k, k], stride: s, padding: [p, p], bias: true }
     }
-    /// Rectangular kernel (InceptionV3's 1×7 / 7×1 factorisations).
-    pub fn rect(cin: usize, cout: usize, kernel: [usize; 2], padding: [usize; 2]) -> Self {
-        Self { cin, cout, kernel, stride: 1, padding, bias: true }
-    }
     pub fn no_bias(mut self) -> Self {
         self.bias = false;
         self
