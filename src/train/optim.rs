@@ -1,10 +1,8 @@
-//! The official optimisation step: cross-entropy, `clip_grad_norm_` on the *global* gradient
-//! norm (burn's own clipping is per tensor), SGD with momentum and weight decay.
+//! The official loss and gradient clipping: cross-entropy and `clip_grad_norm_` on the
+//! *global* gradient norm (burn's own clipping is per tensor).
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
@@ -13,15 +11,6 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     let [b, _] = logits.dims();
     let picked = log_softmax(logits, 1).gather(1, labels.reshape([b, 1]));
     picked.mean().neg()
-}
-
-/// SGD as in the official code: momentum (PyTorch semantics, no dampening) and L2 weight
-/// decay added to every parameter's gradient.
-pub fn sgd(momentum: f64, weight_decay: f64) -> ModuleOptimizer {
-    SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_momentum(momentum).with_dampening(0.0)))
-        .with_weight_decay(Some(WeightDecayConfig::new(weight_decay as f32)))
-        .init()
 }
 
 /// Global L2 norm of all gradients; if above `max_norm`, scales every gradient by

@@ -47,3 +47,61 @@ pub fn check_data(what: &str, actual: &TensorData, reference: &TensorData, tol: 
     println!("parity {what:<48} max|err| {err:.3e}  max|ref| {scale:.3e}  rel {rel:.3e}  (tol {tol:.0e})");
     assert!(rel <= tol, "{what}: relative error {rel:.3e} above {tol:.0e}");
 }
+
+/// The real action clips in `../shared/assets/clips` and ffmpeg, or `None` with a reason.
+pub fn clips() -> Option<PathBuf> {
+    let dir = std::env::var_os("GATESHIFT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+        .join("assets/clips");
+    if !dir.is_dir() {
+        println!("SKIPPED: real clips not found at {}", dir.display());
+        return None;
+    }
+    if !gateshift::data::video::available() {
+        println!("SKIPPED: ffmpeg/ffprobe not installed (scripts/setup.sh installs them)");
+        return None;
+    }
+    Some(dir)
+}
+
+/// A fresh temporary folder for one test.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gateshift-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes toy synth sources into `dir`: a Fashion-MNIST-format IDX pair (gzipped, 12 items
+/// of bright rectangles) and one 300×300 colour photo. Returns (objects dir, photos dir).
+pub fn toy_synth_sources(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    use std::io::Write;
+    let objects = dir.join("objects");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&objects).unwrap();
+    std::fs::create_dir_all(&photos).unwrap();
+    let n = 12usize;
+    let mut bytes = Vec::new();
+    for v in [0x803u32, n as u32, 28, 28] {
+        bytes.extend_from_slice(&v.to_be_bytes());
+    }
+    for i in 0..n {
+        for y in 0..28 {
+            for x in 0..28 {
+                let inside = (4 + i % 4..24).contains(&y) && (6..22 - i % 5).contains(&x);
+                bytes.push(if inside { 200 + (x * 2) as u8 } else { 0 });
+            }
+        }
+    }
+    for name in ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"] {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&bytes).unwrap();
+        std::fs::write(objects.join(name), gz.finish().unwrap()).unwrap();
+    }
+    let photo = image::RgbImage::from_fn(300, 300, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 200) as u8])
+    });
+    photo.save(photos.join("gradient.png")).unwrap();
+    (objects, photos)
+}

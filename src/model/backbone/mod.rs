@@ -21,6 +21,10 @@ pub enum Arch {
     Resnet34,
     Resnet50,
     Resnet101,
+    /// ResNet-Mini: gateshift's small backbone for CPU training (see `resnet::ResNet::mini`).
+    #[value(name = "resnet-mini")]
+    #[serde(rename = "resnet-mini")]
+    ResnetMini,
 }
 
 /// How a backbone expects its input pixels.
@@ -43,6 +47,7 @@ impl Arch {
             Self::Resnet34 => "resnet34",
             Self::Resnet50 => "resnet50",
             Self::Resnet101 => "resnet101",
+            Self::ResnetMini => "resnet-mini",
         }
     }
 
@@ -57,14 +62,15 @@ impl Arch {
             Self::Resnet34 => Some(34),
             Self::Resnet50 => Some(50),
             Self::Resnet101 => Some(101),
-            Self::BnInception => None,
+            Self::BnInception | Self::ResnetMini => None,
         }
     }
 
     pub fn features(self) -> usize {
-        match self.resnet_depth() {
-            Some(d) => ResNet::features(d),
-            None => bninception::FEATURES,
+        match (self, self.resnet_depth()) {
+            (Self::ResnetMini, _) => resnet::MINI_WIDTH * 8,
+            (_, Some(d)) => ResNet::features(d),
+            (_, None) => bninception::FEATURES,
         }
     }
 
@@ -72,6 +78,9 @@ impl Arch {
         match self {
             Self::BnInception => {
                 InputSpec { size: 224, bgr: true, range: 255.0, mean: [104.0, 117.0, 128.0], std: [1.0, 1.0, 1.0] }
+            }
+            Self::ResnetMini => {
+                InputSpec { size: 64, bgr: false, range: 1.0, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
             }
             _ => {
                 InputSpec { size: 224, bgr: false, range: 1.0, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
@@ -98,9 +107,10 @@ impl Backbone {
         shift_div: usize,
         device: &Device,
     ) -> Self {
-        match arch.resnet_depth() {
-            Some(depth) => Self::ResNet(ResNet::new(depth, temporal, place, segments, shift_div, device)),
-            None => Self::BnInception(BnInception::new(temporal, segments, shift_div, device)),
+        match (arch, arch.resnet_depth()) {
+            (Arch::ResnetMini, _) => Self::ResNet(ResNet::mini(temporal, place, segments, shift_div, device)),
+            (_, Some(depth)) => Self::ResNet(ResNet::new(depth, temporal, place, segments, shift_div, device)),
+            (_, None) => Self::BnInception(BnInception::new(temporal, segments, shift_div, device)),
         }
     }
 

@@ -74,6 +74,9 @@ impl Block {
     }
 }
 
+/// Stem width of ResNet-Mini; its pooled features have 8× this many channels.
+pub const MINI_WIDTH: usize = 32;
+
 #[derive(Module, Debug)]
 pub struct ResNet {
     pub conv1: Conv2d,
@@ -114,12 +117,22 @@ impl ResNet {
         shift_div: usize,
         device: &Device,
     ) -> Self {
-        Self::with_width(depth, 64, temporal, place, segments, shift_div, device)
+        let (blocks, bottleneck) = Self::layout(depth).unwrap_or_else(|| panic!("unsupported ResNet depth {depth}"));
+        Self::with_layout(blocks, bottleneck, 64, temporal, place, segments, shift_div, device)
     }
 
-    /// A ResNet whose stage widths are `width`·(1, 2, 4, 8) (64 is torchvision's).
-    pub fn with_width(
-        depth: usize,
+    /// ResNet-Mini, the small CPU-trainable backbone: one basic block per stage, stage widths
+    /// 32·(1, 2, 4, 8), meant for 64–112 px input (≈ 0.1 GMACs per 112² frame).
+    pub fn mini(temporal: TemporalKind, place: ShiftPlace, segments: usize, shift_div: usize, device: &Device) -> Self {
+        Self::with_layout([1; 4], false, MINI_WIDTH, temporal, place, segments, shift_div, device)
+    }
+
+    /// A ResNet with `blocks` per stage, basic or bottleneck blocks, and stage widths
+    /// `width`·(1, 2, 4, 8) (64 is torchvision's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_layout(
+        blocks: [usize; 4],
+        bottleneck: bool,
         width: usize,
         temporal: TemporalKind,
         place: ShiftPlace,
@@ -127,7 +140,6 @@ impl ResNet {
         shift_div: usize,
         device: &Device,
     ) -> Self {
-        let (blocks, bottleneck) = Self::layout(depth).unwrap_or_else(|| panic!("unsupported ResNet depth {depth}"));
         let expansion = if bottleneck { 4 } else { 1 };
         let mut cin = width;
         let mut stage = |n: usize, planes: usize, stride: usize| -> Vec<Block> {

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what gateshift needs beyond Rust, from Debian's packages:
+#   ffmpeg                 video decoding (data pipeline, predict on video files)
+#   fonts-dejavu-core      text in the PNG plots
+#   dataset-fashion-mnist  the objects of `gateshift synth`
+# The synth backgrounds (scikit-image photos) are fetched by the binary itself through pip
+# (`gateshift assets fetch skimage-data`) into ~/.cache/gateshift on first use.
+set -euo pipefail
+need=()
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "setup: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

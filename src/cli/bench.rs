@@ -1,0 +1,202 @@
+//! `gateshift bench model`: synthetic-input throughput of a model (training step or
+//! inference), with warm-up and device synchronisation. `gateshift bench data`: clips/s of
+//! the training and test data pipelines on a real list.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Distribution, Int, Tensor};
+use clap::{Args, Subcommand};
+use gateshift::data::list::{List, ListFormat};
+use gateshift::data::transform::FlipMap;
+use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Loader, Mode, Pipeline, Sampling};
+use gateshift::model::{Arch, ModelConfig, ShiftPlace, TemporalKind};
+use gateshift::train::optim::{clip_grad_norm, cross_entropy};
+use gateshift::train::sgd::{ParamPolicy, Sgd};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Model throughput on synthetic input.
+    Model(ModelBench),
+    /// Data pipeline throughput on a list.
+    Data(DataBench),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMode {
+    Train,
+    Infer,
+}
+
+#[derive(Args, Debug)]
+pub struct ModelBench {
+    #[arg(long, value_enum, default_value = "bninception")]
+    pub arch: Arch,
+    #[arg(long, value_enum, default_value = "gsm")]
+    pub temporal: TemporalKind,
+    #[arg(long, default_value_t = 8)]
+    pub segments: usize,
+    /// Clips per batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value = "infer")]
+    pub mode: BenchMode,
+    /// fp32 (bf16 needs a GPU backend).
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// Input side (default: the backbone's).
+    #[arg(long)]
+    pub size: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    #[arg(long, default_value_t = 174)]
+    pub classes: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct DataBench {
+    #[arg(long)]
+    pub list: PathBuf,
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    #[arg(long, default_value = "img_{:05d}.jpg")]
+    pub template: String,
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    #[arg(long, default_value_t = 8)]
+    pub segments: usize,
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    #[arg(long, default_value_t = 256)]
+    pub scale: u32,
+    /// Clips to read per pipeline (default: the whole list).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    match a.command {
+        BenchCommand::Model(m) => model(m),
+        BenchCommand::Data(d) => data(d),
+    }
+}
+
+fn model(a: ModelBench) -> Result<()> {
+    if a.precision != "fp32" {
+        bail!("--precision {} is not available on backend {} (fp32 only)", a.precision, a.backend);
+    }
+    let base = gateshift::backend::device(&a.backend)?;
+    let device = if a.mode == BenchMode::Train { base.clone().autodiff() } else { base.clone() };
+    let mut cfg = ModelConfig::new(a.arch, a.temporal, a.segments, a.classes);
+    cfg.shift_place = ShiftPlace::Blockres;
+    let size = a.size.unwrap_or(a.arch.input().size);
+    let mut model = cfg.init(&device);
+    if a.mode == BenchMode::Infer {
+        model = model.valid();
+    }
+    let mut sgd = Sgd::new(0.9, 5e-4, ParamPolicy::Official);
+    let shape = [a.batch, 3 * a.segments, size, size];
+    let mut times = Vec::new();
+    for i in 0..a.warmup + a.iters {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let t = Instant::now();
+        match a.mode {
+            BenchMode::Infer => {
+                let y = model.forward(x);
+                let _ = y.into_data();
+            }
+            BenchMode::Train => {
+                let labels = Tensor::<1, Int>::zeros([a.batch], &device);
+                let loss = cross_entropy(model.forward(x), labels);
+                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+                clip_grad_norm(&model, &mut grads, 20.0);
+                model = sgd.step(0.01, model, grads);
+            }
+        }
+        base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if i >= a.warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "{} + {} · {:?} · batch {} × {} × {size}² · {} · backend {}: median {:.1} ms/iter (mean {:.1}) · {:.2} clips/s",
+        a.arch.name(),
+        a.temporal.name(),
+        a.mode,
+        a.batch,
+        a.segments,
+        a.precision,
+        a.backend,
+        1e3 * median,
+        1e3 * mean,
+        a.batch as f64 / median
+    );
+    if let Some(peak) = peak_rss_mib() {
+        println!("peak RSS {peak:.0} MiB");
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn data(a: DataBench) -> Result<()> {
+    let root = a.root.clone().unwrap_or_else(|| a.list.parent().map(|p| p.to_path_buf()).unwrap_or_default());
+    let list = List::read(&a.list, Some(&root), ListFormat::Auto, None)?;
+    let n = a.limit.unwrap_or(list.entries.len()).min(list.entries.len());
+    let spec = Arch::BnInception.input();
+    for (name, mode) in [
+        ("train", Mode::Train { scale: a.scale, flip: true, flip_map: FlipMap::default() }),
+        ("test", Mode::Test { scale: a.scale, crops: 1, clips: 1 }),
+    ] {
+        let pipeline = Pipeline {
+            spec,
+            size: a.size,
+            segments: a.segments,
+            sampling: Sampling::Tsn,
+            interval: 2,
+            mode,
+            order: FrameOrder::Normal,
+        };
+        let ds = Arc::new(ClipDataset { list: list.clone(), naming: FrameNaming::new(&a.template, 1)?, pipeline });
+        let t = Instant::now();
+        let mut loader = Loader::new(ds, (0..n).collect(), 1, a.workers, 4 * a.workers, 0, 0, false);
+        let mut clips = 0;
+        while let Some(b) = loader.next_batch() {
+            clips += b?.len();
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{name:<5} pipeline: {clips} clips × {} frames at {}² in {s:.2} s · {:.1} clips/s with {} worker(s) · {:.1} clips/s per worker",
+            a.segments,
+            a.size,
+            clips as f64 / s,
+            a.workers,
+            clips as f64 / s / a.workers as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! `gateshift data`: extract-frames (videos → rawframes), build-list (class folders → list
+//! and class names, with a train/val split), check (read every entry, report problems).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use gateshift::data::list::{List, ListFormat, VIDEO_EXTENSIONS};
+use gateshift::data::rawframes::read_rgb;
+use gateshift::data::{FrameNaming, video};
+use gateshift::io::write_atomic;
+use gateshift::synth::encode_jpeg;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Decode videos into rawframe folders (one JPEG per frame) and write the matching list.
+    ExtractFrames(ExtractArgs),
+    /// Build a list file and class-name file from a class-per-folder tree.
+    BuildList(BuildListArgs),
+    /// Read every entry of a list and report unreadable, short or mis-counted ones.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    /// Video list (`<path> <label>`), or a single video file.
+    pub input: PathBuf,
+    /// Folder for the frame folders (one per video, named after the file).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    #[arg(long, default_value = "img_{:05d}.jpg")]
+    pub template: String,
+    #[arg(long, default_value_t = 1)]
+    pub first_index: usize,
+    /// Scale frames to this short side (default: keep the size).
+    #[arg(long)]
+    pub short_side: Option<u32>,
+    #[arg(long, default_value_t = 95)]
+    pub quality: u8,
+    /// Write the rawframe list here (default: OUT/list.txt).
+    #[arg(long)]
+    pub out_list: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildListArgs {
+    /// Tree with one folder per class, holding videos or frame folders.
+    pub tree: PathBuf,
+    /// Output list (train list when --val-fraction > 0).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Validation list, with --val-fraction.
+    #[arg(long)]
+    pub val_out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.0)]
+    pub val_fraction: f64,
+    /// Class-name file to write (default: beside --out, classes.txt).
+    #[arg(long)]
+    pub classes: Option<PathBuf>,
+    #[arg(long, default_value = "img_{:05d}.jpg")]
+    pub template: String,
+    #[arg(long, default_value_t = 1)]
+    pub first_index: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    pub list: PathBuf,
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub list_format: ListFormat,
+    #[arg(long, default_value = "img_{:05d}.jpg")]
+    pub template: String,
+    #[arg(long, default_value_t = 1)]
+    pub first_index: usize,
+    /// Entries with fewer frames than this are reported as short.
+    #[arg(long, default_value_t = 8)]
+    pub segments: usize,
+}
+
+pub fn run(a: DataArgs) -> Result<()> {
+    match a.command {
+        DataCommand::ExtractFrames(e) => extract(e),
+        DataCommand::BuildList(b) => build_list(b),
+        DataCommand::Check(c) => check(c),
+    }
+}
+
+fn root_of(list: &Path, root: Option<&Path>) -> PathBuf {
+    root.map(Path::to_path_buf).unwrap_or_else(|| list.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// Decodes one video into `dir` as JPEG frames; returns the frame count.
+pub fn extract_one(
+    video_path: &Path,
+    dir: &Path,
+    naming: &FrameNaming,
+    short: Option<u32>,
+    quality: u8,
+) -> Result<usize> {
+    let info = video::probe(video_path, false)?;
+    video::for_each_frame(video_path, &info, short, |i, img| {
+        write_atomic(&naming.path(dir, 0, i), &encode_jpeg(&img, quality)?)
+    })
+}
+
+fn extract(a: ExtractArgs) -> Result<()> {
+    let naming = FrameNaming::new(&a.template, a.first_index)?;
+    let is_list = !a.input.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e));
+    let entries: Vec<(PathBuf, usize)> = if is_list {
+        let list = List::read(&a.input, Some(&root_of(&a.input, a.root.as_deref())), ListFormat::Video, None)?;
+        list.entries.into_iter().map(|e| (e.path, e.label)).collect()
+    } else {
+        vec![(a.input.clone(), 0)]
+    };
+    let bar = gateshift::train::trainer::progress_bar(true, entries.len() as u64, "extract");
+    let mut lines = Vec::new();
+    for (path, label) in &entries {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "video".into());
+        let dir = a.out.join(&stem);
+        let n = extract_one(path, &dir, &naming, a.short_side, a.quality)?;
+        lines.push(format!("{stem} {n} {label}"));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let out_list = a.out_list.unwrap_or_else(|| a.out.join("list.txt"));
+    write_atomic(&out_list, (lines.join("\n") + "\n").as_bytes())?;
+    println!("extracted {} video(s) into {}; list {}", entries.len(), a.out.display(), out_list.display());
+    Ok(())
+}
+
+fn build_list(a: BuildListArgs) -> Result<()> {
+    let naming = FrameNaming::new(&a.template, a.first_index)?;
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(&a.tree)
+        .with_context(|| format!("reading {}", a.tree.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        bail!("{} has no class folders", a.tree.display());
+    }
+    let base = a.out.parent().map(Path::to_path_buf).unwrap_or_default();
+    let rel = |p: &Path| -> String {
+        let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let b = std::fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
+        abs.strip_prefix(&b).map(|r| r.display().to_string()).unwrap_or_else(|_| abs.display().to_string())
+    };
+    let mut lines = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let mut items: Vec<PathBuf> = std::fs::read_dir(class)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        items.sort();
+        for item in items {
+            if item.is_dir() {
+                let n = naming.count(&item)?;
+                if n > 0 {
+                    lines.push(format!("{} {n} {label}", rel(&item)));
+                }
+            } else if item
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            {
+                lines.push(format!("{} {label}", rel(&item)));
+            }
+        }
+    }
+    let names: Vec<String> =
+        classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let classes_file = a.classes.unwrap_or_else(|| base.join("classes.txt"));
+    write_atomic(&classes_file, (names.join("\n") + "\n").as_bytes())?;
+    let mut val = Vec::new();
+    if a.val_fraction > 0.0 {
+        let val_out = a.val_out.as_ref().ok_or_else(|| anyhow::anyhow!("--val-fraction needs --val-out"))?;
+        lines.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
+        let k = ((lines.len() as f64) * a.val_fraction).round() as usize;
+        val = lines.drain(..k).collect();
+        write_atomic(val_out, (val.join("\n") + "\n").as_bytes())?;
+    }
+    write_atomic(&a.out, (lines.join("\n") + "\n").as_bytes())?;
+    println!(
+        "{} classes · {} entries in {} · {} in validation · names {}",
+        names.len(),
+        lines.len(),
+        a.out.display(),
+        val.len(),
+        classes_file.display()
+    );
+    Ok(())
+}
+
+fn check(a: CheckArgs) -> Result<()> {
+    let naming = FrameNaming::new(&a.template, a.first_index)?;
+    let list = List::read(&a.list, Some(&root_of(&a.list, a.root.as_deref())), a.list_format, None)?;
+    let bar = gateshift::train::trainer::progress_bar(true, list.entries.len() as u64, "check");
+    let mut problems = Vec::new();
+    for e in &list.entries {
+        let at = e.origin(&list.file);
+        if e.is_video {
+            match video::probe(&e.path, true) {
+                Err(err) => problems.push(format!("{at}: unreadable: {err:#}")),
+                Ok(info) => {
+                    let packets = video::probe(&e.path, false).map(|i| i.frames).unwrap_or(0);
+                    if info.frames != packets {
+                        problems.push(format!(
+                            "{at}: {} decodes {} frames but has {packets} packets",
+                            e.path.display(),
+                            info.frames
+                        ));
+                    }
+                    if info.frames < a.segments {
+                        problems.push(format!("{at}: short: {} frames < {} segments", info.frames, a.segments));
+                    }
+                }
+            }
+        } else {
+            let listed = e.num_frames.unwrap_or(0);
+            match naming.count(&e.path) {
+                Err(err) => problems.push(format!("{at}: {err:#}")),
+                Ok(n) if n < e.start + listed => {
+                    problems.push(format!("{at}: list says {listed} frames from {}, folder has {n}", e.start))
+                }
+                Ok(_) => {}
+            }
+            for i in 0..listed {
+                let f = naming.path(&e.path, e.start, i);
+                if let Err(err) = read_rgb(&f) {
+                    problems.push(format!("{at}: {err:#}"));
+                    break;
+                }
+            }
+            if listed < a.segments {
+                problems.push(format!("{at}: short: {listed} frames < {} segments", a.segments));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for p in &problems {
+        println!("{p}");
+    }
+    println!("{} entries checked, {} problem(s)", list.entries.len(), problems.len());
+    if !problems.is_empty() {
+        bail!("{} problem(s) in {}", problems.len(), a.list.display());
+    }
+    Ok(())
+}

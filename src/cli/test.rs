@@ -1,0 +1,249 @@
+//! `gateshift test`: 1 or 2 clips × 1/3/5/10 crops per video, logits (or softmax) averaged;
+//! top-1, top-5, mean-class accuracy, per-class accuracy, confusion matrix (CSV + PNG),
+//! per-video score dumps, and the frame-order diagnostic (`--frame-order shuffle|reverse`
+//! also runs the normal order and reports the drop).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::tensor::Device;
+use clap::Args;
+use gateshift::data::list::{List, ListFormat, read_class_names};
+use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Mode, Pipeline, Sampling};
+use gateshift::io::write_atomic;
+use gateshift::model::{ModelConfig, Recognizer};
+use gateshift::train::evaluate::{Evaluation, evaluate};
+use serde_json::json;
+
+use super::{ModelArgs, load_model};
+
+/// Where test data comes from and how it is read.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// List file (rawframes `<dir> <n> <label>`, `<dir> <start> <n> <label>`, or videos `<path> <label>`).
+    #[arg(long)]
+    pub list: PathBuf,
+    /// Folder list paths are relative to (default: the list's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub list_format: ListFormat,
+    #[arg(long, default_value = "img_{:05d}.jpg")]
+    pub template: String,
+    #[arg(long, default_value_t = 1)]
+    pub first_index: usize,
+    /// Class-name file, one per line (default: the names stored in the checkpoint).
+    #[arg(long)]
+    pub class_names: Option<PathBuf>,
+    /// Network input side (default: the backbone's).
+    #[arg(long)]
+    pub input_size: Option<u32>,
+    /// Short side before cropping (default: input · 256/224).
+    #[arg(long)]
+    pub scale_size: Option<u32>,
+    #[arg(long, value_enum, default_value = "tsn")]
+    pub sampling: Sampling,
+    #[arg(long, default_value_t = 2)]
+    pub interval: usize,
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Skip (and report) unreadable videos instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Clips per video: 1 (segment centres) or 2 (centres and starts, the official two-clip test).
+    #[arg(long, default_value_t = 1)]
+    pub clips: usize,
+    /// Crops per clip: 1, 3, 5 or 10.
+    #[arg(long, default_value_t = 1)]
+    pub crops: usize,
+    /// Average softmax probabilities instead of logits over clips and crops.
+    #[arg(long)]
+    pub softmax: bool,
+    /// Frame order fed to the model; shuffle/reverse also runs the normal order and reports the drop.
+    #[arg(long, value_enum, default_value = "normal")]
+    pub frame_order: FrameOrder,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the confusion matrix to PREFIX.csv and PREFIX.png and per-class accuracy to PREFIX_per_class.csv.
+    #[arg(long)]
+    pub confusion: Option<PathBuf>,
+    /// Save per-video scores (JSON lines: index, label, scores) for `gateshift ensemble`.
+    #[arg(long)]
+    pub dump_scores: Option<PathBuf>,
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Builds the test dataset for a model.
+pub fn dataset(d: &DataArgs, cfg: &ModelConfig, clips: usize, crops: usize, order: FrameOrder) -> Result<ClipDataset> {
+    if ![1, 3, 5, 10].contains(&crops) {
+        bail!("--crops must be 1, 3, 5 or 10");
+    }
+    if clips == 0 {
+        bail!("--clips must be at least 1");
+    }
+    let root = d.root.clone().unwrap_or_else(|| d.list.parent().map(Path::to_path_buf).unwrap_or_default());
+    let list = List::read(&d.list, Some(&root), d.list_format, Some(cfg.classes))?;
+    let size = d.input_size.unwrap_or(cfg.arch.input().size as u32);
+    let pipeline = Pipeline {
+        spec: cfg.arch.input(),
+        size,
+        segments: cfg.segments,
+        sampling: d.sampling,
+        interval: d.interval,
+        mode: Mode::Test { scale: d.scale_size.unwrap_or(size * 256 / 224), crops, clips },
+        order,
+    };
+    Ok(ClipDataset { list, naming: FrameNaming::new(&d.template, d.first_index)?, pipeline })
+}
+
+/// Class names: from the file if given, else those stored in the checkpoint.
+pub fn class_names(file: Option<&Path>, checkpoint: &Path) -> Result<Option<Vec<String>>> {
+    if let Some(f) = file {
+        return Ok(Some(read_class_names(f)?));
+    }
+    let sd = gateshift::checkpoint::StateDict::read(checkpoint)?;
+    Ok(sd.metadata.get("gateshift.classes").and_then(|j| serde_json::from_str(j).ok()))
+}
+
+/// Runs one evaluation pass with a progress bar.
+#[allow(clippy::too_many_arguments)]
+pub fn run_once(
+    model: &Recognizer,
+    ds: ClipDataset,
+    classes: usize,
+    d: &DataArgs,
+    seed: u64,
+    softmax: bool,
+    device: &Device,
+    label: &str,
+) -> Result<Evaluation> {
+    let ds = Arc::new(ds);
+    let bar = gateshift::train::trainer::progress_bar(true, ds.len() as u64, label);
+    let ev = evaluate(model, ds, classes, d.batch_size, d.workers, seed, softmax, d.skip_bad, device, Some(&bar))?;
+    bar.finish_and_clear();
+    gateshift::data::loader::report_skips(&ev.skipped);
+    Ok(ev)
+}
+
+pub fn run(a: TestArgs) -> Result<()> {
+    let device = gateshift::backend::device(&a.backend)?;
+    let (model, cfg) = load_model(&a.model, &a.checkpoint, false, &device)?;
+    let model = model.valid();
+    let names = class_names(a.data.class_names.as_deref(), &a.checkpoint)?;
+    let ev = run_once(
+        &model,
+        dataset(&a.data, &cfg, a.clips, a.crops, a.frame_order)?,
+        cfg.classes,
+        &a.data,
+        a.seed,
+        a.softmax,
+        &device,
+        "test",
+    )?;
+    let acc = &ev.accuracy;
+    println!(
+        "{} videos · {} clip(s) × {} crop(s) · order {:?} · top-1 {:.2}% · top-5 {:.2}% · mean class {:.2}% · {:.1} videos/s",
+        acc.count,
+        a.clips,
+        a.crops,
+        a.frame_order,
+        100.0 * acc.top1(),
+        100.0 * acc.top5(),
+        100.0 * acc.mean_class(),
+        acc.count as f64 / ev.seconds
+    );
+    let mut report = json!({
+        "checkpoint": a.checkpoint, "list": a.data.list, "videos": acc.count, "clips": a.clips, "crops": a.crops,
+        "frame_order": a.frame_order, "top1": acc.top1(), "top5": acc.top5(), "mean_class": acc.mean_class(),
+        "per_class": acc.per_class(), "skipped": ev.skipped.len(),
+    });
+    if a.frame_order != FrameOrder::Normal {
+        let normal = run_once(
+            &model,
+            dataset(&a.data, &cfg, a.clips, a.crops, FrameOrder::Normal)?,
+            cfg.classes,
+            &a.data,
+            a.seed,
+            a.softmax,
+            &device,
+            "normal",
+        )?;
+        let drop = normal.accuracy.top1() - acc.top1();
+        println!(
+            "normal order top-1 {:.2}% → {:?} {:.2}%: drop {:.2} points",
+            100.0 * normal.accuracy.top1(),
+            a.frame_order,
+            100.0 * acc.top1(),
+            100.0 * drop
+        );
+        report["normal_top1"] = json!(normal.accuracy.top1());
+        report["drop"] = json!(drop);
+    }
+    if let Some(prefix) = &a.confusion {
+        write_confusion(prefix, &acc.confusion, &acc.per_class(), names.as_deref())?;
+    }
+    if let Some(path) = &a.dump_scores {
+        let mut text = String::new();
+        for (i, label, scores) in &ev.scores {
+            text.push_str(&json!({"index": i, "label": label, "scores": scores}).to_string());
+            text.push('\n');
+        }
+        write_atomic(path, text.as_bytes())?;
+    }
+    if let Some(path) = &a.json {
+        write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `PREFIX.csv` (rows true class, columns predicted), `PREFIX_per_class.csv`, `PREFIX.png`.
+pub fn write_confusion(
+    prefix: &Path,
+    m: &[Vec<usize>],
+    per_class: &[Option<f64>],
+    names: Option<&[String]>,
+) -> Result<()> {
+    let k = m.len();
+    let name = |i: usize| names.and_then(|n| n.get(i)).cloned().unwrap_or_else(|| i.to_string());
+    let mut csv = String::from("true\\predicted");
+    for j in 0..k {
+        csv.push_str(&format!(",{j}"));
+    }
+    csv.push('\n');
+    for (i, row) in m.iter().enumerate() {
+        csv.push_str(&i.to_string());
+        for v in row {
+            csv.push_str(&format!(",{v}"));
+        }
+        csv.push('\n');
+    }
+    let with = |ext: &str| PathBuf::from(format!("{}{ext}", prefix.display()));
+    write_atomic(&with(".csv"), csv.as_bytes())?;
+    let mut pc = String::from("class,name,samples,accuracy\n");
+    for (i, acc) in per_class.iter().enumerate() {
+        let n: usize = m[i].iter().sum();
+        let acc = acc.map(|a| format!("{a:.4}")).unwrap_or_default();
+        pc.push_str(&format!("{i},\"{}\",{n},{acc}\n", name(i).replace('"', "'")));
+    }
+    write_atomic(&with("_per_class.csv"), pc.as_bytes())?;
+    let labels: Vec<String> = (0..k).map(name).collect();
+    gateshift::report::plot::confusion(m, &labels, &with(".png"))
+}

@@ -1,0 +1,199 @@
+//! `gateshift train`: a TOML config (`--config`) and/or flags (flags win), written into the
+//! run folder with the checkpoints, metrics and curves; `--resume RUN_DIR` continues a run.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use gateshift::data::list::ListFormat;
+use gateshift::data::{FrameOrder, Sampling};
+use gateshift::model::{Arch, ShiftPlace, TemporalKind};
+use gateshift::train::config::TrainConfig;
+use gateshift::train::sgd::ParamPolicy;
+use gateshift::train::trainer;
+
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// Run configuration (TOML); flags override its values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder to create.
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    /// Continue the run in this folder from its `last` checkpoint (its config.toml is used).
+    #[arg(long, conflicts_with = "config")]
+    pub resume: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    #[arg(long, value_enum)]
+    pub temporal: Option<TemporalKind>,
+    #[arg(long)]
+    pub segments: Option<usize>,
+    #[arg(long)]
+    pub classes: Option<usize>,
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    #[arg(long)]
+    pub shift_div: Option<usize>,
+    #[arg(long, value_enum)]
+    pub shift_place: Option<ShiftPlace>,
+    /// Initial weights (ImageNet or official checkpoint).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Allow --init to fit partly (backbone only); lists what was left.
+    #[arg(long)]
+    pub partial: bool,
+    #[arg(long)]
+    pub train_list: Option<PathBuf>,
+    #[arg(long)]
+    pub val_list: Option<PathBuf>,
+    /// Folder list paths are relative to (default: each list's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub list_format: Option<ListFormat>,
+    /// Frame file template, e.g. img_{:05d}.jpg.
+    #[arg(long)]
+    pub template: Option<String>,
+    #[arg(long)]
+    pub first_index: Option<usize>,
+    #[arg(long)]
+    pub class_names: Option<PathBuf>,
+    #[arg(long)]
+    pub input_size: Option<u32>,
+    #[arg(long)]
+    pub scale_size: Option<u32>,
+    #[arg(long, value_enum)]
+    pub sampling: Option<Sampling>,
+    #[arg(long)]
+    pub no_flip: bool,
+    /// Label swaps when flipping, e.g. 86:87,93:94,166:167.
+    #[arg(long)]
+    pub flip_swap: Option<String>,
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Skip (and report) samples that cannot be read instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub iter_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    #[arg(long)]
+    pub clip_gradient: Option<f64>,
+    #[arg(long, value_enum)]
+    pub policy: Option<ParamPolicy>,
+    /// Partial BN on (every BN but the first frozen).
+    #[arg(long)]
+    pub partial_bn: bool,
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    #[arg(long)]
+    pub val_crops: Option<usize>,
+    #[arg(long, value_enum)]
+    pub val_order: Option<FrameOrder>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The resolved configuration: file (or defaults), then flags.
+pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
+    let mut c = match &a.config {
+        Some(p) => TrainConfig::read(p)?,
+        None => TrainConfig::default(),
+    };
+    macro_rules! set {
+        ($field:expr, $v:expr) => {
+            if let Some(v) = $v.clone() {
+                $field = v;
+            }
+        };
+    }
+    set!(c.model.arch, a.arch);
+    set!(c.model.temporal, a.temporal);
+    set!(c.model.segments, a.segments);
+    set!(c.model.classes, a.classes);
+    set!(c.model.dropout, a.dropout);
+    set!(c.model.shift_div, a.shift_div);
+    set!(c.model.shift_place, a.shift_place);
+    if a.init.is_some() {
+        c.model.init = a.init.clone();
+    }
+    c.model.partial |= a.partial;
+    set!(c.data.train_list, a.train_list);
+    if a.val_list.is_some() {
+        c.data.val_list = a.val_list.clone();
+    }
+    if a.root.is_some() {
+        c.data.root = a.root.clone();
+    }
+    set!(c.data.list_format, a.list_format);
+    set!(c.data.template, a.template);
+    set!(c.data.first_index, a.first_index);
+    if a.class_names.is_some() {
+        c.data.class_names = a.class_names.clone();
+    }
+    set!(c.data.input_size, a.input_size);
+    set!(c.data.scale_size, a.scale_size);
+    set!(c.data.sampling, a.sampling);
+    if a.no_flip {
+        c.data.flip = false;
+    }
+    set!(c.data.flip_swap, a.flip_swap);
+    set!(c.data.workers, a.workers);
+    c.data.skip_bad |= a.skip_bad;
+    set!(c.optim.epochs, a.epochs);
+    set!(c.optim.batch_size, a.batch_size);
+    set!(c.optim.iter_size, a.iter_size);
+    set!(c.optim.lr, a.lr);
+    set!(c.optim.momentum, a.momentum);
+    set!(c.optim.weight_decay, a.weight_decay);
+    set!(c.optim.warmup_epochs, a.warmup_epochs);
+    set!(c.optim.clip_gradient, a.clip_gradient);
+    set!(c.optim.policy, a.policy);
+    c.optim.partial_bn |= a.partial_bn;
+    set!(c.eval_every, a.eval_every);
+    set!(c.val_crops, a.val_crops);
+    set!(c.val_order, a.val_order);
+    set!(c.seed, a.seed);
+    set!(c.backend, a.backend);
+    Ok(c)
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    super::install_sigint();
+    let (cfg, dir, resume) = match &a.resume {
+        Some(dir) => {
+            let cfg = TrainConfig::read(&dir.join("config.toml"))?;
+            (cfg, dir.clone(), true)
+        }
+        None => (resolve(&a)?, a.out.clone(), false),
+    };
+    let outcome = trainer::train(&cfg, &dir, resume, !a.quiet)?;
+    if outcome.interrupted {
+        bail!("interrupted: resume with `gateshift train --resume {}`", dir.display());
+    }
+    let s = &outcome.state;
+    match (s.best_top1, s.best_epoch) {
+        (Some(b), Some(e)) => {
+            println!("done: best val top-1 {:.2}% at epoch {e}; run folder {}", 100.0 * b, dir.display())
+        }
+        _ => println!("done: {} epochs; run folder {}", s.epochs_done, dir.display()),
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! A clip dataset: list entries → sampled frame indices → decoded frames (rawframes or
+//! video) → group transforms → normalised floats in the layout the models take.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use image::RgbImage;
+use rand::Rng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::data::list::{Entry, List};
+use crate::data::rawframes::{FrameNaming, read_rgb};
+use crate::data::transform::{self, Crop, FlipMap};
+use crate::data::{sampling, video};
+use crate::model::InputSpec;
+
+/// How frame indices are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampling {
+    /// TSN segments: random frame per segment in training, centres (or centres + starts for
+    /// two clips) at test.
+    #[default]
+    Tsn,
+    /// Dense: `segments` frames `interval` apart in one window.
+    Dense,
+}
+
+/// Order of the sampled frames handed to the model (the temporal-reliance diagnostic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameOrder {
+    #[default]
+    Normal,
+    /// A fixed random permutation per video.
+    Shuffle,
+    Reverse,
+}
+
+/// Training-time or test-time processing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    /// Multi-scale crop from frames scaled to short side `scale`, then an optional flip.
+    Train { scale: u32, flip: bool, flip_map: FlipMap },
+    /// Short side to `scale`, then `crops` crops (1, 3, 5, 10) of each of `clips` clips.
+    Test { scale: u32, crops: usize, clips: usize },
+}
+
+/// Everything that turns a list entry into model input.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub spec: InputSpec,
+    /// Network input side (crop size).
+    pub size: u32,
+    pub segments: usize,
+    pub sampling: Sampling,
+    /// Dense sampling: frames between samples.
+    pub interval: usize,
+    pub mode: Mode,
+    pub order: FrameOrder,
+}
+
+/// One processed sample: `views` stacks of `(segments·3, size, size)` floats.
+#[derive(Clone, Debug)]
+pub struct Clip {
+    pub data: Vec<f32>,
+    pub views: usize,
+    pub label: usize,
+}
+
+/// A list of videos or frame folders and how to read them.
+#[derive(Clone, Debug)]
+pub struct ClipDataset {
+    pub list: List,
+    pub naming: FrameNaming,
+    pub pipeline: Pipeline,
+}
+
+/// Where an entry's frames come from once opened.
+enum Opened {
+    Frames { dir: PathBuf, start: usize, frames: usize },
+    Video { path: PathBuf, info: video::VideoInfo },
+}
+
+impl ClipDataset {
+    pub fn len(&self) -> usize {
+        self.list.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.entries.is_empty()
+    }
+
+    fn origin(&self, e: &Entry) -> String {
+        e.origin(&self.list.file)
+    }
+
+    fn open(&self, e: &Entry) -> Result<Opened> {
+        if e.is_video {
+            let info = video::probe_cached(&e.path).with_context(|| format!("list line {}", self.origin(e)))?;
+            if info.frames == 0 {
+                bail!("{}: video {} has no frames", self.origin(e), e.path.display());
+            }
+            Ok(Opened::Video { path: e.path.clone(), info })
+        } else {
+            let frames = e.num_frames.unwrap_or(0);
+            if frames == 0 {
+                bail!("{}: {} lists 0 frames", self.origin(e), e.path.display());
+            }
+            Ok(Opened::Frames { dir: e.path.clone(), start: e.start, frames })
+        }
+    }
+
+    /// The frame indices of every test clip (or the one training clip) of a video.
+    fn indices(&self, frames: usize, rng: &mut impl Rng) -> Vec<Vec<usize>> {
+        let p = &self.pipeline;
+        let mut clips = match (&p.mode, p.sampling) {
+            (Mode::Train { .. }, Sampling::Tsn) => vec![sampling::tsn_train(frames, p.segments, 1, rng)],
+            (Mode::Train { .. }, Sampling::Dense) => vec![sampling::dense_train(frames, p.segments, p.interval, rng)],
+            (Mode::Test { clips: 1, .. }, Sampling::Tsn) => vec![sampling::tsn_test(frames, p.segments, 1)],
+            (Mode::Test { clips: 2, .. }, Sampling::Tsn) => sampling::two_clip_test(frames, p.segments, 1),
+            (Mode::Test { clips, .. }, Sampling::Tsn) => sampling::uniform_clips(frames, p.segments, *clips),
+            (Mode::Test { clips, .. }, Sampling::Dense) => sampling::dense_test(frames, p.segments, p.interval, *clips),
+        };
+        for c in &mut clips {
+            match p.order {
+                FrameOrder::Normal => {}
+                FrameOrder::Reverse => c.reverse(),
+                FrameOrder::Shuffle => c.shuffle(rng),
+            }
+        }
+        clips
+    }
+
+    /// Reads frames `indices` of an opened entry.
+    fn read(&self, e: &Entry, opened: &Opened, indices: &[usize], short: u32) -> Result<Vec<RgbImage>> {
+        match opened {
+            Opened::Video { path, info } => video::read_frames(path, info, indices, Some(short))
+                .with_context(|| format!("list line {}", self.origin(e))),
+            Opened::Frames { dir, start, frames } => {
+                let mut unique: Vec<usize> = indices.to_vec();
+                unique.sort_unstable();
+                unique.dedup();
+                let mut images = Vec::with_capacity(unique.len());
+                for &i in &unique {
+                    debug_assert!(i < *frames);
+                    let file = self.naming.path(dir, *start, i);
+                    let img = read_rgb(&file)
+                        .with_context(|| format!("frame {i} of {} (list line {})", dir.display(), self.origin(e)))?;
+                    images.push(transform::resize_short(&img, short));
+                }
+                Ok(indices.iter().map(|i| images[unique.binary_search(i).expect("present")].clone()).collect())
+            }
+        }
+    }
+
+    /// Produces sample `index` with all randomness drawn from `rng`.
+    pub fn get(&self, index: usize, rng: &mut impl Rng) -> Result<Clip> {
+        let e = &self.list.entries[index];
+        let opened = self.open(e)?;
+        let frames = match &opened {
+            Opened::Frames { frames, .. } => *frames,
+            Opened::Video { info, .. } => info.frames,
+        };
+        let clips = self.indices(frames, rng);
+        let p = &self.pipeline;
+        let plane = 3 * (p.size * p.size) as usize;
+        let mut label = e.label;
+        let mut data = Vec::new();
+        let mut views = 0;
+        for idx in &clips {
+            let (scale, crops) = match &p.mode {
+                Mode::Train { scale, .. } => (*scale, None),
+                Mode::Test { scale, crops, .. } => (*scale, Some(*crops)),
+            };
+            let images = self.read(e, &opened, idx, scale)?;
+            let (w, h) = images[0].dimensions();
+            let crops: Vec<Crop> = match (crops, &p.mode) {
+                (Some(n), _) => transform::test_crops(w, h, p.size, n),
+                (None, Mode::Train { flip, flip_map, .. }) => {
+                    let mut c = transform::multi_scale_crop(w, h, p.size, rng);
+                    if *flip && rng.random_bool(0.5) {
+                        c.flip = true;
+                        label = flip_map.apply(label);
+                    }
+                    vec![c]
+                }
+                (None, Mode::Test { .. }) => unreachable!(),
+            };
+            for crop in crops {
+                for img in &images {
+                    let out = transform::apply_crop(img, crop, p.size);
+                    let at = data.len();
+                    data.resize(at + plane, 0.0);
+                    transform::normalise_into(&out, &p.spec, &mut data[at..]);
+                }
+                views += 1;
+            }
+        }
+        Ok(Clip { data, views, label })
+    }
+
+    /// Path of entry `index` for messages.
+    pub fn path(&self, index: usize) -> &Path {
+        &self.list.entries[index].path
+    }
+}

@@ -1,0 +1,202 @@
+//! The parallel loader: worker threads decode and augment samples, a bounded window of
+//! samples is in flight, and batches come out in order. Every sample draws its randomness
+//! from its own RNG seeded by (seed, epoch, position), so batches are identical for any
+//! worker count. A sample that fails is an error — or, with `skip_bad`, a counted skip.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Result;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::dataset::{Clip, ClipDataset};
+
+/// One assembled batch: `(batch, views, segments·3, H, W)` floats in `data`.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub data: Vec<f32>,
+    pub labels: Vec<usize>,
+    /// Dataset indices of the samples.
+    pub indices: Vec<usize>,
+    /// Views per sample (test crops × clips; 1 in training).
+    pub views: usize,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// The RNG of the sample at `position` of epoch `epoch`.
+pub fn sample_rng(seed: u64, epoch: usize, position: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((epoch as u64) << 32) | position as u64);
+    rng
+}
+
+type Job = (usize, usize);
+type Done = (usize, usize, Result<Clip>);
+
+/// Iterates over one epoch's batches.
+pub struct Loader {
+    order: Vec<usize>,
+    batch_size: usize,
+    skip_bad: bool,
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    workers: Vec<JoinHandle<()>>,
+    window: usize,
+    issued: usize,
+    next: usize,
+    ready: BTreeMap<usize, (usize, Result<Clip>)>,
+    /// Samples skipped under `skip_bad`, with their errors.
+    pub skipped: Vec<String>,
+}
+
+impl Loader {
+    /// Loads `order` (dataset indices) in batches of `batch_size` with `workers` threads;
+    /// at most `prefetch` samples beyond the current one are in flight.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dataset: Arc<ClipDataset>,
+        order: Vec<usize>,
+        batch_size: usize,
+        workers: usize,
+        prefetch: usize,
+        seed: u64,
+        epoch: usize,
+        skip_bad: bool,
+    ) -> Self {
+        let (jobs_tx, jobs_rx) = unbounded::<Job>();
+        let (done_tx, done_rx) = bounded::<Done>(prefetch.max(1) + workers);
+        let workers = (0..workers.max(1))
+            .map(|_| {
+                let (rx, tx, ds) = (jobs_rx.clone(), done_tx.clone(), dataset.clone());
+                std::thread::spawn(move || {
+                    while let Ok((pos, index)) = rx.recv() {
+                        let mut rng = sample_rng(seed, epoch, pos);
+                        let r = ds.get(index, &mut rng);
+                        if tx.send((pos, index, r)).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            order,
+            batch_size: batch_size.max(1),
+            skip_bad,
+            jobs: Some(jobs_tx),
+            done: done_rx,
+            workers,
+            window: prefetch.max(1),
+            issued: 0,
+            next: 0,
+            ready: BTreeMap::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Batches in this epoch (the last one may be short).
+    pub fn num_batches(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
+    }
+
+    fn issue(&mut self) {
+        let Some(jobs) = &self.jobs else { return };
+        while self.issued < self.order.len() && self.issued < self.next + self.window {
+            let _ = jobs.send((self.issued, self.order[self.issued]));
+            self.issued += 1;
+        }
+    }
+
+    /// The next sample in order.
+    fn next_sample(&mut self) -> Option<(usize, Result<Clip>)> {
+        if self.next >= self.order.len() {
+            return None;
+        }
+        self.issue();
+        while !self.ready.contains_key(&self.next) {
+            match self.done.recv() {
+                Ok((pos, index, r)) => {
+                    self.ready.insert(pos, (index, r));
+                }
+                Err(_) => return Some((self.order[self.next], Err(anyhow::anyhow!("loader workers stopped")))),
+            }
+        }
+        let item = self.ready.remove(&self.next);
+        self.next += 1;
+        item
+    }
+
+    /// The next batch; `None` at the end of the epoch.
+    pub fn next_batch(&mut self) -> Option<Result<Batch>> {
+        let mut batch = Batch { data: Vec::new(), labels: Vec::new(), indices: Vec::new(), views: 0 };
+        while batch.len() < self.batch_size {
+            let Some((index, r)) = self.next_sample() else { break };
+            match r {
+                Ok(clip) => {
+                    if batch.views != 0 && batch.views != clip.views {
+                        return Some(Err(anyhow::anyhow!(
+                            "sample {index} has {} views, batch has {}",
+                            clip.views,
+                            batch.views
+                        )));
+                    }
+                    batch.views = clip.views;
+                    batch.data.extend_from_slice(&clip.data);
+                    batch.labels.push(clip.label);
+                    batch.indices.push(index);
+                }
+                Err(e) if self.skip_bad => self.skipped.push(format!("{e:#}")),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        if batch.is_empty() { None } else { Some(Ok(batch)) }
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.jobs = None;
+        // Unblock workers waiting to send, then join them.
+        while self.done.try_recv().is_ok() {}
+        for w in self.workers.drain(..) {
+            while !w.is_finished() {
+                while self.done.try_recv().is_ok() {}
+                std::thread::yield_now();
+            }
+            let _ = w.join();
+        }
+    }
+}
+
+/// Prints the samples skipped under `--skip-bad` (first 20 in full).
+pub fn report_skips(skipped: &[String]) {
+    if skipped.is_empty() {
+        return;
+    }
+    eprintln!("skipped {} unreadable sample(s) (--skip-bad):", skipped.len());
+    for s in skipped.iter().take(20) {
+        eprintln!("  {s}");
+    }
+    if skipped.len() > 20 {
+        eprintln!("  ... and {} more", skipped.len() - 20);
+    }
+}

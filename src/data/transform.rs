@@ -1,0 +1,235 @@
+//! Group transforms: every frame of a clip gets the same crop, flip and scaling, as the
+//! official `GroupMultiScaleCrop`, `GroupRandomHorizontalFlip`, `GroupScale`,
+//! `GroupCenterCrop`, `GroupFullResSample` (three-crop) and `GroupOverSample` (five/ten-crop).
+
+use image::RgbImage;
+use image::imageops::{self, FilterType};
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::model::InputSpec;
+
+/// A crop rectangle in pixels, plus whether the crop is mirrored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+    pub flip: bool,
+}
+
+/// The official multi-scale crop scales.
+pub const SCALES: [f64; 4] = [1.0, 0.875, 0.75, 0.66];
+
+/// `fill_fix_offset`: the 5 (corners + centre) or 13 (`more_fix_crop`) fixed crop origins.
+pub fn fixed_offsets(more: bool, image_w: u32, image_h: u32, crop_w: u32, crop_h: u32) -> Vec<(u32, u32)> {
+    let ws = (image_w - crop_w) / 4;
+    let hs = (image_h - crop_h) / 4;
+    let mut v = vec![(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs)];
+    if more {
+        v.extend([
+            (0, 2 * hs),
+            (4 * ws, 2 * hs),
+            (2 * ws, 4 * hs),
+            (2 * ws, 0),
+            (ws, hs),
+            (3 * ws, hs),
+            (ws, 3 * hs),
+            (3 * ws, 3 * hs),
+        ]);
+    }
+    v
+}
+
+/// `GroupMultiScaleCrop(input_size, [1, .875, .75, .66], max_distort=1, fix_crop=True,
+/// more_fix_crop=True)`: a crop whose sides are scales of the short side (aspect distorted by
+/// at most one scale step) at one of the 13 fixed positions. Resize to `input_size` after.
+pub fn multi_scale_crop(image_w: u32, image_h: u32, input_size: u32, rng: &mut impl Rng) -> Crop {
+    let base = image_w.min(image_h) as f64;
+    let sizes: Vec<u32> = SCALES
+        .iter()
+        .map(|s| {
+            let x = (base * s) as u32;
+            if (x as i64 - input_size as i64).abs() < 3 { input_size } else { x }
+        })
+        .collect();
+    let mut pairs = Vec::new();
+    for (i, &h) in sizes.iter().enumerate() {
+        for (j, &w) in sizes.iter().enumerate() {
+            if i.abs_diff(j) <= 1 {
+                pairs.push((w.min(image_w), h.min(image_h)));
+            }
+        }
+    }
+    let &(w, h) = pairs.choose(rng).expect("non-empty");
+    let &(x, y) = fixed_offsets(true, image_w, image_h, w, h).choose(rng).expect("non-empty");
+    Crop { x, y, w, h, flip: false }
+}
+
+/// Test-time crops of a frame already scaled to short side `scale`: 1 (centre), 3 (left,
+/// right, centre along the long side), 5 (corners + centre) or 10 (5 and their mirrors).
+pub fn test_crops(image_w: u32, image_h: u32, size: u32, n: usize) -> Vec<Crop> {
+    let (cw, ch) = (size.min(image_w), size.min(image_h));
+    let ws = (image_w - cw) / 4;
+    let hs = (image_h - ch) / 4;
+    let at = |(x, y): (u32, u32)| Crop { x, y, w: cw, h: ch, flip: false };
+    match n {
+        1 => vec![at(((image_w - cw) / 2, (image_h - ch) / 2))],
+        3 => vec![at((0, 2 * hs)), at((4 * ws, 2 * hs)), at((2 * ws, 2 * hs))],
+        5 | 10 => {
+            let five: Vec<Crop> = fixed_offsets(false, image_w, image_h, cw, ch).into_iter().map(at).collect();
+            let mut v = five.clone();
+            if n == 10 {
+                v.extend(five.into_iter().map(|c| Crop { flip: true, ..c }));
+            }
+            v
+        }
+        _ => panic!("test crops must be 1, 3, 5 or 10, not {n}"),
+    }
+}
+
+/// Resizes so that the short side is `short` (aspect kept), bilinear with antialiasing.
+pub fn resize_short(img: &RgbImage, short: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    if w.min(h) == short {
+        return img.clone();
+    }
+    let (nw, nh) = if w <= h {
+        (short, ((h as f64 * short as f64 / w as f64).round() as u32).max(1))
+    } else {
+        (((w as f64 * short as f64 / h as f64).round() as u32).max(1), short)
+    };
+    imageops::resize(img, nw, nh, FilterType::Triangle)
+}
+
+/// Cuts `crop` out of `img`, scales it to `size`×`size` and mirrors it if asked.
+pub fn apply_crop(img: &RgbImage, crop: Crop, size: u32) -> RgbImage {
+    let view = imageops::crop_imm(img, crop.x, crop.y, crop.w, crop.h);
+    let mut out = if crop.w == size && crop.h == size {
+        view.to_image()
+    } else {
+        imageops::resize(&*view, size, size, FilterType::Triangle)
+    };
+    if crop.flip {
+        imageops::flip_horizontal_in_place(&mut out);
+    }
+    out
+}
+
+/// Label swaps applied with a horizontal flip (e.g. Something-Something V1: 86↔87, 93↔94,
+/// 166↔167 — "left to right" becomes "right to left").
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlipMap(pub Vec<(usize, usize)>);
+
+impl FlipMap {
+    pub fn something_v1() -> Self {
+        Self(vec![(86, 87), (93, 94), (166, 167)])
+    }
+
+    /// Parses "86:87,93:94".
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let mut v = Vec::new();
+        for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
+            let (a, b) = pair.split_once(':').ok_or_else(|| anyhow::anyhow!("flip swap {pair:?}: expected A:B"))?;
+            v.push((a.trim().parse()?, b.trim().parse()?));
+        }
+        Ok(Self(v))
+    }
+
+    pub fn apply(&self, label: usize) -> usize {
+        for &(a, b) in &self.0 {
+            if label == a {
+                return b;
+            }
+            if label == b {
+                return a;
+            }
+        }
+        label
+    }
+}
+
+/// Writes `img` as `(3, H, W)` floats normalised for the backbone into `out`.
+pub fn normalise_into(img: &RgbImage, spec: &InputSpec, out: &mut [f32]) {
+    let (w, h) = img.dimensions();
+    let plane = (w * h) as usize;
+    assert_eq!(out.len(), 3 * plane);
+    let scale = spec.range / 255.0;
+    for c in 0..3 {
+        let src = if spec.bgr { 2 - c } else { c };
+        let (mean, std) = (spec.mean[c], spec.std[c]);
+        let dst = &mut out[c * plane..(c + 1) * plane];
+        for (d, p) in dst.iter_mut().zip(img.pixels()) {
+            *d = (p.0[src] as f32 * scale - mean) / std;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn fixed_offsets_match_the_official_grid() {
+        // 340×256 image, 224² crop: w_step 29, h_step 8.
+        let o = fixed_offsets(true, 340, 256, 224, 224);
+        assert_eq!(o.len(), 13);
+        assert_eq!(&o[..5], &[(0, 0), (116, 0), (0, 32), (116, 32), (58, 16)]);
+        assert_eq!(o[12], (87, 24));
+    }
+
+    #[test]
+    fn multi_scale_crop_sizes_are_scales_of_the_short_side() {
+        // Short side 256: sizes 256, 224, 192, 168 (224 snaps to input 224); pairs |i-j| <= 1.
+        let allowed = [256, 224, 192, 168];
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            let c = multi_scale_crop(340, 256, 224, &mut rng);
+            let (i, j) =
+                (allowed.iter().position(|&a| a == c.h).unwrap(), allowed.iter().position(|&a| a == c.w).unwrap());
+            assert!(i.abs_diff(j) <= 1, "{c:?}");
+            assert!(c.x + c.w <= 340 && c.y + c.h <= 256);
+            seen.insert((c.w, c.h));
+        }
+        assert_eq!(seen.len(), 10, "4 + 3 + 3 size pairs: {seen:?}");
+    }
+
+    #[test]
+    fn test_crops_positions() {
+        // 298×224 after scaling, 224 crops: w_step 18.
+        let c3 = test_crops(298, 224, 224, 3);
+        assert_eq!(c3.iter().map(|c| c.x).collect::<Vec<_>>(), vec![0, 72, 36]);
+        let c10 = test_crops(256, 256, 224, 10);
+        assert_eq!(c10.len(), 10);
+        assert_eq!((c10[4].x, c10[4].y, c10[9].flip), (16, 16, true));
+        assert_eq!(test_crops(256, 320, 224, 1)[0], Crop { x: 16, y: 48, w: 224, h: 224, flip: false });
+    }
+
+    #[test]
+    fn flip_map_swaps_pairs() {
+        let m = FlipMap::something_v1();
+        assert_eq!((m.apply(86), m.apply(87), m.apply(93), m.apply(5)), (87, 86, 94, 5));
+        assert_eq!(FlipMap::parse("0:1, 2:3").unwrap().apply(3), 2);
+    }
+
+    #[test]
+    fn crop_flip_and_normalise() {
+        let mut img = RgbImage::new(4, 2);
+        img.put_pixel(0, 0, image::Rgb([255, 0, 10]));
+        let out = apply_crop(&img, Crop { x: 0, y: 0, w: 2, h: 2, flip: true }, 2);
+        assert_eq!(out.get_pixel(1, 0).0, [255, 0, 10]);
+        let caffe = InputSpec { size: 2, bgr: true, range: 255.0, mean: [104.0, 117.0, 128.0], std: [1.0; 3] };
+        let mut buf = vec![0.0; 12];
+        normalise_into(&out, &caffe, &mut buf);
+        // BGR: channel 0 is blue (10 - 104), channel 2 red (255 - 128), at pixel (1, 0).
+        assert_eq!((buf[1], buf[4 + 1], buf[8 + 1]), (-94.0, -117.0, 127.0));
+        let imagenet = InputSpec { size: 2, bgr: false, range: 1.0, mean: [0.5; 3], std: [0.25; 3] };
+        normalise_into(&out, &imagenet, &mut buf);
+        assert!((buf[1] - 2.0).abs() < 1e-6);
+    }
+}

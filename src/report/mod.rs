@@ -1,0 +1,3 @@
+//! Reports: figures and tables written from runs and evaluations.
+
+pub mod plot;

@@ -1,0 +1,207 @@
+//! A training run's full configuration (`run.toml`): the model, the data and the official
+//! optimisation recipe as defaults. Written into every run folder as resolved.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::data::list::ListFormat;
+use crate::data::{FrameNaming, FrameOrder, Sampling};
+use crate::model::{Arch, ModelConfig, ShiftPlace, TemporalKind};
+use crate::train::sgd::ParamPolicy;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    pub arch: Arch,
+    pub temporal: TemporalKind,
+    pub segments: usize,
+    /// Number of classes; 0 = from the class-name file or the training list.
+    pub classes: usize,
+    pub dropout: f64,
+    pub shift_div: usize,
+    pub shift_place: ShiftPlace,
+    /// Checkpoint to start from (ImageNet or official weights).
+    pub init: Option<PathBuf>,
+    /// Allow `init` to fit only partly (e.g. backbone only); what is left is listed.
+    pub partial: bool,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            arch: Arch::BnInception,
+            temporal: TemporalKind::Gsm,
+            segments: 8,
+            classes: 0,
+            dropout: 0.5,
+            shift_div: 8,
+            shift_place: ShiftPlace::Blockres,
+            init: None,
+            partial: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    pub train_list: PathBuf,
+    pub val_list: Option<PathBuf>,
+    /// Folder the list paths are relative to (default: the list file's folder).
+    pub root: Option<PathBuf>,
+    pub list_format: ListFormat,
+    pub template: String,
+    pub first_index: usize,
+    pub class_names: Option<PathBuf>,
+    /// Network input side; 0 = the backbone's default.
+    pub input_size: u32,
+    /// Short side frames are scaled to before cropping; 0 = input_size · 256/224.
+    pub scale_size: u32,
+    pub sampling: Sampling,
+    pub interval: usize,
+    pub flip: bool,
+    /// Label swaps under flipping, "A:B,C:D".
+    pub flip_swap: String,
+    pub workers: usize,
+    pub prefetch: usize,
+    pub skip_bad: bool,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            train_list: PathBuf::new(),
+            val_list: None,
+            root: None,
+            list_format: ListFormat::Auto,
+            template: "img_{:05d}.jpg".into(),
+            first_index: 1,
+            class_names: None,
+            input_size: 0,
+            scale_size: 0,
+            sampling: Sampling::Tsn,
+            interval: 2,
+            flip: true,
+            flip_swap: String::new(),
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            prefetch: 32,
+            skip_bad: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimSection {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Gradient accumulation: batches per optimizer step.
+    pub iter_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub warmup_epochs: usize,
+    pub clip_gradient: f64,
+    pub policy: ParamPolicy,
+    /// Partial BN: every BatchNorm but the first (and GSM's own) frozen, as the official code.
+    pub partial_bn: bool,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            epochs: 60,
+            batch_size: 8,
+            iter_size: 1,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 10,
+            clip_gradient: 20.0,
+            policy: ParamPolicy::Official,
+            partial_bn: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub optim: OptimSection,
+    /// Evaluate on the validation list every N epochs (and after the last).
+    pub eval_every: usize,
+    pub seed: u64,
+    pub backend: String,
+    /// Test-time clips and crops used for validation during training.
+    pub val_crops: usize,
+    pub val_order: FrameOrder,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: ModelSection::default(),
+            data: DataSection::default(),
+            optim: OptimSection::default(),
+            eval_every: 1,
+            seed: 0,
+            backend: "flex".into(),
+            val_crops: 1,
+            val_order: FrameOrder::Normal,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    pub fn input_size(&self) -> u32 {
+        if self.data.input_size > 0 { self.data.input_size } else { self.model.arch.input().size as u32 }
+    }
+
+    pub fn scale_size(&self) -> u32 {
+        if self.data.scale_size > 0 { self.data.scale_size } else { self.input_size() * 256 / 224 }
+    }
+
+    pub fn naming(&self) -> Result<FrameNaming> {
+        FrameNaming::new(&self.data.template, self.data.first_index)
+    }
+
+    /// The model configuration with `classes` resolved.
+    pub fn model_config(&self, classes: usize) -> ModelConfig {
+        let m = &self.model;
+        let mut cfg = ModelConfig::new(m.arch, m.temporal, m.segments, classes);
+        cfg.dropout = m.dropout;
+        cfg.shift_div = m.shift_div;
+        cfg.shift_place = m.shift_place;
+        cfg
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let o = &self.optim;
+        if self.data.train_list.as_os_str().is_empty() {
+            bail!("no training list (--train-list or data.train_list)");
+        }
+        if o.epochs == 0 || o.batch_size == 0 || o.iter_size == 0 || self.model.segments == 0 {
+            bail!("epochs, batch_size, iter_size and segments must be positive");
+        }
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            bail!("lr must be positive");
+        }
+        if ![1, 3, 5, 10].contains(&self.val_crops) {
+            bail!("val_crops must be 1, 3, 5 or 10");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! Evaluation: every view (clip × crop) of every video through the model in eval mode,
+//! logits (or softmax probabilities) averaged over the views, accuracy accumulated.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::ProgressBar;
+
+use crate::data::{ClipDataset, Loader};
+use crate::model::Recognizer;
+use crate::train::metrics::Accuracy;
+
+/// Per-video scores and the accuracy they give.
+pub struct Evaluation {
+    pub accuracy: Accuracy,
+    /// (dataset index, label, class scores) for every video, in list order.
+    pub scores: Vec<(usize, usize, Vec<f32>)>,
+    pub skipped: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Runs `model` (eval mode) over `dataset`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    model: &Recognizer,
+    dataset: Arc<ClipDataset>,
+    classes: usize,
+    batch_size: usize,
+    workers: usize,
+    seed: u64,
+    average_softmax: bool,
+    skip_bad: bool,
+    device: &Device,
+    bar: Option<&ProgressBar>,
+) -> Result<Evaluation> {
+    let start = std::time::Instant::now();
+    let order: Vec<usize> = (0..dataset.len()).collect();
+    let p = &dataset.pipeline;
+    let (segments, size) = (p.segments, p.size as usize);
+    let mut loader = Loader::new(dataset.clone(), order, batch_size, workers, 4 * batch_size, seed, 0, skip_bad);
+    let mut accuracy = Accuracy::new(classes);
+    let mut scores = Vec::new();
+    while let Some(batch) = loader.next_batch() {
+        let batch = batch?;
+        let (b, views) = (batch.len(), batch.views);
+        let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b * views, segments * 3, size, size]), device);
+        let logits = model.forward(input);
+        let logits = if average_softmax { softmax(logits, 1) } else { logits };
+        let k = logits.dims()[1];
+        let mean = logits.reshape([b, views, k]).mean_dim(1).reshape([b, k]);
+        let values: Vec<f32> =
+            mean.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for (i, row) in values.chunks(k).enumerate() {
+            accuracy.add(row, batch.labels[i]);
+            scores.push((batch.indices[i], batch.labels[i], row.to_vec()));
+        }
+        if let Some(bar) = bar {
+            bar.inc(b as u64);
+        }
+    }
+    let skipped = std::mem::take(&mut loader.skipped);
+    Ok(Evaluation { accuracy, scores, skipped, seconds: start.elapsed().as_secs_f64() })
+}

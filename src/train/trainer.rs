@@ -1,0 +1,413 @@
+//! The training loop and its run folder:
+//! `config.toml` (resolved), `last.safetensors` / `best.safetensors` (weights + optimizer
+//! state + trainer state, written atomically), `metrics.jsonl` (one line per epoch),
+//! `curves.png`. Every random choice derives from (seed, epoch, position), so a run resumed
+//! from `last` continues exactly as if it had never stopped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Flag, Module, ModuleMapper, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, StateDict, TRAIN_STATE_PREFIX};
+use crate::data::list::{List, read_class_names};
+use crate::data::transform::FlipMap;
+use crate::data::{ClipDataset, Loader, Mode, Pipeline};
+use crate::model::{ModelConfig, Recognizer};
+use crate::train::config::TrainConfig;
+use crate::train::evaluate::evaluate;
+use crate::train::metrics::Accuracy;
+use crate::train::optim::{clip_grad_norm, cross_entropy};
+use crate::train::schedule::learning_rate;
+use crate::train::sgd::Sgd;
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    /// 1-based epoch.
+    pub epoch: usize,
+    pub lr: f64,
+    pub loss: f64,
+    pub train_top1: f64,
+    pub train_top5: f64,
+    pub val_top1: Option<f64>,
+    pub val_top5: Option<f64>,
+    pub val_mean_class: Option<f64>,
+    pub clips_per_s: f64,
+    pub seconds: f64,
+}
+
+/// Trainer state stored in checkpoints.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunState {
+    pub epochs_done: usize,
+    pub best_top1: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub history: Vec<EpochMetrics>,
+}
+
+/// What a finished (or stopped) run reports.
+pub struct Outcome {
+    pub state: RunState,
+    pub model_config: ModelConfig,
+    pub dir: PathBuf,
+    pub interrupted: bool,
+}
+
+/// Set by a SIGINT handler: stop after the current iteration, save, and exit.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The datasets of a run.
+pub struct RunData {
+    pub train: Arc<ClipDataset>,
+    pub val: Option<Arc<ClipDataset>>,
+    pub classes: usize,
+    pub class_names: Option<Vec<String>>,
+}
+
+fn list_root(cfg: &TrainConfig, list: &Path) -> PathBuf {
+    cfg.data.root.clone().unwrap_or_else(|| list.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// Reads the lists and class names and builds the training and validation pipelines.
+pub fn load_data(cfg: &TrainConfig) -> Result<RunData> {
+    let d = &cfg.data;
+    let class_names = d.class_names.as_deref().map(read_class_names).transpose()?;
+    let known = (cfg.model.classes > 0).then_some(cfg.model.classes).or(class_names.as_ref().map(Vec::len));
+    let train = List::read(&d.train_list, Some(&list_root(cfg, &d.train_list)), d.list_format, known)?;
+    let val = d.val_list.as_ref().map(|v| List::read(v, Some(&list_root(cfg, v)), d.list_format, known)).transpose()?;
+    let classes = known.unwrap_or_else(|| train.num_classes().max(val.as_ref().map_or(0, List::num_classes)));
+    let spec = cfg.model.arch.input();
+    let base = Pipeline {
+        spec,
+        size: cfg.input_size(),
+        segments: cfg.model.segments,
+        sampling: d.sampling,
+        interval: d.interval,
+        mode: Mode::Train { scale: cfg.scale_size(), flip: d.flip, flip_map: FlipMap::parse(&d.flip_swap)? },
+        order: Default::default(),
+    };
+    let naming = cfg.naming()?;
+    let val = val.map(|list| {
+        let pipeline = Pipeline {
+            mode: Mode::Test { scale: cfg.scale_size(), crops: cfg.val_crops, clips: 1 },
+            order: cfg.val_order,
+            ..base.clone()
+        };
+        Arc::new(ClipDataset { list, naming: naming.clone(), pipeline })
+    });
+    Ok(RunData { train: Arc::new(ClipDataset { list: train, naming, pipeline: base }), val, classes, class_names })
+}
+
+/// Seeds for everything random in iteration `iter` of `epoch`.
+fn mix(seed: u64, epoch: usize, iter: usize) -> u64 {
+    let mut x = seed ^ ((epoch as u64) << 40) ^ (iter as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
+}
+
+/// Freezes every BatchNorm but the first one of the backbone (official partial BN; GSM's
+/// BN3d is not a BatchNorm2d there and stays trainable). Returns the frozen parameter paths.
+fn partial_bn(model: Recognizer) -> (Recognizer, Vec<String>) {
+    struct Freeze {
+        path: Vec<String>,
+        seen_first: Option<String>,
+        frozen: Vec<String>,
+    }
+    impl Freeze {
+        fn bn_of(&self) -> Option<String> {
+            let p = self.path.join(".");
+            let bn = self.path.last()?;
+            let is_bn = (bn == "bn" || bn.starts_with("bn")) && !p.contains("temporal");
+            is_bn.then_some(p)
+        }
+    }
+    impl ModuleMapper for Freeze {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_flag(&mut self, flag: Param<Flag>) -> Param<Flag> {
+            let Some(bn) = self.bn_of() else { return flag };
+            match &self.seen_first {
+                None => {
+                    self.seen_first = Some(bn);
+                    flag
+                }
+                Some(first) if *first == bn => flag,
+                Some(_) => {
+                    self.frozen.push(format!("{bn}.weight"));
+                    self.frozen.push(format!("{bn}.bias"));
+                    flag.map(|f| f.with(false))
+                }
+            }
+        }
+    }
+    let mut f = Freeze { path: Vec::new(), seen_first: None, frozen: Vec::new() };
+    let model = model.map(&mut f);
+    (model, f.frozen)
+}
+
+/// Writes the run checkpoint `name` (weights, optimizer state, trainer state) atomically.
+fn save(
+    dir: &Path,
+    name: &str,
+    model: &Recognizer,
+    cfg: &ModelConfig,
+    sgd: &Sgd,
+    state: &RunState,
+    names: Option<&Vec<String>>,
+) -> Result<()> {
+    let mut sd = checkpoint::state_dict(model, cfg)?;
+    if let Some(names) = names {
+        sd.metadata.insert("gateshift.classes".into(), serde_json::to_string(names)?);
+    }
+    for (path, data) in sgd.state() {
+        sd.tensors.insert(format!("{TRAIN_STATE_PREFIX}momentum.{path}"), data);
+    }
+    sd.metadata.insert("gateshift.run".into(), serde_json::to_string(state)?);
+    sd.write_safetensors(&dir.join(format!("{name}.safetensors")))
+}
+
+fn write_metrics(dir: &Path, state: &RunState) -> Result<()> {
+    let mut text = String::new();
+    for m in &state.history {
+        text.push_str(&serde_json::to_string(m)?);
+        text.push('\n');
+    }
+    crate::io::write_atomic(&dir.join("metrics.jsonl"), text.as_bytes())
+}
+
+/// Trains `cfg` into `dir`; with `resume`, continues from `dir/last.safetensors`.
+pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -> Result<Outcome> {
+    cfg.validate()?;
+    let data = load_data(cfg)?;
+    let model_cfg = cfg.model_config(data.classes);
+    let device = crate::backend::device(&cfg.backend)?.autodiff();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating run folder {}", dir.display()))?;
+    let mut model = model_cfg.init(&device);
+    let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.policy);
+    let mut state = RunState::default();
+    let last = dir.join("last.safetensors");
+    if resume {
+        let sd = StateDict::read(&last).with_context(|| format!("resuming from {}", dir.display()))?;
+        checkpoint::load(&mut model, &model_cfg, &sd, false).with_context(|| format!("loading {}", last.display()))?;
+        let mut buffers = BTreeMap::new();
+        for (k, v) in &sd.tensors {
+            if let Some(p) = k.strip_prefix(&format!("{TRAIN_STATE_PREFIX}momentum.")) {
+                buffers.insert(p.to_string(), v.clone());
+            }
+        }
+        sgd.load_state(buffers, &device);
+        let run =
+            sd.metadata.get("gateshift.run").ok_or_else(|| anyhow::anyhow!("{} has no run state", last.display()))?;
+        state = serde_json::from_str(run).with_context(|| format!("run state in {}", last.display()))?;
+        eprintln!("resuming {} after epoch {}", dir.display(), state.epochs_done);
+    } else {
+        if last.exists() {
+            bail!("{} already holds a run (use --resume to continue it, or another --out)", dir.display());
+        }
+        if let Some(init) = &cfg.model.init {
+            let sd = StateDict::read(init)?;
+            let report = checkpoint::load(&mut model, &model_cfg, &sd, cfg.model.partial)
+                .with_context(|| format!("initialising from {}", init.display()))?;
+            if cfg.model.partial {
+                eprintln!("initialised {} tensors from {}", report.applied, init.display());
+                for m in report.missing.iter().chain(&report.mismatched) {
+                    eprintln!("  left at initial value: {m}");
+                }
+            }
+        }
+    }
+    crate::io::write_atomic(&dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    if cfg.optim.partial_bn {
+        let (m, frozen) = partial_bn(model);
+        model = m;
+        sgd.frozen = frozen;
+    }
+    let o = &cfg.optim;
+    let (segments, size) = (cfg.model.segments, cfg.input_size() as usize);
+    let n = data.train.len();
+    let mut interrupted = false;
+    for epoch in state.epochs_done..o.epochs {
+        let start = std::time::Instant::now();
+        let lr = learning_rate(o.lr, epoch, o.epochs, o.warmup_epochs);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch, usize::MAX)));
+        let mut loader = Loader::new(
+            data.train.clone(),
+            order,
+            o.batch_size,
+            cfg.data.workers,
+            cfg.data.prefetch,
+            cfg.seed,
+            epoch,
+            cfg.data.skip_bad,
+        );
+        let bar = progress_bar(show_progress, n as u64, &format!("epoch {}/{}", epoch + 1, o.epochs));
+        let mut acc = Accuracy::new(data.classes);
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let mut accum = GradientsAccumulator::new();
+        let mut pending = 0;
+        let mut iter = 0;
+        while let Some(batch) = loader.next_batch() {
+            let batch = batch?;
+            let b = batch.len();
+            device.seed(mix(cfg.seed, epoch, iter));
+            let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, segments * 3, size, size]), &device);
+            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &device);
+            let logits = model.forward(input);
+            let loss = cross_entropy(logits.clone(), labels);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                bail!(
+                    "loss became {loss_value} in epoch {} iteration {iter}: stopping; {} keeps the last good state",
+                    epoch + 1,
+                    last.display()
+                );
+            }
+            let grads = GradientsParams::from_grads(loss.div_scalar(o.iter_size as f64).backward(), &model);
+            accum.accumulate(&model, grads);
+            pending += 1;
+            if pending == o.iter_size {
+                let mut grads = accum.grads();
+                clip_grad_norm(&model, &mut grads, o.clip_gradient);
+                model = sgd.step(lr, model, grads);
+                pending = 0;
+            }
+            let scores: Vec<f32> =
+                logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            for (row, &l) in scores.chunks(data.classes).zip(&batch.labels) {
+                acc.add(row, l);
+            }
+            loss_sum += loss_value * b as f64;
+            seen += b;
+            iter += 1;
+            bar.inc(b as u64);
+            let rate = seen as f64 / start.elapsed().as_secs_f64();
+            bar.set_message(format!("loss {:.3} · {rate:.1} clips/s", loss_sum / seen as f64));
+            if STOP.load(Ordering::SeqCst) {
+                interrupted = true;
+                break;
+            }
+        }
+        crate::data::loader::report_skips(&loader.skipped);
+        bar.finish_and_clear();
+        if interrupted {
+            // The epoch is incomplete: `last` still holds the state after the previous epoch,
+            // from which --resume replays this epoch exactly.
+            eprintln!(
+                "interrupted in epoch {}: {} holds the state after epoch {}",
+                epoch + 1,
+                last.display(),
+                state.epochs_done
+            );
+            break;
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+        let mut m = EpochMetrics {
+            epoch: epoch + 1,
+            lr,
+            loss: loss_sum / seen.max(1) as f64,
+            train_top1: acc.top1(),
+            train_top5: acc.top5(),
+            val_top1: None,
+            val_top5: None,
+            val_mean_class: None,
+            clips_per_s: seen as f64 / train_seconds,
+            seconds: 0.0,
+        };
+        let eval_now = (epoch + 1) % cfg.eval_every.max(1) == 0 || epoch + 1 == o.epochs;
+        if let (Some(val), true) = (&data.val, eval_now) {
+            let bar = progress_bar(show_progress, val.len() as u64, "validate");
+            let ev = evaluate(
+                &model.valid(),
+                val.clone(),
+                data.classes,
+                o.batch_size,
+                cfg.data.workers,
+                cfg.seed,
+                false,
+                cfg.data.skip_bad,
+                &device.clone().inner(),
+                Some(&bar),
+            )?;
+            bar.finish_and_clear();
+            m.val_top1 = Some(ev.accuracy.top1());
+            m.val_top5 = Some(ev.accuracy.top5());
+            m.val_mean_class = Some(ev.accuracy.mean_class());
+        }
+        m.seconds = start.elapsed().as_secs_f64();
+        if show_progress {
+            eprintln!("{}", describe(&m));
+        }
+        state.epochs_done = epoch + 1;
+        let improved = m.val_top1.is_some_and(|v| state.best_top1.is_none_or(|b| v > b));
+        if improved {
+            state.best_top1 = m.val_top1;
+            state.best_epoch = Some(epoch + 1);
+        }
+        state.history.push(m);
+        if improved {
+            save(dir, "best", &model, &model_cfg, &sgd, &state, data.class_names.as_ref())?;
+        }
+        save(dir, "last", &model, &model_cfg, &sgd, &state, data.class_names.as_ref())?;
+        write_metrics(dir, &state)?;
+        crate::report::plot::curves(
+            &state.history,
+            &dir.join("curves.png"),
+            &format!("{} {}", model_cfg.arch.name(), model_cfg.temporal.name()),
+        )?;
+        if STOP.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+    }
+    Ok(Outcome { state, model_config: model_cfg, dir: dir.to_path_buf(), interrupted })
+}
+
+/// One human-readable line for an epoch.
+pub fn describe(m: &EpochMetrics) -> String {
+    let val = match (m.val_top1, m.val_top5) {
+        (Some(a), Some(b)) => format!(" · val top-1 {:.1}% top-5 {:.1}%", 100.0 * a, 100.0 * b),
+        _ => String::new(),
+    };
+    format!(
+        "epoch {:>3} · lr {:.5} · loss {:.4} · train top-1 {:.1}%{val} · {:.1} clips/s · {:.0} s",
+        m.epoch,
+        m.lr,
+        m.loss,
+        100.0 * m.train_top1,
+        m.clips_per_s,
+        m.seconds
+    )
+}
+
+/// A progress bar with position, rate message and ETA (hidden when `show` is false).
+pub fn progress_bar(show: bool, len: u64, prefix: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} · ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
