@@ -122,6 +122,26 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
     assert!(report["drop"].is_number() && report["normal_top1"].is_number());
     assert!(dir.join("cm.csv").is_file() && dir.join("cm.png").is_file() && dir.join("cm_per_class.csv").is_file());
     assert_eq!(std::fs::read_to_string(dir.join("scores.jsonl")).unwrap().lines().count(), 8);
+    // Ensembling a score file with itself reproduces its accuracy.
+    let ens = ok(bin().arg("ensemble").arg(dir.join("scores.jsonl")).arg(dir.join("scores.jsonl")).output().unwrap());
+    let top1 = format!("top-1 {:.2}%", 100.0 * report["top1"].as_f64().unwrap());
+    assert!(ens.contains(&top1), "{ens} vs {top1}");
+
+    // `test` reads video lists too.
+    if let Some(clips) = common::clips() {
+        let list = dir.join("videos.txt");
+        std::fs::write(&list, "v_SoccerJuggling_g23_c01.avi 0\nbasketball.mp4 1\nTrumanShow_wave_f_nm_np1_fr_med_26.avi 2\n").unwrap();
+        let out = ok(bin()
+            .args(["test", "--input-size", "32", "--checkpoint"])
+            .arg(&ckpt)
+            .arg("--list")
+            .arg(&list)
+            .arg("--root")
+            .arg(&clips)
+            .output()
+            .unwrap());
+        assert!(out.contains("3 videos"), "{out}");
+    }
 
     // `predict` on a frame folder, then on a real clip where present.
     let names: Vec<String> =

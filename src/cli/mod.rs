@@ -5,6 +5,7 @@ mod bench;
 mod convert;
 mod data;
 mod demo;
+mod ensemble;
 mod forward;
 mod info;
 mod predict;
@@ -43,6 +44,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint on a list (multi-clip, multi-crop, frame-order diagnostic).
     Test(test::TestArgs),
+    /// Average the per-video scores of several `test --dump-scores` files.
+    Ensemble(ensemble::EnsembleArgs),
     /// Top-k classes of one video file or frame folder.
     Predict(predict::PredictArgs),
     /// Generate the time-reversal-pairs synthetic dataset.
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Test(a) => test::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Ensemble(a) => ensemble::run(a),
         Command::Assets(a) => assets::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Data(a) => data::run(a),

@@ -71,6 +71,18 @@ pub fn class_names(pairs: usize) -> Vec<String> {
     Motion::ALL[..pairs].iter().flat_map(|m| [m.names().0.to_string(), m.names().1.to_string()]).collect()
 }
 
+/// Label swaps a horizontal flip causes among the first `pairs` pairs ("0:1,8:9"): mirroring
+/// turns left→right into right→left and clockwise into counter-clockwise.
+pub fn flip_swap(pairs: usize) -> String {
+    Motion::ALL[..pairs.min(Motion::ALL.len())]
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| matches!(m, Motion::LeftToRight | Motion::RotatingClockwise))
+        .map(|(i, _)| format!("{}:{}", 2 * i, 2 * i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Renders clip frames of `class` (2·pair + reversed).
 pub fn render_clip(
     class: usize,
@@ -247,5 +259,7 @@ mod tests {
         // Class 0 moves left to right.
         assert!(centroid_x(fwd.last().unwrap()) > centroid_x(&fwd[0]) + 10.0);
         assert_eq!(class_names(5).len(), 10);
+        assert_eq!(flip_swap(3), "0:1");
+        assert_eq!(flip_swap(5), "0:1,8:9");
     }
 }

@@ -58,8 +58,9 @@ pub enum Motion {
 }
 
 impl Motion {
+    /// In the order `--pairs N` takes them.
     pub const ALL: [Motion; 5] =
-        [Motion::LeftToRight, Motion::Upward, Motion::Approaching, Motion::Appearing, Motion::RotatingClockwise];
+        [Motion::LeftToRight, Motion::Upward, Motion::Appearing, Motion::Approaching, Motion::RotatingClockwise];
 
     /// Class names of the pair: (forward, reversed).
     pub fn names(self) -> (&'static str, &'static str) {

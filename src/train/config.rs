@@ -205,3 +205,26 @@ impl TrainConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_official_recipe_and_round_trip_through_toml() {
+        let c = TrainConfig::default();
+        assert_eq!((c.optim.lr, c.optim.momentum, c.optim.weight_decay), (0.01, 0.9, 5e-4));
+        assert_eq!((c.optim.warmup_epochs, c.optim.clip_gradient, c.model.dropout), (10, 20.0, 0.5));
+        let back: TrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(toml::from_str::<TrainConfig>("[optim]\nlr = 0.1\nbogus = 1\n").is_err(), "unknown keys are errors");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gsm_bninception_something_v1.toml");
+        let c = TrainConfig::read(Path::new(path)).unwrap();
+        assert_eq!((c.model.classes, c.data.flip_swap.as_str()), (174, "86:87,93:94,166:167"));
+        c.validate().unwrap();
+    }
+}
