@@ -130,7 +130,11 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
     // `test` reads video lists too.
     if let Some(clips) = common::clips() {
         let list = dir.join("videos.txt");
-        std::fs::write(&list, "v_SoccerJuggling_g23_c01.avi 0\nbasketball.mp4 1\nTrumanShow_wave_f_nm_np1_fr_med_26.avi 2\n").unwrap();
+        std::fs::write(
+            &list,
+            "v_SoccerJuggling_g23_c01.avi 0\nbasketball.mp4 1\nTrumanShow_wave_f_nm_np1_fr_med_26.avi 2\n",
+        )
+        .unwrap();
         let out = ok(bin()
             .args(["test", "--input-size", "32", "--checkpoint"])
             .arg(&ckpt)

@@ -33,7 +33,9 @@ fn read(path: &PathBuf) -> Result<Vec<Line>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a score line", path.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}: not a score line", path.display(), i + 1))
+        })
         .collect()
 }
 
@@ -55,7 +57,15 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
         }
         for (k, (l, r)) in lines.iter().zip(first).enumerate() {
             if l.index != r.index || l.label != r.label || l.scores.len() != classes {
-                bail!("{}: line {} is video {} (label {}), expected video {} (label {})", f.display(), k + 1, l.index, l.label, r.index, r.label);
+                bail!(
+                    "{}: line {} is video {} (label {}), expected video {} (label {})",
+                    f.display(),
+                    k + 1,
+                    l.index,
+                    l.label,
+                    r.index,
+                    r.label
+                );
             }
             let s = if a.softmax { softmax(&l.scores) } else { l.scores.clone() };
             for (acc, v) in sum[k].iter_mut().zip(s) {
