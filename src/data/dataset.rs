@@ -148,7 +148,11 @@ impl ClipDataset {
                     let file = self.naming.path(dir, *start, i);
                     let img = read_rgb(&file)
                         .with_context(|| format!("frame {i} of {} (list line {})", dir.display(), self.origin(e)))?;
-                    images.push(transform::resize_short(&img, short));
+                    let (w, h) = img.dimensions();
+                    images.push(if w.min(h) == short { img } else { transform::resize_short(&img, short) });
+                }
+                if unique.as_slice() == indices {
+                    return Ok(images);
                 }
                 Ok(indices.iter().map(|i| images[unique.binary_search(i).expect("present")].clone()).collect())
             }
@@ -167,7 +171,11 @@ impl ClipDataset {
         let p = &self.pipeline;
         let plane = 3 * (p.size * p.size) as usize;
         let mut label = e.label;
-        let mut data = Vec::new();
+        let crops_per_clip = match &p.mode {
+            Mode::Train { .. } => 1,
+            Mode::Test { crops, .. } => *crops,
+        };
+        let mut data = Vec::with_capacity(clips.len() * crops_per_clip * p.segments * plane);
         let mut views = 0;
         for idx in &clips {
             let (scale, crops) = match &p.mode {
@@ -191,9 +199,7 @@ impl ClipDataset {
             for crop in crops {
                 for img in &images {
                     let out = transform::apply_crop(img, crop, p.size);
-                    let at = data.len();
-                    data.resize(at + plane, 0.0);
-                    transform::normalise_into(&out, &p.spec, &mut data[at..]);
+                    transform::normalise_append(&out, &p.spec, &mut data);
                 }
                 views += 1;
             }

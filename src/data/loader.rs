@@ -153,7 +153,14 @@ impl Loader {
                         )));
                     }
                     batch.views = clip.views;
-                    batch.data.extend_from_slice(&clip.data);
+                    if batch.data.is_empty() {
+                        // Reserve the whole batch once and take the first clip without a copy.
+                        let mut data = clip.data;
+                        data.reserve(data.len() * (self.batch_size - 1));
+                        batch.data = data;
+                    } else {
+                        batch.data.extend_from_slice(&clip.data);
+                    }
                     batch.labels.push(clip.label);
                     batch.indices.push(index);
                 }

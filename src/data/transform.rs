@@ -3,7 +3,7 @@
 //! `GroupCenterCrop`, `GroupFullResSample` (three-crop) and `GroupOverSample` (five/ten-crop).
 
 use image::RgbImage;
-use image::imageops::{self, FilterType};
+use image::imageops;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,24 @@ pub fn test_crops(image_w: u32, image_h: u32, size: u32, n: usize) -> Vec<Crop> 
     }
 }
 
+/// Bilinear (antialiased, like PIL's `BILINEAR`) resize of the `(x, y, w, h)` region of
+/// `img` to `out_w`×`out_h`, with SIMD where the CPU has it (`fast_image_resize`).
+fn resize_region(img: &RgbImage, (x, y, w, h): (u32, u32, u32, u32), out_w: u32, out_h: u32) -> RgbImage {
+    use fast_image_resize::images::{Image, ImageRef};
+    use fast_image_resize::{FilterType as F, PixelType, ResizeAlg, ResizeOptions, Resizer};
+    thread_local! {
+        static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
+    }
+    let (iw, ih) = img.dimensions();
+    let src = ImageRef::new(iw, ih, img.as_raw(), PixelType::U8x3).expect("RGB buffer matches its size");
+    let mut dst = Image::new(out_w, out_h, PixelType::U8x3);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(F::Bilinear))
+        .crop(x as f64, y as f64, w as f64, h as f64);
+    RESIZER.with(|r| r.borrow_mut().resize(&src, &mut dst, &options)).expect("same pixel types");
+    RgbImage::from_raw(out_w, out_h, dst.into_vec()).expect("buffer matches its size")
+}
+
 /// Resizes so that the short side is `short` (aspect kept), bilinear with antialiasing.
 pub fn resize_short(img: &RgbImage, short: u32) -> RgbImage {
     let (w, h) = img.dimensions();
@@ -101,16 +119,15 @@ pub fn resize_short(img: &RgbImage, short: u32) -> RgbImage {
     } else {
         (((w as f64 * short as f64 / h as f64).round() as u32).max(1), short)
     };
-    imageops::resize(img, nw, nh, FilterType::Triangle)
+    resize_region(img, (0, 0, w, h), nw, nh)
 }
 
 /// Cuts `crop` out of `img`, scales it to `size`×`size` and mirrors it if asked.
 pub fn apply_crop(img: &RgbImage, crop: Crop, size: u32) -> RgbImage {
-    let view = imageops::crop_imm(img, crop.x, crop.y, crop.w, crop.h);
     let mut out = if crop.w == size && crop.h == size {
-        view.to_image()
+        imageops::crop_imm(img, crop.x, crop.y, crop.w, crop.h).to_image()
     } else {
-        imageops::resize(&*view, size, size, FilterType::Triangle)
+        resize_region(img, (crop.x, crop.y, crop.w, crop.h), size, size)
     };
     if crop.flip {
         imageops::flip_horizontal_in_place(&mut out);
@@ -148,6 +165,16 @@ impl FlipMap {
             }
         }
         label
+    }
+}
+
+/// Appends `img` as `(3, H, W)` floats normalised for the backbone to `out`.
+pub fn normalise_append(img: &RgbImage, spec: &InputSpec, out: &mut Vec<f32>) {
+    let scale = spec.range / 255.0;
+    for c in 0..3 {
+        let src = if spec.bgr { 2 - c } else { c };
+        let (mean, std) = (spec.mean[c], spec.std[c]);
+        out.extend(img.pixels().map(|p| (p.0[src] as f32 * scale - mean) / std));
     }
 }
 
