@@ -37,8 +37,13 @@ fn toy_data(dir: &Path) -> PathBuf {
 }
 
 fn train_cmd(data: &Path, out: &Path) -> Command {
+    train_cmd_epochs(data, out, 4)
+}
+
+fn train_cmd_epochs(data: &Path, out: &Path, epochs: usize) -> Command {
     let mut c = bin();
-    c.args(["train", "--arch", "resnet-mini", "--temporal", "gsm", "--segments", "4", "--epochs", "4"])
+    c.args(["train", "--arch", "resnet-mini", "--temporal", "gsm", "--segments", "4", "--epochs"])
+        .arg(epochs.to_string())
         .args(["--batch-size", "4", "--input-size", "32", "--scale-size", "32", "--workers", "2", "--seed", "3"])
         .args(["--warmup-epochs", "1", "--flip-swap", "0:1", "--quiet", "--train-list"])
         .arg(data.join("train.txt"))
@@ -183,4 +188,38 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
         let plain = ok(bin().arg("predict").arg(&input).arg("--checkpoint").arg(&ckpt).output().unwrap());
         println!("{plain}");
     }
+}
+
+#[test]
+fn nan_loss_stops_with_a_message_and_sigint_stops_cleanly() {
+    let dir = common::tmp("nan");
+    let data = toy_data(&dir);
+    // A learning rate that blows the weights up: the loss turns non-finite.
+    let run = dir.join("nan_run");
+    let out = train_cmd(&data, &run).args(["--lr", "1e12", "--clip-gradient", "1e30"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a NaN run must fail");
+    assert!(text.contains("loss became") && text.contains("nothing was saved"), "{text}");
+    println!("NaN run: {}", text.trim());
+    // SIGINT after the first epoch: stops, says how to resume, keeps a loadable checkpoint.
+    let run = dir.join("int_run");
+    let mut child = train_cmd_epochs(&data, &run, 40).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while !run.join("metrics.jsonl").is_file() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("training exited early: {status}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no epoch finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("--resume"), "{text}");
+    let sd = StateDict::read(&run.join("last.safetensors")).unwrap();
+    let done = metrics(&run).len();
+    assert!((1..40).contains(&done), "{done} epochs done");
+    assert!(sd.metadata.contains_key("gateshift.run"));
+    println!("SIGINT after {done} epoch(s): {}", text.trim());
 }

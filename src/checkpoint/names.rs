@@ -11,11 +11,21 @@ use crate::model::{Arch, ShiftPlace, TemporalKind};
 
 /// Official key (without `module.`) → module path.
 pub fn to_internal(arch: Arch, key: &str) -> String {
+    if arch.lite().is_some() {
+        // ImageNet files name the classifier `_fc` and have no `base_model.` prefix.
+        if let Some(fc) = key.strip_prefix("_fc.") {
+            return format!("new_fc.{fc}");
+        }
+        if key.starts_with('_') {
+            return format!("base_model.{}", lite_to_internal(key));
+        }
+    }
     let Some(rest) = key.strip_prefix("base_model.") else {
         return key.to_string();
     };
     let inner = match arch {
         Arch::BnInception => caffe_to_internal(rest),
+        a if a.lite().is_some() => lite_to_internal(rest),
         _ => torchvision_to_internal(rest),
     };
     format!("base_model.{inner}")
@@ -28,9 +38,40 @@ pub fn to_official(arch: Arch, temporal: TemporalKind, place: ShiftPlace, path: 
     };
     let outer = match arch {
         Arch::BnInception => internal_to_caffe(rest),
+        a if a.lite().is_some() => internal_to_lite(rest),
         _ => internal_to_torchvision(rest, temporal, place),
     };
     format!("base_model.{outer}")
+}
+
+/// EfficientNet-Lite layers whose weights sit in a `SameConv` wrapper (`X` ↔ `X.conv`).
+const LITE_CONVS: [&str; 5] = ["conv_stem", "expand_conv", "depthwise_conv", "project_conv", "conv_head"];
+
+/// `_blocks.3._expand_conv.weight` → `blocks.3.expand_conv.conv.weight`.
+fn lite_to_internal(key: &str) -> String {
+    let mut out = Vec::new();
+    for part in key.split('.') {
+        let p = part.strip_prefix('_').unwrap_or(part);
+        out.push(p.to_string());
+        if LITE_CONVS.contains(&p) {
+            out.push("conv".into());
+        }
+    }
+    out.join(".")
+}
+
+fn internal_to_lite(path: &str) -> String {
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        if *p == "conv" && i > 0 && LITE_CONVS.contains(&parts[i - 1]) {
+            continue;
+        }
+        let named =
+            ["conv_stem", "bn0", "bn1", "bn2", "blocks", "conv_head", "expand_conv", "depthwise_conv", "project_conv"];
+        out.push(if named.contains(p) { format!("_{p}") } else { p.to_string() });
+    }
+    out.join(".")
 }
 
 fn caffe_to_internal(key: &str) -> String {
@@ -122,6 +163,12 @@ mod tests {
         let block = "base_model.layer3.1.net.bn2.weight";
         let internal = to_internal(Arch::Resnet50, block);
         assert_eq!(to_official(Arch::Resnet50, TemporalKind::Tsm, ShiftPlace::Block, &internal), block);
+        let lite = "base_model._blocks.3._expand_conv.weight";
+        assert_eq!(to_internal(Arch::EfficientnetLite0, lite), "base_model.blocks.3.expand_conv.conv.weight");
+        assert_eq!(to_internal(Arch::EfficientnetLite0, "_bn0.running_mean"), "base_model.bn0.running_mean");
+        assert_eq!(to_internal(Arch::EfficientnetLite0, "_fc.weight"), "new_fc.weight");
+        let internal = to_internal(Arch::EfficientnetLite0, lite);
+        assert_eq!(to_official(Arch::EfficientnetLite0, TemporalKind::Gsm, ShiftPlace::Blockres, &internal), lite);
         assert_eq!(
             to_official(Arch::Resnet18, TemporalKind::None, ShiftPlace::Blockres, &internal),
             "base_model.layer3.1.bn2.weight"

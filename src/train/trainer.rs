@@ -274,11 +274,12 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
             let loss = cross_entropy(logits.clone(), labels);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
-                bail!(
-                    "loss became {loss_value} in epoch {} iteration {iter}: stopping; {} keeps the last good state",
-                    epoch + 1,
-                    last.display()
-                );
+                let kept = if last.exists() {
+                    format!("{} keeps the last good state (after epoch {})", last.display(), state.epochs_done)
+                } else {
+                    "no epoch had finished, so nothing was saved".to_string()
+                };
+                bail!("loss became {loss_value} in epoch {} iteration {iter}: stopping; {kept}", epoch + 1);
             }
             let grads = GradientsParams::from_grads(loss.div_scalar(o.iter_size as f64).backward(), &model);
             accum.accumulate(&model, grads);

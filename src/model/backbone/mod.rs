@@ -1,6 +1,7 @@
 //! 2D backbones applied to every frame; each can host a temporal module.
 
 pub mod bninception;
+pub mod efficientnet;
 pub mod resnet;
 
 use burn::module::Module;
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::temporal::TemporalKind;
 pub use bninception::BnInception;
+pub use efficientnet::{EfficientNet, Lite};
 pub use resnet::{ResNet, ShiftPlace};
 
 /// The backbone architectures gateshift knows, by their official `arch` names.
@@ -25,6 +27,15 @@ pub enum Arch {
     #[value(name = "resnet-mini")]
     #[serde(rename = "resnet-mini")]
     ResnetMini,
+    #[value(name = "efficientnet-lite0")]
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientnetLite0,
+    #[value(name = "efficientnet-lite1")]
+    #[serde(rename = "efficientnet-lite1")]
+    EfficientnetLite1,
+    #[value(name = "efficientnet-lite2")]
+    #[serde(rename = "efficientnet-lite2")]
+    EfficientnetLite2,
 }
 
 /// How a backbone expects its input pixels.
@@ -48,6 +59,9 @@ impl Arch {
             Self::Resnet50 => "resnet50",
             Self::Resnet101 => "resnet101",
             Self::ResnetMini => "resnet-mini",
+            Self::EfficientnetLite0 => "efficientnet-lite0",
+            Self::EfficientnetLite1 => "efficientnet-lite1",
+            Self::EfficientnetLite2 => "efficientnet-lite2",
         }
     }
 
@@ -62,11 +76,24 @@ impl Arch {
             Self::Resnet34 => Some(34),
             Self::Resnet50 => Some(50),
             Self::Resnet101 => Some(101),
-            Self::BnInception | Self::ResnetMini => None,
+            _ => None,
+        }
+    }
+
+    /// The EfficientNet-Lite variant, if this is one.
+    pub fn lite(self) -> Option<Lite> {
+        match self {
+            Self::EfficientnetLite0 => Some(Lite::Lite0),
+            Self::EfficientnetLite1 => Some(Lite::Lite1),
+            Self::EfficientnetLite2 => Some(Lite::Lite2),
+            _ => None,
         }
     }
 
     pub fn features(self) -> usize {
+        if self.lite().is_some() {
+            return efficientnet::FEATURES;
+        }
         match (self, self.resnet_depth()) {
             (Self::ResnetMini, _) => resnet::MINI_WIDTH * 8,
             (_, Some(d)) => ResNet::features(d),
@@ -78,6 +105,10 @@ impl Arch {
         match self {
             Self::BnInception => {
                 InputSpec { size: 224, bgr: true, range: 255.0, mean: [104.0, 117.0, 128.0], std: [1.0, 1.0, 1.0] }
+            }
+            Self::EfficientnetLite0 | Self::EfficientnetLite1 | Self::EfficientnetLite2 => {
+                let size = self.lite().map_or(224, |l| l.scaling().2);
+                InputSpec { size, bgr: false, range: 255.0, mean: [127.0; 3], std: [128.0; 3] }
             }
             Self::ResnetMini => {
                 InputSpec { size: 64, bgr: false, range: 1.0, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
@@ -96,6 +127,7 @@ impl Arch {
 pub enum Backbone {
     BnInception(BnInception),
     ResNet(ResNet),
+    EfficientNet(EfficientNet),
 }
 
 impl Backbone {
@@ -107,6 +139,9 @@ impl Backbone {
         shift_div: usize,
         device: &Device,
     ) -> Self {
+        if let Some(lite) = arch.lite() {
+            return Self::EfficientNet(EfficientNet::new(lite, temporal, segments, shift_div, device));
+        }
         match (arch, arch.resnet_depth()) {
             (Arch::ResnetMini, _) => Self::ResNet(ResNet::mini(temporal, place, segments, shift_div, device)),
             (_, Some(depth)) => Self::ResNet(ResNet::new(depth, temporal, place, segments, shift_div, device)),
@@ -119,6 +154,7 @@ impl Backbone {
         let y = match self {
             Self::BnInception(m) => m.forward(x),
             Self::ResNet(m) => m.forward(x),
+            Self::EfficientNet(m) => m.forward(x),
         };
         y.flatten(1, 3)
     }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Opt-in fuzzing (not part of CI): each target for SECONDS (default 60) with cargo-fuzz.
+# cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+# Crashes land in fuzz/artifacts/<target>/; turn each into a regression test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-60}"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+export RUSTC_BOOTSTRAP=1
+for target in list_parse pth_read frame_template; do
+  echo "fuzzing $target for ${seconds}s" >&2
+  cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=4096
+done
