@@ -50,16 +50,21 @@ fn list_file_corpus() {
 // ---------- rawframes ----------
 
 fn frames_dataset(dir: &Path, list_text: &str, segments: usize) -> Arc<ClipDataset> {
-    let list_path = dir.join("list.txt");
-    std::fs::write(&list_path, list_text).unwrap();
-    let list = List::read(&list_path, Some(dir), ListFormat::Auto, None).unwrap();
+    dataset(dir, "list.txt", list_text, ListFormat::Auto, segments, 16)
+}
+
+/// A test-mode dataset over a list written to `dir/name`.
+fn dataset(dir: &Path, name: &str, text: &str, format: ListFormat, segments: usize, size: u32) -> Arc<ClipDataset> {
+    let list_path = dir.join(name);
+    std::fs::write(&list_path, text).unwrap();
+    let list = List::read(&list_path, Some(dir), format, None).unwrap();
     let pipeline = Pipeline {
         spec: Arch::ResnetMini.input(),
-        size: 16,
+        size,
         segments,
         sampling: Sampling::Tsn,
         interval: 1,
-        mode: Mode::Test { scale: 16, crops: 1, clips: 1 },
+        mode: Mode::Test { scale: size, crops: 1, clips: 1 },
         order: FrameOrder::Normal,
     };
     Arc::new(ClipDataset { list, naming: FrameNaming::new("img_{:05d}.jpg", 1).unwrap(), pipeline })
@@ -106,19 +111,7 @@ fn ffmpeg(args: &[&str]) {
 
 fn video_dataset(dir: &Path, files: &[&str], segments: usize) -> Arc<ClipDataset> {
     let text: String = files.iter().map(|f| format!("{f} 0\n")).collect();
-    let list_path = dir.join("videos.txt");
-    std::fs::write(&list_path, text).unwrap();
-    let list = List::read(&list_path, Some(dir), ListFormat::Video, None).unwrap();
-    let pipeline = Pipeline {
-        spec: Arch::ResnetMini.input(),
-        size: 32,
-        segments,
-        sampling: Sampling::Tsn,
-        interval: 1,
-        mode: Mode::Test { scale: 32, crops: 1, clips: 1 },
-        order: FrameOrder::Normal,
-    };
-    Arc::new(ClipDataset { list, naming: FrameNaming::new("img_{:05d}.jpg", 1).unwrap(), pipeline })
+    dataset(dir, "videos.txt", &text, ListFormat::Video, segments, 32)
 }
 
 fn load_video(ds: &Arc<ClipDataset>, i: usize) -> anyhow::Result<gateshift::data::Batch> {
