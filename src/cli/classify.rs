@@ -40,13 +40,12 @@ pub fn classify(a: &ClassifyArgs) -> Result<Vec<Vec<(usize, f32)>>> {
     let weights = match &a.weights {
         Some(w) => w.clone(),
         None => {
-            if a.arch != Arch::EfficientnetLite0 {
+            let Some((asset, file)) = gateshift::assets::imagenet_weights(a.arch) else {
                 bail!("--weights is required for {}", a.arch.name());
-            }
+            };
             let root = gateshift::assets::cache_dir();
-            let asset = &gateshift::assets::EFFICIENTNET_LITE0;
             asset.fetch(&root)?;
-            asset.file(&root, "efficientnet-lite0-57934424.safetensors")
+            asset.file(&root, &file)
         }
     };
     let device = gateshift::backend::device(&a.backend)?;
