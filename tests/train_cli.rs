@@ -150,6 +150,22 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
             .output()
             .unwrap());
         assert!(out.contains("3 videos"), "{out}");
+        // `train` reads video lists too: one epoch straight from the mp4/avi files.
+        let vrun = dir.join("video_run");
+        ok(bin()
+            .args(["train", "--arch", "resnet-mini", "--temporal", "tsm", "--segments", "4", "--epochs", "1"])
+            .args(["--batch-size", "3", "--input-size", "32", "--scale-size", "36", "--workers", "2", "--quiet"])
+            .arg("--train-list")
+            .arg(&list)
+            .arg("--val-list")
+            .arg(&list)
+            .arg("--root")
+            .arg(&clips)
+            .arg("--out")
+            .arg(&vrun)
+            .output()
+            .unwrap());
+        assert_eq!(metrics(&vrun).len(), 1);
     }
 
     // `predict` on a frame folder, then on a real clip where present.
