@@ -163,15 +163,23 @@ mod tests {
         let block = "base_model.layer3.1.net.bn2.weight";
         let internal = to_internal(Arch::Resnet50, block);
         assert_eq!(to_official(Arch::Resnet50, TemporalKind::Tsm, ShiftPlace::Block, &internal), block);
+        assert_eq!(
+            to_official(Arch::Resnet18, TemporalKind::None, ShiftPlace::Blockres, &internal),
+            "base_model.layer3.1.bn2.weight"
+        );
+    }
+
+    #[test]
+    fn efficientnet_lite_names_round_trip() {
         let lite = "base_model._blocks.3._expand_conv.weight";
         assert_eq!(to_internal(Arch::EfficientnetLite0, lite), "base_model.blocks.3.expand_conv.conv.weight");
         assert_eq!(to_internal(Arch::EfficientnetLite0, "_bn0.running_mean"), "base_model.bn0.running_mean");
         assert_eq!(to_internal(Arch::EfficientnetLite0, "_fc.weight"), "new_fc.weight");
         let internal = to_internal(Arch::EfficientnetLite0, lite);
         assert_eq!(to_official(Arch::EfficientnetLite0, TemporalKind::Gsm, ShiftPlace::Blockres, &internal), lite);
-        assert_eq!(
-            to_official(Arch::Resnet18, TemporalKind::None, ShiftPlace::Blockres, &internal),
-            "base_model.layer3.1.bn2.weight"
-        );
+        let gsm = "base_model._blocks.5.temporal.conv3D.weight";
+        let internal = to_internal(Arch::EfficientnetLite0, gsm);
+        assert_eq!(internal, "base_model.blocks.5.temporal.conv3D.weight");
+        assert_eq!(to_official(Arch::EfficientnetLite0, TemporalKind::Gsm, ShiftPlace::Blockres, &internal), gsm);
     }
 }
