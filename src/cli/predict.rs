@@ -70,14 +70,14 @@ pub fn run(a: PredictArgs) -> Result<()> {
     } else {
         bail!("{} is neither a video file nor a frame folder", a.input.display());
     };
-    let size = a.input_size.unwrap_or(cfg.arch.input().size as u32);
+    let (size, scale) = super::test::input_sizes(a.input_size, a.scale_size, &cfg, &a.checkpoint);
     let pipeline = Pipeline {
         spec: cfg.arch.input(),
         size,
         segments: cfg.segments,
         sampling: Sampling::Tsn,
         interval: 2,
-        mode: Mode::Test { scale: a.scale_size.unwrap_or(size * 256 / 224), crops: a.crops, clips: a.clips },
+        mode: Mode::Test { scale, crops: a.crops, clips: a.clips },
         order: FrameOrder::Normal,
     };
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };

@@ -92,7 +92,14 @@ pub struct TestArgs {
 }
 
 /// Builds the test dataset for a model.
-pub fn dataset(d: &DataArgs, cfg: &ModelConfig, clips: usize, crops: usize, order: FrameOrder) -> Result<ClipDataset> {
+pub fn dataset(
+    d: &DataArgs,
+    cfg: &ModelConfig,
+    checkpoint: &Path,
+    clips: usize,
+    crops: usize,
+    order: FrameOrder,
+) -> Result<ClipDataset> {
     if ![1, 3, 5, 10].contains(&crops) {
         bail!("--crops must be 1, 3, 5 or 10");
     }
@@ -101,17 +108,28 @@ pub fn dataset(d: &DataArgs, cfg: &ModelConfig, clips: usize, crops: usize, orde
     }
     let root = d.root.clone().unwrap_or_else(|| d.list.parent().map(Path::to_path_buf).unwrap_or_default());
     let list = List::read(&d.list, Some(&root), d.list_format, Some(cfg.classes))?;
-    let size = d.input_size.unwrap_or(cfg.arch.input().size as u32);
+    let (size, scale) = input_sizes(d.input_size, d.scale_size, cfg, checkpoint);
     let pipeline = Pipeline {
         spec: cfg.arch.input(),
         size,
         segments: cfg.segments,
         sampling: d.sampling,
         interval: d.interval,
-        mode: Mode::Test { scale: d.scale_size.unwrap_or(size * 256 / 224), crops, clips },
+        mode: Mode::Test { scale, crops, clips },
         order,
     };
     Ok(ClipDataset { list, naming: FrameNaming::new(&d.template, d.first_index)?, pipeline })
+}
+
+/// Input and pre-crop sizes: flags, else what the run checkpoint recorded, else the
+/// backbone's default (input, input · 256/224).
+pub fn input_sizes(size: Option<u32>, scale: Option<u32>, cfg: &ModelConfig, checkpoint: &Path) -> (u32, u32) {
+    let stored = gateshift::checkpoint::StateDict::read(checkpoint)
+        .ok()
+        .and_then(|sd| gateshift::train::trainer::stored_input(&sd));
+    let size = size.or(stored.map(|s| s.0)).unwrap_or(cfg.arch.input().size as u32);
+    let scale = scale.or(stored.filter(|s| s.0 == size).map(|s| s.1)).unwrap_or(size * 256 / 224);
+    (size, scale)
 }
 
 /// Class names: from the file if given, else those stored in the checkpoint.
@@ -150,7 +168,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     let names = class_names(a.data.class_names.as_deref(), &a.checkpoint)?;
     let ev = run_once(
         &model,
-        dataset(&a.data, &cfg, a.clips, a.crops, a.frame_order)?,
+        dataset(&a.data, &cfg, &a.checkpoint, a.clips, a.crops, a.frame_order)?,
         cfg.classes,
         &a.data,
         a.seed,
@@ -178,7 +196,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     if a.frame_order != FrameOrder::Normal {
         let normal = run_once(
             &model,
-            dataset(&a.data, &cfg, a.clips, a.crops, FrameOrder::Normal)?,
+            dataset(&a.data, &cfg, &a.checkpoint, a.clips, a.crops, FrameOrder::Normal)?,
             cfg.classes,
             &a.data,
             a.seed,

@@ -50,6 +50,12 @@ pub struct EpochMetrics {
 /// Trainer state stored in checkpoints.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunState {
+    /// Network input side and pre-crop short side the run trained with (test and predict
+    /// default to them).
+    #[serde(default)]
+    pub input_size: u32,
+    #[serde(default)]
+    pub scale_size: u32,
     pub epochs_done: usize,
     pub best_top1: Option<f64>,
     pub best_epoch: Option<usize>,
@@ -62,6 +68,12 @@ pub struct Outcome {
     pub model_config: ModelConfig,
     pub dir: PathBuf,
     pub interrupted: bool,
+}
+
+/// The (input size, scale size) a run checkpoint was trained with, if it records them.
+pub fn stored_input(sd: &StateDict) -> Option<(u32, u32)> {
+    let state: RunState = serde_json::from_str(sd.metadata.get("gateshift.run")?).ok()?;
+    (state.input_size > 0 && state.scale_size > 0).then_some((state.input_size, state.scale_size))
 }
 
 /// Set by a SIGINT handler: stop after the current iteration, save, and exit.
@@ -233,6 +245,8 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
         }
     }
     crate::io::write_atomic(&dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    state.input_size = cfg.input_size();
+    state.scale_size = cfg.scale_size();
     if cfg.optim.partial_bn {
         let (m, frozen) = partial_bn(model);
         model = m;
