@@ -121,7 +121,7 @@ pub fn confusion(matrix: &[Vec<usize>], names: &[String], path: &Path) -> Result
     atomic_png(path, side + 260, side + 80, |root| {
         let (plot, legend) = root.split_horizontally(side + 40);
         let mut chart = ChartBuilder::on(&plot)
-            .caption("confusion (row-normalised)", ("sans-serif", 16))
+            .caption("confusion: rows true class, columns predicted (row-normalised)", ("sans-serif", 14))
             .margin(10)
             .build_cartesian_2d(0..k as i32, 0..k as i32)
             .map_err(err)?;
