@@ -84,8 +84,6 @@ fn broken_frames_are_errors_naming_the_file_and_list_line() {
     // A frame missing in the middle of the folder.
     std::fs::remove_file(frames.join("img_00003.jpg")).unwrap();
     let ds = Arc::new(dataset(&w.val_list, Mode::Test { scale: 32, crops: 1, clips: 1 }));
-    let mut all: Vec<usize> = (0..6).collect();
-    all.retain(|&i| i < ds.len());
     // Uniform sampling over 4 segments reads every frame of a 6-frame clip only sometimes;
     // read the clip with dense sampling so that frame 2 (file 3) is always asked for.
     let mut dense = (*ds).clone();

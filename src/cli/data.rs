@@ -9,6 +9,8 @@ use gateshift::data::list::{List, ListFormat, VIDEO_EXTENSIONS};
 use gateshift::data::rawframes::read_rgb;
 use gateshift::data::{FrameNaming, video};
 use gateshift::io::write_atomic;
+
+use super::FrameArgs;
 use gateshift::synth::encode_jpeg;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -38,10 +40,8 @@ pub struct ExtractArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub root: Option<PathBuf>,
-    #[arg(long, default_value = "img_{:05d}.jpg")]
-    pub template: String,
-    #[arg(long, default_value_t = 1)]
-    pub first_index: usize,
+    #[command(flatten)]
+    pub frames: FrameArgs,
     /// Scale frames to this short side (default: keep the size).
     #[arg(long)]
     pub short_side: Option<u32>,
@@ -67,10 +67,8 @@ pub struct BuildListArgs {
     /// Class-name file to write (default: beside --out, classes.txt).
     #[arg(long)]
     pub classes: Option<PathBuf>,
-    #[arg(long, default_value = "img_{:05d}.jpg")]
-    pub template: String,
-    #[arg(long, default_value_t = 1)]
-    pub first_index: usize,
+    #[command(flatten)]
+    pub frames: FrameArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -82,10 +80,8 @@ pub struct CheckArgs {
     pub root: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     pub list_format: ListFormat,
-    #[arg(long, default_value = "img_{:05d}.jpg")]
-    pub template: String,
-    #[arg(long, default_value_t = 1)]
-    pub first_index: usize,
+    #[command(flatten)]
+    pub frames: FrameArgs,
     /// Entries with fewer frames than this are reported as short.
     #[arg(long, default_value_t = 8)]
     pub segments: usize,
@@ -118,7 +114,7 @@ pub fn extract_one(
 }
 
 fn extract(a: ExtractArgs) -> Result<()> {
-    let naming = FrameNaming::new(&a.template, a.first_index)?;
+    let naming = a.frames.naming()?;
     let is_list = !a.input.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e));
     let entries: Vec<(PathBuf, usize)> = if is_list {
         let list = List::read(&a.input, Some(&root_of(&a.input, a.root.as_deref())), ListFormat::Video, None)?;
@@ -143,7 +139,7 @@ fn extract(a: ExtractArgs) -> Result<()> {
 }
 
 fn build_list(a: BuildListArgs) -> Result<()> {
-    let naming = FrameNaming::new(&a.template, a.first_index)?;
+    let naming = a.frames.naming()?;
     let mut classes: Vec<PathBuf> = std::fs::read_dir(&a.tree)
         .with_context(|| format!("reading {}", a.tree.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -203,7 +199,7 @@ fn build_list(a: BuildListArgs) -> Result<()> {
 }
 
 fn check(a: CheckArgs) -> Result<()> {
-    let naming = FrameNaming::new(&a.template, a.first_index)?;
+    let naming = a.frames.naming()?;
     let list = List::read(&a.list, Some(&root_of(&a.list, a.root.as_deref())), a.list_format, None)?;
     let bar = gateshift::train::trainer::progress_bar(true, list.entries.len() as u64, "check");
     let mut problems = Vec::new();

@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::module::Module;
 use clap::Args;
-use gateshift::data::list::List;
-use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Mode, Pipeline, Sampling};
+use gateshift::checkpoint::StateDict;
+use gateshift::data::FrameOrder;
 use gateshift::io::write_atomic;
 use gateshift::model::{Arch, TemporalKind};
 use gateshift::train::config::TrainConfig;
@@ -132,7 +132,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
         let train_seconds =
             if resume { outcome.state.history.iter().map(|m| m.seconds).sum() } else { t0.elapsed().as_secs_f64() };
-        let (normal, shuffled) = test_orders(&dir.join("last.safetensors"), &data_dir, &cfg)?;
+        let (normal, shuffled) = test_orders(&dir.join("last.safetensors"), &cfg)?;
         eprintln!("      {name}: val top-1 {:.1}% (shuffled frames {:.1}%)", 100.0 * normal, 100.0 * shuffled);
         rows.push(Row { name, temporal, normal, shuffled, train_seconds, history: outcome.state.history });
     }
@@ -143,30 +143,21 @@ pub fn run(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Val top-1 with normal and with shuffled frame order.
-fn test_orders(checkpoint: &Path, data_dir: &Path, cfg: &TrainConfig) -> Result<(f64, f64)> {
+/// Val top-1 with normal and with shuffled frame order, on the run's own validation set.
+fn test_orders(checkpoint: &Path, cfg: &TrainConfig) -> Result<(f64, f64)> {
     let device = gateshift::backend::device(&cfg.backend)?;
-    let sd = gateshift::checkpoint::StateDict::read(checkpoint)?;
-    let classes = sd.tensors.get("new_fc.weight").map(|w| w.shape()[0]).unwrap_or(10);
-    let model_cfg = cfg.model_config(classes);
+    let data = trainer::load_data(cfg)?;
+    let val = data.val.ok_or_else(|| anyhow::anyhow!("the demo run has no validation list"))?;
+    let model_cfg = cfg.model_config(data.classes);
     let mut model = model_cfg.init(&device);
-    gateshift::checkpoint::load(&mut model, &model_cfg, &sd, false)?;
+    gateshift::checkpoint::load(&mut model, &model_cfg, &StateDict::read(checkpoint)?, false)?;
     let model = model.valid();
     let mut out = [0.0; 2];
     for (i, order) in [FrameOrder::Normal, FrameOrder::Shuffle].into_iter().enumerate() {
-        let list =
-            List::read(&data_dir.join("val.txt"), Some(data_dir), gateshift::data::ListFormat::Frames, Some(classes))?;
-        let pipeline = Pipeline {
-            spec: model_cfg.arch.input(),
-            size: cfg.input_size(),
-            segments: model_cfg.segments,
-            sampling: Sampling::Tsn,
-            interval: 2,
-            mode: Mode::Test { scale: cfg.scale_size(), crops: 1, clips: 1 },
-            order,
-        };
-        let ds = Arc::new(ClipDataset { list, naming: FrameNaming::new("img_{:05d}.jpg", 1)?, pipeline });
-        let ev = evaluate(&model, ds, classes, 16, cfg.data.workers, cfg.seed, false, false, &device, None)?;
+        let mut ds = (*val).clone();
+        ds.pipeline.order = order;
+        let ev =
+            evaluate(&model, Arc::new(ds), data.classes, 16, cfg.data.workers, cfg.seed, false, false, &device, None)?;
         out[i] = ev.accuracy.top1();
     }
     Ok((out[0], out[1]))

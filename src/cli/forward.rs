@@ -34,7 +34,7 @@ pub struct ForwardArgs {
 
 pub fn run(a: ForwardArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
-    let (model, _) = load_model(&a.model, &a.checkpoint, a.partial, &device)?;
+    let (model, _, _) = load_model(&a.model, &a.checkpoint, a.partial, &device)?;
     let model = model.valid();
     let (tensors, _) = safetensors::read(&a.input)?;
     let input = tensors

@@ -14,6 +14,7 @@ mod synth;
 mod test;
 mod train;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -91,6 +92,23 @@ pub fn install_sigint() {
     });
 }
 
+/// How the frames of rawframe folders are named (shared by the data-reading commands).
+#[derive(Args, Debug, Clone)]
+pub struct FrameArgs {
+    /// Frame file template, e.g. img_{:05d}.jpg, {:06d}.jpg.
+    #[arg(long, default_value = "img_{:05d}.jpg")]
+    pub template: String,
+    /// Index of the first frame file (1 in the official code).
+    #[arg(long, default_value_t = 1)]
+    pub first_index: usize,
+}
+
+impl FrameArgs {
+    pub fn naming(&self) -> Result<gateshift::data::FrameNaming> {
+        gateshift::data::FrameNaming::new(&self.template, self.first_index)
+    }
+}
+
 /// Model flags shared by commands; unset ones are taken from the checkpoint where possible.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -106,12 +124,12 @@ pub struct ModelArgs {
     /// Number of classes (default: from the checkpoint's `new_fc`, else 174).
     #[arg(long)]
     pub classes: Option<usize>,
-    /// TSM: fraction 1/shift_div of channels shifted each way.
-    #[arg(long, default_value_t = 8)]
-    pub shift_div: usize,
-    /// TSM placement in residual blocks.
-    #[arg(long, value_enum, default_value = "blockres")]
-    pub shift_place: ShiftPlace,
+    /// TSM: fraction 1/shift_div of channels shifted each way (default: the checkpoint's, else 8).
+    #[arg(long)]
+    pub shift_div: Option<usize>,
+    /// TSM placement in residual blocks (default: the checkpoint's, else blockres).
+    #[arg(long, value_enum)]
+    pub shift_place: Option<ShiftPlace>,
 }
 
 impl ModelArgs {
@@ -137,21 +155,26 @@ impl ModelArgs {
             .unwrap_or(174);
         let segments = self.segments.or(stored.as_ref().map(|c| c.segments)).unwrap_or(8);
         let mut cfg = ModelConfig::new(arch, temporal, segments, classes);
-        cfg.shift_div = self.shift_div;
-        cfg.shift_place = self.shift_place;
+        cfg.shift_div = self.shift_div.or(stored.as_ref().map(|c| c.shift_div)).unwrap_or(cfg.shift_div);
+        cfg.shift_place = self.shift_place.or(stored.as_ref().map(|c| c.shift_place)).unwrap_or(cfg.shift_place);
         if let Some(c) = &stored {
             cfg.dropout = c.dropout;
-            if self.arch.is_none() {
-                cfg.shift_div = c.shift_div;
-                cfg.shift_place = c.shift_place;
-            }
         }
         Ok(cfg)
     }
 }
 
-/// Builds the model for `args` and loads `path` into it (strict unless `partial`).
-pub fn load_model(args: &ModelArgs, path: &Path, partial: bool, device: &Device) -> Result<(Recognizer, ModelConfig)> {
+/// Metadata stored beside a checkpoint's weights (model config, run state, class names).
+pub type Metadata = BTreeMap<String, String>;
+
+/// Builds the model for `args` and loads `path` into it (strict unless `partial`); also
+/// returns the checkpoint's metadata so callers need not read the file again.
+pub fn load_model(
+    args: &ModelArgs,
+    path: &Path,
+    partial: bool,
+    device: &Device,
+) -> Result<(Recognizer, ModelConfig, Metadata)> {
     let sd = StateDict::read(path)?;
     let cfg = args.resolve(Some(&sd))?;
     let mut model = cfg.init(device);
@@ -169,5 +192,5 @@ pub fn load_model(args: &ModelArgs, path: &Path, partial: bool, device: &Device)
             eprintln!("  unused from file:      {u}");
         }
     }
-    Ok((model, cfg))
+    Ok((model, cfg, sd.metadata))
 }

@@ -7,11 +7,11 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use clap::Args;
 use gateshift::data::list::{Entry, List, ListFormat};
-use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Mode, Pipeline, Sampling};
+use gateshift::data::{ClipDataset, Pipeline};
 use gateshift::train::evaluate::evaluate;
 use serde_json::json;
 
-use super::{ModelArgs, load_model};
+use super::{FrameArgs, ModelArgs, load_model};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -29,10 +29,8 @@ pub struct PredictArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, default_value = "img_{:05d}.jpg")]
-    pub template: String,
-    #[arg(long, default_value_t = 1)]
-    pub first_index: usize,
+    #[command(flatten)]
+    pub frames: FrameArgs,
     #[arg(long, default_value_t = 1)]
     pub clips: usize,
     #[arg(long, default_value_t = 1)]
@@ -47,15 +45,15 @@ pub struct PredictArgs {
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
-    let (model, cfg) = load_model(&a.model, &a.checkpoint, false, &device)?;
+    let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, false, &device)?;
     let model = model.valid();
-    let names = super::test::class_names(a.labels.as_deref(), &a.checkpoint)?;
+    let names = super::test::class_names(a.labels.as_deref(), &meta)?;
     if let Some(n) = &names
         && n.len() != cfg.classes
     {
         bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
     }
-    let naming = FrameNaming::new(&a.template, a.first_index)?;
+    let naming = a.frames.naming()?;
     let entry = if a.input.is_dir() {
         Entry {
             path: a.input.clone(),
@@ -70,16 +68,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
     } else {
         bail!("{} is neither a video file nor a frame folder", a.input.display());
     };
-    let (size, scale) = super::test::input_sizes(a.input_size, a.scale_size, &cfg, &a.checkpoint);
-    let pipeline = Pipeline {
-        spec: cfg.arch.input(),
-        size,
-        segments: cfg.segments,
-        sampling: Sampling::Tsn,
-        interval: 2,
-        mode: Mode::Test { scale, crops: a.crops, clips: a.clips },
-        order: FrameOrder::Normal,
-    };
+    let (size, scale) = super::test::input_sizes(a.input_size, a.scale_size, &cfg, &meta);
+    let pipeline = Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, a.crops, a.clips);
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
     let ds = Arc::new(ClipDataset { list, naming, pipeline });
     let ev = evaluate(&model, ds, cfg.classes, 1, 1, 0, true, false, &device, None)?;

@@ -11,13 +11,13 @@ use burn::module::Module;
 use burn::tensor::Device;
 use clap::Args;
 use gateshift::data::list::{List, ListFormat, read_class_names};
-use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Mode, Pipeline, Sampling};
+use gateshift::data::{ClipDataset, FrameOrder, Pipeline, Sampling};
 use gateshift::io::write_atomic;
 use gateshift::model::{ModelConfig, Recognizer};
 use gateshift::train::evaluate::{Evaluation, evaluate};
 use serde_json::json;
 
-use super::{ModelArgs, load_model};
+use super::{FrameArgs, Metadata, ModelArgs, load_model};
 
 /// Where test data comes from and how it is read.
 #[derive(Args, Debug, Clone)]
@@ -30,10 +30,8 @@ pub struct DataArgs {
     pub root: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     pub list_format: ListFormat,
-    #[arg(long, default_value = "img_{:05d}.jpg")]
-    pub template: String,
-    #[arg(long, default_value_t = 1)]
-    pub first_index: usize,
+    #[command(flatten)]
+    pub frames: FrameArgs,
     /// Class-name file, one per line (default: the names stored in the checkpoint).
     #[arg(long)]
     pub class_names: Option<PathBuf>,
@@ -92,14 +90,7 @@ pub struct TestArgs {
 }
 
 /// Builds the test dataset for a model.
-pub fn dataset(
-    d: &DataArgs,
-    cfg: &ModelConfig,
-    checkpoint: &Path,
-    clips: usize,
-    crops: usize,
-    order: FrameOrder,
-) -> Result<ClipDataset> {
+pub fn dataset(d: &DataArgs, cfg: &ModelConfig, meta: &Metadata, clips: usize, crops: usize) -> Result<ClipDataset> {
     if ![1, 3, 5, 10].contains(&crops) {
         bail!("--crops must be 1, 3, 5 or 10");
     }
@@ -108,37 +99,30 @@ pub fn dataset(
     }
     let root = d.root.clone().unwrap_or_else(|| d.list.parent().map(Path::to_path_buf).unwrap_or_default());
     let list = List::read(&d.list, Some(&root), d.list_format, Some(cfg.classes))?;
-    let (size, scale) = input_sizes(d.input_size, d.scale_size, cfg, checkpoint);
+    let (size, scale) = input_sizes(d.input_size, d.scale_size, cfg, meta);
     let pipeline = Pipeline {
-        spec: cfg.arch.input(),
-        size,
-        segments: cfg.segments,
         sampling: d.sampling,
         interval: d.interval,
-        mode: Mode::Test { scale, crops, clips },
-        order,
+        ..Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, crops, clips)
     };
-    Ok(ClipDataset { list, naming: FrameNaming::new(&d.template, d.first_index)?, pipeline })
+    Ok(ClipDataset { list, naming: d.frames.naming()?, pipeline })
 }
 
 /// Input and pre-crop sizes: flags, else what the run checkpoint recorded, else the
 /// backbone's default (input, input · 256/224).
-pub fn input_sizes(size: Option<u32>, scale: Option<u32>, cfg: &ModelConfig, checkpoint: &Path) -> (u32, u32) {
-    let stored = gateshift::checkpoint::StateDict::read(checkpoint)
-        .ok()
-        .and_then(|sd| gateshift::train::trainer::stored_input(&sd));
+pub fn input_sizes(size: Option<u32>, scale: Option<u32>, cfg: &ModelConfig, meta: &Metadata) -> (u32, u32) {
+    let stored = gateshift::train::trainer::stored_input(meta);
     let size = size.or(stored.map(|s| s.0)).unwrap_or(cfg.arch.input().size as u32);
     let scale = scale.or(stored.filter(|s| s.0 == size).map(|s| s.1)).unwrap_or(size * 256 / 224);
     (size, scale)
 }
 
 /// Class names: from the file if given, else those stored in the checkpoint.
-pub fn class_names(file: Option<&Path>, checkpoint: &Path) -> Result<Option<Vec<String>>> {
+pub fn class_names(file: Option<&Path>, meta: &Metadata) -> Result<Option<Vec<String>>> {
     if let Some(f) = file {
         return Ok(Some(read_class_names(f)?));
     }
-    let sd = gateshift::checkpoint::StateDict::read(checkpoint)?;
-    Ok(sd.metadata.get("gateshift.classes").and_then(|j| serde_json::from_str(j).ok()))
+    Ok(meta.get("gateshift.classes").and_then(|j| serde_json::from_str(j).ok()))
 }
 
 /// Runs one evaluation pass with a progress bar.
@@ -163,19 +147,13 @@ pub fn run_once(
 
 pub fn run(a: TestArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
-    let (model, cfg) = load_model(&a.model, &a.checkpoint, false, &device)?;
+    let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, false, &device)?;
     let model = model.valid();
-    let names = class_names(a.data.class_names.as_deref(), &a.checkpoint)?;
-    let ev = run_once(
-        &model,
-        dataset(&a.data, &cfg, &a.checkpoint, a.clips, a.crops, a.frame_order)?,
-        cfg.classes,
-        &a.data,
-        a.seed,
-        a.softmax,
-        &device,
-        "test",
-    )?;
+    let names = class_names(a.data.class_names.as_deref(), &meta)?;
+    let normal_ds = dataset(&a.data, &cfg, &meta, a.clips, a.crops)?;
+    let mut ds = normal_ds.clone();
+    ds.pipeline.order = a.frame_order;
+    let ev = run_once(&model, ds, cfg.classes, &a.data, a.seed, a.softmax, &device, "test")?;
     let acc = &ev.accuracy;
     println!(
         "{} videos · {} clip(s) × {} crop(s) · order {:?} · top-1 {:.2}% · top-5 {:.2}% · mean class {:.2}% · {:.1} videos/s",
@@ -194,16 +172,7 @@ pub fn run(a: TestArgs) -> Result<()> {
         "per_class": acc.per_class(), "skipped": ev.skipped.len(),
     });
     if a.frame_order != FrameOrder::Normal {
-        let normal = run_once(
-            &model,
-            dataset(&a.data, &cfg, &a.checkpoint, a.clips, a.crops, FrameOrder::Normal)?,
-            cfg.classes,
-            &a.data,
-            a.seed,
-            a.softmax,
-            &device,
-            "normal",
-        )?;
+        let normal = run_once(&model, normal_ds, cfg.classes, &a.data, a.seed, a.softmax, &device, "normal")?;
         let drop = normal.accuracy.top1() - acc.top1();
         println!(
             "normal order top-1 {:.2}% → {:?} {:.2}%: drop {:.2} points",

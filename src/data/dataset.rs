@@ -1,7 +1,7 @@
 //! A clip dataset: list entries → sampled frame indices → decoded frames (rawframes or
 //! video) → group transforms → normalised floats in the layout the models take.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use image::RgbImage;
@@ -59,6 +59,22 @@ pub struct Pipeline {
     pub interval: usize,
     pub mode: Mode,
     pub order: FrameOrder,
+}
+
+impl Pipeline {
+    /// Test-time processing with TSN sampling: frames scaled to short side `scale`, then
+    /// `crops` crops of `size`² from each of `clips` clips.
+    pub fn test(spec: InputSpec, size: u32, scale: u32, segments: usize, crops: usize, clips: usize) -> Self {
+        Self {
+            spec,
+            size,
+            segments,
+            sampling: Sampling::Tsn,
+            interval: 1,
+            mode: Mode::Test { scale, crops, clips },
+            order: FrameOrder::Normal,
+        }
+    }
 }
 
 /// One processed sample: `views` stacks of `(segments·3, size, size)` floats.
@@ -205,10 +221,5 @@ impl ClipDataset {
             }
         }
         Ok(Clip { data, views, label })
-    }
-
-    /// Path of entry `index` for messages.
-    pub fn path(&self, index: usize) -> &Path {
-        &self.list.entries[index].path
     }
 }

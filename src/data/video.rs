@@ -115,19 +115,11 @@ pub fn read_frames(path: &Path, info: &VideoInfo, indices: &[usize], short_side:
     let (w, h) = output_size(info, short_side);
     let select: Vec<String> = wanted.iter().map(|i| format!("eq(n\\,{i})")).collect();
     let filter = format!("select='{}',scale={w}:{h}:flags=bilinear", select.join("+"));
-    let mut child = decoder(path, &filter, Some(wanted.len()))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let frame_bytes = (w * h * 3) as usize;
     let mut decoded = Vec::with_capacity(wanted.len());
-    for _ in 0..wanted.len() {
-        let mut buf = vec![0u8; frame_bytes];
-        if stdout.read_exact(&mut buf).is_err() {
-            break;
-        }
-        decoded.push(RgbImage::from_raw(w, h, buf).expect("buffer size matches"));
-    }
-    drop(stdout);
-    let out = child.wait_with_output().with_context(|| format!("decoding {}", path.display()))?;
+    let (_, out) = stream(path, &filter, Some(wanted.len()), (w, h), |_, img| {
+        decoded.push(img);
+        Ok(())
+    })?;
     if decoded.len() < wanted.len() {
         let missing = wanted[decoded.len()];
         let msg = String::from_utf8_lossy(&out.stderr);
@@ -141,6 +133,36 @@ pub fn read_frames(path: &Path, info: &VideoInfo, indices: &[usize], short_side:
         );
     }
     Ok(indices.iter().map(|i| decoded[wanted.binary_search(i).expect("present")].clone()).collect())
+}
+
+/// Runs ffmpeg on `path` through `filter` (frames of `w`×`h`) and hands each decoded frame
+/// to `f`, one frame in memory at a time, stopping after `max_frames`. Returns the number of
+/// frames read and ffmpeg's exit status and stderr.
+fn stream(
+    path: &Path,
+    filter: &str,
+    max_frames: Option<usize>,
+    (w, h): (u32, u32),
+    mut f: impl FnMut(usize, RgbImage) -> Result<()>,
+) -> Result<(usize, std::process::Output)> {
+    let mut child = decoder(path, filter, max_frames)?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let (mut n, mut result) = (0, Ok(()));
+    while max_frames.is_none_or(|m| n < m) {
+        let mut buf = vec![0u8; (w * h * 3) as usize];
+        if stdout.read_exact(&mut buf).is_err() {
+            break;
+        }
+        if let Err(e) = f(n, RgbImage::from_raw(w, h, buf).expect("buffer size matches")) {
+            result = Err(e);
+            break;
+        }
+        n += 1;
+    }
+    drop(stdout);
+    let out = child.wait_with_output().with_context(|| format!("decoding {}", path.display()))?;
+    result?;
+    Ok((n, out))
 }
 
 /// Frame size after scaling the short side to `short_side` (if given).
@@ -193,28 +215,10 @@ pub fn for_each_frame(
     path: &Path,
     info: &VideoInfo,
     short_side: Option<u32>,
-    mut f: impl FnMut(usize, RgbImage) -> Result<()>,
+    f: impl FnMut(usize, RgbImage) -> Result<()>,
 ) -> Result<usize> {
     let (w, h) = output_size(info, short_side);
-    let mut child = decoder(path, &format!("scale={w}:{h}:flags=bilinear"), None)?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let frame_bytes = (w * h * 3) as usize;
-    let mut n = 0;
-    let mut result = Ok(());
-    loop {
-        let mut buf = vec![0u8; frame_bytes];
-        if stdout.read_exact(&mut buf).is_err() {
-            break;
-        }
-        if let Err(e) = f(n, RgbImage::from_raw(w, h, buf).expect("buffer size matches")) {
-            result = Err(e);
-            break;
-        }
-        n += 1;
-    }
-    drop(stdout);
-    let out = child.wait_with_output().with_context(|| format!("decoding {}", path.display()))?;
-    result?;
+    let (n, out) = stream(path, &format!("scale={w}:{h}:flags=bilinear"), None, (w, h), f)?;
     if !out.status.success() || n == 0 {
         bail!("cannot decode video {}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
     }

@@ -120,7 +120,7 @@ pub fn render_clip(
         .map(|mut pose| {
             ox = (ox + rng.random_range(-1.0..=1.0)).clamp(x_lo, x_hi);
             oy = (oy + rng.random_range(-1.0..=1.0)).clamp(y_lo, y_hi);
-            let mut frame = render::view(&photo, ox as u32, oy as u32, size);
+            let mut frame = image::imageops::crop_imm(&photo, ox as u32, oy as u32, size, size).to_image();
             // The camera moved by (ox − ox0, oy − oy0): the object moves the other way on screen.
             pose.cx -= ox.floor() - ox0.floor();
             pose.cy -= oy.floor() - oy0.floor();
@@ -233,7 +233,7 @@ mod tests {
                 px[y * 28 + x] = 255;
             }
         }
-        (vec![Sprite { size: 28, pixels: px }], vec![render::filled(200, [20, 20, 20])])
+        (vec![Sprite { size: 28, pixels: px }], vec![RgbImage::from_pixel(200, 200, image::Rgb([20, 20, 20]))])
     }
 
     /// Horizontal centre of mass of bright pixels.

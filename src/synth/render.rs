@@ -1,7 +1,7 @@
 //! Rendering one synthetic clip: a real object image composited over a real photo, moved,
 //! scaled, faded or rotated over time, with camera jitter and sensor noise.
 
-use image::{Rgb, RgbImage, imageops};
+use image::RgbImage;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
@@ -160,12 +160,6 @@ pub fn draw(frame: &mut RgbImage, sprite: &Sprite, pose: Pose, tint: [f32; 3]) {
     }
 }
 
-/// A random `size`² crop of `photo` (scaled so that its short side is `scale`), starting at
-/// `(x, y)` — the camera's view in one frame.
-pub fn view(photo: &RgbImage, x: u32, y: u32, size: u32) -> RgbImage {
-    imageops::crop_imm(photo, x, y, size, size).to_image()
-}
-
 /// Adds Gaussian noise of standard deviation `sigma` to every channel.
 pub fn add_noise(frame: &mut RgbImage, sigma: f32, rng: &mut impl Rng) {
     let normal = Normal::new(0.0f32, sigma.max(1e-3)).expect("valid sigma");
@@ -182,9 +176,4 @@ pub fn random_tint(rng: &mut impl Rng) -> [f32; 3] {
     let k = rng.random_range(0..3);
     c[k] = 255.0;
     c
-}
-
-/// Solid-pixel helper for tests.
-pub fn filled(size: u32, rgb: [u8; 3]) -> RgbImage {
-    RgbImage::from_pixel(size, size, Rgb(rgb))
 }

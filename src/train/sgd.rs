@@ -30,7 +30,7 @@ impl ParamPolicy {
         let mut parts = path.rsplit('.');
         let leaf = parts.next().unwrap_or("");
         let parent = parts.next().unwrap_or("");
-        let is_bn = parent == "bn" || parent.starts_with("bn") || parent == "1" && path.contains("downsample");
+        let is_bn = parent.starts_with("bn");
         match (leaf, is_bn) {
             (_, true) => (1.0, 0.0),
             ("bias", false) => (2.0, 0.0),

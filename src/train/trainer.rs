@@ -71,8 +71,8 @@ pub struct Outcome {
 }
 
 /// The (input size, scale size) a run checkpoint was trained with, if it records them.
-pub fn stored_input(sd: &StateDict) -> Option<(u32, u32)> {
-    let state: RunState = serde_json::from_str(sd.metadata.get("gateshift.run")?).ok()?;
+pub fn stored_input(metadata: &BTreeMap<String, String>) -> Option<(u32, u32)> {
+    let state: RunState = serde_json::from_str(metadata.get("gateshift.run")?).ok()?;
     (state.input_size > 0 && state.scale_size > 0).then_some((state.input_size, state.scale_size))
 }
 
