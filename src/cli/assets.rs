@@ -34,7 +34,7 @@ pub fn run(a: AssetsArgs) -> Result<()> {
             let root = dir.unwrap_or_else(assets::cache_dir);
             for asset in assets::ALL {
                 let state = if asset.is_cached(&root) { "cached" } else { "not fetched" };
-                println!("{:<16} {:<12} {}", asset.name, state, asset.description);
+                println!("{:<18} {:<8} {}", asset.name, state, asset.description);
             }
             println!("cache: {}", root.display());
         }
@@ -47,7 +47,7 @@ pub fn run(a: AssetsArgs) -> Result<()> {
             };
             for asset in list {
                 let d = asset.fetch(&root)?;
-                println!("{:<16} {}", asset.name, d.display());
+                println!("{:<18} {}", asset.name, d.display());
             }
         }
     }

@@ -1,14 +1,19 @@
 //! `gateshift predict`: top-k classes of one video file or rawframe folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
 use clap::Args;
+use gateshift::checkpoint::StateDict;
 use gateshift::data::list::{Entry, List, ListFormat};
-use gateshift::data::{ClipDataset, Pipeline};
+use gateshift::data::{ClipDataset, Pipeline, Sampling};
+use gateshift::model::i3d;
 use gateshift::train::evaluate::evaluate;
+use rand::SeedableRng;
 use serde_json::json;
 
 use super::{FrameArgs, ModelArgs, load_model};
@@ -17,10 +22,17 @@ use super::{FrameArgs, ModelArgs, load_model};
 pub struct PredictArgs {
     /// A video file or a folder of frames.
     pub input: PathBuf,
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// A gateshift or official checkpoint.
+    #[arg(long, required_unless_present = "model")]
+    pub checkpoint: Option<PathBuf>,
+    /// A pretrained model from `gateshift assets` instead of a checkpoint.
+    #[arg(long, value_enum, conflicts_with = "checkpoint")]
+    pub model: Option<Pretrained>,
+    /// `--model i3d-kinetics400`: frames per window (consecutive, at the video's rate).
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model_args: ModelArgs,
     /// Class names, one per line (default: the names stored in the checkpoint).
     #[arg(long)]
     pub labels: Option<PathBuf>,
@@ -43,38 +55,23 @@ pub struct PredictArgs {
     pub backend: String,
 }
 
+/// Pretrained models runnable without a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pretrained {
+    /// DeepMind's Kinetics-400 I3D (RGB), from `gateshift assets fetch i3d-kinetics400`.
+    #[value(name = "i3d-kinetics400")]
+    I3dKinetics400,
+}
+
 pub fn run(a: PredictArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
-    let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, false, &device)?;
-    let model = model.valid();
-    let names = super::test::class_names(a.labels.as_deref(), &meta)?;
-    if let Some(n) = &names
-        && n.len() != cfg.classes
-    {
-        bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
-    }
-    let naming = a.frames.naming()?;
-    let entry = if a.input.is_dir() {
-        Entry {
-            path: a.input.clone(),
-            start: 0,
-            num_frames: Some(naming.count(&a.input)?),
-            label: 0,
-            line: 1,
-            is_video: false,
-        }
-    } else if a.input.is_file() {
-        Entry { path: a.input.clone(), start: 0, num_frames: None, label: 0, line: 1, is_video: true }
-    } else {
-        bail!("{} is neither a video file nor a frame folder", a.input.display());
+    let entry = entry(&a)?;
+    let (ranked, names) = match (a.model, &a.checkpoint) {
+        (Some(Pretrained::I3dKinetics400), _) => (i3d_scores(&a, entry, &device)?, Some(i3d::kinetics400_names())),
+        (None, Some(checkpoint)) => recognizer_scores(&a, checkpoint, entry, &device)?,
+        (None, None) => bail!("give --checkpoint or --model"),
     };
-    let (size, scale) = super::test::input_sizes(a.input_size, a.scale_size, &cfg, &meta);
-    let pipeline = Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, a.crops, a.clips);
-    let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
-    let ds = Arc::new(ClipDataset { list, naming, pipeline });
-    let ev = evaluate(&model, ds, cfg.classes, 1, 1, 0, true, false, &device, None)?;
-    let (_, _, probs) = &ev.scores[0];
-    let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+    let mut ranked: Vec<(usize, f32)> = ranked.into_iter().enumerate().collect();
     ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
     ranked.truncate(a.topk.max(1));
     let name = |i: usize| names.as_ref().map(|n| n[i].clone()).unwrap_or_else(|| format!("class {i}"));
@@ -89,4 +86,79 @@ pub fn run(a: PredictArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The input as a one-entry list: a frame folder (counted) or a video file.
+fn entry(a: &PredictArgs) -> Result<Entry> {
+    if a.input.is_dir() {
+        let naming = a.frames.naming()?;
+        Ok(Entry {
+            path: a.input.clone(),
+            start: 0,
+            num_frames: Some(naming.count(&a.input)?),
+            label: 0,
+            line: 1,
+            is_video: false,
+        })
+    } else if a.input.is_file() {
+        Ok(Entry { path: a.input.clone(), start: 0, num_frames: None, label: 0, line: 1, is_video: true })
+    } else {
+        bail!("{} is neither a video file nor a frame folder", a.input.display());
+    }
+}
+
+/// I3D: `--clips` windows of `--window` consecutive frames, short side 256, centre crop
+/// 224, RGB in [−1, 1]; logits averaged over windows, then softmax.
+fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>> {
+    let asset = &gateshift::assets::I3D_KINETICS400;
+    let root = gateshift::assets::cache_dir();
+    if !asset.is_cached(&root) {
+        bail!("the I3D weights are not in the cache {}: run `gateshift assets fetch {}`", root.display(), asset.name);
+    }
+    let weights = asset.file(&root, "i3d-kinetics-400.safetensors");
+    let sd = StateDict::read(&weights)?;
+    let model = i3d::load(i3d::I3d::new(400, device), &sd).with_context(|| format!("loading {}", weights.display()))?;
+    let mut pipeline = Pipeline::test(i3d::INPUT, 224, 256, a.window, a.crops, a.clips);
+    pipeline.sampling = Sampling::Window;
+    let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
+    let ds = ClipDataset { list, naming: a.frames.naming()?, pipeline };
+    let clip = ds.get(0, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+    let (t, size) = (a.window, 224);
+    let per_view = t * 3 * size * size;
+    let mut sum: Option<Tensor<2>> = None;
+    for v in 0..clip.views {
+        let data = clip.data[v * per_view..(v + 1) * per_view].to_vec();
+        let x = Tensor::<5>::from_data(TensorData::new(data, [1, t, 3, size, size]), device).permute([0, 2, 1, 3, 4]);
+        let logits = model.forward(x);
+        sum = Some(match sum {
+            Some(s) => s + logits,
+            None => logits,
+        });
+    }
+    let mean = sum.expect("at least one view").div_scalar(clip.views as f32);
+    softmax(mean, 1).into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+/// A recognizer checkpoint: the test pipeline it was trained for, softmax scores.
+fn recognizer_scores(
+    a: &PredictArgs,
+    checkpoint: &Path,
+    entry: Entry,
+    device: &Device,
+) -> Result<(Vec<f32>, Option<Vec<String>>)> {
+    let (model, cfg, meta) = load_model(&a.model_args, checkpoint, false, device)?;
+    let model = model.valid();
+    let names = super::test::class_names(a.labels.as_deref(), &meta)?;
+    if let Some(n) = &names
+        && n.len() != cfg.classes
+    {
+        bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
+    }
+    let (size, scale) = super::test::input_sizes(a.input_size, a.scale_size, &cfg, &meta);
+    let pipeline = Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, a.crops, a.clips);
+    let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
+    let ds = Arc::new(ClipDataset { list, naming: a.frames.naming()?, pipeline });
+    let ev = evaluate(&model, ds, cfg.classes, 1, 1, 0, true, false, device, None)?;
+    let (_, _, probs) = ev.scores.into_iter().next().expect("one entry");
+    Ok((probs, names))
 }

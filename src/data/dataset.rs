@@ -25,6 +25,9 @@ pub enum Sampling {
     Tsn,
     /// Dense: `segments` frames `interval` apart in one window.
     Dense,
+    /// `segments` consecutive frames (3D networks such as I3D): a random window in
+    /// training, evenly spread windows (one: the centre) at test.
+    Window,
 }
 
 /// Order of the sampled frames handed to the model (the temporal-reliance diagnostic).
@@ -138,6 +141,8 @@ impl ClipDataset {
             (Mode::Test { clips: 2, .. }, Sampling::Tsn) => sampling::two_clip_test(frames, p.segments, 1),
             (Mode::Test { clips, .. }, Sampling::Tsn) => sampling::uniform_clips(frames, p.segments, *clips),
             (Mode::Test { clips, .. }, Sampling::Dense) => sampling::dense_test(frames, p.segments, p.interval, *clips),
+            (Mode::Train { .. }, Sampling::Window) => vec![sampling::dense_train(frames, p.segments, 1, rng)],
+            (Mode::Test { clips, .. }, Sampling::Window) => sampling::windows(frames, p.segments, *clips),
         };
         for c in &mut clips {
             match p.order {

@@ -71,6 +71,22 @@ pub fn dense_test(num_frames: usize, clip_len: usize, interval: usize, clips: us
         .collect()
 }
 
+/// Contiguous windows of `len` consecutive frames at the video's own frame rate (how 3D
+/// networks such as I3D are fed), with centres spread evenly: one window sits at the
+/// video's centre, N windows at the centres of N equal parts. Videos shorter than a window
+/// are looped, as the I3D reference code does.
+pub fn windows(num_frames: usize, len: usize, clips: usize) -> Vec<Vec<usize>> {
+    let n = num_frames.max(1);
+    let positions = (1 + n).saturating_sub(len).max(1);
+    (0..clips.max(1))
+        .map(|c| {
+            // Start whose window centre is at the centre of part c (of `clips` parts).
+            let start = ((2 * c + 1) * (positions - 1)) / (2 * clips.max(1));
+            (start..start + len).map(|i| i % n).collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +150,20 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let v = dense_train(100, 8, 8, &mut rng);
         assert!(v[0] <= 36 && v.windows(2).all(|w| w[1] == w[0] + 8), "{v:?}");
+    }
+
+    #[test]
+    fn windows_are_contiguous_and_centred() {
+        // 100 frames, window 64: 37 start positions (0..=36); one window starts at 18.
+        let w = windows(100, 64, 1);
+        assert_eq!(w, vec![(18..82).collect::<Vec<_>>()]);
+        // Two windows: centres of the halves of the start range, 9 and 27.
+        let w = windows(100, 64, 2);
+        assert_eq!((w[0][0], w[1][0]), (9, 27));
+        assert!(w.iter().all(|c| c.len() == 64 && c.windows(2).all(|p| p[1] == p[0] + 1)));
+        // Exactly one window's worth of frames: the whole video.
+        assert_eq!(windows(64, 64, 1), vec![(0..64).collect::<Vec<_>>()]);
+        // Shorter than the window: looped.
+        assert_eq!(windows(3, 7, 1), vec![vec![0, 1, 2, 0, 1, 2, 0]]);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod backbone;
 pub mod cost;
+pub mod i3d;
 pub mod layers;
 pub mod probe;
 pub mod recognizer;
