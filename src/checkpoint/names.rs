@@ -25,6 +25,7 @@ pub fn to_internal(arch: Arch, key: &str) -> String {
     };
     let inner = match arch {
         Arch::BnInception => caffe_to_internal(rest),
+        Arch::InceptionV3 => inception_v3_to_internal(rest),
         a if a.lite().is_some() => lite_to_internal(rest),
         _ => torchvision_to_internal(rest),
     };
@@ -38,6 +39,7 @@ pub fn to_official(arch: Arch, temporal: TemporalKind, place: ShiftPlace, path: 
     };
     let outer = match arch {
         Arch::BnInception => internal_to_caffe(rest),
+        Arch::InceptionV3 => internal_to_inception_v3(rest),
         a if a.lite().is_some() => internal_to_lite(rest),
         _ => internal_to_torchvision(rest, temporal, place),
     };
@@ -98,6 +100,56 @@ fn internal_to_caffe(path: &str) -> String {
     }
 }
 
+/// Splits an InceptionV3 layer id into its block and the layer inside it:
+/// `mixed_10_tower_1_conv` → (`mixed_10`, `tower_1_conv`); stem layers (`conv_3`) have none.
+fn inception_v3_block(layer: &str) -> (Option<&str>, &str) {
+    let Some(rest) = layer.strip_prefix("mixed_") else { return (None, layer) };
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    if digits > 0 && rest[digits..].starts_with('_') {
+        (Some(&layer[..6 + digits]), &rest[digits + 1..])
+    } else {
+        (Some("mixed"), rest)
+    }
+}
+
+/// `gsm_mixed_3_tower_conv_Conv2D.bn.weight` → `mixed_3.tower_conv.temporal.bn.weight`;
+/// `X_Conv2D.*` → `X.conv.*`, `X_batchnorm.*` → `X.bn.*`.
+fn inception_v3_to_internal(key: &str) -> String {
+    let (layer, param) = key.split_once('.').unwrap_or((key, ""));
+    let (layer, part) = if let Some(l) = layer.strip_prefix("gsm_").and_then(|l| l.strip_suffix("_Conv2D")) {
+        (l, "temporal")
+    } else if let Some(l) = layer.strip_suffix("_Conv2D") {
+        (l, "conv")
+    } else if let Some(l) = layer.strip_suffix("_batchnorm") {
+        (l, "bn")
+    } else {
+        return key.to_string();
+    };
+    match inception_v3_block(layer) {
+        (Some(block), unit) => format!("{block}.{unit}.{part}.{param}"),
+        (None, unit) => format!("{unit}.{part}.{param}"),
+    }
+}
+
+fn internal_to_inception_v3(path: &str) -> String {
+    let parts: Vec<&str> = path.splitn(4, '.').collect();
+    // Stem units: `conv_3.bn.weight`; block units: `mixed_1.tower_conv.bn.weight`.
+    let (layer, part, tail) = match parts.as_slice() {
+        [block, unit, part, tail] if block.starts_with("mixed") => {
+            let layer = if *block == "mixed" { format!("mixed_{unit}") } else { format!("{block}_{unit}") };
+            (layer, *part, *tail)
+        }
+        [unit, part, tail] => (unit.to_string(), *part, *tail),
+        _ => return path.to_string(),
+    };
+    match part {
+        "conv" => format!("{layer}_Conv2D.{tail}"),
+        "bn" => format!("{layer}_batchnorm.{tail}"),
+        "temporal" => format!("gsm_{layer}_Conv2D.{tail}"),
+        _ => path.to_string(),
+    }
+}
+
 fn torchvision_to_internal(key: &str) -> String {
     key.split('.')
         .filter(|p| *p != "net")
@@ -148,6 +200,27 @@ mod tests {
             "base_model.inception_3a_1x1.temporal.bn.weight"
         );
         assert_eq!(to_internal(Arch::BnInception, "base_model.conv2_3x3_bn.bias"), "base_model.conv2_3x3.bn.bias");
+    }
+
+    #[test]
+    fn inception_v3_names_round_trip() {
+        let cases = [
+            ("base_model.conv_Conv2D.weight", "base_model.conv.conv.weight"),
+            ("base_model.conv_4_batchnorm.running_var", "base_model.conv_4.bn.running_var"),
+            ("base_model.mixed_conv_Conv2D.bias", "base_model.mixed.conv.conv.bias"),
+            ("base_model.gsm_mixed_conv_Conv2D.conv3D.weight", "base_model.mixed.conv.temporal.conv3D.weight"),
+            ("base_model.mixed_tower_2_conv_batchnorm.weight", "base_model.mixed.tower_2_conv.bn.weight"),
+            ("base_model.gsm_mixed_3_tower_conv_Conv2D.bn.bias", "base_model.mixed_3.tower_conv.temporal.bn.bias"),
+            (
+                "base_model.mixed_10_tower_1_mixed_conv_1_Conv2D.weight",
+                "base_model.mixed_10.tower_1_mixed_conv_1.conv.weight",
+            ),
+            ("new_fc.bias", "new_fc.bias"),
+        ];
+        for (key, internal) in cases {
+            assert_eq!(to_internal(Arch::InceptionV3, key), internal);
+            assert_eq!(to_official(Arch::InceptionV3, TemporalKind::Gsm, ShiftPlace::Blockres, internal), key);
+        }
     }
 
     #[test]

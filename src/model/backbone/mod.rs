@@ -2,6 +2,7 @@
 
 pub mod bninception;
 pub mod efficientnet;
+pub mod inceptionv3;
 pub mod resnet;
 
 use burn::module::Module;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::temporal::TemporalKind;
 pub use bninception::BnInception;
 pub use efficientnet::{EfficientNet, Lite};
+pub use inceptionv3::InceptionV3;
 pub use resnet::{ResNet, ShiftPlace};
 
 /// The backbone architectures gateshift knows, by their official `arch` names.
@@ -19,6 +21,10 @@ pub use resnet::{ResNet, ShiftPlace};
 pub enum Arch {
     #[value(name = "bninception", alias = "BNInception")]
     BnInception,
+    /// InceptionV3 of the official GSM code (229² input).
+    #[value(name = "inceptionv3", alias = "InceptionV3")]
+    #[serde(rename = "inceptionv3")]
+    InceptionV3,
     Resnet18,
     Resnet34,
     Resnet50,
@@ -54,6 +60,7 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Self::BnInception => "bninception",
+            Self::InceptionV3 => "inceptionv3",
             Self::Resnet18 => "resnet18",
             Self::Resnet34 => "resnet34",
             Self::Resnet50 => "resnet50",
@@ -95,6 +102,7 @@ impl Arch {
             return efficientnet::FEATURES;
         }
         match (self, self.resnet_depth()) {
+            (Self::InceptionV3, _) => inceptionv3::FEATURES,
             (Self::ResnetMini, _) => resnet::MINI_WIDTH * 8,
             (_, Some(d)) => ResNet::features(d),
             (_, None) => bninception::FEATURES,
@@ -105,6 +113,9 @@ impl Arch {
         match self {
             Self::BnInception => {
                 InputSpec { size: 224, bgr: true, range: 255.0, mean: [104.0, 117.0, 128.0], std: [1.0, 1.0, 1.0] }
+            }
+            Self::InceptionV3 => {
+                InputSpec { size: 229, bgr: true, range: 255.0, mean: [104.0, 117.0, 128.0], std: [1.0, 1.0, 1.0] }
             }
             Self::EfficientnetLite0 | Self::EfficientnetLite1 | Self::EfficientnetLite2 => {
                 let size = self.lite().map_or(224, |l| l.scaling().2);
@@ -126,6 +137,7 @@ impl Arch {
 #[derive(Module, Debug)]
 pub enum Backbone {
     BnInception(BnInception),
+    InceptionV3(InceptionV3),
     ResNet(ResNet),
     EfficientNet(EfficientNet),
 }
@@ -143,6 +155,7 @@ impl Backbone {
             return Self::EfficientNet(EfficientNet::new(lite, temporal, segments, shift_div, device));
         }
         match (arch, arch.resnet_depth()) {
+            (Arch::InceptionV3, _) => Self::InceptionV3(InceptionV3::new(temporal, segments, shift_div, device)),
             (Arch::ResnetMini, _) => Self::ResNet(ResNet::mini(temporal, place, segments, shift_div, device)),
             (_, Some(depth)) => Self::ResNet(ResNet::new(depth, temporal, place, segments, shift_div, device)),
             (_, None) => Self::BnInception(BnInception::new(temporal, segments, shift_div, device)),
@@ -153,6 +166,7 @@ impl Backbone {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let y = match self {
             Self::BnInception(m) => m.forward(x),
+            Self::InceptionV3(m) => m.forward(x),
             Self::ResNet(m) => m.forward(x),
             Self::EfficientNet(m) => m.forward(x),
         };
