@@ -3,6 +3,7 @@
 #   ffmpeg                 video decoding (data pipeline, predict on video files)
 #   fonts-dejavu-core      text in the PNG plots
 #   dataset-fashion-mnist  the objects of `gateshift synth`
+#   cmake, nasm            build libjpeg-turbo (SIMD) for the `turbojpeg` crate: JPEG frames
 # The synth backgrounds (scikit-image photos) are fetched by the binary itself through pip
 # (`gateshift assets fetch skimage-data`) into ~/.cache/gateshift on first use.
 set -euo pipefail
@@ -10,6 +11,8 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v nasm >/dev/null 2>&1 || need+=(nasm)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -69,7 +69,7 @@ pub fn classify(a: &ClassifyArgs) -> Result<Vec<Vec<(usize, f32)>>> {
         let (w, h) = img.dimensions();
         let crop = Crop { x: (w - size) / 2, y: (h - size) / 2, w: size, h: size, flip: false };
         let mut data = Vec::new();
-        transform::normalise_append(&transform::apply_crop(&img, crop, size), &spec, &mut data);
+        transform::crop_normalise_append(&img, crop, size, &spec, &mut data);
         let x = Tensor::<4>::from_data(TensorData::new(data, [1, 3, size as usize, size as usize]), &device);
         let p: Vec<f32> = softmax(model.forward(x), 1)
             .into_data()

@@ -219,8 +219,7 @@ impl ClipDataset {
             };
             for crop in crops {
                 for img in &images {
-                    let out = transform::apply_crop(img, crop, p.size);
-                    transform::normalise_append(&out, &p.spec, &mut data);
+                    transform::crop_normalise_append(img, crop, p.size, &p.spec, &mut data);
                 }
                 views += 1;
             }

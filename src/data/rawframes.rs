@@ -100,8 +100,38 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     if bytes.is_empty() {
         bail!("frame {} is empty (0 bytes)", path.display());
     }
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        return decode_jpeg(&bytes).with_context(|| format!("cannot decode frame {}", path.display()));
+    }
     let img = image::load_from_memory(&bytes).with_context(|| format!("cannot decode frame {}", path.display()))?;
     Ok(img.into_rgb8())
+}
+
+/// JPEG through libjpeg-turbo (SIMD; the library PIL uses, with the same default IDCT and
+/// upsampling). A corrupt or truncated stream is an error, not a partly grey frame.
+fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
+    thread_local! {
+        static DECODER: std::cell::RefCell<Option<turbojpeg::Decompressor>> = const { std::cell::RefCell::new(None) };
+    }
+    DECODER.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(turbojpeg::Decompressor::new()?);
+        }
+        let d = d.as_mut().expect("decoder just created");
+        let header = d.read_header(bytes)?;
+        let (w, h) = (header.width, header.height);
+        let mut pixels = vec![0u8; 3 * w * h];
+        let image = turbojpeg::Image {
+            pixels: pixels.as_mut_slice(),
+            width: w,
+            pitch: 3 * w,
+            height: h,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        d.decompress(bytes, image)?;
+        RgbImage::from_raw(w as u32, h as u32, pixels).ok_or_else(|| anyhow::anyhow!("decoded size mismatch"))
+    })
 }
 
 #[cfg(test)]

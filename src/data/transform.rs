@@ -3,7 +3,6 @@
 //! `GroupCenterCrop`, `GroupFullResSample` (three-crop) and `GroupOverSample` (five/ten-crop).
 
 use image::RgbImage;
-use image::imageops;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde::{Deserialize, Serialize};
@@ -122,19 +121,6 @@ pub fn resize_short(img: &RgbImage, short: u32) -> RgbImage {
     resize_region(img, (0, 0, w, h), nw, nh)
 }
 
-/// Cuts `crop` out of `img`, scales it to `size`×`size` and mirrors it if asked.
-pub fn apply_crop(img: &RgbImage, crop: Crop, size: u32) -> RgbImage {
-    let mut out = if crop.w == size && crop.h == size {
-        imageops::crop_imm(img, crop.x, crop.y, crop.w, crop.h).to_image()
-    } else {
-        resize_region(img, (crop.x, crop.y, crop.w, crop.h), size, size)
-    };
-    if crop.flip {
-        imageops::flip_horizontal_in_place(&mut out);
-    }
-    out
-}
-
 /// Label swaps applied with a horizontal flip (e.g. Something-Something V1: 86↔87, 93↔94,
 /// 166↔167 — "left to right" becomes "right to left").
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -168,38 +154,34 @@ impl FlipMap {
     }
 }
 
-/// Appends `img` as `(3, H, W)` floats normalised for the backbone to `out`.
-pub fn normalise_append(img: &RgbImage, spec: &InputSpec, out: &mut Vec<f32>) {
-    let (w, h) = img.dimensions();
-    let plane = (w * h) as usize;
-    let at = out.len();
-    out.resize(at + 3 * plane, 0.0);
-    normalise_into(img, spec, &mut out[at..]);
-}
-
-/// Writes `img` as `(3, H, W)` floats normalised for the backbone into `out`, in one pass
-/// over the pixels: `(p · range/255 − mean) / std` as one multiply-add per value.
-pub fn normalise_into(img: &RgbImage, spec: &InputSpec, out: &mut [f32]) {
-    let (w, h) = img.dimensions();
-    let plane = (w * h) as usize;
-    assert_eq!(out.len(), 3 * plane);
-    let mut scale = [0.0f32; 3];
-    let mut offset = [0.0f32; 3];
+/// Appends the `crop` of `img`, scaled to `size`² and mirrored if asked, to `out` as
+/// `(3, size, size)` floats normalised for the backbone: `(p · range/255 − mean) / std`, one
+/// multiply-add per value. A crop already `size`² is read in place (no copy); otherwise one
+/// resize. The mirror is folded into the reads, and values are appended without first
+/// zero-filling the buffer.
+pub fn crop_normalise_append(img: &RgbImage, crop: Crop, size: u32, spec: &InputSpec, out: &mut Vec<f32>) {
+    let resized;
+    let (src, x0, y0) = if crop.w == size && crop.h == size {
+        (img, crop.x as usize, crop.y as usize)
+    } else {
+        resized = resize_region(img, (crop.x, crop.y, crop.w, crop.h), size, size);
+        (&resized, 0, 0)
+    };
+    let (stride, n) = (src.width() as usize, size as usize);
+    let raw = src.as_raw();
+    out.reserve(3 * n * n);
     for c in 0..3 {
-        let src = if spec.bgr { 2 - c } else { c };
-        scale[src] = spec.range / 255.0 / spec.std[c];
-        offset[src] = -spec.mean[c] / spec.std[c];
-    }
-    // Output plane of each source channel.
-    let dst = |src: usize| if spec.bgr { 2 - src } else { src };
-    let (p0, rest) = out.split_at_mut(plane);
-    let (p1, p2) = rest.split_at_mut(plane);
-    let planes: [&mut [f32]; 3] = [p0, p1, p2];
-    let order = [dst(0), dst(1), dst(2)];
-    let raw = img.as_raw();
-    for (i, px) in raw.chunks_exact(3).enumerate() {
-        for ch in 0..3 {
-            planes[order[ch]][i] = px[ch] as f32 * scale[ch] + offset[ch];
+        let channel = if spec.bgr { 2 - c } else { c };
+        let scale = spec.range / 255.0 / spec.std[c];
+        let offset = -spec.mean[c] / spec.std[c];
+        let value = |p: &[u8]| p[channel] as f32 * scale + offset;
+        for y in y0..y0 + n {
+            let row = &raw[3 * (y * stride + x0)..3 * (y * stride + x0 + n)];
+            if crop.flip {
+                out.extend(row.chunks_exact(3).rev().map(value));
+            } else {
+                out.extend(row.chunks_exact(3).map(value));
+            }
         }
     }
 }
@@ -256,17 +238,31 @@ mod tests {
 
     #[test]
     fn crop_flip_and_normalise() {
-        let mut img = RgbImage::new(4, 2);
-        img.put_pixel(0, 0, image::Rgb([255, 0, 10]));
-        let out = apply_crop(&img, Crop { x: 0, y: 0, w: 2, h: 2, flip: true }, 2);
-        assert_eq!(out.get_pixel(1, 0).0, [255, 0, 10]);
+        let mut img = RgbImage::new(4, 3);
+        img.put_pixel(1, 1, image::Rgb([255, 0, 10]));
+        // The 2×2 crop at (1, 1), mirrored: source pixel (1, 1) lands at (1, 0).
         let caffe = InputSpec { size: 2, bgr: true, range: 255.0, mean: [104.0, 117.0, 128.0], std: [1.0; 3] };
-        let mut buf = vec![0.0; 12];
-        normalise_into(&out, &caffe, &mut buf);
+        let mut buf = vec![7.0];
+        crop_normalise_append(&img, Crop { x: 1, y: 1, w: 2, h: 2, flip: true }, 2, &caffe, &mut buf);
+        assert_eq!(buf.len(), 1 + 12, "appended after what was there");
+        let buf = &buf[1..];
         // BGR: channel 0 is blue (10 - 104), channel 2 red (255 - 128), at pixel (1, 0).
         assert_eq!((buf[1], buf[4 + 1], buf[8 + 1]), (-94.0, -117.0, 127.0));
+        assert_eq!((buf[0], buf[2], buf[3]), (-104.0, -104.0, -104.0));
         let imagenet = InputSpec { size: 2, bgr: false, range: 1.0, mean: [0.5; 3], std: [0.25; 3] };
-        normalise_into(&out, &imagenet, &mut buf);
-        assert!((buf[1] - 2.0).abs() < 1e-6);
+        let mut buf = Vec::new();
+        crop_normalise_append(&img, Crop { x: 1, y: 1, w: 2, h: 2, flip: false }, 2, &imagenet, &mut buf);
+        assert!((buf[0] - 2.0).abs() < 1e-6 && (buf[8] - (10.0 / 255.0 - 0.5) / 0.25).abs() < 1e-6);
+    }
+
+    #[test]
+    fn crop_with_resize_matches_a_uniform_image() {
+        // A uniform image stays uniform through any crop and resize.
+        let img = RgbImage::from_pixel(40, 30, image::Rgb([51, 102, 204]));
+        let spec = InputSpec { size: 8, bgr: false, range: 255.0, mean: [0.0; 3], std: [1.0; 3] };
+        let mut buf = Vec::new();
+        crop_normalise_append(&img, Crop { x: 3, y: 2, w: 21, h: 17, flip: true }, 8, &spec, &mut buf);
+        assert_eq!(buf.len(), 3 * 64);
+        assert!(buf[..64].iter().all(|&v| v == 51.0) && buf[128..].iter().all(|&v| v == 204.0));
     }
 }
