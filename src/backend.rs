@@ -22,9 +22,13 @@ pub fn device(name: &str) -> Result<Device> {
     Ok(match kind {
         "flex" => Device::flex(),
         "auto" => return device(available()[0]),
+        // burn 0.22 marks its libtorch backend deprecated in favour of CubeCL ones, whose CUDA
+        // build cannot be made offline (see the README); it is the GPU route that builds.
         #[cfg(feature = "tch")]
+        #[allow(deprecated)]
         "tch" => Device::libtorch(),
         #[cfg(feature = "tch")]
+        #[allow(deprecated)]
         "tch-cuda" => Device::libtorch_cuda(index),
         other => bail!("backend {other:?} is not compiled into this binary (available: {})", available().join(", ")),
     })
