@@ -314,7 +314,7 @@ fn build_array(state: Value, dtypes: &[String]) -> Result<Array> {
             _ => bail!("malformed array shape"),
         })
         .collect::<Result<_>>()?;
-    let count: usize = shape.iter().product();
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).context("array shape overflows")?;
     if *fortran && shape.iter().filter(|&&d| d > 1).count() > 1 {
         bail!("Fortran-order arrays are not supported");
     }
@@ -329,8 +329,8 @@ fn build_array(state: Value, dtypes: &[String]) -> Result<Array> {
 }
 
 fn floats<const N: usize>(raw: &[u8], count: usize, f: impl Fn([u8; N]) -> f32) -> Result<Vec<f32>> {
-    if raw.len() != count * N {
-        bail!("array data has {} bytes, its shape needs {}", raw.len(), count * N);
+    if count.checked_mul(N) != Some(raw.len()) {
+        bail!("array data has {} bytes, its shape needs {count} values of {N} bytes", raw.len());
     }
     Ok(raw.chunks_exact(N).map(|c| f(c.try_into().expect("N bytes"))).collect())
 }
@@ -393,5 +393,22 @@ mod tests {
         let full = sample("numpy.core.multiarray");
         let err = format!("{:#}", parse(&full[..full.len() - 20]).unwrap_err());
         assert!(err.contains("truncated") || err.contains("array data"), "{err}");
+    }
+
+    #[test]
+    fn corrupted_bytes_are_errors_not_panics() {
+        use rand::{Rng, SeedableRng};
+        let good = sample("numpy.core.multiarray");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let mut bytes = good.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..bytes.len());
+                bytes[i] = rng.random();
+            }
+            let cut = rng.random_range(0..=bytes.len());
+            // Any outcome but a panic: the parse returns Ok or a described Err.
+            let _ = parse(&bytes[..cut]);
+        }
     }
 }
