@@ -29,7 +29,13 @@ pub fn device(name: &str) -> Result<Device> {
         "tch" => Device::libtorch(),
         #[cfg(feature = "tch")]
         #[allow(deprecated)]
-        "tch-cuda" => Device::libtorch_cuda(index),
+        "tch-cuda" => {
+            let seen = tch::Cuda::device_count();
+            if index as i64 >= seen {
+                bail!("--backend {name}: libtorch sees {seen} CUDA device(s) (no GPU, or a CPU-only torch)");
+            }
+            Device::libtorch_cuda(index)
+        }
         other => bail!("backend {other:?} is not compiled into this binary (available: {})", available().join(", ")),
     })
 }
