@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{DeviceConfig, Distribution, FloatDType, Int, Tensor};
@@ -16,6 +16,7 @@ use gateshift::data::transform::FlipMap;
 use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Loader, Mode, Pipeline, Sampling};
 use gateshift::model::{Arch, ModelConfig, ShiftPlace, TemporalKind};
 use gateshift::train::optim::{clip_grad_norm, cross_entropy};
+use gateshift::train::precision::Precision;
 use gateshift::train::sgd::{ParamPolicy, Sgd};
 
 #[derive(Args, Debug)]
@@ -51,9 +52,10 @@ pub struct ModelBench {
     pub batch: usize,
     #[arg(long, value_enum, default_value = "infer")]
     pub mode: BenchMode,
-    /// fp32, or bf16 (inference only; fast on GPUs, emulated on most CPUs).
-    #[arg(long, default_value = "fp32")]
-    pub precision: String,
+    /// fp32, or bf16 (training: mixed precision with fp32 master weights; fast on GPUs,
+    /// emulated on most CPUs).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
     /// Input side (default: the backbone's).
     #[arg(long)]
     pub size: Option<usize>,
@@ -97,16 +99,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
 fn model(a: ModelBench) -> Result<()> {
     let mut base = gateshift::backend::device(&a.backend)?;
-    match (a.precision.as_str(), a.mode) {
-        ("fp32", _) => {}
+    if (a.precision, a.mode) == (Precision::Bf16, BenchMode::Infer) {
         // Inference in bf16: weights and activations created as bf16 on the device.
-        ("bf16", BenchMode::Infer) => base
-            .configure(DeviceConfig::default().float_dtype(FloatDType::BF16))
-            .map_err(|e| anyhow::anyhow!("backend {} cannot run bf16: {e:?}", a.backend))?,
-        ("bf16", BenchMode::Train) => {
-            bail!("bf16 training (mixed precision with fp32 master weights) is not implemented yet; use fp32")
-        }
-        (other, _) => bail!("--precision {other}: expected fp32 or bf16"),
+        base.configure(DeviceConfig::default().float_dtype(FloatDType::BF16))
+            .map_err(|e| anyhow::anyhow!("backend {} cannot run bf16: {e:?}", a.backend))?;
     }
     let device = if a.mode == BenchMode::Train { base.clone().autodiff() } else { base.clone() };
     let mut cfg = ModelConfig::new(a.arch, a.temporal, a.segments, a.classes);
@@ -130,7 +126,7 @@ fn model(a: ModelBench) -> Result<()> {
             }
             BenchMode::Train => {
                 let labels = Tensor::<1, Int>::zeros([a.batch], &device);
-                let loss = cross_entropy(model.forward(x), labels);
+                let loss = cross_entropy(gateshift::train::precision::forward(&model, x, a.precision), labels);
                 let mut grads = GradientsParams::from_grads(loss.backward(), &model);
                 clip_grad_norm(&model, &mut grads, 20.0);
                 model = sgd.step(0.01, model, grads);
@@ -151,7 +147,7 @@ fn model(a: ModelBench) -> Result<()> {
         a.mode,
         a.batch,
         a.segments,
-        a.precision,
+        a.precision.name(),
         a.backend,
         1e3 * median,
         1e3 * mean,

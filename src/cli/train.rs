@@ -106,6 +106,9 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[arg(long)]
     pub backend: Option<String>,
+    /// fp32, or bf16 mixed precision (fp32 master weights; pays off on GPUs).
+    #[arg(long, value_enum)]
+    pub precision: Option<gateshift::train::precision::Precision>,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -172,6 +175,7 @@ pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     set!(c.val_order, a.val_order);
     set!(c.seed, a.seed);
     set!(c.backend, a.backend);
+    set!(c.precision, a.precision);
     Ok(c)
 }
 

@@ -49,12 +49,14 @@ impl BatchNorm {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let device = x.device();
         if !(device.is_autodiff() && self.training.is_enabled()) {
+            // Running statistics keep their own dtype (fp32 under bf16 mixed precision).
+            let dtype = x.dtype();
             return burn::tensor::module::batch_norm(
                 x,
                 self.weight.val(),
                 self.bias.val(),
-                self.running_mean.value().to_device(&device),
-                self.running_var.value().to_device(&device),
+                self.running_mean.value().to_device(&device).cast(dtype),
+                self.running_var.value().to_device(&device).cast(dtype),
                 self.epsilon,
             );
         }
@@ -80,8 +82,9 @@ impl BatchNorm {
         let batch_var = var.detach().reshape([channels]);
         let running_mean = self.running_mean.value_sync().to_device(&device);
         let running_var = self.running_var.value_sync().to_device(&device);
-        let running_mean = running_mean.mul_scalar(1.0 - m) + batch_mean.mul_scalar(m);
-        let running_var = running_var.mul_scalar(1.0 - m) + batch_var.mul_scalar(m * unbiased);
+        let stat_dtype = running_mean.dtype();
+        let running_mean = running_mean.mul_scalar(1.0 - m) + batch_mean.cast(stat_dtype).mul_scalar(m);
+        let running_var = running_var.mul_scalar(1.0 - m) + batch_var.cast(stat_dtype).mul_scalar(m * unbiased);
         self.running_mean.update(running_mean.detach());
         self.running_var.update(running_var.detach());
         out

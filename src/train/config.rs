@@ -136,6 +136,8 @@ pub struct TrainConfig {
     pub eval_every: usize,
     pub seed: u64,
     pub backend: String,
+    /// fp32, or bf16 mixed precision (fp32 master weights).
+    pub precision: crate::train::precision::Precision,
     /// Test-time clips and crops used for validation during training.
     pub val_crops: usize,
     pub val_order: FrameOrder,
@@ -150,6 +152,7 @@ impl Default for TrainConfig {
             eval_every: 1,
             seed: 0,
             backend: "flex".into(),
+            precision: Default::default(),
             val_crops: 1,
             val_order: FrameOrder::Normal,
         }

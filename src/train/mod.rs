@@ -4,6 +4,7 @@ pub mod config;
 pub mod evaluate;
 pub mod metrics;
 pub mod optim;
+pub mod precision;
 pub mod schedule;
 pub mod sgd;
 pub mod trainer;

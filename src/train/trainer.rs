@@ -284,7 +284,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
             let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, segments * 3, size, size]), &device);
             let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
             let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &device);
-            let logits = model.forward(input);
+            let logits = crate::train::precision::forward(&model, input, cfg.precision);
             let loss = cross_entropy(logits.clone(), labels);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {

@@ -64,9 +64,8 @@ impl Temporal {
 /// `x` shifted one step to the past along `dim` (frame t takes frame t+1), zero at the end.
 pub(crate) fn from_future<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     let len = x.dims()[dim];
-    let mut zero_shape = x.dims();
-    zero_shape[dim] = 1;
-    let zeros = Tensor::zeros(zero_shape, &x.device());
+    // One zero frame of x's own dtype (bf16 models need it to match).
+    let zeros = x.clone().narrow(dim, 0, 1).zeros_like();
     if len == 1 {
         return zeros;
     }
@@ -76,9 +75,8 @@ pub(crate) fn from_future<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D>
 /// `x` shifted one step to the future along `dim` (frame t takes frame t-1), zero at the start.
 pub(crate) fn from_past<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     let len = x.dims()[dim];
-    let mut zero_shape = x.dims();
-    zero_shape[dim] = 1;
-    let zeros = Tensor::zeros(zero_shape, &x.device());
+    // One zero frame of x's own dtype (bf16 models need it to match).
+    let zeros = x.clone().narrow(dim, 0, 1).zeros_like();
     if len == 1 {
         return zeros;
     }
