@@ -126,29 +126,14 @@ fn video_corpus() {
     }
     let dir = common::tmp("videos");
     let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=64x48:rate=10",
-        "-frames:v",
-        "1",
-        "-pix_fmt",
-        "yuv420p",
-        &d("one.mp4"),
-    ]);
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=64x48:rate=10",
-        "-frames:v",
-        "3",
-        "-pix_fmt",
-        "yuv420p",
-        &d("three.mp4"),
-    ]);
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "40", "-c:v", "mpeg4", &d("forty.avi")]);
+    // Test-pattern videos of 1, 3 and 40 frames.
+    let testsrc = |frames: &str, extra: &[&str], out: &str| {
+        let head = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", frames];
+        ffmpeg(&[&head[..], extra, &[out]].concat());
+    };
+    testsrc("1", &["-pix_fmt", "yuv420p"], &d("one.mp4"));
+    testsrc("3", &["-pix_fmt", "yuv420p"], &d("three.mp4"));
+    testsrc("40", &["-c:v", "mpeg4"], &d("forty.avi"));
     ffmpeg(&["-f", "lavfi", "-i", "sine=duration=1", &d("audio only.mp4")]);
     std::fs::write(dir.join("empty.mp4"), b"").unwrap();
     let avi = std::fs::read(dir.join("forty.avi")).unwrap();

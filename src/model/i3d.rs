@@ -40,6 +40,12 @@ pub fn same_padding(n: usize, kernel: usize, stride: usize) -> (usize, usize) {
     (total / 2, total - total / 2)
 }
 
+/// With stride 1 and odd kernels SAME padding is symmetric, so the conv can pad itself;
+/// otherwise the input is padded explicitly (TF puts the odd pixel at the end).
+fn conv_pads_itself(kernel: [usize; 3], stride: [usize; 3]) -> bool {
+    stride == [1, 1, 1] && kernel.iter().all(|k| k % 2 == 1)
+}
+
 /// Conv3d (no bias) → BN (bias only, eps 1e-3) → ReLU, with SAME padding.
 #[derive(Module, Debug)]
 pub struct Unit3d {
@@ -51,9 +57,7 @@ pub struct Unit3d {
 
 impl Unit3d {
     fn new(cin: usize, cout: usize, kernel: [usize; 3], stride: [usize; 3], device: &Device) -> Self {
-        // With stride 1 and odd kernels SAME padding is symmetric: let the conv pad.
-        let symmetric = stride == [1, 1, 1] && kernel.iter().all(|k| k % 2 == 1);
-        let padding = if symmetric {
+        let padding = if conv_pads_itself(kernel, stride) {
             PaddingConfig3d::Explicit(kernel[0] / 2, kernel[1] / 2, kernel[2] / 2)
         } else {
             PaddingConfig3d::Valid
@@ -71,8 +75,7 @@ impl Unit3d {
     }
 
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let symmetric = self.stride == [1, 1, 1] && self.kernel.iter().all(|k| k % 2 == 1);
-        let x = if symmetric {
+        let x = if conv_pads_itself(self.kernel, self.stride) {
             x
         } else {
             let [_, _, t, h, w] = x.dims();
@@ -223,7 +226,7 @@ impl I3d {
     }
 }
 
-/// The flax variable path of a module path's tensor, for error messages and conversion.
+/// Our module path of a flax block (`Mixed_4b` → `mixed.2`, `Conv3d_1a_7x7` → `conv3d_1a_7x7`).
 fn block_name(flax_block: &str) -> Option<String> {
     let lower = flax_block.to_lowercase();
     match lower.as_str() {

@@ -26,14 +26,7 @@ pub fn fixture(name: &str) -> Option<BTreeMap<String, TensorData>> {
 
 /// `(max |a − b|, max |b|)` over all elements.
 pub fn errors(actual: &TensorData, reference: &TensorData) -> (f32, f32) {
-    assert_eq!(actual.shape(), reference.shape(), "shape mismatch");
-    let a = actual.clone().convert::<f32>();
-    let r = reference.clone().convert::<f32>();
-    let a = a.as_slice::<f32>().unwrap();
-    let r = r.as_slice::<f32>().unwrap();
-    let err = a.iter().zip(r).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-    let scale = r.iter().map(|y| y.abs()).fold(0.0, f32::max);
-    (err, scale)
+    gateshift::model::temporal::parity::max_errors(actual, reference).unwrap()
 }
 
 /// Asserts `max|err| ≤ tol · max|ref|` and prints the measured figure.

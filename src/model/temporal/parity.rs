@@ -27,16 +27,21 @@ impl Check {
     }
 }
 
-fn check(name: &'static str, ours: TensorData, official: &TensorData, tolerance: f32) -> Result<Check> {
-    if ours.shape() != official.shape() {
-        bail!("{name}: shape {:?}, fixture has {:?}", ours.shape(), official.shape());
+/// `(max |ours − reference|, max |reference|)` over all elements, as f32.
+pub fn max_errors(ours: &TensorData, reference: &TensorData) -> Result<(f32, f32)> {
+    if ours.shape() != reference.shape() {
+        bail!("shape {:?}, reference has {:?}", ours.shape(), reference.shape());
     }
-    let a = ours.convert::<f32>();
-    let b = official.clone().convert::<f32>();
-    let (a, b) = (a.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?, b.as_slice::<f32>().unwrap_or(&[]));
+    let (a, b) = (ours.clone().convert::<f32>(), reference.clone().convert::<f32>());
+    let a = a.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let b = b.as_slice::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0f32, f32::max).max(f32::MIN_POSITIVE);
-    Ok(Check { name, rel: err / scale, tolerance })
+    Ok((err, b.iter().map(|y| y.abs()).fold(0.0f32, f32::max)))
+}
+
+fn check(name: &'static str, ours: TensorData, official: &TensorData, tolerance: f32) -> Result<Check> {
+    let (err, scale) = max_errors(&ours, official).with_context(|| name.to_string())?;
+    Ok(Check { name, rel: err / scale.max(f32::MIN_POSITIVE), tolerance })
 }
 
 fn get<'a>(f: &'a BTreeMap<String, TensorData>, key: &str) -> Result<&'a TensorData> {
