@@ -140,3 +140,26 @@ fn info_agrees_with_the_official_layer_list() {
     assert!(within(p_gsm - p_tsn, 51_000.0), "GSM adds {} parameters", p_gsm - p_tsn);
     assert!(within(p_gsm, 10.5e6), "total {p_gsm} parameters");
 }
+
+#[test]
+fn check_gsm_module_runs_fused_and_composed() {
+    let Some(_) = common::fixture("gsm_module.safetensors") else { return };
+    let fixture = common::shared().unwrap().join("fixtures/gsm_module.safetensors");
+    let out = gateshift(&["check", "gsm-module", fixture.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    print!("{stdout}");
+    for path in ["fused", "composed"] {
+        assert_eq!(stdout.lines().filter(|l| l.starts_with(path) && l.ends_with(" ok")).count(), 10, "{path}");
+    }
+    assert!(stdout.contains("all 20 checks pass"));
+}
+
+#[test]
+fn bench_gsm_compares_fused_and_composed() {
+    let out = gateshift(&["bench", "gsm", "--iters", "1", "--mode", "train"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    print!("{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.ends_with('×')).count(), 11, "10 places and the total");
+}

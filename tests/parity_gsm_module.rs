@@ -9,9 +9,12 @@ use gateshift::model::temporal::Gsm;
 #[test]
 fn gsm_forward_backward_and_running_stats_match_official() {
     let Some(f) = common::fixture("gsm_module.safetensors") else { return };
-    for c in gateshift::model::temporal::parity::gsm_module(&f, &Device::flex()).unwrap() {
-        println!("parity gsm {:<40} rel {:.3e}  (tol {:.0e})", c.name, c.rel, c.tolerance);
-        assert!(c.passed(), "{}: relative error {:.3e} above {:.0e}", c.name, c.rel, c.tolerance);
+    // The fused kernels (what `Gsm::forward` uses on flex) and the composed reference.
+    for (fused, path) in [(true, "fused"), (false, "composed")] {
+        for c in gateshift::model::temporal::parity::gsm_module(&f, &Device::flex(), fused).unwrap() {
+            println!("parity gsm {path:<8} {:<32} rel {:.3e}  (tol {:.0e})", c.name, c.rel, c.tolerance);
+            assert!(c.passed(), "{path} {}: relative error {:.3e} above {:.0e}", c.name, c.rel, c.tolerance);
+        }
     }
 }
 

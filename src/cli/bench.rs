@@ -9,11 +9,12 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{DeviceConfig, Distribution, FloatDType, Int, Tensor};
+use burn::tensor::{DType, DeviceConfig, Distribution, FloatDType, Int, Tensor};
 use clap::{Args, Subcommand};
 use gateshift::data::list::{List, ListFormat};
 use gateshift::data::transform::FlipMap;
 use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Loader, Mode, Pipeline, Sampling};
+use gateshift::model::temporal::gsm_fused;
 use gateshift::model::{Arch, ModelConfig, ShiftPlace, TemporalKind};
 use gateshift::train::optim::{clip_grad_norm, cross_entropy};
 use gateshift::train::precision::Precision;
@@ -31,6 +32,9 @@ pub enum BenchCommand {
     Model(ModelBench),
     /// Data pipeline throughput on a list.
     Data(DataBench),
+    /// The Gate-Shift Modules of BN-Inception alone: fused kernels against the composed
+    /// reference.
+    Gsm(super::bench_gsm::GsmBench),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -67,6 +71,16 @@ pub struct ModelBench {
     pub backend: String,
     #[arg(long, default_value_t = 174)]
     pub classes: usize,
+    /// GSM implementation: the fused kernels where the backend has them (flex, fp32), or
+    /// the composed reference.
+    #[arg(long, value_enum, default_value = "fused")]
+    pub gsm: GsmImpl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GsmImpl {
+    Fused,
+    Composed,
 }
 
 #[derive(Args, Debug)]
@@ -94,10 +108,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.command {
         BenchCommand::Model(m) => model(m),
         BenchCommand::Data(d) => data(d),
+        BenchCommand::Gsm(g) => super::bench_gsm::run(g),
     }
 }
 
 fn model(a: ModelBench) -> Result<()> {
+    gsm_fused::set_enabled(a.gsm == GsmImpl::Fused);
     let mut base = gateshift::backend::device(&a.backend)?;
     if (a.precision, a.mode) == (Precision::Bf16, BenchMode::Infer) {
         // Inference in bf16: weights and activations created as bf16 on the device.
@@ -140,8 +156,14 @@ fn model(a: ModelBench) -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let dtype = if a.precision == Precision::Bf16 { DType::BF16 } else { DType::F32 };
+    let gsm = match a.temporal {
+        TemporalKind::Gsm if a.gsm == GsmImpl::Fused && gsm_fused::available(&base, dtype) => " (fused)",
+        TemporalKind::Gsm => " (composed)",
+        _ => "",
+    };
     println!(
-        "{} + {} · {:?} · batch {} × {} × {size}² · {} · backend {}: median {:.1} ms/iter (mean {:.1}) · {:.2} clips/s",
+        "{} + {}{gsm} · {:?} · batch {} × {} × {size}² · {} · backend {}: median {:.1} ms/iter (mean {:.1}) · {:.2} clips/s",
         a.arch.name(),
         a.temporal.name(),
         a.mode,

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
+use burn::tensor::DType;
 use clap::{Args, Subcommand};
+use gateshift::model::temporal::{gsm_fused, parity};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -20,23 +22,47 @@ pub enum CheckCommand {
         fixture: PathBuf,
         #[arg(long, default_value = "flex")]
         backend: String,
+        /// Which GSM to check: the fused kernels, the composed reference, or both (the fused
+        /// one only where the backend has its kernels).
+        #[arg(long, value_enum, default_value = "both")]
+        path: GsmPath,
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GsmPath {
+    Fused,
+    Composed,
+    Both,
+}
+
 pub fn run(a: CheckArgs) -> Result<()> {
-    let CheckCommand::GsmModule { fixture, backend } = a.command;
+    let CheckCommand::GsmModule { fixture, backend, path } = a.command;
     let device = gateshift::backend::device(&backend)?;
     let (tensors, _) = gateshift::checkpoint::safetensors::read(&fixture)?;
-    let checks = gateshift::model::temporal::parity::gsm_module(&tensors, &device)?;
-    let mut failed = 0;
-    for c in &checks {
-        let verdict = if c.passed() { "ok" } else { "FAIL" };
-        println!("{:<26} rel {:.3e}  tol {:.0e}  {verdict}", c.name, c.rel, c.tolerance);
-        failed += usize::from(!c.passed());
+    let has_fused = gsm_fused::available(&device, DType::F32);
+    if path == GsmPath::Fused && !has_fused {
+        bail!("backend {backend} has no fused GSM kernels (they exist for flex, float32); use --path composed");
+    }
+    let mut paths = vec![];
+    if path != GsmPath::Composed && has_fused {
+        paths.push((true, "fused"));
+    }
+    if path != GsmPath::Fused {
+        paths.push((false, "composed"));
+    }
+    let (mut failed, mut total) = (0, 0);
+    for (fused, label) in paths {
+        for c in parity::gsm_module(&tensors, &device, fused)? {
+            let verdict = if c.passed() { "ok" } else { "FAIL" };
+            println!("{label:<9} {:<26} rel {:.3e}  tol {:.0e}  {verdict}", c.name, c.rel, c.tolerance);
+            failed += usize::from(!c.passed());
+            total += 1;
+        }
     }
     if failed > 0 {
-        bail!("{failed} of {} GSM checks failed on backend {backend}", checks.len());
+        bail!("{failed} of {total} GSM checks failed on backend {backend}");
     }
-    println!("GSM module parity: all {} checks pass on backend {backend}", checks.len());
+    println!("GSM module parity: all {total} checks pass on backend {backend}");
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod assets;
 mod bench;
+mod bench_gsm;
 mod check;
 mod classify;
 mod convert;

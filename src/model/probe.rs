@@ -18,6 +18,11 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<(String, TensorData)>) {
     (r, taps)
 }
 
+/// Whether a capture is running (lets callers skip work done only for a tap).
+pub fn active() -> bool {
+    TAPS.with(|t| t.borrow().is_some())
+}
+
 pub fn tap<const D: usize>(name: &str, x: &Tensor<D>) {
     TAPS.with(|t| {
         if let Some(v) = t.borrow_mut().as_mut() {

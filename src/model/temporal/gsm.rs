@@ -14,7 +14,7 @@ use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Tensor};
 
-use super::{from_future, from_past};
+use super::{from_future, from_past, gsm_fused};
 use crate::model::cost;
 use crate::model::layers::BatchNorm;
 use crate::model::probe;
@@ -43,17 +43,61 @@ impl Gsm {
         Self { conv3D: conv3d, bn: BatchNorm::new(f_plane, device), f_plane, num_segments }
     }
 
-    /// `(batch*segments, C, H, W)` → same shape.
+    /// `(batch*segments, C, H, W)` → same shape: the fused kernel where it exists (see
+    /// `gsm_fused`), the composed reference otherwise.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let fused = gsm_fused::applies(&x);
+        self.forward_path(x, fused)
+    }
+
+    /// `forward` with the path chosen by the caller (`fused` needs float32 on flex).
+    pub fn forward_path(&self, x: Tensor<4>, fused: bool) -> Tensor<4> {
+        let gate_logits = self.gate_logits(x.clone(), fused);
+        let y = if fused {
+            gsm_fused::gate_shift(x, gate_logits, self.num_segments)
+        } else {
+            self.shift_composed(x, gate_logits)
+        };
+        probe::tap("gsm", &y);
+        y
+    }
+
+    /// The gate convolution on ReLU(BN3d(x)), before tanh: `(B, 2, T, H, W)`.
+    pub fn gate_logits(&self, x: Tensor<4>, fused: bool) -> Tensor<5> {
         let [bt, c, h, w] = x.dims();
         let t = self.num_segments;
         assert_eq!(c, self.f_plane, "GSM built for {} channels got {c}", self.f_plane);
         assert_eq!(bt % t, 0, "GSM: {bt} frames is not a multiple of {t} segments");
-        let b = bt / t;
-        // (B, T, C, H, W) → (B, C, T, H, W): time becomes the Conv3d depth axis.
-        let x = x.reshape([b, t, c, h, w]).swap_dims(1, 2);
-        let gate = tanh(self.gate_conv(relu(self.bn.forward(x.clone()))));
-        probe::tap("gsm.tanh", &gate);
+        let gate_logits = if fused {
+            // BatchNorm3d's per-channel statistics over (B, T, H, W) are those of a BatchNorm
+            // over (B·T, H, W): the fused convolution reads the 4-D map as it is.
+            let r = relu(self.bn.forward(x));
+            let bias = match &self.conv3D.bias {
+                Some(b) => b.val(),
+                None => Tensor::zeros([2], &r.device()),
+            };
+            gsm_fused::gate_conv(r, self.conv3D.weight.val(), bias, t)
+        } else {
+            // (B, T, C, H, W) → (B, C, T, H, W): time becomes the Conv3d depth axis.
+            let x = x.reshape([bt / t, t, c, h, w]).swap_dims(1, 2);
+            self.conv3D.forward(relu(self.bn.forward(x)))
+        };
+        if cost::is_recording() {
+            cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
+        }
+        if probe::active() {
+            probe::tap("gsm.tanh", &tanh(gate_logits.clone()));
+        }
+        gate_logits
+    }
+
+    /// The reference composition of tanh, gated shift, residual and re-interleave, op by op
+    /// as the official code does it.
+    pub fn shift_composed(&self, x: Tensor<4>, gate_logits: Tensor<5>) -> Tensor<4> {
+        let [bt, c, h, w] = x.dims();
+        let t = self.num_segments;
+        let x = x.reshape([bt / t, t, c, h, w]).swap_dims(1, 2);
+        let gate = tanh(gate_logits);
         let half = c / 2;
         let x1 = x.clone().narrow(1, 0, half);
         let x2 = x.narrow(1, half, half);
@@ -65,18 +109,7 @@ impl Gsm {
         let z1 = from_future(y1.clone(), 2) + (x1 - y1);
         let z2 = from_past(y2.clone(), 2) + (x2 - y2);
         let y = Tensor::cat(vec![interleave(z1), interleave(z2)], 1);
-        let y = y.swap_dims(1, 2).reshape([bt, c, h, w]);
-        probe::tap("gsm", &y);
-        y
-    }
-
-    fn gate_conv(&self, x: Tensor<5>) -> Tensor<5> {
-        let y = self.conv3D.forward(x);
-        if cost::is_recording() {
-            let [n, cout, t, h, w] = y.dims();
-            cost::add((n * cout * t * h * w * (self.f_plane / 2) * 27) as u64);
-        }
-        y
+        y.swap_dims(1, 2).reshape([bt, c, h, w])
     }
 }
 

@@ -2,6 +2,8 @@
 //! information across the segments of a clip inside a 2D backbone.
 
 pub mod gsm;
+pub mod gsm_fused;
+pub mod gsm_kernels;
 pub mod parity;
 pub mod tsm;
 

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::store::{ModuleSnapshot, bridge};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use super::{Gsm, TemporalShift};
+use super::{Gsm, TemporalShift, gsm_fused};
 
 /// One compared quantity: `rel` = max|ours − official| / max|official|.
 #[derive(Clone, Debug)]
@@ -49,7 +49,12 @@ fn get<'a>(f: &'a BTreeMap<String, TensorData>, key: &str) -> Result<&'a TensorD
 }
 
 /// Runs every comparison on `device` (its autodiff twin for the backward pass).
-pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device) -> Result<Vec<Check>> {
+/// Runs the GSM checks on `device`, through the fused kernels (`fused`) or the composed
+/// reference.
+pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device, fused: bool) -> Result<Vec<Check>> {
+    if fused && !gsm_fused::available(device, DType::F32) {
+        bail!("no fused GSM kernels on {device:?}");
+    }
     let x_data = get(f, "x")?.clone();
     let [bt, c, _, _] = x_data.shape()[..] else { bail!("fixture x is not 4-D") };
     let segments = 8;
@@ -69,10 +74,10 @@ pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device) -> Result<V
     // The fixture's BN running statistics were calibrated on `x` before the recorded step
     // (they are not stored): reproduce that with one cumulative pass (momentum 1).
     gsm.bn.momentum = 1.0;
-    let _ = gsm.forward(Tensor::from_data(x_data.clone(), &ad));
+    let _ = gsm.forward_path(Tensor::from_data(x_data.clone(), &ad), fused);
     gsm.bn.momentum = 0.1;
     let x: Tensor<4> = Tensor::from_data(x_data.clone(), &ad).require_grad();
-    let y = gsm.forward(x.clone());
+    let y = gsm.forward_path(x.clone(), fused);
     let mut out = vec![check("train-mode output", y.to_data(), get(f, "train.y")?, 1e-4)?];
     let grad_y: Tensor<4> = Tensor::from_data(get(f, "train.grad_y")?.clone(), &ad);
     let grads = (y * grad_y).sum().backward();
@@ -93,7 +98,7 @@ pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device) -> Result<V
     out.push(check("bn running_var", rv, get(f, "train.buffer_after.bn.running_var")?, 1e-4)?);
     // Eval mode with the updated running statistics, on the plain device.
     let eval = gsm.valid();
-    let y = eval.forward(Tensor::from_data(x_data.clone(), device));
+    let y = eval.forward_path(Tensor::from_data(x_data.clone(), device), fused);
     out.push(check("eval-mode output", y.into_data(), get(f, "eval.y")?, 1e-4)?);
     let shifted = TemporalShift::new(segments, 8).forward(Tensor::from_data(x_data, device));
     out.push(check("tsm shift (fold_div 8)", shifted.into_data(), get(f, "tsm.y")?, 0.0)?);

@@ -1,0 +1,281 @@
+//! CPU kernels of the fused GSM on plain float32 slices, in the backbone's own
+//! `(B·T, C, H, W)` layout — no transpose to (B, C, T, H, W) is ever made:
+//! - the gate convolution (3×3×3, 2 groups, 2 outputs, zero padding 1, bias) forward and
+//!   backward, as 3×3 plane stencils accumulated over the channels and the 3 frames;
+//! - the gated shift (tanh, shift, residual, re-interleave) forward and backward.
+//!
+//! Every kernel is parallel over output planes or frames, so tasks never share an output.
+
+use rayon::prelude::*;
+
+/// Sizes of one call: clips `b`, segments `t`, channels `c`, plane `h`×`w`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub b: usize,
+    pub t: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Dims {
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// Offset of plane (clip, frame, channel) in a `(B·T, C, H, W)` tensor.
+    fn frame_plane(&self, b: usize, t: usize, c: usize) -> usize {
+        ((b * self.t + t) * self.c + c) * self.hw()
+    }
+
+    /// Offset of plane (clip, gate, frame) in a `(B, 2, T, H, W)` tensor.
+    fn gate_plane(&self, b: usize, k: usize, t: usize) -> usize {
+        ((b * 2 + k) * self.t + t) * self.hw()
+    }
+
+    /// Output channel of input channel `c`: the per-half (2, C/4) → (C/4, 2) interleave.
+    fn interleaved(&self, c: usize) -> usize {
+        let (half, quarter) = (self.c / 2, self.c / 4);
+        let (k, j) = (c / half, c % half);
+        k * half + (j % quarter) * 2 + j / quarter
+    }
+
+    /// The frame half `k` reads from `t`: forward, half 1 takes t+1 and half 2 t−1; backward
+    /// (`forward == false`) the opposite side. `None` outside the clip (zero padding).
+    fn neighbour(&self, k: usize, t: usize, forward: bool) -> Option<usize> {
+        if (k == 0) == forward { (t + 1 < self.t).then_some(t + 1) } else { t.checked_sub(1) }
+    }
+
+    /// Frame `t + dt − 1` of a 3-tap temporal kernel, if inside the clip.
+    fn tap(&self, t: usize, dt: usize) -> Option<usize> {
+        (t + dt).checked_sub(1).filter(|&u| u < self.t)
+    }
+}
+
+/// `acc[y, x] += Σ_{dy,dx} k[dy·3+dx] · src[y+dy−1, x+dx−1]` over an `h`×`w` plane, zero
+/// outside. Compiled twice: for AVX2 (chosen at run time where the CPU has it) and baseline.
+fn stencil_acc(acc: &mut [f32], src: &[f32], k: &[f32], h: usize, w: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { stencil_acc_avx2(acc, src, k, h, w) };
+    }
+    stencil_acc_body(acc, src, k, h, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn stencil_acc_avx2(acc: &mut [f32], src: &[f32], k: &[f32], h: usize, w: usize) {
+    stencil_acc_body(acc, src, k, h, w)
+}
+
+#[inline(always)]
+fn stencil_acc_body(acc: &mut [f32], src: &[f32], k: &[f32], h: usize, w: usize) {
+    for y in 0..h {
+        let out = &mut acc[y * w..][..w];
+        for dy in 0..3 {
+            let Some(sy) = (y + dy).checked_sub(1).filter(|&s| s < h) else { continue };
+            let row = &src[sy * w..][..w];
+            let (k0, k1, k2) = (k[dy * 3], k[dy * 3 + 1], k[dy * 3 + 2]);
+            if w == 1 {
+                out[0] += k1 * row[0];
+                continue;
+            }
+            out[0] += k1 * row[0] + k2 * row[1];
+            out[w - 1] += k0 * row[w - 2] + k1 * row[w - 1];
+            // Interior: equal-length windows, so the loop has no bounds checks and vectorises.
+            let n = w - 2;
+            let (o, l, m, r) = (&mut out[1..][..n], &row[..n], &row[1..][..n], &row[2..][..n]);
+            for i in 0..n {
+                o[i] += k0 * l[i] + k1 * m[i] + k2 * r[i];
+            }
+        }
+    }
+}
+
+/// `[Σ_{y,x} a[y, x] · b[y+dy−1, x+dx−1]` for each of the 9 offsets], zero outside.
+fn stencil_dots(a: &[f32], b: &[f32], h: usize, w: usize) -> [f32; 9] {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { stencil_dots_avx2(a, b, h, w) };
+    }
+    stencil_dots_body(a, b, h, w)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn stencil_dots_avx2(a: &[f32], b: &[f32], h: usize, w: usize) -> [f32; 9] {
+    stencil_dots_body(a, b, h, w)
+}
+
+/// Sum of `a[i]·b[i]` in 8 independent lanes (so it vectorises without reassociation).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn stencil_dots_body(a: &[f32], b: &[f32], h: usize, w: usize) -> [f32; 9] {
+    let mut out = [0f32; 9];
+    for dy in 0..3 {
+        for y in 0..h {
+            let Some(sy) = (y + dy).checked_sub(1).filter(|&s| s < h) else { continue };
+            let (ra, rb) = (&a[y * w..][..w], &b[sy * w..][..w]);
+            out[dy * 3] += dot(&ra[1..], &rb[..w - 1]);
+            out[dy * 3 + 1] += dot(ra, rb);
+            out[dy * 3 + 2] += dot(&ra[..w - 1], &rb[1..]);
+        }
+    }
+    out
+}
+
+/// Gate convolution: `r` (B·T, C, H, W), `weight` (2, C/2, 3, 3, 3), `bias` (2) → logits
+/// (B, 2, T, H, W), one output plane per task.
+pub fn gate_conv_forward(d: Dims, r: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    let (hw, half) = (d.hw(), d.c / 2);
+    out.par_chunks_mut(hw).enumerate().for_each(|(n, acc)| {
+        let (b, k, t) = (n / (2 * d.t), (n / d.t) % 2, n % d.t);
+        acc.fill(bias[k]);
+        for j in 0..half {
+            for dt in 0..3 {
+                let Some(u) = d.tap(t, dt) else { continue };
+                let kernel = &weight[((k * half + j) * 3 + dt) * 9..][..9];
+                stencil_acc(acc, &r[d.frame_plane(b, u, k * half + j)..][..hw], kernel, d.h, d.w);
+            }
+        }
+    });
+}
+
+/// Gradients of the gate convolution from `da` (B, 2, T, H, W): `dr` (B·T, C, H, W) into
+/// `dr`, and `(dweight, dbias)` returned.
+pub fn gate_conv_backward(d: Dims, r: &[f32], weight: &[f32], da: &[f32], dr: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
+    let (hw, half) = (d.hw(), d.c / 2);
+    // dr: each input plane gathers the flipped stencil of the gate gradients it fed.
+    dr.par_chunks_mut(hw).enumerate().for_each(|(n, acc)| {
+        let (b, u, c) = (n / (d.t * d.c), (n / d.c) % d.t, n % d.c);
+        let (k, j) = (c / half, c % half);
+        acc.fill(0.0);
+        for dt in 0..3 {
+            // Output frame t read input frame u through tap dt when u = t + dt − 1.
+            let Some(t) = (u + 1).checked_sub(dt).filter(|&t| t < d.t) else { continue };
+            let kernel = &weight[((k * half + j) * 3 + dt) * 9..][..9];
+            let mut flipped = [0f32; 9];
+            for (f, v) in flipped.iter_mut().zip(kernel.iter().rev()) {
+                *f = *v;
+            }
+            stencil_acc(acc, &da[d.gate_plane(b, k, t)..][..hw], &flipped, d.h, d.w);
+        }
+    });
+    // dweight: one task per (gate, input channel), 27 sums over clips, frames and pixels.
+    let dweight: Vec<f32> = (0..2 * half)
+        .into_par_iter()
+        .flat_map_iter(|kj| {
+            let (k, j) = (kj / half, kj % half);
+            let mut g = [0f32; 27];
+            for b in 0..d.b {
+                for t in 0..d.t {
+                    let dplane = &da[d.gate_plane(b, k, t)..][..hw];
+                    for dt in 0..3 {
+                        let Some(u) = d.tap(t, dt) else { continue };
+                        let dots = stencil_dots(dplane, &r[d.frame_plane(b, u, k * half + j)..][..hw], d.h, d.w);
+                        for (acc, v) in g[dt * 9..][..9].iter_mut().zip(dots) {
+                            *acc += v;
+                        }
+                    }
+                }
+            }
+            g
+        })
+        .collect();
+    let dbias = (0..2)
+        .map(|k| (0..d.b * d.t).map(|n| da[d.gate_plane(n / d.t, k, n % d.t)..][..hw].iter().sum::<f32>()).sum())
+        .collect();
+    (dweight, dbias)
+}
+
+/// Gated shift: `y` (B·T, C, H, W) from `x` (same) and `g = tanh(logits)` (B, 2, T, H, W),
+/// one output frame per task.
+pub fn shift_forward(d: Dims, x: &[f32], g: &[f32], y: &mut [f32]) {
+    let (hw, half) = (d.hw(), d.c / 2);
+    y.par_chunks_mut(d.c * hw).enumerate().for_each(|(n, out)| {
+        let (b, t) = (n / d.t, n % d.t);
+        for c in 0..d.c {
+            let k = c / half;
+            let (xs, gs) = (&x[d.frame_plane(b, t, c)..][..hw], &g[d.gate_plane(b, k, t)..][..hw]);
+            let o = &mut out[d.interleaved(c) * hw..][..hw];
+            match d.neighbour(k, t, true) {
+                Some(tn) => {
+                    let (xn, gn) = (&x[d.frame_plane(b, tn, c)..][..hw], &g[d.gate_plane(b, k, tn)..][..hw]);
+                    for p in 0..hw {
+                        o[p] = gn[p] * xn[p] + (xs[p] - gs[p] * xs[p]);
+                    }
+                }
+                None => {
+                    for p in 0..hw {
+                        o[p] = xs[p] - gs[p] * xs[p];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Gated shift backward: `dx` from `dy`, and the gradient of the gate logits into `da`. Each
+/// frame's task also sums its two gate gradients, scattered into `da` afterwards.
+pub fn shift_backward(d: Dims, x: &[f32], g: &[f32], dy: &[f32], dx: &mut [f32], da: &mut [f32]) {
+    let (hw, half) = (d.hw(), d.c / 2);
+    let grad_out = |b: usize, t: usize, c: usize| &dy[d.frame_plane(b, t, d.interleaved(c))..][..hw];
+    let dg: Vec<Vec<f32>> = dx
+        .par_chunks_mut(d.c * hw)
+        .enumerate()
+        .map(|(n, dxf)| {
+            let (b, t) = (n / d.t, n % d.t);
+            let mut dg = vec![0f32; 2 * hw];
+            for c in 0..d.c {
+                let k = c / half;
+                let (dz, xs) = (grad_out(b, t, c), &x[d.frame_plane(b, t, c)..][..hw]);
+                let gs = &g[d.gate_plane(b, k, t)..][..hw];
+                let o = &mut dxf[c * hw..][..hw];
+                let acc = &mut dg[k * hw..][..hw];
+                match d.neighbour(k, t, false) {
+                    Some(tp) => {
+                        let dzs = grad_out(b, tp, c);
+                        for p in 0..hw {
+                            o[p] = (dz[p] - gs[p] * dz[p]) + gs[p] * dzs[p];
+                            acc[p] += xs[p] * (dzs[p] - dz[p]);
+                        }
+                    }
+                    None => {
+                        for p in 0..hw {
+                            o[p] = dz[p] - gs[p] * dz[p];
+                            acc[p] -= xs[p] * dz[p];
+                        }
+                    }
+                }
+            }
+            dg
+        })
+        .collect();
+    for (n, dg) in dg.iter().enumerate() {
+        let (b, t) = (n / d.t, n % d.t);
+        for k in 0..2 {
+            let row = d.gate_plane(b, k, t);
+            for p in 0..hw {
+                let gv = g[row + p];
+                da[row + p] = dg[k * hw + p] * (1.0 - gv * gv);
+            }
+        }
+    }
+}
