@@ -14,8 +14,14 @@ venv=${TORCH_VENV:-/tmp/torchvenv}
 tch_bin=${TCH_BIN:-target-tch/release/gateshift}
 torch_lib=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__) + "/lib")')
 cargo build --release --quiet
+bench() { "$@" --arch bninception --segments 8 --batch 1 --mode infer --iters "$iters"; }
 for t in gsm none; do
-  target/release/gateshift bench model --arch bninception --temporal $t --segments 8 --batch 1 --mode infer --iters "$iters" --backend flex
-  LD_LIBRARY_PATH="$torch_lib" "$tch_bin" bench model --arch bninception --temporal $t --segments 8 --batch 1 --mode infer --iters "$iters" --backend tch
+  bench target/release/gateshift bench model --temporal $t --backend flex
+  [ $t = gsm ] && bench target/release/gateshift bench model --temporal $t --backend flex --gsm composed
+  if [ -x "$tch_bin" ]; then
+    LD_LIBRARY_PATH="$torch_lib" bench "$tch_bin" bench model --temporal $t --backend tch
+  else
+    echo "no tch build at $tch_bin: tch rows skipped"
+  fi
 done
 "$venv/bin/python" scripts/torch_cpu_bench.py "$fixtures" --iters "$iters"

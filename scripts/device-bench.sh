@@ -2,7 +2,10 @@
 # The GPU check, run on a lent device machine in one call (see docs/PERFORMANCE.md):
 # GSM module parity on the GPU against the official fixture, then the benchmark table
 # (BN-Inception GSM/TSN and TSM ResNet-50, 8 segments, batch 32, train and infer, fp32 and
-# bf16) on burn's libtorch backend with CUDA. Writes $OUT/card.txt and $OUT/results.txt.
+# bf16) on burn's libtorch backend with CUDA. On tch-cuda GSM runs composed (the fused
+# kernels exist for flex only), so the script also checks the fused kernels against the
+# fixture on the machine's CPU and times them there (`bench gsm`). Writes $OUT/card.txt and
+# $OUT/results.txt.
 #
 # Prepare here, then run there (the binary runs against the device's own torch libraries):
 #   CARGO_TARGET_DIR=target-tch LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
@@ -18,8 +21,11 @@ export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/card.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/card.txt"
 {
-  echo "== GSM module parity on tch-cuda"
+  echo "== GSM module parity on tch-cuda (composed)"
   "$bin" check gsm-module device/gsm_module.safetensors --backend tch-cuda
+  echo "== GSM module parity on flex (fused and composed), and the fused GSM timed on the CPU"
+  "$bin" check gsm-module device/gsm_module.safetensors --backend flex
+  timeout 60 "$bin" bench gsm --mode train --iters 5
   for model in "bninception gsm" "bninception none" "resnet50 tsm"; do
     set -- $model
     for mode in infer train; do
