@@ -15,9 +15,13 @@
 //! `dx[t,c] = dz[t,c] − g[t]·dz[t,c] + g[t]·dz[t−s,c]` and
 //! `da[k,t] = (1 − g[t]²) · Σ_{c∈k} x[t,c]·(dz[t−s,c] − dz[t,c])`.
 //!
-//! Kernels (`gsm_kernels.rs`) exist for the pure-Rust `flex` backend in float32;
-//! `Gsm::forward` uses the composed reference elsewhere. Both are tested against each other
-//! and against the official fixture.
+//! Kernels exist in float32 for the pure-Rust `flex` backend (`gsm_kernels.rs`) and, with
+//! `--features tch`, for libtorch on CPU (the same kernels) and CUDA (`gsm_cuda.rs`, via
+//! `gsm_tch.rs`); `Gsm::forward` uses the composed reference elsewhere. Both are tested
+//! against each other and against the official fixture.
+
+// The generated routing names burn's libtorch backend, which burn 0.22 marks deprecated.
+#![cfg_attr(feature = "tch", allow(deprecated))]
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -33,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::gsm_kernels::{self as kernels, Dims};
 
 /// The fused ops, routed by burn to the backend a tensor lives on (with or without autodiff).
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Autodiff)]
 pub trait GateShift: Backend {
     /// `r`: ReLU(BN(x)), (B·T, C, H, W); `weight`: (2, C/2, 3, 3, 3); `bias`: (2) →
     /// gate logits (B, 2, T, H, W).
@@ -80,9 +84,17 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
-/// Whether fused kernels exist for tensors of `dtype` on `device` (float32 on flex).
+/// Whether fused kernels exist for tensors of `dtype` on `device`: float32 on flex, and with
+/// `--features tch` on libtorch's CPU and (where NVRTC and the driver load) CUDA devices.
 pub fn available(device: &Device, dtype: DType) -> bool {
-    dtype == DType::F32 && *device == Device::flex()
+    if dtype != DType::F32 {
+        return false;
+    }
+    #[cfg(feature = "tch")]
+    if super::gsm_tch::available(device) {
+        return true;
+    }
+    *device == Device::flex()
 }
 
 /// Whether `Gsm::forward` takes the fused path for tensors like `x`: enabled and available.

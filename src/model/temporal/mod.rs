@@ -2,8 +2,12 @@
 //! information across the segments of a clip inside a 2D backbone.
 
 pub mod gsm;
+#[cfg(feature = "tch")]
+pub mod gsm_cuda;
 pub mod gsm_fused;
 pub mod gsm_kernels;
+#[cfg(feature = "tch")]
+pub mod gsm_tch;
 pub mod parity;
 pub mod tsm;
 

@@ -1,0 +1,203 @@
+//! The fused GSM on burn's libtorch backend (`--features tch`): libtorch's CPU tensors go
+//! through the CPU kernels of `gsm_kernels.rs`, its CUDA tensors through the NVRTC kernels of
+//! `gsm_cuda.rs`. Outputs are libtorch tensors allocated on the input's device.
+
+// burn 0.22 marks its libtorch backend deprecated (in favour of CubeCL, whose CUDA build is
+// not possible offline); it is the backend this file extends.
+#![allow(deprecated)]
+
+use burn::backend::libtorch::TchTensor;
+use burn::backend::{DispatchDevice, LibTorch, LibTorchDevice};
+use burn::tensor::Device;
+use tch::{Device as TchDevice, Kind, Tensor};
+
+use super::gsm_cuda::{self, Kernels};
+use super::gsm_fused::{GateShift, GateShiftKernels};
+use super::gsm_kernels::{self as kernels, Dims};
+
+/// Whether the fused kernels run on this libtorch device: always on CPU; on a GPU when the
+/// CUDA kernels compiled and loaded (otherwise says why, once, and GSM runs composed).
+pub fn available(device: &Device) -> bool {
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::LibTorch(LibTorchDevice::Cpu) => true,
+        DispatchDevice::LibTorch(LibTorchDevice::Cuda(i)) => match gsm_cuda::kernels(*i) {
+            Ok(_) => true,
+            Err(e) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| eprintln!("fused GSM unavailable on cuda:{i}, running it composed: {e}"));
+                false
+            }
+        },
+        _ => false,
+    }
+}
+
+impl GateShift for LibTorch {
+    fn gate_conv(r: TchTensor, weight: TchTensor, bias: TchTensor, segments: usize) -> TchTensor {
+        Self::gate_conv_forward(r, weight, bias, segments)
+    }
+
+    fn gate_shift(x: TchTensor, gate_logits: TchTensor, segments: usize) -> TchTensor {
+        Self::gate_shift_forward(x, gate_logits, segments)
+    }
+}
+
+impl GateShiftKernels for LibTorch {
+    fn gate_conv_forward(r: TchTensor, weight: TchTensor, bias: TchTensor, segments: usize) -> TchTensor {
+        let (r, d) = feature_map(&r, segments);
+        let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], "gate weight");
+        let b = operand(&bias, &[2], "gate bias");
+        let out = Tensor::empty(gate_shape(d), (Kind::Float, r.device()));
+        match on(&r) {
+            None => kernels::gate_conv_forward(d, cpu(&r), cpu(&w), cpu(&b), cpu_mut(&out)),
+            Some(k) => k.gate_conv_forward(d, ptr(&r), ptr(&w), ptr(&b), ptr(&out)),
+        }
+        TchTensor::new(out)
+    }
+
+    fn gate_conv_backward(
+        r: TchTensor,
+        weight: TchTensor,
+        da: TchTensor,
+        segments: usize,
+    ) -> (TchTensor, TchTensor, TchTensor) {
+        let (r, d) = feature_map(&r, segments);
+        let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], "gate weight");
+        let da = operand(&da, &gate_shape(d), "gate gradient");
+        let dr = Tensor::empty(r.size(), (Kind::Float, r.device()));
+        let (dw, db) = match on(&r) {
+            None => {
+                let (dw, db) = kernels::gate_conv_backward(d, cpu(&r), cpu(&w), cpu(&da), cpu_mut(&dr));
+                (Tensor::from_slice(&dw).reshape(w.size()), Tensor::from_slice(&db))
+            }
+            Some(k) => {
+                let dw = Tensor::zeros(w.size(), (Kind::Float, r.device()));
+                let db = Tensor::zeros([2], (Kind::Float, r.device()));
+                k.gate_conv_backward(d, [ptr(&r), ptr(&w), ptr(&da)], [ptr(&dr), ptr(&dw), ptr(&db)]);
+                (dw, db)
+            }
+        };
+        (TchTensor::new(dr), TchTensor::new(dw), TchTensor::new(db))
+    }
+
+    fn gate_shift_forward(x: TchTensor, gate_logits: TchTensor, segments: usize) -> TchTensor {
+        let (x, d) = feature_map(&x, segments);
+        let a = operand(&gate_logits, &gate_shape(d), "gate logits");
+        let y = Tensor::empty(x.size(), (Kind::Float, x.device()));
+        match on(&x) {
+            None => {
+                let g: Vec<f32> = cpu(&a).iter().map(|v| v.tanh()).collect();
+                kernels::shift_forward(d, cpu(&x), &g, cpu_mut(&y));
+            }
+            Some(k) => k.shift_forward(d, ptr(&x), ptr(&a), ptr(&y)),
+        }
+        TchTensor::new(y)
+    }
+
+    fn gate_shift_backward(
+        x: TchTensor,
+        gate_logits: TchTensor,
+        dy: TchTensor,
+        segments: usize,
+    ) -> (TchTensor, TchTensor) {
+        let (x, d) = feature_map(&x, segments);
+        let a = operand(&gate_logits, &gate_shape(d), "gate logits");
+        let dy = operand(&dy, &x.size(), "output gradient");
+        let dx = Tensor::empty(x.size(), (Kind::Float, x.device()));
+        let da = Tensor::empty(a.size(), (Kind::Float, x.device()));
+        match on(&x) {
+            None => {
+                let g: Vec<f32> = cpu(&a).iter().map(|v| v.tanh()).collect();
+                kernels::shift_backward(d, cpu(&x), &g, cpu(&dy), cpu_mut(&dx), cpu_mut(&da));
+            }
+            Some(k) => k.shift_backward(d, ptr(&x), ptr(&a), ptr(&dy), ptr(&dx), ptr(&da)),
+        }
+        (TchTensor::new(dx), TchTensor::new(da))
+    }
+}
+
+/// The contiguous float32 feature map `(B·T, C, H, W)` and its sizes.
+fn feature_map(x: &TchTensor, segments: usize) -> (Tensor, Dims) {
+    let x = x.tensor.contiguous();
+    assert_eq!(x.kind(), Kind::Float, "fused GSM kernels are float32");
+    let s: Vec<usize> = x.size().iter().map(|&v| v as usize).collect();
+    assert!(s.len() == 4, "fused GSM: feature map must be 4-D, got {s:?}");
+    assert!(segments > 0 && s[0].is_multiple_of(segments), "fused GSM: {} frames, {segments} segments", s[0]);
+    assert!(s[1].is_multiple_of(4), "fused GSM: {} channels is not a multiple of 4", s[1]);
+    (x, Dims { b: s[0] / segments, t: segments, c: s[1], h: s[2], w: s[3] })
+}
+
+/// Another input, contiguous, checked for dtype and shape.
+fn operand(x: &TchTensor, shape: &[i64], what: &str) -> Tensor {
+    let x = x.tensor.contiguous();
+    assert_eq!(x.kind(), Kind::Float, "fused GSM: {what} is not float32");
+    assert_eq!(x.size(), shape, "fused GSM: {what} shape");
+    x
+}
+
+fn gate_shape(d: Dims) -> Vec<i64> {
+    [d.b, 2, d.t, d.h, d.w].iter().map(|&v| v as i64).collect()
+}
+
+/// `None` for a CPU tensor, the loaded CUDA kernels for a GPU one.
+fn on(x: &Tensor) -> Option<std::sync::Arc<Kernels>> {
+    match x.device() {
+        TchDevice::Cpu => None,
+        TchDevice::Cuda(i) => Some(gsm_cuda::kernels(i).unwrap_or_else(|e| panic!("{e}"))),
+        other => panic!("fused GSM: no kernels for libtorch device {other:?}"),
+    }
+}
+
+fn cpu(x: &Tensor) -> &[f32] {
+    debug_assert!(x.is_contiguous() && x.kind() == Kind::Float && x.device() == TchDevice::Cpu);
+    // SAFETY: a contiguous float32 CPU tensor holds `numel` floats at `data_ptr`; the slice
+    // borrows the tensor, which keeps the storage alive.
+    unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, x.numel()) }
+}
+
+#[allow(clippy::mut_from_ref)]
+fn cpu_mut(x: &Tensor) -> &mut [f32] {
+    debug_assert!(x.is_contiguous() && x.kind() == Kind::Float && x.device() == TchDevice::Cpu);
+    // SAFETY: as `cpu`; only called on tensors freshly allocated by this file, which no other
+    // slice or tensor aliases.
+    unsafe { std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, x.numel()) }
+}
+
+fn ptr(x: &Tensor) -> gsm_cuda::Ptr {
+    x.data_ptr() as gsm_cuda::Ptr
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::tensor::{Distribution, Tensor as BurnTensor};
+
+    use crate::model::temporal::Gsm;
+    use crate::model::temporal::parity::max_errors;
+
+    /// On libtorch's CPU, the fused path (the shared CPU kernels on libtorch memory) against
+    /// the composed one: output and the gradients of x, the gate conv and the BN.
+    #[test]
+    fn libtorch_cpu_fused_matches_composed() {
+        let device = burn::tensor::Device::libtorch().autodiff();
+        assert!(super::available(&device));
+        let (b, t, c, h, w) = (2, 8, 32, 6, 5);
+        let mut gsm = Gsm::new(c, t, &device);
+        gsm.conv3D.weight =
+            Param::from_tensor(BurnTensor::random([2, c / 2, 3, 3, 3], Distribution::Normal(0.0, 0.2), &device));
+        let x: BurnTensor<4> = BurnTensor::random([b * t, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let dy: BurnTensor<4> = BurnTensor::random([b * t, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let x = x.clone().require_grad();
+            let y = gsm.forward_path(x.clone(), fused);
+            let g = (y.clone() * dy.clone()).sum().backward();
+            let w = gsm.conv3D.weight.grad(&g).unwrap().into_data();
+            let bn = gsm.bn.weight.grad(&g).unwrap().into_data();
+            [y.into_data(), x.grad(&g).unwrap().into_data(), w, bn]
+        };
+        for (i, (f, c)) in run(true).iter().zip(run(false).iter()).enumerate() {
+            let (err, scale) = max_errors(f, c).unwrap();
+            assert!(err / scale <= 1e-5, "quantity {i}: rel {:e}", err / scale);
+        }
+    }
+}
