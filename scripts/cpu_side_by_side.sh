@@ -20,6 +20,7 @@ for t in gsm none; do
   [ $t = gsm ] && bench target/release/gateshift bench model --temporal $t --backend flex --gsm composed
   if [ -x "$tch_bin" ]; then
     LD_LIBRARY_PATH="$torch_lib" bench "$tch_bin" bench model --temporal $t --backend tch
+    [ $t = gsm ] && LD_LIBRARY_PATH="$torch_lib" bench "$tch_bin" bench model --temporal $t --backend tch --gsm composed
   else
     echo "no tch build at $tch_bin: tch rows skipped"
   fi

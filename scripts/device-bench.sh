@@ -2,10 +2,10 @@
 # The GPU check, run on a lent device machine in one call (see docs/PERFORMANCE.md):
 # GSM module parity on the GPU against the official fixture, then the benchmark table
 # (BN-Inception GSM/TSN and TSM ResNet-50, 8 segments, batch 32, train and infer, fp32 and
-# bf16) on burn's libtorch backend with CUDA. On tch-cuda GSM runs composed (the fused
-# kernels exist for flex only), so the script also checks the fused kernels against the
-# fixture on the machine's CPU and times them there (`bench gsm`). Writes $OUT/card.txt and
-# $OUT/results.txt.
+# bf16) on burn's libtorch backend with CUDA. GSM in fp32 runs the fused CUDA kernels
+# (src/model/temporal/gsm_cuda.rs, compiled at run time by NVRTC from torch's pip wheels);
+# the parity check runs both the fused and the composed GSM, and the table has a composed
+# fp32 row for comparison. Writes $OUT/card.txt and $OUT/results.txt.
 #
 # Prepare here, then run there (the binary runs against the device's own torch libraries):
 #   CARGO_TARGET_DIR=target-tch LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
@@ -17,15 +17,19 @@ out=${OUT:-/tmp/gateshift-device}
 mkdir -p "$out"
 bin=${BIN:-target-tch/release/gateshift}
 torch_lib=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__) + "/lib")')
-export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
+# NVRTC for the fused kernels: the nvidia/cu13 wheel that torch 2.11 pulls in.
+nvrtc_lib=$(find "$(dirname "$(dirname "$torch_lib")")/nvidia" -name 'libnvrtc.so.1*' -printf '%h\n' 2>/dev/null | head -1)
+export LD_LIBRARY_PATH="$torch_lib:${nvrtc_lib:+$nvrtc_lib:}${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/card.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/card.txt"
 {
-  echo "== GSM module parity on tch-cuda (composed)"
-  "$bin" check gsm-module device/gsm_module.safetensors --backend tch-cuda
-  echo "== GSM module parity on flex (fused and composed), and the fused GSM timed on the CPU"
-  "$bin" check gsm-module device/gsm_module.safetensors --backend flex
-  timeout 60 "$bin" bench gsm --mode train --iters 5
+  echo "== GSM module parity on tch-cuda (fused and composed)"
+  "$bin" check gsm-module device/gsm_module.safetensors --backend tch-cuda --path fused
+  "$bin" check gsm-module device/gsm_module.safetensors --backend tch-cuda --path composed
+  echo "== the 10 BN-Inception GSMs alone, batch 32, fused vs composed"
+  for mode in infer train; do
+    timeout 120 "$bin" bench gsm --backend tch-cuda --batch 32 --mode "$mode" --iters 10
+  done
   for model in "bninception gsm" "bninception none" "resnet50 tsm"; do
     set -- $model
     for mode in infer train; do
@@ -33,6 +37,10 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.versio
         timeout 150 "$bin" bench model --arch "$1" --temporal "$2" --segments 8 --batch 32 \
           --mode "$mode" --precision "$precision" --backend tch-cuda --warmup 3 --iters 10
       done
+      if [ "$2" = gsm ]; then
+        timeout 150 "$bin" bench model --arch "$1" --temporal gsm --gsm composed --segments 8 --batch 32 \
+          --mode "$mode" --backend tch-cuda --warmup 3 --iters 10
+      fi
     done
   done
 } 2>&1 | tee "$out/results.txt"
