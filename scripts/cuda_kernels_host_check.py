@@ -38,19 +38,22 @@ static float atomicAdd(float* p, float v) { float o = *p; *p += v; return o; }
   gridDim = {(unsigned)(gx), (unsigned)(gy), 1}; blockDim = {%d, 1, 1}; \
   for (unsigned by = 0; by < (unsigned)(gy); ++by) for (unsigned bx = 0; bx < (unsigned)(gx); ++bx) \
     for (unsigned tx = 0; tx < %d; ++tx) { blockIdx = {bx, by, 0}; threadIdx = {tx, 0, 0}; call; }
+#define HOST_LAUNCHERS(D, S) \
+void h_gate_conv_fwd_##S(int gx, const D* r, const D* w, const D* b, D* o, int B, int T, int C, int H, int W) \
+{ LAUNCH(gx, 1, gate_conv_fwd_##S(r, w, b, o, B, T, C, H, W)); } \
+void h_gate_conv_bwd_input_##S(int gx, const D* da, const D* w, D* dr, int B, int T, int C, int H, int W) \
+{ LAUNCH(gx, 1, gate_conv_bwd_input_##S(da, w, dr, B, T, C, H, W)); } \
+void h_gate_conv_bwd_weight_##S(int gx, int gy, const D* r, const D* da, float* dw, float* db, int B, int T, int C, int H, int W) \
+{ LAUNCH(gx, gy, gate_conv_bwd_weight_##S(r, da, dw, db, B, T, C, H, W)); } \
+void h_shift_fwd_##S(int gx, const D* x, const D* a, D* y, int B, int T, int C, int HW) \
+{ LAUNCH(gx, 1, shift_fwd_##S(x, a, y, B, T, C, HW)); } \
+void h_shift_bwd_input_##S(int gx, const D* a, const D* dy, D* dx, int B, int T, int C, int HW) \
+{ LAUNCH(gx, 1, shift_bwd_input_##S(a, dy, dx, B, T, C, HW)); } \
+void h_shift_bwd_gate_##S(int gx, const D* x, const D* a, const D* dy, D* da, int B, int T, int C, int HW) \
+{ LAUNCH(gx, 1, shift_bwd_gate_##S(x, a, dy, da, B, T, C, HW)); }
 extern "C" {
-void h_gate_conv_fwd(int gx, const float* r, const float* w, const float* b, float* o, int B, int T, int C, int H, int W)
-{ LAUNCH(gx, 1, gate_conv_fwd(r, w, b, o, B, T, C, H, W)); }
-void h_gate_conv_bwd_input(int gx, const float* da, const float* w, float* dr, int B, int T, int C, int H, int W)
-{ LAUNCH(gx, 1, gate_conv_bwd_input(da, w, dr, B, T, C, H, W)); }
-void h_gate_conv_bwd_weight(int gx, int gy, const float* r, const float* da, float* dw, float* db, int B, int T, int C, int H, int W)
-{ LAUNCH(gx, gy, gate_conv_bwd_weight(r, da, dw, db, B, T, C, H, W)); }
-void h_shift_fwd(int gx, const float* x, const float* a, float* y, int B, int T, int C, int HW)
-{ LAUNCH(gx, 1, shift_fwd(x, a, y, B, T, C, HW)); }
-void h_shift_bwd_input(int gx, const float* a, const float* dy, float* dx, int B, int T, int C, int HW)
-{ LAUNCH(gx, 1, shift_bwd_input(a, dy, dx, B, T, C, HW)); }
-void h_shift_bwd_gate(int gx, const float* x, const float* a, const float* dy, float* da, int B, int T, int C, int HW)
-{ LAUNCH(gx, 1, shift_bwd_gate(x, a, dy, da, B, T, C, HW)); }
+HOST_LAUNCHERS(float, f32)
+HOST_LAUNCHERS(bf16, bf16)
 }
 """
 
@@ -69,7 +72,7 @@ def build(tmp):
 
 
 def ptr(t):
-    assert t.is_contiguous() and t.dtype == torch.float32
+    assert t.is_contiguous() and t.dtype in (torch.float32, torch.bfloat16)
     return ctypes.c_void_p(t.data_ptr())
 
 
@@ -101,14 +104,16 @@ def rel(ours, ref):
     return ((ours - ref).abs().max() / ref.abs().max()).item()
 
 
-def check(lib, b, t, c, h, w, chunks):
+def check(lib, suffix, b, t, c, h, w, chunks):
     torch.manual_seed(b * 1000 + t * 100 + c + h + w)
-    x = torch.randn(b * t, c, h, w, requires_grad=True)
-    weight = (0.3 * torch.randn(2, c // 2, 3, 3, 3)).requires_grad_()
-    bias = torch.randn(2, requires_grad=True)
+    # For bfloat16 the inputs are bfloat16 values; the reference computes on them in float32.
+    exact = (lambda v: v.bfloat16().float()) if suffix == "bf16" else (lambda v: v)
+    x = exact(torch.randn(b * t, c, h, w)).requires_grad_()
+    weight = exact(0.3 * torch.randn(2, c // 2, 3, 3, 3)).requires_grad_()
+    bias = exact(torch.randn(2)).requires_grad_()
     a_ref, y_ref = reference(x, weight, bias, t)
     a_ref.retain_grad()
-    dy = torch.randn_like(y_ref)
+    dy = exact(torch.randn_like(y_ref))
     (y_ref * dy).sum().backward()
     # The reference's gradients split into the shift's (through a) and the conv's (into r = x).
     a_shift = a_ref.detach().clone().requires_grad_()
@@ -124,20 +129,24 @@ def check(lib, b, t, c, h, w, chunks):
     (y_s * dy).sum().backward()
     dx_shift, da_shift = x_shift.grad, a_shift.grad
 
-    xd, wd, bd = x.detach().contiguous(), weight.detach().contiguous(), bias.detach().contiguous()
-    a = torch.empty(b, 2, t, h, w)
-    lib.h_gate_conv_fwd(grid(a.numel()), ptr(xd), ptr(wd), ptr(bd), ptr(a), b, t, c, h, w)
+    dt = torch.bfloat16 if suffix == "bf16" else torch.float32
+    k = {name: getattr(lib, f"h_{name}_{suffix}") for name in
+         ["gate_conv_fwd", "gate_conv_bwd_input", "gate_conv_bwd_weight", "shift_fwd", "shift_bwd_input", "shift_bwd_gate"]}
+    xd, wd, bd = (v.detach().to(dt).contiguous() for v in (x, weight, bias))
+    a = torch.empty(b, 2, t, h, w, dtype=dt)
+    k["gate_conv_fwd"](grid(a.numel()), ptr(xd), ptr(wd), ptr(bd), ptr(a), b, t, c, h, w)
     y = torch.empty_like(xd)
-    lib.h_shift_fwd(grid(y.numel()), ptr(xd), ptr(a), ptr(y), b, t, c, h * w)
-    dyc = dy.contiguous()
+    k["shift_fwd"](grid(y.numel()), ptr(xd), ptr(a), ptr(y), b, t, c, h * w)
+    dyc = dy.to(dt).contiguous()
     dx = torch.empty_like(xd)
-    lib.h_shift_bwd_input(grid(dx.numel()), ptr(a), ptr(dyc), ptr(dx), b, t, c, h * w)
+    k["shift_bwd_input"](grid(dx.numel()), ptr(a), ptr(dyc), ptr(dx), b, t, c, h * w)
     da = torch.empty_like(a)
-    lib.h_shift_bwd_gate(grid(da.numel()), ptr(xd), ptr(a), ptr(dyc), ptr(da), b, t, c, h * w)
+    k["shift_bwd_gate"](grid(da.numel()), ptr(xd), ptr(a), ptr(dyc), ptr(da), b, t, c, h * w)
     dr = torch.empty_like(xd)
-    lib.h_gate_conv_bwd_input(grid(dr.numel()), ptr(da), ptr(wd), ptr(dr), b, t, c, h, w)
-    dw, db = torch.zeros_like(wd), torch.zeros(2)
-    lib.h_gate_conv_bwd_weight(c, chunks, ptr(xd), ptr(da), ptr(dw), ptr(db), b, t, c, h, w)
+    k["gate_conv_bwd_input"](grid(dr.numel()), ptr(da), ptr(wd), ptr(dr), b, t, c, h, w)
+    dw, db = torch.zeros(wd.shape), torch.zeros(2)
+    k["gate_conv_bwd_weight"](c, chunks, ptr(xd), ptr(da), ptr(dw), ptr(db), b, t, c, h, w)
+    a, y, dx, da, dr = (v.float() for v in (a, y, dx, da, dr))
 
     errors = {
         "gate logits": rel(a, a_ref.detach()),
@@ -149,20 +158,23 @@ def check(lib, b, t, c, h, w, chunks):
         "d bias": rel(db, bias.grad),
     }
     worst = max(errors.values())
-    print(f"B={b} T={t} C={c} {h}x{w} chunks={chunks}: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+    print(f"{suffix:>4} B={b} T={t} C={c} {h}x{w} chunks={chunks}: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
     return worst
 
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         lib = build(tmp)
-        worst = max(
-            check(lib, *shape)
-            for shape in [(2, 8, 16, 5, 7, 1), (1, 3, 8, 4, 4, 2), (3, 1, 12, 2, 3, 1), (1, 16, 32, 7, 7, 3)]
-        )
-    print(f"worst relative error {worst:.1e}")
-    if worst > 1e-5:
-        sys.exit("FAILED: above 1e-5")
+        shapes = [(2, 8, 16, 5, 7, 1), (1, 3, 8, 4, 4, 2), (3, 1, 12, 2, 3, 1), (1, 16, 32, 7, 7, 3)]
+        worst = {s: max(check(lib, s, *shape) for shape in shapes) for s in ("f32", "bf16")}
+    # float32 against PyTorch's float32; bfloat16 (float arithmetic, outputs rounded to 8-bit
+    # mantissas, the gate gradient rounded before the conv's backward) against float32 on the
+    # same bfloat16 inputs.
+    tolerance = {"f32": 1e-5, "bf16": 1e-2}
+    for s, w in worst.items():
+        print(f"{s}: worst relative error {w:.1e} (tolerance {tolerance[s]:.0e})")
+    if any(worst[s] > tolerance[s] for s in worst):
+        sys.exit("FAILED")
     nvrtc = os.environ.get("NVRTC_LIB")
     if nvrtc:
         lib = ctypes.CDLL(nvrtc)

@@ -2,10 +2,10 @@
 # The GPU check, run on a lent device machine in one call (see docs/PERFORMANCE.md):
 # GSM module parity on the GPU against the official fixture, then the benchmark table
 # (BN-Inception GSM/TSN and TSM ResNet-50, 8 segments, batch 32, train and infer, fp32 and
-# bf16) on burn's libtorch backend with CUDA. GSM in fp32 runs the fused CUDA kernels
-# (src/model/temporal/gsm_cuda.rs, compiled at run time by NVRTC from torch's pip wheels);
-# the parity check runs both the fused and the composed GSM, and the table has a composed
-# fp32 row for comparison. Writes $OUT/card.txt and $OUT/results.txt.
+# bf16) on burn's libtorch backend with CUDA. GSM runs the fused CUDA kernels (fp32 and bf16;
+# src/model/temporal/gsm_cuda.rs, compiled at run time by NVRTC from torch's pip wheels);
+# the parity check runs both the fused and the composed GSM, and the table has composed GSM
+# rows for comparison. Writes $OUT/card.txt and $OUT/results.txt.
 #
 # Prepare here, then run there (the binary runs against the device's own torch libraries):
 #   CARGO_TARGET_DIR=target-tch LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
@@ -36,11 +36,11 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.versio
       for precision in fp32 bf16; do
         timeout 150 "$bin" bench model --arch "$1" --temporal "$2" --segments 8 --batch 32 \
           --mode "$mode" --precision "$precision" --backend tch-cuda --warmup 3 --iters 10
+        if [ "$2" = gsm ]; then
+          timeout 150 "$bin" bench model --arch "$1" --temporal gsm --gsm composed --segments 8 --batch 32 \
+            --mode "$mode" --precision "$precision" --backend tch-cuda --warmup 3 --iters 10
+        fi
       done
-      if [ "$2" = gsm ]; then
-        timeout 150 "$bin" bench model --arch "$1" --temporal gsm --gsm composed --segments 8 --batch 32 \
-          --mode "$mode" --backend tch-cuda --warmup 3 --iters 10
-      fi
     done
   done
 } 2>&1 | tee "$out/results.txt"

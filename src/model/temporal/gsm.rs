@@ -74,7 +74,7 @@ impl Gsm {
             let r = relu(self.bn.forward(x));
             let bias = match &self.conv3D.bias {
                 Some(b) => b.val(),
-                None => Tensor::zeros([2], &r.device()),
+                None => Tensor::<1>::zeros([2], &r.device()).cast(r.dtype()),
             };
             gsm_fused::gate_conv(r, self.conv3D.weight.val(), bias, t)
         } else {

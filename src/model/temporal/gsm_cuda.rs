@@ -1,5 +1,6 @@
 //! CUDA kernels of the fused GSM for libtorch's GPU tensors (`--features tch`, backend
-//! `tch-cuda`): the same five computations as `gsm_kernels.rs`, one thread per output value,
+//! `tch-cuda`), float32 and bfloat16 (computed in float32): the same computations as
+//! `gsm_kernels.rs`, one thread per output value,
 //! compiled at run time with NVRTC and launched through the CUDA driver (both loaded
 //! dynamically by `cudarc`, as burn's CubeCL runtimes do). Tensors stay libtorch's; kernels
 //! run on the device's legacy default stream, the one libtorch uses unless told otherwise.
@@ -16,51 +17,67 @@ use super::gsm_kernels::Dims;
 /// (2, C/2, 3, 3, 3); shift +1 (from t+1) for half 1, −1 for half 2; per-half interleave.
 pub const SOURCE: &str = r#"
 typedef long long i64;
+typedef unsigned short bf16;
 // GSM_HOST_EMULATION: scripts/cuda_kernels_host_check.py compiles this file as C++ and runs
 // every thread in turn; a warp sum is then each thread's own value.
 #ifdef GSM_HOST_EMULATION
+#include <cstring>
+inline float bits_to_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+inline unsigned float_to_bits(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
 __device__ __forceinline__ float warp_sum(float v) { return v; }
 __device__ __forceinline__ bool warp_leader() { return true; }
 #else
+__device__ __forceinline__ float bits_to_float(unsigned u) { return __uint_as_float(u); }
+__device__ __forceinline__ unsigned float_to_bits(float f) { return __float_as_uint(f); }
 __device__ __forceinline__ float warp_sum(float v) {
     for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffff, v, off);
     return v;
 }
 __device__ __forceinline__ bool warp_leader() { return (threadIdx.x & 31) == 0; }
 #endif
+// Loads and stores: float32 as is; bfloat16 widened to float, computed in float, rounded to
+// nearest even on store.
+__device__ __forceinline__ float ld(const float* p, i64 i) { return p[i]; }
+__device__ __forceinline__ float ld(const bf16* p, i64 i) { return bits_to_float((unsigned)p[i] << 16); }
+__device__ __forceinline__ void st(float* p, i64 i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(bf16* p, i64 i, float v) {
+    unsigned u = float_to_bits(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) { p[i] = (bf16)((u >> 16) | 0x40u); return; }
+    p[i] = (bf16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 __device__ __forceinline__ int interleaved(int c, int C) {
     int half = C / 2, quarter = C / 4, k = c / half, j = c % half;
     return k * half + (j % quarter) * 2 + j / quarter;
 }
 
-extern "C" __global__ void gate_conv_fwd(const float* r, const float* w, const float* bias, float* out,
-                                         int B, int T, int C, int H, int W) {
+template <typename D>
+__device__ void gate_conv_fwd(const D* r, const D* w, const D* bias, D* out, int B, int T, int C, int H, int W) {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (i64)B * 2 * T * H * W) return;
     int x = i % W; i64 q = i / W; int y = q % H; q /= H; int t = q % T; q /= T; int k = q % 2; int b = q / 2;
     int half = C / 2; i64 hw = (i64)H * W;
-    float acc = bias[k];
+    float acc = ld(bias, k);
     for (int j = 0; j < half; ++j) {
         for (int dt = 0; dt < 3; ++dt) {
             int u = t + dt - 1;
             if (u < 0 || u >= T) continue;
-            const float* plane = r + (((i64)b * T + u) * C + k * half + j) * hw;
-            const float* kw = w + ((i64)(k * half + j) * 3 + dt) * 9;
+            i64 plane = (((i64)b * T + u) * C + k * half + j) * hw;
+            i64 kw = ((i64)(k * half + j) * 3 + dt) * 9;
             for (int dy = 0; dy < 3; ++dy) {
                 int sy = y + dy - 1;
                 if (sy < 0 || sy >= H) continue;
                 for (int dx = 0; dx < 3; ++dx) {
                     int sx = x + dx - 1;
-                    if (sx >= 0 && sx < W) acc += kw[dy * 3 + dx] * plane[(i64)sy * W + sx];
+                    if (sx >= 0 && sx < W) acc += ld(w, kw + dy * 3 + dx) * ld(r, plane + (i64)sy * W + sx);
                 }
             }
         }
     }
-    out[i] = acc;
+    st(out, i, acc);
 }
 
-extern "C" __global__ void gate_conv_bwd_input(const float* da, const float* w, float* dr,
-                                               int B, int T, int C, int H, int W) {
+template <typename D>
+__device__ void gate_conv_bwd_input(const D* da, const D* w, D* dr, int B, int T, int C, int H, int W) {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (i64)B * T * C * H * W) return;
     int x = i % W; i64 q = i / W; int y = q % H; q /= H; int c = q % C; q /= C; int u = q % T; int b = q / T;
@@ -69,43 +86,43 @@ extern "C" __global__ void gate_conv_bwd_input(const float* da, const float* w, 
     for (int dt = 0; dt < 3; ++dt) {
         int t = u + 1 - dt;
         if (t < 0 || t >= T) continue;
-        const float* plane = da + (((i64)b * 2 + k) * T + t) * hw;
-        const float* kw = w + ((i64)(k * half + j) * 3 + dt) * 9;
+        i64 plane = (((i64)b * 2 + k) * T + t) * hw;
+        i64 kw = ((i64)(k * half + j) * 3 + dt) * 9;
         for (int dy = 0; dy < 3; ++dy) {
             int oy = y + 1 - dy;
             if (oy < 0 || oy >= H) continue;
             for (int dx = 0; dx < 3; ++dx) {
                 int ox = x + 1 - dx;
-                if (ox >= 0 && ox < W) acc += kw[dy * 3 + dx] * plane[(i64)oy * W + ox];
+                if (ox >= 0 && ox < W) acc += ld(w, kw + dy * 3 + dx) * ld(da, plane + (i64)oy * W + ox);
             }
         }
     }
-    dr[i] = acc;
+    st(dr, i, acc);
 }
 
 // Grid (C, chunks): block (k·C/2 + j, chunk) sums its share of positions into 27 weight
 // gradients (and, for j = 0, the bias gradient); warps reduce, then add atomically into the
-// zero-initialised dw / db.
-extern "C" __global__ void gate_conv_bwd_weight(const float* r, const float* da, float* dw, float* db,
-                                                int B, int T, int C, int H, int W) {
+// zero-initialised float32 dw / db.
+template <typename D>
+__device__ void gate_conv_bwd_weight(const D* r, const D* da, float* dw, float* db, int B, int T, int C, int H, int W) {
     int kj = blockIdx.x, half = C / 2, k = kj / half, j = kj % half;
     i64 hw = (i64)H * W, n = (i64)B * T * hw;
     float acc[28];
     for (int q = 0; q < 28; ++q) acc[q] = 0.0f;
     for (i64 p = (i64)blockIdx.y * blockDim.x + threadIdx.x; p < n; p += (i64)gridDim.y * blockDim.x) {
         int x = p % W; i64 q = p / W; int y = q % H; q /= H; int t = q % T; int b = q / T;
-        float g = da[(((i64)b * 2 + k) * T + t) * hw + (i64)y * W + x];
+        float g = ld(da, (((i64)b * 2 + k) * T + t) * hw + (i64)y * W + x);
         acc[27] += g;
         for (int dt = 0; dt < 3; ++dt) {
             int u = t + dt - 1;
             if (u < 0 || u >= T) continue;
-            const float* plane = r + (((i64)b * T + u) * C + k * half + j) * hw;
+            i64 plane = (((i64)b * T + u) * C + k * half + j) * hw;
             for (int dy = 0; dy < 3; ++dy) {
                 int sy = y + dy - 1;
                 if (sy < 0 || sy >= H) continue;
                 for (int dx = 0; dx < 3; ++dx) {
                     int sx = x + dx - 1;
-                    if (sx >= 0 && sx < W) acc[dt * 9 + dy * 3 + dx] += g * plane[(i64)sy * W + sx];
+                    if (sx >= 0 && sx < W) acc[dt * 9 + dy * 3 + dx] += g * ld(r, plane + (i64)sy * W + sx);
                 }
             }
         }
@@ -119,37 +136,39 @@ extern "C" __global__ void gate_conv_bwd_weight(const float* r, const float* da,
     }
 }
 
-extern "C" __global__ void shift_fwd(const float* x, const float* a, float* y, int B, int T, int C, int HW) {
+template <typename D>
+__device__ void shift_fwd(const D* x, const D* a, D* y, int B, int T, int C, int HW) {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (i64)B * T * C * HW) return;
     int p = i % HW; i64 q = i / HW; int c = q % C; q /= C; int t = q % T; int b = q / T;
     int k = c / (C / 2);
-    float g = tanhf(a[(((i64)b * 2 + k) * T + t) * HW + p]);
-    float xs = x[i];
+    float g = tanhf(ld(a, (((i64)b * 2 + k) * T + t) * HW + p));
+    float xs = ld(x, i);
     float v = xs - g * xs;
     int tn = k == 0 ? t + 1 : t - 1;
     if (tn >= 0 && tn < T) {
-        float gn = tanhf(a[(((i64)b * 2 + k) * T + tn) * HW + p]);
-        v = gn * x[(((i64)b * T + tn) * C + c) * HW + p] + v;
+        float gn = tanhf(ld(a, (((i64)b * 2 + k) * T + tn) * HW + p));
+        v = gn * ld(x, (((i64)b * T + tn) * C + c) * HW + p) + v;
     }
-    y[(((i64)b * T + t) * C + interleaved(c, C)) * HW + p] = v;
+    st(y, (((i64)b * T + t) * C + interleaved(c, C)) * HW + p, v);
 }
 
-extern "C" __global__ void shift_bwd_input(const float* a, const float* dy, float* dx, int B, int T, int C, int HW) {
+template <typename D>
+__device__ void shift_bwd_input(const D* a, const D* dy, D* dx, int B, int T, int C, int HW) {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (i64)B * T * C * HW) return;
     int p = i % HW; i64 q = i / HW; int c = q % C; q /= C; int t = q % T; int b = q / T;
     int k = c / (C / 2), oc = interleaved(c, C);
-    float g = tanhf(a[(((i64)b * 2 + k) * T + t) * HW + p]);
-    float dz = dy[(((i64)b * T + t) * C + oc) * HW + p];
+    float g = tanhf(ld(a, (((i64)b * 2 + k) * T + t) * HW + p));
+    float dz = ld(dy, (((i64)b * T + t) * C + oc) * HW + p);
     float v = dz - g * dz;
     int tp = k == 0 ? t - 1 : t + 1;
-    if (tp >= 0 && tp < T) v = v + g * dy[(((i64)b * T + tp) * C + oc) * HW + p];
-    dx[i] = v;
+    if (tp >= 0 && tp < T) v = v + g * ld(dy, (((i64)b * T + tp) * C + oc) * HW + p);
+    st(dx, i, v);
 }
 
-extern "C" __global__ void shift_bwd_gate(const float* x, const float* a, const float* dy, float* da,
-                                          int B, int T, int C, int HW) {
+template <typename D>
+__device__ void shift_bwd_gate(const D* x, const D* a, const D* dy, D* da, int B, int T, int C, int HW) {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (i64)B * 2 * T * HW) return;
     int p = i % HW; i64 q = i / HW; int t = q % T; q /= T; int k = q % 2; int b = q / 2;
@@ -158,18 +177,61 @@ extern "C" __global__ void shift_bwd_gate(const float* x, const float* a, const 
     float acc = 0.0f;
     for (int j = 0; j < half; ++j) {
         int c = k * half + j, oc = interleaved(c, C);
-        float xs = x[(((i64)b * T + t) * C + c) * HW + p];
-        float dz = dy[(((i64)b * T + t) * C + oc) * HW + p];
-        float dzs = inside ? dy[(((i64)b * T + tp) * C + oc) * HW + p] : 0.0f;
+        float xs = ld(x, (((i64)b * T + t) * C + c) * HW + p);
+        float dz = ld(dy, (((i64)b * T + t) * C + oc) * HW + p);
+        float dzs = inside ? ld(dy, (((i64)b * T + tp) * C + oc) * HW + p) : 0.0f;
         acc += xs * (dzs - dz);
     }
-    float g = tanhf(a[i]);
-    da[i] = acc * (1.0f - g * g);
+    float g = tanhf(ld(a, i));
+    st(da, i, acc * (1.0f - g * g));
 }
+
+// Entry points, one per kernel and element type (suffix _f32 or _bf16).
+#define GSM_ENTRY_POINTS(D, S)                                                                          \
+extern "C" __global__ void gate_conv_fwd_##S(const D* r, const D* w, const D* b, D* o,                  \
+                                             int B, int T, int C, int H, int W)                         \
+    { gate_conv_fwd(r, w, b, o, B, T, C, H, W); }                                                       \
+extern "C" __global__ void gate_conv_bwd_input_##S(const D* da, const D* w, D* dr,                      \
+                                                   int B, int T, int C, int H, int W)                   \
+    { gate_conv_bwd_input(da, w, dr, B, T, C, H, W); }                                                  \
+extern "C" __global__ void gate_conv_bwd_weight_##S(const D* r, const D* da, float* dw, float* db,      \
+                                                    int B, int T, int C, int H, int W)                  \
+    { gate_conv_bwd_weight(r, da, dw, db, B, T, C, H, W); }                                             \
+extern "C" __global__ void shift_fwd_##S(const D* x, const D* a, D* y, int B, int T, int C, int HW)     \
+    { shift_fwd(x, a, y, B, T, C, HW); }                                                                \
+extern "C" __global__ void shift_bwd_input_##S(const D* a, const D* dy, D* dx,                          \
+                                               int B, int T, int C, int HW)                             \
+    { shift_bwd_input(a, dy, dx, B, T, C, HW); }                                                        \
+extern "C" __global__ void shift_bwd_gate_##S(const D* x, const D* a, const D* dy, D* da,               \
+                                              int B, int T, int C, int HW)                              \
+    { shift_bwd_gate(x, a, dy, da, B, T, C, HW); }
+GSM_ENTRY_POINTS(float, f32)
+GSM_ENTRY_POINTS(bf16, bf16)
 "#;
 
 const NAMES: [&str; 6] =
     ["gate_conv_fwd", "gate_conv_bwd_input", "gate_conv_bwd_weight", "shift_fwd", "shift_bwd_input", "shift_bwd_gate"];
+
+/// Element type of a call's tensors (the weight and bias gradients are always float32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    Bf16,
+}
+
+impl Elem {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Every entry point: each kernel for each element type.
+fn entry_points() -> impl Iterator<Item = String> {
+    NAMES.into_iter().flat_map(|n| [Elem::F32, Elem::Bf16].map(|e| format!("{n}_{}", e.suffix())))
+}
 
 /// Compiles [`SOURCE`] to PTX with NVRTC (no GPU needed; used by a test where NVRTC exists).
 pub fn compile() -> Result<cudarc::nvrtc::Ptx, String> {
@@ -180,7 +242,7 @@ pub fn compile() -> Result<cudarc::nvrtc::Ptx, String> {
 /// The loaded kernels of one GPU.
 pub struct Kernels {
     stream: Arc<CudaStream>,
-    functions: HashMap<&'static str, CudaFunction>,
+    functions: HashMap<String, CudaFunction>,
 }
 
 /// One GPU's kernels, or why they could not be loaded.
@@ -199,8 +261,9 @@ fn load(ordinal: usize) -> Result<Arc<Kernels>, String> {
     let ctx = CudaContext::new(ordinal).map_err(|e| format!("CUDA device {ordinal}: {e:?}"))?;
     let module = ctx.load_module(ptx).map_err(|e| format!("loading the fused GSM kernels: {e:?}"))?;
     let mut functions = HashMap::new();
-    for name in NAMES {
-        functions.insert(name, module.load_function(name).map_err(|e| format!("kernel {name}: {e:?}"))?);
+    for name in entry_points() {
+        let f = module.load_function(&name).map_err(|e| format!("kernel {name}: {e:?}"))?;
+        functions.insert(name, f);
     }
     Ok(Arc::new(Kernels { stream: ctx.default_stream(), functions }))
 }
@@ -216,9 +279,10 @@ fn elements(n: usize) -> (u32, u32) {
 }
 
 impl Kernels {
-    /// Launches `name` on `grid` blocks of 256 threads (see [`elements`]).
-    fn launch(&self, name: &str, grid: (u32, u32), ptrs: &[Ptr], dims: &[i32]) {
-        let f = &self.functions[name];
+    /// Launches kernel `name` for `elem` on `grid` blocks of 256 threads (see [`elements`]).
+    fn launch(&self, name: &str, elem: Elem, grid: (u32, u32), ptrs: &[Ptr], dims: &[i32]) {
+        let name = format!("{name}_{}", elem.suffix());
+        let f = &self.functions[&name];
         let mut args = self.stream.launch_builder(f);
         for p in ptrs {
             args.arg(p);
@@ -227,9 +291,9 @@ impl Kernels {
             args.arg(d);
         }
         let cfg = LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: every pointer is a live, contiguous float32 libtorch tensor on this device with
-        // the shape the kernel expects for `dims` (checked by the caller), and the kernels
-        // only index within those shapes.
+        // SAFETY: every pointer is a live, contiguous libtorch tensor on this device of `elem`
+        // (float32 for the weight/bias gradients) with the shape the kernel expects for `dims`
+        // (checked by the caller), and the kernels only index within those shapes.
         unsafe { args.launch(cfg) }.unwrap_or_else(|e| panic!("launching {name}: {e:?}"));
     }
 
@@ -242,28 +306,35 @@ impl Kernels {
     }
 
     /// `out` (B, 2, T, H, W) from `r`, `weight`, `bias`.
-    pub fn gate_conv_forward(&self, d: Dims, r: Ptr, weight: Ptr, bias: Ptr, out: Ptr) {
-        self.launch("gate_conv_fwd", elements(d.b * 2 * d.t * d.h * d.w), &[r, weight, bias, out], &Self::dims5(d));
+    pub fn gate_conv_forward(&self, d: Dims, e: Elem, r: Ptr, weight: Ptr, bias: Ptr, out: Ptr) {
+        self.launch("gate_conv_fwd", e, elements(d.b * 2 * d.t * d.h * d.w), &[r, weight, bias, out], &Self::dims5(d));
     }
 
     /// `dr` from `da`; `dw` and `db` (zero-initialised) accumulate the weight and bias
-    /// gradients. Inputs `[r, weight, da]`, outputs `[dr, dw, db]`.
-    pub fn gate_conv_backward(&self, d: Dims, [r, weight, da]: [Ptr; 3], [dr, dw, db]: [Ptr; 3]) {
-        self.launch("gate_conv_bwd_input", elements(d.b * d.t * d.c * d.h * d.w), &[da, weight, dr], &Self::dims5(d));
+    /// gradients (float32). Inputs `[r, weight, da]`, outputs `[dr, dw, db]`.
+    pub fn gate_conv_backward(&self, d: Dims, e: Elem, [r, weight, da]: [Ptr; 3], [dr, dw, db]: [Ptr; 3]) {
+        self.launch(
+            "gate_conv_bwd_input",
+            e,
+            elements(d.b * d.t * d.c * d.h * d.w),
+            &[da, weight, dr],
+            &Self::dims5(d),
+        );
         // One block column per (gate, channel); positions split over up to 64 blocks each.
         let chunks = (d.b * d.t * d.h * d.w).div_ceil(BLOCK as usize * 16).clamp(1, 64) as u32;
-        self.launch("gate_conv_bwd_weight", (d.c as u32, chunks), &[r, da, dw, db], &Self::dims5(d));
+        self.launch("gate_conv_bwd_weight", e, (d.c as u32, chunks), &[r, da, dw, db], &Self::dims5(d));
     }
 
     /// `y` from `x` and the gate logits `a`.
-    pub fn shift_forward(&self, d: Dims, x: Ptr, a: Ptr, y: Ptr) {
-        self.launch("shift_fwd", elements(d.b * d.t * d.c * d.h * d.w), &[x, a, y], &Self::dims4(d));
+    pub fn shift_forward(&self, d: Dims, e: Elem, x: Ptr, a: Ptr, y: Ptr) {
+        self.launch("shift_fwd", e, elements(d.b * d.t * d.c * d.h * d.w), &[x, a, y], &Self::dims4(d));
     }
 
     /// `dx` and `da` from `dy`.
-    pub fn shift_backward(&self, d: Dims, x: Ptr, a: Ptr, dy: Ptr, dx: Ptr, da: Ptr) {
-        self.launch("shift_bwd_input", elements(d.b * d.t * d.c * d.h * d.w), &[a, dy, dx], &Self::dims4(d));
-        self.launch("shift_bwd_gate", elements(d.b * 2 * d.t * d.h * d.w), &[x, a, dy, da], &Self::dims4(d));
+    /// Inputs `[x, a, dy]`, outputs `[dx, da]`.
+    pub fn shift_backward(&self, d: Dims, e: Elem, [x, a, dy]: [Ptr; 3], [dx, da]: [Ptr; 2]) {
+        self.launch("shift_bwd_input", e, elements(d.b * d.t * d.c * d.h * d.w), &[a, dy, dx], &Self::dims4(d));
+        self.launch("shift_bwd_gate", e, elements(d.b * 2 * d.t * d.h * d.w), &[x, a, dy, da], &Self::dims4(d));
     }
 }
 
@@ -277,8 +348,8 @@ mod tests {
         match std::panic::catch_unwind(super::compile) {
             Ok(Ok(ptx)) => {
                 let text = ptx.to_src();
-                for name in super::NAMES {
-                    assert!(text.contains(name), "PTX lacks {name}");
+                for name in super::entry_points() {
+                    assert!(text.contains(&format!(".entry {name}(")), "PTX lacks {name}");
                 }
             }
             Ok(Err(e)) => panic!("{e}"),

@@ -85,16 +85,14 @@ pub fn set_enabled(on: bool) {
 }
 
 /// Whether fused kernels exist for tensors of `dtype` on `device`: float32 on flex, and with
-/// `--features tch` on libtorch's CPU and (where NVRTC and the driver load) CUDA devices.
+/// `--features tch` float32 on libtorch's CPU, float32 and bfloat16 on its CUDA devices (where
+/// NVRTC and the driver load).
 pub fn available(device: &Device, dtype: DType) -> bool {
-    if dtype != DType::F32 {
-        return false;
-    }
     #[cfg(feature = "tch")]
-    if super::gsm_tch::available(device) {
+    if matches!(dtype, DType::F32 | DType::BF16) && super::gsm_tch::available(device, dtype == DType::BF16) {
         return true;
     }
-    *device == Device::flex()
+    dtype == DType::F32 && *device == Device::flex()
 }
 
 /// Whether `Gsm::forward` takes the fused path for tensors like `x`: enabled and available.

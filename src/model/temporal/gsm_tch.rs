@@ -1,6 +1,7 @@
-//! The fused GSM on burn's libtorch backend (`--features tch`): libtorch's CPU tensors go
-//! through the CPU kernels of `gsm_kernels.rs`, its CUDA tensors through the NVRTC kernels of
-//! `gsm_cuda.rs`. Outputs are libtorch tensors allocated on the input's device.
+//! The fused GSM on burn's libtorch backend (`--features tch`): libtorch's float32 CPU tensors
+//! go through the CPU kernels of `gsm_kernels.rs`, its float32 and bfloat16 CUDA tensors
+//! through the NVRTC kernels of `gsm_cuda.rs`. Outputs are libtorch tensors allocated on the
+//! input's device, of the input's dtype.
 
 // burn 0.22 marks its libtorch backend deprecated (in favour of CubeCL, whose CUDA build is
 // not possible offline); it is the backend this file extends.
@@ -11,15 +12,16 @@ use burn::backend::{DispatchDevice, LibTorch, LibTorchDevice};
 use burn::tensor::Device;
 use tch::{Device as TchDevice, Kind, Tensor};
 
-use super::gsm_cuda::{self, Kernels};
+use super::gsm_cuda::{self, Elem, Kernels};
 use super::gsm_fused::{GateShift, GateShiftKernels};
 use super::gsm_kernels::{self as kernels, Dims};
 
-/// Whether the fused kernels run on this libtorch device: always on CPU; on a GPU when the
-/// CUDA kernels compiled and loaded (otherwise says why, once, and GSM runs composed).
-pub fn available(device: &Device) -> bool {
+/// Whether the fused kernels run on this libtorch device for float32 (`bf16 == false`) or
+/// bfloat16: float32 always on CPU; both on a GPU when the CUDA kernels compiled and loaded
+/// (otherwise says why, once, and GSM runs composed).
+pub fn available(device: &Device, bf16: bool) -> bool {
     match device.clone().inner().as_dispatch() {
-        DispatchDevice::LibTorch(LibTorchDevice::Cpu) => true,
+        DispatchDevice::LibTorch(LibTorchDevice::Cpu) => !bf16,
         DispatchDevice::LibTorch(LibTorchDevice::Cuda(i)) => match gsm_cuda::kernels(*i) {
             Ok(_) => true,
             Err(e) => {
@@ -44,13 +46,13 @@ impl GateShift for LibTorch {
 
 impl GateShiftKernels for LibTorch {
     fn gate_conv_forward(r: TchTensor, weight: TchTensor, bias: TchTensor, segments: usize) -> TchTensor {
-        let (r, d) = feature_map(&r, segments);
-        let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], "gate weight");
-        let b = operand(&bias, &[2], "gate bias");
-        let out = Tensor::empty(gate_shape(d), (Kind::Float, r.device()));
+        let (r, d, e) = feature_map(&r, segments);
+        let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], r.kind(), "gate weight");
+        let b = operand(&bias, &[2], r.kind(), "gate bias");
+        let out = Tensor::empty(gate_shape(d), (r.kind(), r.device()));
         match on(&r) {
             None => kernels::gate_conv_forward(d, cpu(&r), cpu(&w), cpu(&b), cpu_mut(&out)),
-            Some(k) => k.gate_conv_forward(d, ptr(&r), ptr(&w), ptr(&b), ptr(&out)),
+            Some(k) => k.gate_conv_forward(d, e, ptr(&r), ptr(&w), ptr(&b), ptr(&out)),
         }
         TchTensor::new(out)
     }
@@ -61,35 +63,36 @@ impl GateShiftKernels for LibTorch {
         da: TchTensor,
         segments: usize,
     ) -> (TchTensor, TchTensor, TchTensor) {
-        let (r, d) = feature_map(&r, segments);
-        let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], "gate weight");
-        let da = operand(&da, &gate_shape(d), "gate gradient");
-        let dr = Tensor::empty(r.size(), (Kind::Float, r.device()));
+        let (r, d, e) = feature_map(&r, segments);
+        let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], r.kind(), "gate weight");
+        let da = operand(&da, &gate_shape(d), r.kind(), "gate gradient");
+        let dr = Tensor::empty(r.size(), (r.kind(), r.device()));
         let (dw, db) = match on(&r) {
             None => {
                 let (dw, db) = kernels::gate_conv_backward(d, cpu(&r), cpu(&w), cpu(&da), cpu_mut(&dr));
                 (Tensor::from_slice(&dw).reshape(w.size()), Tensor::from_slice(&db))
             }
             Some(k) => {
+                // Accumulated atomically in float32, then given the inputs' dtype.
                 let dw = Tensor::zeros(w.size(), (Kind::Float, r.device()));
                 let db = Tensor::zeros([2], (Kind::Float, r.device()));
-                k.gate_conv_backward(d, [ptr(&r), ptr(&w), ptr(&da)], [ptr(&dr), ptr(&dw), ptr(&db)]);
-                (dw, db)
+                k.gate_conv_backward(d, e, [ptr(&r), ptr(&w), ptr(&da)], [ptr(&dr), ptr(&dw), ptr(&db)]);
+                (dw.to_kind(r.kind()), db.to_kind(r.kind()))
             }
         };
         (TchTensor::new(dr), TchTensor::new(dw), TchTensor::new(db))
     }
 
     fn gate_shift_forward(x: TchTensor, gate_logits: TchTensor, segments: usize) -> TchTensor {
-        let (x, d) = feature_map(&x, segments);
-        let a = operand(&gate_logits, &gate_shape(d), "gate logits");
-        let y = Tensor::empty(x.size(), (Kind::Float, x.device()));
+        let (x, d, e) = feature_map(&x, segments);
+        let a = operand(&gate_logits, &gate_shape(d), x.kind(), "gate logits");
+        let y = Tensor::empty(x.size(), (x.kind(), x.device()));
         match on(&x) {
             None => {
                 let g: Vec<f32> = cpu(&a).iter().map(|v| v.tanh()).collect();
                 kernels::shift_forward(d, cpu(&x), &g, cpu_mut(&y));
             }
-            Some(k) => k.shift_forward(d, ptr(&x), ptr(&a), ptr(&y)),
+            Some(k) => k.shift_forward(d, e, ptr(&x), ptr(&a), ptr(&y)),
         }
         TchTensor::new(y)
     }
@@ -100,37 +103,42 @@ impl GateShiftKernels for LibTorch {
         dy: TchTensor,
         segments: usize,
     ) -> (TchTensor, TchTensor) {
-        let (x, d) = feature_map(&x, segments);
-        let a = operand(&gate_logits, &gate_shape(d), "gate logits");
-        let dy = operand(&dy, &x.size(), "output gradient");
-        let dx = Tensor::empty(x.size(), (Kind::Float, x.device()));
-        let da = Tensor::empty(a.size(), (Kind::Float, x.device()));
+        let (x, d, e) = feature_map(&x, segments);
+        let a = operand(&gate_logits, &gate_shape(d), x.kind(), "gate logits");
+        let dy = operand(&dy, &x.size(), x.kind(), "output gradient");
+        let dx = Tensor::empty(x.size(), (x.kind(), x.device()));
+        let da = Tensor::empty(a.size(), (x.kind(), x.device()));
         match on(&x) {
             None => {
                 let g: Vec<f32> = cpu(&a).iter().map(|v| v.tanh()).collect();
                 kernels::shift_backward(d, cpu(&x), &g, cpu(&dy), cpu_mut(&dx), cpu_mut(&da));
             }
-            Some(k) => k.shift_backward(d, ptr(&x), ptr(&a), ptr(&dy), ptr(&dx), ptr(&da)),
+            Some(k) => k.shift_backward(d, e, [ptr(&x), ptr(&a), ptr(&dy)], [ptr(&dx), ptr(&da)]),
         }
         (TchTensor::new(dx), TchTensor::new(da))
     }
 }
 
-/// The contiguous float32 feature map `(B·T, C, H, W)` and its sizes.
-fn feature_map(x: &TchTensor, segments: usize) -> (Tensor, Dims) {
+/// The contiguous feature map `(B·T, C, H, W)`, its sizes and element type (float32, or
+/// bfloat16 on a GPU).
+fn feature_map(x: &TchTensor, segments: usize) -> (Tensor, Dims, Elem) {
     let x = x.tensor.contiguous();
-    assert_eq!(x.kind(), Kind::Float, "fused GSM kernels are float32");
+    let e = match (x.kind(), x.device()) {
+        (Kind::Float, _) => Elem::F32,
+        (Kind::BFloat16, TchDevice::Cuda(_)) => Elem::Bf16,
+        (kind, device) => panic!("fused GSM: no kernels for {kind:?} on {device:?}"),
+    };
     let s: Vec<usize> = x.size().iter().map(|&v| v as usize).collect();
     assert!(s.len() == 4, "fused GSM: feature map must be 4-D, got {s:?}");
     assert!(segments > 0 && s[0].is_multiple_of(segments), "fused GSM: {} frames, {segments} segments", s[0]);
     assert!(s[1].is_multiple_of(4), "fused GSM: {} channels is not a multiple of 4", s[1]);
-    (x, Dims { b: s[0] / segments, t: segments, c: s[1], h: s[2], w: s[3] })
+    (x, Dims { b: s[0] / segments, t: segments, c: s[1], h: s[2], w: s[3] }, e)
 }
 
 /// Another input, contiguous, checked for dtype and shape.
-fn operand(x: &TchTensor, shape: &[i64], what: &str) -> Tensor {
+fn operand(x: &TchTensor, shape: &[i64], kind: Kind, what: &str) -> Tensor {
     let x = x.tensor.contiguous();
-    assert_eq!(x.kind(), Kind::Float, "fused GSM: {what} is not float32");
+    assert_eq!(x.kind(), kind, "fused GSM: {what} dtype");
     assert_eq!(x.size(), shape, "fused GSM: {what} shape");
     x
 }
@@ -149,7 +157,7 @@ fn on(x: &Tensor) -> Option<std::sync::Arc<Kernels>> {
 }
 
 fn cpu(x: &Tensor) -> &[f32] {
-    debug_assert!(x.is_contiguous() && x.kind() == Kind::Float && x.device() == TchDevice::Cpu);
+    assert!(x.is_contiguous() && x.kind() == Kind::Float && x.device() == TchDevice::Cpu);
     // SAFETY: a contiguous float32 CPU tensor holds `numel` floats at `data_ptr`; the slice
     // borrows the tensor, which keeps the storage alive.
     unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, x.numel()) }
@@ -157,7 +165,7 @@ fn cpu(x: &Tensor) -> &[f32] {
 
 #[allow(clippy::mut_from_ref)]
 fn cpu_mut(x: &Tensor) -> &mut [f32] {
-    debug_assert!(x.is_contiguous() && x.kind() == Kind::Float && x.device() == TchDevice::Cpu);
+    assert!(x.is_contiguous() && x.kind() == Kind::Float && x.device() == TchDevice::Cpu);
     // SAFETY: as `cpu`; only called on tensors freshly allocated by this file, which no other
     // slice or tensor aliases.
     unsafe { std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, x.numel()) }
@@ -180,7 +188,7 @@ mod tests {
     #[test]
     fn libtorch_cpu_fused_matches_composed() {
         let device = burn::tensor::Device::libtorch().autodiff();
-        assert!(super::available(&device));
+        assert!(super::available(&device, false) && !super::available(&device, true));
         let (b, t, c, h, w) = (2, 8, 32, 6, 5);
         let mut gsm = Gsm::new(c, t, &device);
         gsm.conv3D.weight =
