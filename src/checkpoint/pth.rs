@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Result, anyhow};
+use std::io::Write;
+
+use anyhow::{Context, Result, anyhow};
 use burn::store::bridge;
 use burn::store::pytorch_reader::PytorchReader;
 
@@ -14,12 +16,47 @@ use super::StateDict;
 /// Reads an official checkpoint: a dict whose `state_dict` holds the weights (keys prefixed
 /// `module.` when saved from DataParallel), or a bare state dict (torchvision ImageNet files).
 pub fn read(path: &Path) -> Result<StateDict> {
-    let reader = match PytorchReader::with_top_level_key(path, "state_dict") {
-        Ok(r) => r,
+    match open(path) {
+        Ok(reader) => collect(reader, path),
+        // The zip reader burn-store uses (zip 9.8) rejects some valid torch archives ("Invalid
+        // Central Directory header", depending on where the entries fall); the same entries
+        // copied into a fresh archive read fine.
+        Err(e) if e.to_string().contains("zip archive error") => {
+            let repacked = repack(path).with_context(|| format!("{e}; re-reading its entries also failed"))?;
+            let reader = open(repacked.path()).with_context(|| format!("{e}; and after repacking its entries"))?;
+            collect(reader, path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn open(path: &Path) -> Result<PytorchReader> {
+    match PytorchReader::with_top_level_key(path, "state_dict") {
+        Ok(r) => Ok(r),
         Err(nested_err) => PytorchReader::new(path).map_err(|e| {
             anyhow!("cannot read PyTorch checkpoint {}: {e} (as a training checkpoint: {nested_err})", path.display())
-        })?,
-    };
+        }),
+    }
+}
+
+/// Copies every entry of the zip archive at `path` into a new, uncompressed archive in a
+/// temporary file (removed when dropped).
+fn repack(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(path)?)?;
+    let out = tempfile::NamedTempFile::new()?;
+    let mut writer = zip::ZipWriter::new(std::io::BufWriter::new(out.reopen()?));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i)?;
+        writer.start_file(entry.name().to_string(), options)?;
+        std::io::copy(&mut entry, &mut writer)?;
+    }
+    writer.finish()?.flush()?;
+    Ok(out)
+}
+
+fn collect(reader: PytorchReader, path: &Path) -> Result<StateDict> {
     let mut tensors = BTreeMap::new();
     for (key, tensor) in reader.into_tensors() {
         let name = key.strip_prefix("module.").unwrap_or(&key).to_string();
@@ -31,4 +68,22 @@ pub fn read(path: &Path) -> Result<StateDict> {
         return Err(anyhow!("checkpoint {} holds no tensors", path.display()));
     }
     Ok(StateDict { tensors, metadata: BTreeMap::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// A valid torch archive that zip 9.8 (inside burn-store) rejects with "Invalid Central
+    /// Directory header": `torch.save({'state_dict': {f'layer{i}.weight': torch.randn(3) for i
+    /// in range(500)}}, 'n' * 21 + '.pth')` under `torch.manual_seed(0)`, torch 2.11. Python's
+    /// zipfile and unzip read it; so must we.
+    #[test]
+    fn archives_zip9_rejects_are_repacked_and_read() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zip_cd_quirk.pth");
+        assert!(super::open(&path).is_err(), "the fixture no longer triggers the zip quirk");
+        let sd = super::read(&path).unwrap();
+        assert_eq!(sd.tensors.len(), 500);
+        assert!(sd.tensors.values().all(|t| t.shape().to_vec() == vec![3]));
+    }
 }
