@@ -1,11 +1,12 @@
 //! Official checkpoint key names ↔ gateshift module paths.
 //!
 //! Our modules carry the official layer names; the only differences are structural:
-//! - BN-Inception (Caffe naming) keeps a conv `X`, its BN `X_bn` and its GSM `gsm_X` as
-//!   siblings; we group them in one unit: `X.conv`, `X.bn`, `X.temporal`.
+//! - BN-Inception (Caffe naming) keeps a conv `X`, its BN `X_bn` and its GSM `gsm_X` (GSF:
+//!   `gsf_X`) as siblings; we group them in one unit: `X.conv`, `X.bn`, `X.temporal`.
 //! - ResNet (torchvision naming) numbers the downsample pair `downsample.0/1`; we name them
 //!   `downsample.conv/bn`. TSM wraps a shifted layer in `.net`; the shift has no weights, so
-//!   `.net` is dropped on import and restored on export. GSM in a block is `gsm` on disk.
+//!   `.net` is dropped on import and restored on export. GSM in a block is `gsm` on disk,
+//!   GSF `gsf` (as the official GSF code).
 
 use crate::model::{Arch, ShiftPlace, TemporalKind};
 
@@ -38,7 +39,7 @@ pub fn to_official(arch: Arch, temporal: TemporalKind, place: ShiftPlace, path: 
         return path.to_string();
     };
     let outer = match arch {
-        Arch::BnInception => internal_to_caffe(rest),
+        Arch::BnInception => internal_to_caffe(rest, temporal),
         Arch::InceptionV3 => internal_to_inception_v3(rest),
         a if a.lite().is_some() => internal_to_lite(rest),
         _ => internal_to_torchvision(rest, temporal, place),
@@ -77,7 +78,7 @@ fn internal_to_lite(path: &str) -> String {
 }
 
 fn caffe_to_internal(key: &str) -> String {
-    if let Some(rest) = key.strip_prefix("gsm_")
+    if let Some(rest) = key.strip_prefix("gsm_").or_else(|| key.strip_prefix("gsf_"))
         && let Some((layer, tail)) = rest.split_once('.')
     {
         return format!("{layer}.temporal.{tail}");
@@ -89,13 +90,13 @@ fn caffe_to_internal(key: &str) -> String {
     }
 }
 
-fn internal_to_caffe(path: &str) -> String {
+fn internal_to_caffe(path: &str, temporal: TemporalKind) -> String {
     let mut parts = path.splitn(3, '.');
     let (layer, part, tail) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     match part {
         "conv" => format!("{layer}.{tail}"),
         "bn" => format!("{layer}_bn.{tail}"),
-        "temporal" => format!("gsm_{layer}.{tail}"),
+        "temporal" => format!("{}_{layer}.{tail}", temporal.name()),
         _ => path.to_string(),
     }
 }
@@ -158,13 +159,14 @@ fn torchvision_to_internal(key: &str) -> String {
         .replace("downsample.0.", "downsample.conv.")
         .replace("downsample.1.", "downsample.bn.")
         .replace(".gsm.", ".temporal.")
+        .replace(".gsf.", ".temporal.")
 }
 
 fn internal_to_torchvision(path: &str, temporal: TemporalKind, place: ShiftPlace) -> String {
     let mut key = path
         .replace("downsample.conv.", "downsample.0.")
         .replace("downsample.bn.", "downsample.1.")
-        .replace(".temporal.", ".gsm.");
+        .replace(".temporal.", if temporal == TemporalKind::Gsf { ".gsf." } else { ".gsm." });
     if temporal == TemporalKind::Tsm && key.starts_with("layer") {
         // layerN.i.<rest>: TSM wraps conv1 (blockres) or the whole block (block) in `.net`.
         let mut parts = key.splitn(3, '.');
@@ -254,5 +256,17 @@ mod tests {
         let internal = to_internal(Arch::EfficientnetLite0, gsm);
         assert_eq!(internal, "base_model.blocks.5.temporal.conv3D.weight");
         assert_eq!(to_official(Arch::EfficientnetLite0, TemporalKind::Gsm, ShiftPlace::Blockres, &internal), gsm);
+    }
+
+    #[test]
+    fn gsf_keys_follow_the_official_gsf_code() {
+        let bn = "base_model.gsf_inception_4d_1x1.channel_conv2.weight";
+        let internal = to_internal(Arch::BnInception, bn);
+        assert_eq!(internal, "base_model.inception_4d_1x1.temporal.channel_conv2.weight");
+        assert_eq!(to_official(Arch::BnInception, TemporalKind::Gsf, ShiftPlace::Blockres, &internal), bn);
+        let res = "base_model.layer3.5.gsf.conv3D.weight";
+        let internal = to_internal(Arch::Resnet50, res);
+        assert_eq!(internal, "base_model.layer3.5.temporal.conv3D.weight");
+        assert_eq!(to_official(Arch::Resnet50, TemporalKind::Gsf, ShiftPlace::Blockres, &internal), res);
     }
 }

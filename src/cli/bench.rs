@@ -124,6 +124,7 @@ fn model(a: ModelBench) -> Result<()> {
     let mut cfg = ModelConfig::new(a.arch, a.temporal, a.segments, a.classes);
     cfg.shift_place = ShiftPlace::Blockres;
     let size = a.size.unwrap_or(a.arch.input().size);
+    cfg.check()?;
     let mut model = cfg.init(&device);
     if a.mode == BenchMode::Infer {
         model = model.valid();

@@ -68,6 +68,7 @@ fn display(t: TemporalKind) -> &'static str {
         TemporalKind::None => "TSN",
         TemporalKind::Tsm => "TSM",
         TemporalKind::Gsm => "GSM",
+        TemporalKind::Gsf => "GSF",
     }
 }
 

@@ -120,7 +120,7 @@ pub struct ModelArgs {
     /// Backbone architecture.
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
-    /// Temporal module: none (TSN), tsm, gsm.
+    /// Temporal module: none (TSN), tsm, gsm, gsf.
     #[arg(long, value_enum)]
     pub temporal: Option<TemporalKind>,
     /// Number of segments (frames per clip; default: the checkpoint's own, else 8).
@@ -135,6 +135,10 @@ pub struct ModelArgs {
     /// TSM placement in residual blocks (default: the checkpoint's, else blockres).
     #[arg(long, value_enum)]
     pub shift_place: Option<ShiftPlace>,
+    /// GSF: percentage of channels gated (default: the checkpoint's, else 25 on ResNets and
+    /// 100 elsewhere, as the official code).
+    #[arg(long)]
+    pub gsf_ratio: Option<usize>,
 }
 
 impl ModelArgs {
@@ -151,7 +155,8 @@ impl ModelArgs {
             (Some(t), _, _) => t,
             (None, Some(c), _) => c.temporal,
             (None, None, Some(s)) if s.tensors.keys().any(|k| k.contains("gsm")) => TemporalKind::Gsm,
-            _ => bail!("--temporal is required (none, tsm or gsm)"),
+            (None, None, Some(s)) if s.tensors.keys().any(|k| k.contains("gsf")) => TemporalKind::Gsf,
+            _ => bail!("--temporal is required (none, tsm, gsm or gsf)"),
         };
         let classes = self
             .classes
@@ -162,9 +167,11 @@ impl ModelArgs {
         let mut cfg = ModelConfig::new(arch, temporal, segments, classes);
         cfg.shift_div = self.shift_div.or(stored.as_ref().map(|c| c.shift_div)).unwrap_or(cfg.shift_div);
         cfg.shift_place = self.shift_place.or(stored.as_ref().map(|c| c.shift_place)).unwrap_or(cfg.shift_place);
+        cfg.gsf_ratio = self.gsf_ratio.or(stored.as_ref().and_then(|c| c.gsf_ratio));
         if let Some(c) = &stored {
             cfg.dropout = c.dropout;
         }
+        cfg.check()?;
         Ok(cfg)
     }
 }

@@ -37,6 +37,9 @@ pub struct TrainArgs {
     pub shift_div: Option<usize>,
     #[arg(long, value_enum)]
     pub shift_place: Option<ShiftPlace>,
+    /// GSF: percentage of channels gated (default 25 on ResNets, 100 elsewhere).
+    #[arg(long)]
+    pub gsf_ratio: Option<usize>,
     /// Initial weights (ImageNet or official checkpoint).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -134,6 +137,9 @@ pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     set!(c.model.dropout, a.dropout);
     set!(c.model.shift_div, a.shift_div);
     set!(c.model.shift_place, a.shift_place);
+    if a.gsf_ratio.is_some() {
+        c.model.gsf_ratio = a.gsf_ratio;
+    }
     if a.init.is_some() {
         c.model.init = a.init.clone();
     }

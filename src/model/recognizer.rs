@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::backbone::{Arch, Backbone, ShiftPlace};
 use crate::model::cost;
-use crate::model::temporal::TemporalKind;
+use crate::model::temporal::{TemporalKind, TemporalOpts};
 
 /// Everything needed to build a recognizer; stored beside checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,9 @@ pub struct ModelConfig {
     pub shift_div: usize,
     #[serde(default)]
     pub shift_place: ShiftPlace,
+    /// GSF: percentage of channels gated (default: the official one for the backbone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsf_ratio: Option<usize>,
 }
 
 fn default_dropout() -> f64 {
@@ -43,7 +46,24 @@ impl ModelConfig {
             dropout: default_dropout(),
             shift_div: default_shift_div(),
             shift_place: ShiftPlace::Blockres,
+            gsf_ratio: None,
         }
+    }
+
+    /// Refuses combinations gateshift does not build: GSF on InceptionV3 (the official GSF
+    /// code places it differently from GSM there; not implemented yet).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if (self.arch, self.temporal) == (Arch::InceptionV3, TemporalKind::Gsf) {
+            anyhow::bail!(
+                "GSF on InceptionV3 is not implemented (GSF is available on BN-Inception, ResNets and EfficientNet-Lite)"
+            );
+        }
+        Ok(())
+    }
+
+    /// The temporal modules' hyper-parameters, defaults resolved.
+    pub fn temporal_opts(&self) -> TemporalOpts {
+        TemporalOpts { shift_div: self.shift_div, gsf_ratio: self.gsf_ratio.unwrap_or(self.arch.gsf_ratio()) }
     }
 
     pub fn init(&self, device: &Device) -> Recognizer {
@@ -53,7 +73,7 @@ impl ModelConfig {
                 self.temporal,
                 self.shift_place,
                 self.segments,
-                self.shift_div,
+                self.temporal_opts(),
                 device,
             ),
             dropout: DropoutConfig::new(self.dropout).init(),

@@ -22,6 +22,8 @@ pub struct ModelSection {
     pub dropout: f64,
     pub shift_div: usize,
     pub shift_place: ShiftPlace,
+    /// GSF: percentage of channels gated (unset: 25 on ResNets, 100 elsewhere).
+    pub gsf_ratio: Option<usize>,
     /// Checkpoint to start from (ImageNet or official weights).
     pub init: Option<PathBuf>,
     /// Allow `init` to fit only partly (e.g. backbone only); what is left is listed.
@@ -38,6 +40,7 @@ impl Default for ModelSection {
             dropout: 0.5,
             shift_div: 8,
             shift_place: ShiftPlace::Blockres,
+            gsf_ratio: None,
             init: None,
             partial: false,
         }
@@ -188,10 +191,12 @@ impl TrainConfig {
         cfg.dropout = m.dropout;
         cfg.shift_div = m.shift_div;
         cfg.shift_place = m.shift_place;
+        cfg.gsf_ratio = m.gsf_ratio;
         cfg
     }
 
     pub fn validate(&self) -> Result<()> {
+        self.model_config(1).check()?;
         let o = &self.optim;
         if self.data.train_list.as_os_str().is_empty() {
             bail!("no training list (--train-list or data.train_list)");

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::model::cost;
 use crate::model::layers::{ConvBn, ConvSpec};
-use crate::model::temporal::TemporalKind;
+use crate::model::temporal::{TemporalKind, TemporalOpts};
 
 /// Feature width after global pooling.
 pub const FEATURES: usize = 1024;
@@ -101,10 +101,10 @@ pub struct BnInception {
 }
 
 impl BnInception {
-    pub fn new(temporal: TemporalKind, segments: usize, shift_div: usize, device: &Device) -> Self {
+    pub fn new(temporal: TemporalKind, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
         let u = |cin, cout, k, s, p| ConvBn::new(ConvSpec::new(cin, cout, k, s, p), 1e-5, device);
         // The 10 official GSM places: the first conv of a branch, before its BN.
-        let ut = |cin, cout| u(cin, cout, 1, 1, 0).with_temporal(temporal.build(cout, segments, shift_div, device));
+        let ut = |cin, cout| u(cin, cout, 1, 1, 0).with_temporal(temporal.build(cout, segments, opts, device));
         Self {
             conv1_7x7_s2: u(3, 64, 7, 2, 3),
             conv2_3x3_reduce: u(64, 64, 1, 1, 0),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::cost;
 use crate::model::layers::{BatchNorm, conv2d};
-use crate::model::temporal::{Temporal, TemporalKind};
+use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
 
 /// Which Lite model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,7 +143,7 @@ pub struct EfficientNet {
 }
 
 impl EfficientNet {
-    pub fn new(lite: Lite, temporal: TemporalKind, segments: usize, shift_div: usize, device: &Device) -> Self {
+    pub fn new(lite: Lite, temporal: TemporalKind, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
         let (width, depth, _) = lite.scaling();
         let bn = |c| BatchNorm::with_epsilon(c, BN_EPS, device);
         let mut blocks = Vec::new();
@@ -163,7 +163,7 @@ impl EfficientNet {
                     bn1: bn(hidden),
                     project_conv: SameConv::new(hidden, cout, 1, 1, 1, device),
                     bn2: bn(cout),
-                    temporal: if expands { temporal.build(hidden, segments, shift_div, device) } else { None },
+                    temporal: if expands { temporal.build(hidden, segments, opts, device) } else { None },
                     residual: stride == 1 && cin == cout,
                 });
             }
@@ -211,7 +211,13 @@ mod tests {
 
     #[test]
     fn lite0_has_16_blocks_and_the_official_parameter_count() {
-        let m = EfficientNet::new(Lite::Lite0, TemporalKind::None, 8, 8, &Device::flex());
+        let m = EfficientNet::new(
+            Lite::Lite0,
+            TemporalKind::None,
+            8,
+            TemporalOpts { shift_div: 8, gsf_ratio: 100 },
+            &Device::flex(),
+        );
         assert_eq!(m.blocks.len(), 16);
         // 4.69M with the 1000-class classifier (1,281,000 parameters) included.
         let n = crate::train::optim::learnable_params(&m);

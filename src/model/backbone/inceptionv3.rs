@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::model::cost;
 use crate::model::layers::{ConvBn, ConvSpec};
-use crate::model::temporal::TemporalKind;
+use crate::model::temporal::{TemporalKind, TemporalOpts};
 
 /// Feature width after global pooling.
 pub const FEATURES: usize = 2048;
@@ -23,7 +23,7 @@ pub const FEATURES: usize = 2048;
 struct Units<'a> {
     temporal: TemporalKind,
     segments: usize,
-    shift_div: usize,
+    opts: TemporalOpts,
     device: &'a Device,
 }
 
@@ -40,7 +40,7 @@ impl Units<'_> {
     }
     /// A 1x1 unit at one of the official GSM places.
     fn gsm_place(&self, cin: usize, cout: usize) -> ConvBn {
-        self.c1(cin, cout).with_temporal(self.temporal.build(cout, self.segments, self.shift_div, self.device))
+        self.c1(cin, cout).with_temporal(self.temporal.build(cout, self.segments, self.opts, self.device))
     }
     /// `1×7` (row) or `7×1` (column) unit.
     fn row7(&self, cin: usize, cout: usize) -> ConvBn {
@@ -269,8 +269,8 @@ pub struct InceptionV3 {
 }
 
 impl InceptionV3 {
-    pub fn new(temporal: TemporalKind, segments: usize, shift_div: usize, device: &Device) -> Self {
-        let u = Units { temporal, segments, shift_div, device };
+    pub fn new(temporal: TemporalKind, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
+        let u = Units { temporal, segments, opts, device };
         Self {
             conv: u.sq(3, 32, 3, 2, 0),
             conv_1: u.sq(32, 32, 3, 1, 0),

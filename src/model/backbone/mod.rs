@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::temporal::TemporalKind;
+use crate::model::temporal::{TemporalKind, TemporalOpts};
 pub use bninception::BnInception;
 pub use efficientnet::{EfficientNet, Lite};
 pub use inceptionv3::InceptionV3;
@@ -97,6 +97,12 @@ impl Arch {
         }
     }
 
+    /// GSF's default gated-channel percentage: the official 25 for ResNets (the GSF code's
+    /// `resnet50` default), 100 elsewhere (its BN-Inception / InceptionV3 runs).
+    pub fn gsf_ratio(self) -> usize {
+        if self.resnet_depth().is_some() || self == Self::ResnetMini { 25 } else { 100 }
+    }
+
     pub fn features(self) -> usize {
         if self.lite().is_some() {
             return efficientnet::FEATURES;
@@ -148,17 +154,17 @@ impl Backbone {
         temporal: TemporalKind,
         place: ShiftPlace,
         segments: usize,
-        shift_div: usize,
+        opts: TemporalOpts,
         device: &Device,
     ) -> Self {
         if let Some(lite) = arch.lite() {
-            return Self::EfficientNet(EfficientNet::new(lite, temporal, segments, shift_div, device));
+            return Self::EfficientNet(EfficientNet::new(lite, temporal, segments, opts, device));
         }
         match (arch, arch.resnet_depth()) {
-            (Arch::InceptionV3, _) => Self::InceptionV3(InceptionV3::new(temporal, segments, shift_div, device)),
-            (Arch::ResnetMini, _) => Self::ResNet(ResNet::mini(temporal, place, segments, shift_div, device)),
-            (_, Some(depth)) => Self::ResNet(ResNet::new(depth, temporal, place, segments, shift_div, device)),
-            (_, None) => Self::BnInception(BnInception::new(temporal, segments, shift_div, device)),
+            (Arch::InceptionV3, _) => Self::InceptionV3(InceptionV3::new(temporal, segments, opts, device)),
+            (Arch::ResnetMini, _) => Self::ResNet(ResNet::mini(temporal, place, segments, opts, device)),
+            (_, Some(depth)) => Self::ResNet(ResNet::new(depth, temporal, place, segments, opts, device)),
+            (_, None) => Self::BnInception(BnInception::new(temporal, segments, opts, device)),
         }
     }
 

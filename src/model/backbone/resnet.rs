@@ -3,7 +3,10 @@
 //! - TSM `blockres` (official default): shift the residual branch's input, i.e. wrap `conv1`;
 //! - TSM `block`: shift the block's input (identity path too);
 //! - GSM: on `conv1`'s output, before `bn1` — mirroring BN-Inception, where GSM sits between
-//!   a branch's first conv and its BN.
+//!   a branch's first conv and its BN;
+//! - GSF: on the branch's last conv before its BN, as the official GSF code (bottleneck
+//!   `conv3`, all `planes·4` channels, 25% gated by default); in basic blocks (ResNet-18/34,
+//!   Mini; not in the official code) likewise on `conv2`.
 
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
@@ -15,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::cost;
 use crate::model::layers::{BatchNorm, ConvSpec, conv2d};
-use crate::model::temporal::{Temporal, TemporalKind};
+use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
 
 /// Where TSM's shift goes in a residual block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
@@ -62,10 +65,16 @@ impl Block {
             y = g.forward(y);
         }
         let y = relu(self.bn1.forward(y));
-        let mut y = self.bn2.forward(conv2d(&self.conv2, y));
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            y = bn3.forward(conv2d(conv3, relu(y)));
-        }
+        // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`).
+        let gsf = |y: Tensor<4>| match &self.temporal {
+            Some(Temporal::Gsf(g)) => g.forward(y),
+            _ => y,
+        };
+        let y = conv2d(&self.conv2, y);
+        let y = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => bn3.forward(gsf(conv2d(conv3, relu(self.bn2.forward(y))))),
+            _ => self.bn2.forward(gsf(y)),
+        };
         let identity = match &self.downsample {
             Some(d) => d.bn.forward(conv2d(&d.conv, x)),
             None => x,
@@ -114,17 +123,23 @@ impl ResNet {
         temporal: TemporalKind,
         place: ShiftPlace,
         segments: usize,
-        shift_div: usize,
+        opts: TemporalOpts,
         device: &Device,
     ) -> Self {
         let (blocks, bottleneck) = Self::layout(depth).unwrap_or_else(|| panic!("unsupported ResNet depth {depth}"));
-        Self::with_layout(blocks, bottleneck, 64, temporal, place, segments, shift_div, device)
+        Self::with_layout(blocks, bottleneck, 64, temporal, place, segments, opts, device)
     }
 
     /// ResNet-Mini, the small CPU-trainable backbone: one basic block per stage, stage widths
     /// 32·(1, 2, 4, 8), meant for 64–112 px input (≈ 0.1 GMACs per 112² frame).
-    pub fn mini(temporal: TemporalKind, place: ShiftPlace, segments: usize, shift_div: usize, device: &Device) -> Self {
-        Self::with_layout([1; 4], false, MINI_WIDTH, temporal, place, segments, shift_div, device)
+    pub fn mini(
+        temporal: TemporalKind,
+        place: ShiftPlace,
+        segments: usize,
+        opts: TemporalOpts,
+        device: &Device,
+    ) -> Self {
+        Self::with_layout([1; 4], false, MINI_WIDTH, temporal, place, segments, opts, device)
     }
 
     /// A ResNet with `blocks` per stage, basic or bottleneck blocks, and stage widths
@@ -137,7 +152,7 @@ impl ResNet {
         temporal: TemporalKind,
         place: ShiftPlace,
         segments: usize,
-        shift_div: usize,
+        opts: TemporalOpts,
         device: &Device,
     ) -> Self {
         let expansion = if bottleneck { 4 } else { 1 };
@@ -161,8 +176,9 @@ impl ResNet {
                         (ConvSpec::new(cin, planes, 3, s, 1), ConvSpec::new(planes, planes, 3, 1, 1), None)
                     };
                     let temporal = match temporal {
-                        TemporalKind::Tsm => temporal.build(cin, segments, shift_div, device),
-                        _ => temporal.build(planes, segments, shift_div, device),
+                        TemporalKind::Tsm => temporal.build(cin, segments, opts, device),
+                        TemporalKind::Gsf if bottleneck => temporal.build(cout, segments, opts, device),
+                        _ => temporal.build(planes, segments, opts, device),
                     };
                     cin = cout;
                     Block {

@@ -114,7 +114,7 @@ impl Gsm {
 }
 
 /// Within one half (B, C/2, T, H, W): view channels as (2, C/4), transpose to (C/4, 2).
-fn interleave(x: Tensor<5>) -> Tensor<5> {
+pub(crate) fn interleave(x: Tensor<5>) -> Tensor<5> {
     let [b, c, t, h, w] = x.dims();
     x.reshape([b, 2, c / 2, t * h * w]).swap_dims(1, 2).reshape([b, c, t, h, w])
 }

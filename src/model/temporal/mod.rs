@@ -1,6 +1,7 @@
 //! Temporal modules: each maps `(batch*segments, C, H, W)` to the same shape, mixing
 //! information across the segments of a clip inside a 2D backbone.
 
+pub mod gsf;
 pub mod gsm;
 #[cfg(feature = "tch")]
 pub mod gsm_cuda;
@@ -15,6 +16,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+pub use gsf::Gsf;
 pub use gsm::Gsm;
 pub use tsm::TemporalShift;
 
@@ -28,6 +30,18 @@ pub enum TemporalKind {
     Tsm,
     /// GSM: the learned, gated shift of the paper.
     Gsm,
+    /// GSF: GSM whose shifted and residual parts are fused with learned per-channel,
+    /// per-frame weights (the TPAMI 2023 successor).
+    Gsf,
+}
+
+/// Hyper-parameters of the temporal modules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemporalOpts {
+    /// TSM: 1/`shift_div` of the channels shift each way.
+    pub shift_div: usize,
+    /// GSF: percentage of the channels gated (the official `gsf_ch_ratio`).
+    pub gsf_ratio: usize,
 }
 
 impl TemporalKind {
@@ -36,15 +50,17 @@ impl TemporalKind {
             Self::None => "none",
             Self::Tsm => "tsm",
             Self::Gsm => "gsm",
+            Self::Gsf => "gsf",
         }
     }
 
     /// Builds the module for a feature map of `channels` channels (`None` for TSN).
-    pub fn build(self, channels: usize, segments: usize, shift_div: usize, device: &Device) -> Option<Temporal> {
+    pub fn build(self, channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Option<Temporal> {
         match self {
             Self::None => None,
-            Self::Tsm => Some(Temporal::Tsm(TemporalShift::new(segments, shift_div))),
+            Self::Tsm => Some(Temporal::Tsm(TemporalShift::new(segments, opts.shift_div))),
             Self::Gsm => Some(Temporal::Gsm(Gsm::new(channels, segments, device))),
+            Self::Gsf => Some(Temporal::Gsf(Gsf::new(channels, segments, opts.gsf_ratio, device))),
         }
     }
 }
@@ -56,6 +72,7 @@ impl TemporalKind {
 pub enum Temporal {
     Gsm(Gsm),
     Tsm(TemporalShift),
+    Gsf(Gsf),
 }
 
 impl Temporal {
@@ -63,6 +80,7 @@ impl Temporal {
         match self {
             Self::Gsm(m) => m.forward(x),
             Self::Tsm(m) => m.forward(x),
+            Self::Gsf(m) => m.forward(x),
         }
     }
 }

@@ -1,0 +1,106 @@
+//! Gate-Shift-Fuse (Sudhakaran, Escalera, Lanz, TPAMI 2023), GSM's successor, as the official
+//! `gsf.py`: on the first `gsf_plane` channels (a `ratio` percent of them, rounded up to
+//! even), the GSM gate and shift — tanh gates from a 2-output grouped 3×3×3 Conv3d on
+//! ReLU(BN3d(x)); half 1 gated from t+1, half 2 from t−1, zero padded — but instead of adding
+//! the shifted and the residual parts, each half *fuses* them: the spatial means of the
+//! shifted part and of the residual `x − g·x` form a 2-channel (channels × time) map, a 3×3
+//! Conv2d and a sigmoid turn it into per-channel, per-frame weights `w`, and the half becomes
+//! `w·shifted + (1 − w)·residual`. Then the per-half (2, C/4) → (C/4, 2) re-interleave; the
+//! remaining channels pass through unchanged.
+
+// `conv3D` is the official parameter name; keeping it maps checkpoints 1:1.
+#![allow(non_snake_case)]
+
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::PaddingConfig3d;
+use burn::nn::conv::{Conv2d, Conv2dConfig, Conv3d, Conv3dConfig};
+use burn::tensor::activation::{relu, sigmoid, tanh};
+use burn::tensor::{Device, Tensor};
+
+use super::{from_future, from_past};
+use crate::model::cost;
+use crate::model::layers::BatchNorm;
+use crate::model::probe;
+
+/// Gate-Shift-Fuse on a feature map of `f_plane` channels, gating the first `gsf_plane`.
+#[derive(Module, Debug)]
+pub struct Gsf {
+    /// Gate convolution: `gsf_plane` → 2 channels, 3×3×3, groups 2 (official name `conv3D`).
+    pub conv3D: Conv3d,
+    /// BatchNorm3d over the gated channels.
+    pub bn: BatchNorm,
+    /// Fusion weights of half 1 / half 2: 2 → 1 channels, 3×3 over (channels, time).
+    pub channel_conv1: Conv2d,
+    pub channel_conv2: Conv2d,
+    pub f_plane: usize,
+    pub gsf_plane: usize,
+    pub num_segments: usize,
+}
+
+/// The official channel count: `ratio` percent of `f_plane`, truncated, then made even.
+pub fn gated_channels(f_plane: usize, ratio: usize) -> usize {
+    let c = f_plane * ratio / 100;
+    c + c % 2
+}
+
+impl Gsf {
+    /// PyTorch's default initialisation for the convolutions (the official module sets none),
+    /// BN weight 1 and bias 0.
+    pub fn new(f_plane: usize, num_segments: usize, ratio: usize, device: &Device) -> Self {
+        let gsf_plane = gated_channels(f_plane, ratio);
+        assert!(
+            gsf_plane >= 4 && gsf_plane.is_multiple_of(4) && gsf_plane <= f_plane,
+            "GSF gates {gsf_plane} of {f_plane} channels ({ratio}%): the official re-interleave needs a multiple of 4"
+        );
+        let conv3d = Conv3dConfig::new([gsf_plane, 2], [3, 3, 3])
+            .with_groups(2)
+            .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+            .init(device);
+        let fuse =
+            || Conv2dConfig::new([2, 1], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
+        Self {
+            conv3D: conv3d,
+            bn: BatchNorm::new(gsf_plane, device),
+            channel_conv1: fuse(),
+            channel_conv2: fuse(),
+            f_plane,
+            gsf_plane,
+            num_segments,
+        }
+    }
+
+    /// `(batch*segments, C, H, W)` → same shape.
+    pub fn forward(&self, x_full: Tensor<4>) -> Tensor<4> {
+        let [bt, c, h, w] = x_full.dims();
+        let (t, cg) = (self.num_segments, self.gsf_plane);
+        assert_eq!(c, self.f_plane, "GSF built for {} channels got {c}", self.f_plane);
+        assert_eq!(bt % t, 0, "GSF: {bt} frames is not a multiple of {t} segments");
+        let b = bt / t;
+        // (B, T, Cg, H, W) → (B, Cg, T, H, W): time becomes the Conv3d depth axis.
+        let x = x_full.clone().narrow(1, 0, cg).reshape([b, t, cg, h, w]).swap_dims(1, 2);
+        let gate = tanh(self.conv3D.forward(relu(self.bn.forward(x.clone()))));
+        if cost::is_recording() {
+            cost::add((bt * 2 * h * w * (cg / 2) * 27) as u64);
+        }
+        probe::tap("gsf.tanh", &gate);
+        let half = cg / 2;
+        let fuse = |x: Tensor<5>, g: Tensor<5>, conv: &Conv2d, from_future_frame: bool| {
+            let y = x.clone() * g;
+            let r = x - y.clone();
+            let y = if from_future_frame { from_future(y, 2) } else { from_past(y, 2) };
+            // Spatial means (B, C/2, T) of the shifted and residual parts, stacked as 2 channels.
+            let mean = |v: Tensor<5>| v.mean_dim(4).mean_dim(3).reshape([b, half, t]);
+            let map = Tensor::stack::<4>(vec![mean(y.clone()), mean(r.clone())], 1);
+            let weights = sigmoid(conv.forward(map)).reshape([b, half, t, 1, 1]);
+            y * weights.clone() + r * weights.neg().add_scalar(1.0)
+        };
+        let z1 = fuse(x.clone().narrow(1, 0, half), gate.clone().narrow(1, 0, 1), &self.channel_conv1, true);
+        let z2 = fuse(x.narrow(1, half, half), gate.narrow(1, 1, 1), &self.channel_conv2, false);
+        let y = Tensor::cat(vec![super::gsm::interleave(z1), super::gsm::interleave(z2)], 1);
+        let y = y.swap_dims(1, 2).reshape([bt, cg, h, w]);
+        let y = if cg < c { Tensor::cat(vec![y, x_full.narrow(1, cg, c - cg)], 1) } else { y };
+        probe::tap("gsf", &y);
+        y
+    }
+}
