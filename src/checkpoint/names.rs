@@ -40,7 +40,7 @@ pub fn to_official(arch: Arch, temporal: TemporalKind, place: ShiftPlace, path: 
     };
     let outer = match arch {
         Arch::BnInception => internal_to_caffe(rest, temporal),
-        Arch::InceptionV3 => internal_to_inception_v3(rest),
+        Arch::InceptionV3 => internal_to_inception_v3(rest, temporal),
         a if a.lite().is_some() => internal_to_lite(rest),
         _ => internal_to_torchvision(rest, temporal, place),
     };
@@ -117,7 +117,8 @@ fn inception_v3_block(layer: &str) -> (Option<&str>, &str) {
 /// `X_Conv2D.*` → `X.conv.*`, `X_batchnorm.*` → `X.bn.*`.
 fn inception_v3_to_internal(key: &str) -> String {
     let (layer, param) = key.split_once('.').unwrap_or((key, ""));
-    let (layer, part) = if let Some(l) = layer.strip_prefix("gsm_").and_then(|l| l.strip_suffix("_Conv2D")) {
+    let module = layer.strip_prefix("gsm_").or_else(|| layer.strip_prefix("gsf_"));
+    let (layer, part) = if let Some(l) = module.and_then(|l| l.strip_suffix("_Conv2D")) {
         (l, "temporal")
     } else if let Some(l) = layer.strip_suffix("_Conv2D") {
         (l, "conv")
@@ -132,7 +133,7 @@ fn inception_v3_to_internal(key: &str) -> String {
     }
 }
 
-fn internal_to_inception_v3(path: &str) -> String {
+fn internal_to_inception_v3(path: &str, temporal: TemporalKind) -> String {
     let parts: Vec<&str> = path.splitn(4, '.').collect();
     // Stem units: `conv_3.bn.weight`; block units: `mixed_1.tower_conv.bn.weight`.
     let (layer, part, tail) = match parts.as_slice() {
@@ -146,7 +147,7 @@ fn internal_to_inception_v3(path: &str) -> String {
     match part {
         "conv" => format!("{layer}_Conv2D.{tail}"),
         "bn" => format!("{layer}_batchnorm.{tail}"),
-        "temporal" => format!("gsm_{layer}_Conv2D.{tail}"),
+        "temporal" => format!("{}_{layer}_Conv2D.{tail}", temporal.name()),
         _ => path.to_string(),
     }
 }
@@ -264,6 +265,10 @@ mod tests {
         let internal = to_internal(Arch::BnInception, bn);
         assert_eq!(internal, "base_model.inception_4d_1x1.temporal.channel_conv2.weight");
         assert_eq!(to_official(Arch::BnInception, TemporalKind::Gsf, ShiftPlace::Blockres, &internal), bn);
+        let v3 = "base_model.gsf_mixed_3_conv_Conv2D.channel_conv1.bias";
+        let internal = to_internal(Arch::InceptionV3, v3);
+        assert_eq!(internal, "base_model.mixed_3.conv.temporal.channel_conv1.bias");
+        assert_eq!(to_official(Arch::InceptionV3, TemporalKind::Gsf, ShiftPlace::Blockres, &internal), v3);
         let res = "base_model.layer3.5.gsf.conv3D.weight";
         let internal = to_internal(Arch::Resnet50, res);
         assert_eq!(internal, "base_model.layer3.5.temporal.conv3D.weight");

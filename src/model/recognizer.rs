@@ -50,13 +50,14 @@ impl ModelConfig {
         }
     }
 
-    /// Refuses combinations gateshift does not build: GSF on InceptionV3 (the official GSF
-    /// code places it differently from GSM there; not implemented yet).
+    /// Refuses configurations gateshift cannot build, with the reason (GSF gates a
+    /// multiple of 4 channels at every place: `--gsf-ratio` must allow that).
     pub fn check(&self) -> anyhow::Result<()> {
-        if (self.arch, self.temporal) == (Arch::InceptionV3, TemporalKind::Gsf) {
-            anyhow::bail!(
-                "GSF on InceptionV3 is not implemented (GSF is available on BN-Inception, ResNets and EfficientNet-Lite)"
-            );
+        if self.temporal == TemporalKind::Gsf {
+            let r = self.temporal_opts().gsf_ratio;
+            if r == 0 || r > 100 {
+                anyhow::bail!("--gsf-ratio must be a percentage in 1..=100, got {r}");
+            }
         }
         Ok(())
     }

@@ -40,7 +40,15 @@ impl Units<'_> {
     }
     /// A 1x1 unit at one of the official GSM places.
     fn gsm_place(&self, cin: usize, cout: usize) -> ConvBn {
-        self.c1(cin, cout).with_temporal(self.temporal.build(cout, self.segments, self.opts, self.device))
+        self.temporal_on(self.c1(cin, cout), cout)
+    }
+    fn temporal_on(&self, unit: ConvBn, cout: usize) -> ConvBn {
+        unit.with_temporal(self.temporal.build(cout, self.segments, self.opts, self.device))
+    }
+    /// GSF's places differ from GSM's in two blocks: `mixed_3_conv` (instead of
+    /// `mixed_3_tower_conv`) and `mixed_6_conv` as well (`inceptionv3_gsf.yaml`).
+    fn gsf(&self) -> bool {
+        self.temporal == TemporalKind::Gsf
     }
     /// `1×7` (row) or `7×1` (column) unit.
     fn row7(&self, cin: usize, cout: usize) -> ConvBn {
@@ -116,9 +124,10 @@ pub struct BlockB {
 
 impl BlockB {
     fn new(u: &Units) -> Self {
+        let conv = u.sq(288, 384, 3, 2, 0);
         Self {
-            conv: u.sq(288, 384, 3, 2, 0),
-            tower_conv: u.gsm_place(288, 64),
+            conv: if u.gsf() { u.temporal_on(conv, 384) } else { conv },
+            tower_conv: if u.gsf() { u.c1(288, 64) } else { u.gsm_place(288, 64) },
             tower_conv_1: u.sq(64, 96, 3, 1, 1),
             tower_conv_2: u.sq(96, 96, 3, 2, 0),
         }
@@ -283,7 +292,7 @@ impl InceptionV3 {
             mixed_3: BlockB::new(&u),
             mixed_4: BlockC::new(&u, 128, true),
             mixed_5: BlockC::new(&u, 160, true),
-            mixed_6: BlockC::new(&u, 160, false),
+            mixed_6: BlockC::new(&u, 160, u.gsf()),
             mixed_7: BlockC::new(&u, 192, true),
             mixed_8: BlockD::new(&u),
             mixed_9: BlockE::new(&u, 1280, false),

@@ -38,10 +38,13 @@ pub struct Gsf {
     pub num_segments: usize,
 }
 
-/// The official channel count: `ratio` percent of `f_plane`, truncated, then made even.
+/// The official channel count: `ratio` percent of `f_plane`, truncated, then made even. The
+/// re-interleave views each half as (2, C/4), so the official code fails unless that is a
+/// multiple of 4; here such counts are rounded down to one (at least 4) instead.
 pub fn gated_channels(f_plane: usize, ratio: usize) -> usize {
-    let c = f_plane * ratio / 100;
-    c + c % 2
+    let c = f_plane * ratio.min(100) / 100;
+    let c = c + c % 2;
+    (c / 4 * 4).max(4)
 }
 
 impl Gsf {
@@ -49,10 +52,7 @@ impl Gsf {
     /// BN weight 1 and bias 0.
     pub fn new(f_plane: usize, num_segments: usize, ratio: usize, device: &Device) -> Self {
         let gsf_plane = gated_channels(f_plane, ratio);
-        assert!(
-            gsf_plane >= 4 && gsf_plane.is_multiple_of(4) && gsf_plane <= f_plane,
-            "GSF gates {gsf_plane} of {f_plane} channels ({ratio}%): the official re-interleave needs a multiple of 4"
-        );
+        assert!(gsf_plane <= f_plane, "GSF needs at least 4 channels, got {f_plane}");
         let conv3d = Conv3dConfig::new([gsf_plane, 2], [3, 3, 3])
             .with_groups(2)
             .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
@@ -102,5 +102,22 @@ impl Gsf {
         let y = if cg < c { Tensor::cat(vec![y, x_full.narrow(1, cg, c - cg)], 1) } else { y };
         probe::tap("gsf", &y);
         y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gated_channels;
+
+    #[test]
+    fn gated_channel_counts() {
+        // Official: BN-Inception at 100%, ResNet-50 bottlenecks at 25%.
+        assert_eq!(gated_channels(64, 100), 64);
+        assert_eq!(gated_channels(256, 25), 64);
+        assert_eq!(gated_channels(2048, 25), 512);
+        // Truncate, make even (official), then down to a multiple of 4 (ours).
+        assert_eq!(gated_channels(24, 50), 12);
+        assert_eq!(gated_channels(32, 30), 8);
+        assert_eq!(gated_channels(64, 1), 4);
     }
 }
