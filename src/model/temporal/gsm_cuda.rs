@@ -235,8 +235,45 @@ fn entry_points() -> impl Iterator<Item = String> {
 
 /// Compiles [`SOURCE`] to PTX with NVRTC (no GPU needed; used by a test where NVRTC exists).
 pub fn compile() -> Result<cudarc::nvrtc::Ptx, String> {
+    preload_nvrtc();
     let opts = CompileOptions { arch: Some("compute_80"), ..Default::default() };
     compile_ptx_with_opts(SOURCE, opts).map_err(|e| format!("NVRTC could not compile the fused GSM kernels: {e:?}"))
+}
+
+/// Makes NVRTC loadable without `LD_LIBRARY_PATH`: when `libnvrtc.so.13` is not on the
+/// library path, loads it (and its builtins) from the `nvidia/cu13/lib` folder of the pip
+/// wheels next to the libtorch this process runs on. cudarc then finds the library already
+/// loaded under its soname. Best effort: on failure NVRTC's own error is reported later.
+fn preload_nvrtc() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        if dlopen("libnvrtc.so.13") {
+            return;
+        }
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+        let Some(torch_lib) = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .find(|p| p.ends_with("/libtorch_cpu.so"))
+            .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
+        else {
+            return;
+        };
+        // site-packages/torch/lib → site-packages/nvidia/cu13/lib
+        let Some(site) = torch_lib.parent().and_then(|t| t.parent()) else { return };
+        let dir = site.join("nvidia/cu13/lib");
+        for name in ["libnvrtc-builtins.so.13.0", "libnvrtc.so.13"] {
+            dlopen(&dir.join(name).to_string_lossy());
+        }
+    });
+}
+
+/// `dlopen(name, RTLD_NOW | RTLD_GLOBAL)`; whether it succeeded. The handle is kept (never
+/// closed) so the library stays loaded for later lookups by soname.
+fn dlopen(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: a NUL-terminated path; loading NVRTC runs no initialisers with preconditions.
+    !unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null()
 }
 
 /// The loaded kernels of one GPU.
@@ -340,9 +377,10 @@ impl Kernels {
 
 #[cfg(test)]
 mod tests {
-    /// The kernels compile wherever NVRTC can be loaded (no GPU needed): with the pip torch's
-    /// `nvidia/cu13/lib` on `LD_LIBRARY_PATH`. Without NVRTC the test says so and checks nothing
-    /// else — the GPU run in `scripts/device-bench.sh` checks them against the fixture.
+    /// The kernels compile wherever NVRTC can be loaded (no GPU needed): from the pip torch's
+    /// `nvidia/cu13/lib` next to the libtorch in use, or the library path. Without NVRTC the
+    /// test says so and checks nothing else — the GPU run in `scripts/device-bench.sh` checks
+    /// them against the fixture.
     #[test]
     fn kernels_compile_with_nvrtc() {
         match std::panic::catch_unwind(super::compile) {
