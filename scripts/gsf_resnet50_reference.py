@@ -21,6 +21,9 @@ from safetensors.torch import save_file
 sys.path.insert(0, sys.argv[1])
 from gsf import GSF  # noqa: E402  (official)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gsf_bninception_reference import randomise_bn  # noqa: E402
+
 SEGMENTS, CLASSES = 8, 174
 
 
@@ -42,13 +45,7 @@ for layer in [base.layer1, base.layer2, base.layer3, base.layer4]:
         block.forward = types.MethodType(bottleneck_forward, block)
 base.fc = torch.nn.Identity()
 new_fc = torch.nn.Linear(2048, CLASSES)
-with torch.no_grad():
-    for m in base.modules():
-        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0, 0.1)
+randomise_bn(base)
 base.eval()
 state = {f"module.base_model.{k}": v for k, v in base.state_dict().items()}
 state.update({f"module.new_fc.{k}": v for k, v in new_fc.state_dict().items()})
