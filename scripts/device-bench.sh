@@ -3,7 +3,7 @@
 # GSM module parity on the GPU against the official fixture, then the benchmark table
 # (BN-Inception GSM/TSN and TSM ResNet-50, 8 segments, batch 32, train and infer, fp32 and
 # bf16) on burn's libtorch backend with CUDA. GSM runs the fused CUDA kernels (fp32 and bf16;
-# src/model/temporal/gsm_cuda.rs, compiled at run time by NVRTC from torch's pip wheels);
+# src/model/temporal/gsm_cuda.rs, compiled at run time by NVRTC from torch's pip wheels, found beside torch/lib);
 # the parity check runs both the fused and the composed GSM, and the table has composed GSM
 # rows for comparison. Writes $OUT/card.txt and $OUT/results.txt.
 #
@@ -17,9 +17,8 @@ out=${OUT:-/tmp/gateshift-device}
 mkdir -p "$out"
 bin=${BIN:-target-tch/release/gateshift}
 torch_lib=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__) + "/lib")')
-# NVRTC for the fused kernels: the nvidia/cu13 wheel that torch 2.11 pulls in.
-nvrtc_lib=$(find "$(dirname "$(dirname "$torch_lib")")/nvidia" -name 'libnvrtc.so.1*' -printf '%h\n' 2>/dev/null | head -1)
-export LD_LIBRARY_PATH="$torch_lib:${nvrtc_lib:+$nvrtc_lib:}${LD_LIBRARY_PATH:-}"
+# (NVRTC for the fused kernels is found by the binary beside this torch/lib.)
+export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/card.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/card.txt"
 {

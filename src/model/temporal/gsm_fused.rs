@@ -150,10 +150,9 @@ impl GateShiftKernels for Flex {
     fn gate_shift_forward(x: FlexTensor, gate_logits: FlexTensor, segments: usize) -> FlexTensor {
         let d = dims(&x, segments);
         check_shape(&gate_logits, [d.b, 2, d.t, d.h, d.w], "gate logits");
-        let x = x.to_contiguous();
-        let g = tanh_gate(&gate_logits);
+        let (x, a) = (x.to_contiguous(), gate_logits.to_contiguous());
         let mut y = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
-        kernels::shift_forward(d, slice(&x), &g, y.storage_mut::<f32>());
+        kernels::shift_forward(d, slice(&x), slice(&a), y.storage_mut::<f32>());
         y
     }
 
@@ -164,11 +163,10 @@ impl GateShiftKernels for Flex {
         segments: usize,
     ) -> (FlexTensor, FlexTensor) {
         let d = dims(&x, segments);
-        let (x, dy) = (x.to_contiguous(), dy.to_contiguous());
-        let g = tanh_gate(&gate_logits);
+        let (x, a, dy) = (x.to_contiguous(), gate_logits.to_contiguous(), dy.to_contiguous());
         let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
-        let mut da = FlexTensor::empty(gate_logits.layout().shape().clone(), DType::F32);
-        kernels::shift_backward(d, slice(&x), &g, slice(&dy), dx.storage_mut::<f32>(), da.storage_mut::<f32>());
+        let mut da = FlexTensor::empty(a.layout().shape().clone(), DType::F32);
+        kernels::shift_backward(d, slice(&x), slice(&a), slice(&dy), dx.storage_mut::<f32>(), da.storage_mut::<f32>());
         (dx, da)
     }
 }
@@ -265,11 +263,6 @@ fn slice(t: &FlexTensor) -> &[f32] {
 
 fn vec_tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(burn::tensor::TensorData::new(v, shape))
-}
-
-/// `tanh` of the gate logits, contiguous.
-fn tanh_gate(gate_logits: &FlexTensor) -> Vec<f32> {
-    slice(&gate_logits.to_contiguous()).iter().map(|v| v.tanh()).collect()
 }
 
 #[cfg(test)]

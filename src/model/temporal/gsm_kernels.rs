@@ -205,9 +205,15 @@ pub fn gate_conv_backward(d: Dims, r: &[f32], weight: &[f32], da: &[f32], dr: &m
     (dweight, dbias)
 }
 
-/// Gated shift: `y` (B·T, C, H, W) from `x` (same) and `g = tanh(logits)` (B, 2, T, H, W),
+/// `tanh` of every gate logit (the gate `g`), computed once per call.
+fn gates(logits: &[f32]) -> Vec<f32> {
+    logits.iter().map(|v| v.tanh()).collect()
+}
+
+/// Gated shift: `y` (B·T, C, H, W) from `x` (same) and the gate logits (B, 2, T, H, W),
 /// one output frame per task.
-pub fn shift_forward(d: Dims, x: &[f32], g: &[f32], y: &mut [f32]) {
+pub fn shift_forward(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
+    let g = &gates(logits);
     let (hw, half) = (d.hw(), d.c / 2);
     y.par_chunks_mut(d.c * hw).enumerate().for_each(|(n, out)| {
         let (b, t) = (n / d.t, n % d.t);
@@ -234,7 +240,8 @@ pub fn shift_forward(d: Dims, x: &[f32], g: &[f32], y: &mut [f32]) {
 
 /// Gated shift backward: `dx` from `dy`, and the gradient of the gate logits into `da`. Each
 /// frame's task also sums its two gate gradients, scattered into `da` afterwards.
-pub fn shift_backward(d: Dims, x: &[f32], g: &[f32], dy: &[f32], dx: &mut [f32], da: &mut [f32]) {
+pub fn shift_backward(d: Dims, x: &[f32], logits: &[f32], dy: &[f32], dx: &mut [f32], da: &mut [f32]) {
+    let g = &gates(logits);
     let (hw, half) = (d.hw(), d.c / 2);
     let grad_out = |b: usize, t: usize, c: usize| &dy[d.frame_plane(b, t, d.interleaved(c))..][..hw];
     let dg: Vec<Vec<f32>> = dx

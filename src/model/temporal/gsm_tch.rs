@@ -88,10 +88,7 @@ impl GateShiftKernels for LibTorch {
         let a = operand(&gate_logits, &gate_shape(d), x.kind(), "gate logits");
         let y = Tensor::empty(x.size(), (x.kind(), x.device()));
         match on(&x) {
-            None => {
-                let g: Vec<f32> = cpu(&a).iter().map(|v| v.tanh()).collect();
-                kernels::shift_forward(d, cpu(&x), &g, cpu_mut(&y));
-            }
+            None => kernels::shift_forward(d, cpu(&x), cpu(&a), cpu_mut(&y)),
             Some(k) => k.shift_forward(d, e, ptr(&x), ptr(&a), ptr(&y)),
         }
         TchTensor::new(y)
@@ -109,10 +106,7 @@ impl GateShiftKernels for LibTorch {
         let dx = Tensor::empty(x.size(), (x.kind(), x.device()));
         let da = Tensor::empty(a.size(), (x.kind(), x.device()));
         match on(&x) {
-            None => {
-                let g: Vec<f32> = cpu(&a).iter().map(|v| v.tanh()).collect();
-                kernels::shift_backward(d, cpu(&x), &g, cpu(&dy), cpu_mut(&dx), cpu_mut(&da));
-            }
+            None => kernels::shift_backward(d, cpu(&x), cpu(&a), cpu(&dy), cpu_mut(&dx), cpu_mut(&da)),
             Some(k) => k.shift_backward(d, e, [ptr(&x), ptr(&a), ptr(&dy)], [ptr(&dx), ptr(&da)]),
         }
         (TchTensor::new(dx), TchTensor::new(da))
