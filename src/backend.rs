@@ -6,13 +6,23 @@ use burn::tensor::Device;
 
 /// Backends compiled into this binary, in the order `auto` tries them.
 pub fn available() -> Vec<&'static str> {
-    #[cfg(feature = "tch")]
-    return vec!["tch", "flex", "tch-cuda"];
-    #[cfg(not(feature = "tch"))]
-    vec!["flex"]
+    let mut names = Vec::new();
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    if cfg!(feature = "tch") {
+        names.extend(["tch", "flex", "tch-cuda"]);
+    } else {
+        names.push("flex");
+    }
+    if cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
+    names
 }
 
-/// The inference device for a backend name (`flex`, `tch`, `tch-cuda[:N]`, `auto`).
+/// The inference device for a backend name (`flex`, `tch`, `tch-cuda[:N]`, `cuda[:N]`, `wgpu`,
+/// `auto`).
 pub fn device(name: &str) -> Result<Device> {
     let (kind, index) = match name.split_once(':') {
         Some((k, i)) => (k, i.parse::<usize>().map_err(|_| anyhow::anyhow!("bad device index in --backend {name}"))?),
@@ -36,6 +46,61 @@ pub fn device(name: &str) -> Result<Device> {
             }
             Device::libtorch_cuda(index)
         }
+        // burn's CubeCL CUDA backend: the driver and NVRTC are loaded at run time.
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            cuda_ready(index).map_err(|e| anyhow::anyhow!("--backend {name}: {e}"))?;
+            Device::cuda(index)
+        }
+        // burn's CubeCL wgpu backend on wgpu's preferred adapter (a GPU if there is one, else
+        // a CPU implementation such as Mesa's lavapipe).
+        #[cfg(feature = "wgpu")]
+        "wgpu" => {
+            let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+            // The runtime opens the adapter on first use and panics if there is none.
+            let probe = std::panic::AssertUnwindSafe(device.clone());
+            std::panic::catch_unwind(move || probe.identity()).map_err(|_| {
+                anyhow::anyhow!(
+                    "--backend wgpu: no adapter could be opened (no GPU and no software Vulkan; \
+                     Debian: apt-get install mesa-vulkan-drivers)"
+                )
+            })?;
+            device
+        }
         other => bail!("backend {other:?} is not compiled into this binary (available: {})", available().join(", ")),
     })
+}
+
+/// Checks what burn's CubeCL CUDA runtime loads at run time, so that a machine without it gets
+/// an error instead of a panic inside the runtime: the driver, NVRTC and the device.
+#[cfg(feature = "cuda")]
+fn cuda_ready(index: usize) -> Result<()> {
+    // With libtorch in the binary, NVRTC may come from its pip wheels without LD_LIBRARY_PATH.
+    #[cfg(feature = "tch")]
+    crate::model::temporal::gsm_cuda::preload_nvrtc();
+    // SAFETY: these only try to open the shared libraries.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        bail!("the CUDA driver (libcuda.so) is not on the library path (no NVIDIA driver here?)");
+    }
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        bail!(
+            "NVRTC (libnvrtc.so) is not on the library path: add the CUDA toolkit's lib64, or the \
+             nvidia/cu13/lib folder of a pip torch, to LD_LIBRARY_PATH"
+        );
+    }
+    let seen = cudarc::driver::CudaContext::device_count().map_err(|e| anyhow::anyhow!("CUDA: {e:?}"))?;
+    if index as i64 >= i64::from(seen) {
+        bail!("the CUDA driver sees {seen} device(s)");
+    }
+    Ok(())
+}
+
+/// The device as its runtime names it (CubeCL runtimes only; `None` elsewhere).
+pub fn describe(device: &Device) -> Option<String> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(id) = device.identity() {
+        return Some(format!("{} ({})", id.name, id.fingerprint));
+    }
+    let _ = device;
+    None
 }

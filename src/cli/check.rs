@@ -1,5 +1,7 @@
 //! `gateshift check gsm-module FIXTURE [--backend B]`: the GSM module and TSM shift against
-//! the official code's fixture, on any compiled backend (how a GPU build is checked).
+//! the official code's fixture, on any compiled backend (how a GPU build is checked);
+//! `gateshift check backend --backend B`: a whole training step against flex
+//! (`check_backend.rs`).
 
 use std::path::PathBuf;
 
@@ -27,6 +29,9 @@ pub enum CheckCommand {
         #[arg(long, value_enum, default_value = "both")]
         path: GsmPath,
     },
+    /// One training step of a whole recognizer on a backend against the same step on flex:
+    /// logits, loss and every parameter's gradient.
+    Backend(super::check_backend::BackendCheck),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,12 +42,20 @@ pub enum GsmPath {
 }
 
 pub fn run(a: CheckArgs) -> Result<()> {
-    let CheckCommand::GsmModule { fixture, backend, path } = a.command;
+    let (fixture, backend, path) = match a.command {
+        CheckCommand::GsmModule { fixture, backend, path } => (fixture, backend, path),
+        CheckCommand::Backend(b) => return super::check_backend::run(b),
+    };
     let device = gateshift::backend::device(&backend)?;
+    if let Some(name) = gateshift::backend::describe(&device) {
+        println!("device: {name}");
+    }
     let (tensors, _) = gateshift::checkpoint::safetensors::read(&fixture)?;
     let has_fused = gsm_fused::available(&device, DType::F32);
     if path == GsmPath::Fused && !has_fused {
-        bail!("backend {backend} has no fused GSM kernels (they exist for flex, float32); use --path composed");
+        bail!(
+            "backend {backend} has no fused GSM kernels for float32 (they exist for flex, tch, tch-cuda, cuda and wgpu); use --path composed"
+        );
     }
     let mut paths = vec![];
     if path != GsmPath::Composed && has_fused {

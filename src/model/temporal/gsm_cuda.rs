@@ -244,7 +244,7 @@ pub fn compile() -> Result<cudarc::nvrtc::Ptx, String> {
 /// library path, loads it (and its builtins) from the `nvidia/cu13/lib` folder of the pip
 /// wheels next to the libtorch this process runs on. cudarc then finds the library already
 /// loaded under its soname. Best effort: on failure NVRTC's own error is reported later.
-fn preload_nvrtc() {
+pub fn preload_nvrtc() {
     static DONE: std::sync::Once = std::sync::Once::new();
     DONE.call_once(|| {
         if dlopen("libnvrtc.so.13") {

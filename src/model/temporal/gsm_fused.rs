@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::gsm_kernels::{self as kernels, Dims};
 
 /// The fused ops, routed by burn to the backend a tensor lives on (with or without autodiff).
-#[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Autodiff)]
+#[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Cube: cfg(any(feature = "cuda", feature = "wgpu")), Autodiff)]
 pub trait GateShift: Backend {
     /// `r`: ReLU(BN(x)), (B·T, C, H, W); `weight`: (2, C/2, 3, 3, 3); `bias`: (2) →
     /// gate logits (B, 2, T, H, W).
@@ -84,13 +84,18 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
-/// Whether fused kernels exist for tensors of `dtype` on `device`: float32 on flex, and with
+/// Whether fused kernels exist for tensors of `dtype` on `device`: float32 on flex; with
 /// `--features tch` float32 on libtorch's CPU, float32 and bfloat16 on its CUDA devices (where
-/// NVRTC and the driver load).
+/// NVRTC and the driver load); with `cuda` or `wgpu`, float32 on burn's CubeCL devices and
+/// bfloat16 on CubeCL CUDA.
 pub fn available(device: &Device, dtype: DType) -> bool {
     #[cfg(feature = "tch")]
     if matches!(dtype, DType::F32 | DType::BF16) && super::gsm_tch::available(device, dtype == DType::BF16) {
         return true;
+    }
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let burn::backend::DispatchDevice::Cube(cube) = device.clone().inner().as_dispatch() {
+        return dtype == DType::F32 || (dtype == DType::BF16 && matches!(cube, burn::backend::CubeDevice::Cuda(_)));
     }
     dtype == DType::F32 && *device == Device::flex()
 }

@@ -3,6 +3,10 @@
 
 pub mod gsf;
 pub mod gsm;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod gsm_cube;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod gsm_cube_ops;
 #[cfg(feature = "tch")]
 pub mod gsm_cuda;
 pub mod gsm_fused;
