@@ -9,7 +9,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::store::{ModuleSnapshot, bridge};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use gateshift::model::temporal::Gsf;
 
 const PARAMS: [&str; 8] = [
@@ -32,7 +32,7 @@ fn check(name: &str, ours: TensorData, reference: &TensorData, tolerance: f32) {
 
 fn case(f: &BTreeMap<String, TensorData>, prefix: &str, ratio: usize, segments: usize) {
     let get = |k: &str| f.get(&format!("{prefix}{k}")).unwrap_or_else(|| panic!("fixture lacks {prefix}{k}")).clone();
-    let device = Device::flex().autodiff();
+    let device = common::device().autodiff();
     let x_data = get("x");
     let channels = x_data.shape()[1];
     let mut gsf = Gsf::new(channels, segments, ratio, &device);
@@ -64,7 +64,7 @@ fn case(f: &BTreeMap<String, TensorData>, prefix: &str, ratio: usize, segments: 
     let rv = gsf.bn.running_var.value_sync().into_data();
     check(&format!("{prefix}bn running_var"), rv, &get("train.buffer_after.bn.running_var"), 1e-4);
     let eval = gsf.valid();
-    let y = eval.forward(Tensor::from_data(x_data, &Device::flex()));
+    let y = eval.forward(Tensor::from_data(x_data, &common::device()));
     check(&format!("{prefix}eval-mode output"), y.into_data(), &get("eval.y"), 1e-4);
 }
 

@@ -3,7 +3,7 @@
 mod common;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use gateshift::model::temporal::Gsm;
 
 #[test]
@@ -11,7 +11,7 @@ fn gsm_forward_backward_and_running_stats_match_official() {
     let Some(f) = common::fixture("gsm_module.safetensors") else { return };
     // The fused kernels (what `Gsm::forward` uses on flex) and the composed reference.
     for (fused, path) in [(true, "fused"), (false, "composed")] {
-        for c in gateshift::model::temporal::parity::gsm_module(&f, &Device::flex(), fused).unwrap() {
+        for c in gateshift::model::temporal::parity::gsm_module(&f, &common::device(), fused).unwrap() {
             println!("parity gsm {path:<8} {:<32} rel {:.3e}  (tol {:.0e})", c.name, c.rel, c.tolerance);
             assert!(c.passed(), "{path} {}: relative error {:.3e} above {:.0e}", c.name, c.rel, c.tolerance);
         }
@@ -21,7 +21,7 @@ fn gsm_forward_backward_and_running_stats_match_official() {
 #[test]
 fn gsm_at_zero_gates_is_the_channel_permutation() {
     // Official init (zero gate conv): output = input with each half re-interleaved.
-    let device = Device::flex();
+    let device = common::device();
     let gsm = Gsm::new(8, 2, &device).valid();
     let data: Vec<f32> = (0..2 * 8).map(|i| i as f32).collect();
     let x: Tensor<4> = Tensor::from_data(burn::tensor::TensorData::new(data, [2, 8, 1, 1]), &device);

@@ -39,7 +39,7 @@ fn resnet_cfg() -> ModelConfig {
 #[test]
 fn bninception_gsm_logits_and_activations() {
     let Some(io) = common::fixture("gsm_bninception_seg8_io.safetensors") else { return };
-    let device = Device::flex();
+    let device = common::device();
     let model = load("gsm_bninception_seg8.pth.tar", &bninception_cfg(), &device).unwrap().valid();
     let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
     let (logits, taps) = probe::capture(|| model.forward(input));
@@ -61,7 +61,7 @@ fn bninception_gsm_logits_and_activations() {
 #[test]
 fn resnet18_tsm_logits_and_activations() {
     let Some(io) = common::fixture("tsm_resnet18_shift8_blockres_seg8_io.safetensors") else { return };
-    let device = Device::flex();
+    let device = common::device();
     let model = load("tsm_resnet18_shift8_blockres_seg8.pth.tar", &resnet_cfg(), &device).unwrap().valid();
     let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
     common::check("resnet18+tsm logits", &model.forward(input.clone()), &io["logits"], 1e-4);
@@ -102,7 +102,7 @@ fn training_step(
     exact: Option<&BTreeMap<String, TensorData>>,
 ) {
     cfg.dropout = 0.0;
-    let device = Device::flex().autodiff();
+    let device = common::device().autodiff();
     let Some(model) = load(ckpt, &cfg, &device) else { return };
     let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
     let labels: Tensor<1, Int> = Tensor::from_data(io["train.labels"].clone().convert::<i64>(), &device);

@@ -26,7 +26,12 @@ pub fn active() -> bool {
 pub fn tap<const D: usize>(name: &str, x: &Tensor<D>) {
     TAPS.with(|t| {
         if let Some(v) = t.borrow_mut().as_mut() {
-            v.push((name.to_string(), x.to_data()));
+            // Copied out at once: burn's CubeCL wgpu backend hands back data that is read from
+            // the device when first touched, and activations held untouched while the forward
+            // goes on were seen to hold a later layer's values there (docs/RELIABILITY.md).
+            let d = x.to_data();
+            let owned = TensorData::from_bytes_vec(d.as_bytes().to_vec(), d.shape().clone(), d.dtype());
+            v.push((name.to_string(), owned));
         }
     });
 }

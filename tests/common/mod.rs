@@ -19,6 +19,13 @@ pub fn shared() -> Option<PathBuf> {
     }
 }
 
+/// The device parity tests run on: `$GATESHIFT_TEST_BACKEND` (any `--backend` name this build
+/// has, e.g. `wgpu` or `cuda` with those features; see `scripts/test-cubecl.sh`), else flex.
+pub fn device() -> burn::tensor::Device {
+    let name = std::env::var("GATESHIFT_TEST_BACKEND").unwrap_or_else(|_| "flex".into());
+    gateshift::backend::device(&name).unwrap_or_else(|e| panic!("GATESHIFT_TEST_BACKEND={name}: {e}"))
+}
+
 pub fn fixture(name: &str) -> Option<BTreeMap<String, TensorData>> {
     let path = shared()?.join("fixtures").join(name);
     Some(gateshift::checkpoint::safetensors::read(&path).expect("fixture readable").0)
