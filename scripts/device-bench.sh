@@ -1,45 +1,88 @@
 #!/usr/bin/env bash
-# The GPU check, run on a lent device machine in one call (see docs/PERFORMANCE.md):
-# GSM module parity on the GPU against the official fixture, then the benchmark table
-# (BN-Inception GSM/TSN and TSM ResNet-50, 8 segments, batch 32, train and infer, fp32 and
-# bf16) on burn's libtorch backend with CUDA. GSM runs the fused CUDA kernels (fp32 and bf16;
-# src/model/temporal/gsm_cuda.rs, compiled at run time by NVRTC from torch's pip wheels, found beside torch/lib);
-# the parity check runs both the fused and the composed GSM, and the table has composed GSM
-# rows for comparison. Writes $OUT/card.txt and $OUT/results.txt.
+# The GPU check, run on a lent device machine in one call (see docs/PERFORMANCE.md), on the
+# two GPU routes of one binary built with `--features tch,cuda`:
+#   tch-cuda  burn's libtorch backend (cuDNN), fused GSM = src/model/temporal/gsm_cuda.rs
+#             (NVRTC from torch's pip wheels, found beside torch/lib);
+#   cuda      burn's CubeCL CUDA backend (kernels by NVRTC), fused GSM =
+#             src/model/temporal/gsm_cube.rs.
+# Order, most important first, so that a run cut short still answers the acceptance points:
+#   1. GSM module parity against the official fixture, fused and composed, on both routes,
+#      and a whole training step (BN-Inception + GSM, ResNet-18 + TSM) against flex;
+#   2. the targets' rows: BN-Inception GSM and TSN, 8 segments, batch 32, bf16, infer and train;
+#   3. the rest of the table: fp32, composed GSM, TSM ResNet-50, `bench gsm`.
+# Rows stop being started after $BUDGET_S seconds (default 420). Each result is appended to
+# $OUT/results.txt as it comes; $OUT/card.txt names the card.
 #
 # Prepare here, then run there (the binary runs against the device's own torch libraries):
 #   CARGO_TARGET_DIR=target-tch LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
-#     PATH=/tmp/torchvenv/bin:$PATH cargo build --release --features tch
+#     PATH=/tmp/torchvenv/bin:$PATH cargo build --release --features tch,cuda
 #   mkdir -p device && cp ../shared/fixtures/gsm_module.safetensors device/
-#   run: scripts/device-bench.sh   carry: target-tch/release/gateshift, device
+#   strip -o device/gateshift target-tch/release/gateshift && gzip -9f device/gateshift
+#   run: scripts/device-bench.sh   carry: device
+# (the binary with both routes is ~100 MB, 75 MB stripped, 18 MB gzipped: the carry cap is 64 MiB)
 set -uo pipefail
 out=${OUT:-/tmp/gateshift-device}
 mkdir -p "$out"
+if [ -z "${BIN:-}" ] && [ -f device/gateshift.gz ]; then
+  gunzip -c device/gateshift.gz > /tmp/gateshift && chmod +x /tmp/gateshift
+  BIN=/tmp/gateshift
+fi
 bin=${BIN:-target-tch/release/gateshift}
-torch_lib=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__) + "/lib")')
-# (NVRTC for the fused kernels is found by the binary beside this torch/lib.)
-export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
+budget=${BUDGET_S:-420}
+start=$SECONDS
+torch_dir=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+# libtorch for tch-cuda; NVRTC for CubeCL from the pip wheels or the CUDA toolkit, whichever
+# the machine has (the tch-cuda kernels find it beside torch/lib themselves).
+nv_lib=$(dirname "$torch_dir")/nvidia/cu13/lib
+export LD_LIBRARY_PATH="$torch_dir/lib:$nv_lib:/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/card.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/card.txt"
-{
-  echo "== GSM module parity on tch-cuda (fused and composed)"
-  "$bin" check gsm-module device/gsm_module.safetensors --backend tch-cuda --path fused
-  "$bin" check gsm-module device/gsm_module.safetensors --backend tch-cuda --path composed
-  echo "== the 10 BN-Inception GSMs alone, batch 32, fused vs composed"
+date -u +%FT%TZ | tee -a "$out/card.txt"
+log() { tee -a "$out/results.txt"; }
+# Runs a command unless the budget is spent; its output goes to results.txt.
+row() {
+  if (( SECONDS - start > budget )); then
+    echo "skipped (budget spent): $*" | log
+    return
+  fi
+  echo "-- $*" | log
+  timeout 150 "$@" 2>&1 | log
+}
+model() { # backend arch temporal mode precision [extra...]
+  local backend=$1 arch=$2 temporal=$3 mode=$4 precision=$5
+  shift 5
+  row "$bin" bench model --arch "$arch" --temporal "$temporal" --segments 8 --batch 32 --mode "$mode" \
+    --precision "$precision" --backend "$backend" --warmup 3 --iters 10 "$@"
+}
+echo "== 1. GSM module parity (official fixture), fused and composed" | log
+for backend in tch-cuda cuda; do
+  for path in fused composed; do
+    row "$bin" check gsm-module device/gsm_module.safetensors --backend "$backend" --path "$path"
+  done
+done
+echo "== 1b. a whole training step against flex (logits, loss, every gradient)" | log
+for backend in tch-cuda cuda; do
+  row "$bin" check backend --backend "$backend" --arch bninception --temporal gsm
+  row "$bin" check backend --backend "$backend" --arch resnet18 --temporal tsm
+done
+echo "== 2. target rows: BN-Inception, 8 segments, batch 32, bf16" | log
+for backend in tch-cuda cuda; do
   for mode in infer train; do
-    timeout 120 "$bin" bench gsm --backend tch-cuda --batch 32 --mode "$mode" --iters 10
+    model "$backend" bninception gsm "$mode" bf16
+    model "$backend" bninception none "$mode" bf16
   done
-  for model in "bninception gsm" "bninception none" "resnet50 tsm"; do
-    set -- $model
-    for mode in infer train; do
-      for precision in fp32 bf16; do
-        timeout 150 "$bin" bench model --arch "$1" --temporal "$2" --segments 8 --batch 32 \
-          --mode "$mode" --precision "$precision" --backend tch-cuda --warmup 3 --iters 10
-        if [ "$2" = gsm ]; then
-          timeout 150 "$bin" bench model --arch "$1" --temporal gsm --gsm composed --segments 8 --batch 32 \
-            --mode "$mode" --precision "$precision" --backend tch-cuda --warmup 3 --iters 10
-        fi
-      done
-    done
+done
+echo "== 3. the rest of the table" | log
+for backend in tch-cuda cuda; do
+  for mode in infer train; do
+    model "$backend" bninception gsm "$mode" fp32
+    model "$backend" bninception none "$mode" fp32
+    model "$backend" bninception gsm "$mode" bf16 --gsm composed
+    model "$backend" resnet50 tsm "$mode" bf16
+    model "$backend" resnet50 tsm "$mode" fp32
   done
-} 2>&1 | tee "$out/results.txt"
+  for mode in infer train; do
+    row "$bin" bench gsm --backend "$backend" --batch 32 --mode "$mode" --iters 10
+  done
+done
+echo "done in $((SECONDS - start)) s" | log

@@ -163,3 +163,19 @@ fn bench_gsm_compares_fused_and_composed() {
     print!("{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.ends_with('×')).count(), 11, "10 places and the total");
 }
+
+/// `check backend` on the one backend every build has: the whole comparison pipeline (state
+/// dict to another device, both steps, every gradient) and its report. Against itself every
+/// error is exactly zero; an unknown backend is an error, not a panic.
+#[test]
+fn check_backend_compares_every_gradient() {
+    let out = gateshift(&["check", "backend", "--backend", "flex", "--arch", "resnet-mini", "--size", "32"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    print!("{stdout}");
+    assert!(stdout.contains("logits") && stdout.contains("rel 0.000e0"), "{stdout}");
+    assert!(stdout.contains("38 gradients; largest relative error 0.000e0"), "{stdout}");
+    let out = gateshift(&["check", "backend", "--backend", "nonesuch"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not compiled into this binary"));
+}

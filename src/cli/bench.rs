@@ -179,6 +179,16 @@ fn model(a: ModelBench) -> Result<()> {
     if let Some(peak) = peak_rss_mib() {
         println!("peak RSS {peak:.0} MiB");
     }
+    // Backends that report their device memory pool (CubeCL): what it holds after the last
+    // iteration, a lower bound of the run's peak.
+    if let Some(pool) = base.memory_pool_usage() {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!(
+            "device memory pool: {:.0} MiB reserved, {:.0} MiB in use after the last iteration",
+            mib(pool.bytes_reserved),
+            mib(pool.bytes_in_use)
+        );
+    }
     Ok(())
 }
 

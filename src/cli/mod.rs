@@ -4,6 +4,7 @@ mod assets;
 mod bench;
 mod bench_gsm;
 mod check;
+mod check_backend;
 mod classify;
 mod convert;
 mod data;

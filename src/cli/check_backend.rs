@@ -1,0 +1,133 @@
+//! `gateshift check backend --backend B`: one training step of a whole recognizer on backend
+//! `B` against the same step on `flex` (itself checked against the official fixtures): logits,
+//! loss and the gradient of every parameter. It needs no fixture, so it is how a GPU build is
+//! checked end to end (`scripts/device-bench.sh`).
+
+use anyhow::{Result, bail};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use clap::Args;
+use gateshift::checkpoint;
+use gateshift::model::temporal::parity::max_errors;
+use gateshift::model::{Arch, ModelConfig, Recognizer, TemporalKind};
+use gateshift::train::optim::cross_entropy;
+
+#[derive(Args, Debug)]
+pub struct BackendCheck {
+    /// The backend to check (against flex).
+    #[arg(long)]
+    pub backend: String,
+    #[arg(long, value_enum, default_value = "resnet18")]
+    pub arch: Arch,
+    #[arg(long, value_enum, default_value = "tsm")]
+    pub temporal: TemporalKind,
+    #[arg(long, default_value_t = 8)]
+    pub segments: usize,
+    /// Clips in the batch.
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// Frame side (default: the architecture's input size).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Largest relative error allowed on a gradient. A random-weight network amplifies float32
+    /// rounding in the backward pass: libtorch's CPU gradients differ from flex's by up to
+    /// 4.5e-2 on some ResNet-18 layers (docs/FIDELITY.md), so this catches wrong gradients,
+    /// not rounding.
+    #[arg(long, default_value_t = 1e-1)]
+    pub grad_tol: f32,
+}
+
+/// Every parameter's gradient by path, copied out at once (see `model::probe`).
+struct Grads<'a> {
+    grads: &'a GradientsParams,
+    path: Vec<String>,
+    out: Vec<(String, TensorData)>,
+}
+
+impl ModuleVisitor for Grads<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let d = g.into_data();
+            let owned = TensorData::from_bytes_vec(d.as_bytes().to_vec(), d.shape().clone(), d.dtype());
+            self.out.push((self.path.join("."), owned));
+        }
+    }
+}
+
+/// Logits, loss and every gradient of one step of `model` on `input`.
+fn step(model: &Recognizer, input: &TensorData, labels: &TensorData, device: &Device) -> Vec<(String, TensorData)> {
+    let x: Tensor<4> = Tensor::from_data(input.clone(), device);
+    let y: Tensor<1, Int> = Tensor::from_data(labels.clone(), device);
+    let logits = model.forward(x);
+    let loss = cross_entropy(logits.clone(), y);
+    let mut out = vec![("logits".to_string(), logits.into_data()), ("loss".to_string(), loss.clone().into_data())];
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    let mut visitor = Grads { grads: &grads, path: Vec::new(), out: Vec::new() };
+    model.visit(&mut visitor);
+    out.extend(visitor.out);
+    out
+}
+
+pub fn run(a: BackendCheck) -> Result<()> {
+    let target = gateshift::backend::device(&a.backend)?;
+    if let Some(name) = gateshift::backend::describe(&target) {
+        println!("device: {name}");
+    }
+    let mut cfg = ModelConfig::new(a.arch, a.temporal, a.segments, 174);
+    cfg.dropout = 0.0;
+    cfg.check()?;
+    let size = a.size.unwrap_or(a.arch.input().size);
+    // One random model, moved to the target through an official-format state dict.
+    let reference_device = Device::flex().autodiff();
+    reference_device.seed(7);
+    let reference = cfg.init(&reference_device);
+    let weights = checkpoint::state_dict(&reference, &cfg)?;
+    let mut model = cfg.init(&target.clone().autodiff());
+    checkpoint::load(&mut model, &cfg, &weights, false)?;
+    let input =
+        Tensor::<4>::random([a.batch, 3 * a.segments, size, size], Distribution::Normal(0.0, 1.0), &Device::flex())
+            .into_data();
+    let labels = TensorData::new((0..a.batch as i64).map(|i| (i * 37) % 174).collect::<Vec<i64>>(), [a.batch]);
+    let expected = step(&reference, &input, &labels, &reference_device);
+    let got = step(&model, &input, &labels, &target.clone().autodiff());
+    if expected.len() != got.len() {
+        bail!("{} gradients on flex, {} on {}", expected.len(), got.len(), a.backend);
+    }
+    let errors = expected
+        .iter()
+        .zip(&got)
+        .map(|((name, e), (_, g))| max_errors(g, e).map_err(|m| anyhow::anyhow!("{name}: {m}")))
+        .collect::<Result<Vec<_>>>()?;
+    // Gradients that are zero in exact arithmetic (a conv bias before a training-mode BN) hold
+    // only rounding noise: errors are measured against at least 1e-4 of the largest gradient.
+    let floor = 1e-4 * errors.iter().skip(2).map(|&(_, scale)| scale).fold(0.0f32, f32::max);
+    let (mut failed, mut worst) = (Vec::new(), (String::new(), 0.0f32));
+    for (i, ((name, _), &(err, scale))) in expected.iter().zip(&errors).enumerate() {
+        let scale = if i < 2 { scale } else { scale.max(floor) };
+        let rel = if scale > 0.0 { err / scale } else { err };
+        let tol = if name == "logits" || name == "loss" { 1e-4 } else { a.grad_tol };
+        if rel > worst.1 && name != "logits" && name != "loss" {
+            worst = (name.clone(), rel);
+        }
+        if name == "logits" || name == "loss" || rel > tol {
+            println!("{name:<48} rel {rel:.3e}  tol {tol:.0e}  {}", if rel <= tol { "ok" } else { "FAIL" });
+        }
+        if rel > tol {
+            failed.push(name.clone());
+        }
+    }
+    let at = if worst.0.is_empty() { "all equal".to_string() } else { worst.0 };
+    println!("{} gradients; largest relative error {:.3e} ({at})", expected.len() - 2, worst.1);
+    if !failed.is_empty() {
+        bail!("{} of {} quantities differ from flex on backend {}", failed.len(), expected.len(), a.backend);
+    }
+    println!("{} + {} training step on {} matches flex", a.arch.name(), a.temporal.name(), a.backend);
+    Ok(())
+}
