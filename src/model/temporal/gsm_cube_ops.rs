@@ -101,6 +101,9 @@ impl GateShiftKernels for Cube {
         let dweight = empty_like(&r, Shape::new([2, d.c / 2, 3, 3, 3]), dtype);
         let dbias = empty_like(&r, Shape::new([2]), dtype);
         let (finish_count, finish_dim) = elementwise(&r, d.c * 27 + 2);
+        // One cube column per weight and tap: 28·C cubes, within WebGPU's 65535 up to 2340 channels.
+        let max_cubes = r.client.properties().hardware.max_cube_count.0 as usize;
+        assert!(d.c * 28 <= max_cubes, "fused GSM: {} channels exceed the weight-gradient grid", d.c);
         // SAFETY: as in `gate_conv_forward`; the partial sums have one slot per (weight, cube).
         unsafe {
             gate_conv_bwd_input::launch_unchecked(
