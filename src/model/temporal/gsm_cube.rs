@@ -19,6 +19,16 @@ pub(super) const CUBE_UNITS: u32 = 256;
 /// Cubes that share one weight's gradient (each sums a strided share of the positions).
 pub(super) const WEIGHT_CHUNKS: u32 = 64;
 
+/// A clip batch's sizes: B clips of T frames, C channels, H × W.
+#[derive(CubeLaunch, CubeType)]
+pub(super) struct ClipDims {
+    pub b: usize,
+    pub t: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
 /// Channel `c`'s place after the per-half (2, C/4) → (C/4, 2) re-interleave.
 #[cube]
 fn interleaved(c: usize, channels: usize) -> usize {
@@ -35,14 +45,10 @@ pub(super) fn gate_conv_fwd<F: Float>(
     weight: &Tensor<F>,
     bias: &Tensor<F>,
     out: &mut Tensor<F>,
-    bs: u32,
-    ts: u32,
-    cs: u32,
-    hs: u32,
-    ws: u32,
+    dims: ClipDims,
     #[define(F)] _dtype: ElemType,
 ) {
-    let (b_n, t_n, c_n, h_n, w_n) = (bs as usize, ts as usize, cs as usize, hs as usize, ws as usize);
+    let (b_n, t_n, c_n, h_n, w_n) = (dims.b, dims.t, dims.c, dims.h, dims.w);
     let i = ABSOLUTE_POS;
     if i >= b_n * 2 * t_n * h_n * w_n {
         terminate!();
@@ -86,14 +92,10 @@ pub(super) fn gate_conv_bwd_input<F: Float>(
     da: &Tensor<F>,
     weight: &Tensor<F>,
     dr: &mut Tensor<F>,
-    bs: u32,
-    ts: u32,
-    cs: u32,
-    hs: u32,
-    ws: u32,
+    dims: ClipDims,
     #[define(F)] _dtype: ElemType,
 ) {
-    let (b_n, t_n, c_n, h_n, w_n) = (bs as usize, ts as usize, cs as usize, hs as usize, ws as usize);
+    let (b_n, t_n, c_n, h_n, w_n) = (dims.b, dims.t, dims.c, dims.h, dims.w);
     let i = ABSOLUTE_POS;
     if i >= b_n * t_n * c_n * h_n * w_n {
         terminate!();
@@ -138,14 +140,10 @@ pub(super) fn gate_conv_bwd_weight_partial<F: Float>(
     r: &Tensor<F>,
     da: &Tensor<F>,
     partial: &mut Tensor<f32>,
-    bs: u32,
-    ts: u32,
-    cs: u32,
-    hs: u32,
-    ws: u32,
+    dims: ClipDims,
     #[define(F)] _dtype: ElemType,
 ) {
-    let (b_n, t_n, c_n, h_n, w_n) = (bs as usize, ts as usize, cs as usize, hs as usize, ws as usize);
+    let (b_n, t_n, c_n, h_n, w_n) = (dims.b, dims.t, dims.c, dims.h, dims.w);
     let widx = CUBE_POS_X as usize;
     let chunk = CUBE_POS_Y as usize;
     let chunks = CUBE_COUNT_Y as usize;
@@ -229,14 +227,10 @@ pub(super) fn shift_fwd<F: Float>(
     x: &Tensor<F>,
     a: &Tensor<F>,
     out: &mut Tensor<F>,
-    bs: u32,
-    ts: u32,
-    cs: u32,
-    hs: u32,
-    ws: u32,
+    dims: ClipDims,
     #[define(F)] _dtype: ElemType,
 ) {
-    let (b_n, t_n, c_n, h_n, w_n) = (bs as usize, ts as usize, cs as usize, hs as usize, ws as usize);
+    let (b_n, t_n, c_n, h_n, w_n) = (dims.b, dims.t, dims.c, dims.h, dims.w);
     let hw = h_n * w_n;
     let i = ABSOLUTE_POS;
     if i >= b_n * t_n * c_n * hw {
@@ -266,14 +260,10 @@ pub(super) fn shift_bwd_input<F: Float>(
     a: &Tensor<F>,
     dy: &Tensor<F>,
     dx: &mut Tensor<F>,
-    bs: u32,
-    ts: u32,
-    cs: u32,
-    hs: u32,
-    ws: u32,
+    dims: ClipDims,
     #[define(F)] _dtype: ElemType,
 ) {
-    let (b_n, t_n, c_n, h_n, w_n) = (bs as usize, ts as usize, cs as usize, hs as usize, ws as usize);
+    let (b_n, t_n, c_n, h_n, w_n) = (dims.b, dims.t, dims.c, dims.h, dims.w);
     let hw = h_n * w_n;
     let i = ABSOLUTE_POS;
     if i >= b_n * t_n * c_n * hw {
@@ -304,14 +294,10 @@ pub(super) fn shift_bwd_gate<F: Float>(
     a: &Tensor<F>,
     dy: &Tensor<F>,
     da: &mut Tensor<F>,
-    bs: u32,
-    ts: u32,
-    cs: u32,
-    hs: u32,
-    ws: u32,
+    dims: ClipDims,
     #[define(F)] _dtype: ElemType,
 ) {
-    let (b_n, t_n, c_n, h_n, w_n) = (bs as usize, ts as usize, cs as usize, hs as usize, ws as usize);
+    let (b_n, t_n, c_n, h_n, w_n) = (dims.b, dims.t, dims.c, dims.h, dims.w);
     let hw = h_n * w_n;
     let i = ABSOLUTE_POS;
     if i >= b_n * 2 * t_n * hw {

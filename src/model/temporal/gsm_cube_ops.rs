@@ -13,8 +13,8 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::gsm_cube::{
-    CUBE_UNITS, WEIGHT_CHUNKS, gate_conv_bwd_input, gate_conv_bwd_weight_finish, gate_conv_bwd_weight_partial,
-    gate_conv_fwd, shift_bwd_gate, shift_bwd_input, shift_fwd,
+    CUBE_UNITS, ClipDimsLaunch, WEIGHT_CHUNKS, gate_conv_bwd_input, gate_conv_bwd_weight_finish,
+    gate_conv_bwd_weight_partial, gate_conv_fwd, shift_bwd_gate, shift_bwd_input, shift_fwd,
 };
 use super::gsm_fused::GateShiftKernels;
 use super::gsm_kernels::Dims;
@@ -45,8 +45,8 @@ fn elementwise(x: &CubeTensor, n: usize) -> (CubeCount, CubeDim) {
     (calculate_cube_count_elemwise(&x.client, n, dim), dim)
 }
 
-fn sizes(d: Dims) -> [u32; 5] {
-    [d.b, d.t, d.c, d.h, d.w].map(|v| u32::try_from(v).expect("fused GSM: size fits in 32 bits"))
+fn clip(d: Dims) -> ClipDimsLaunch {
+    ClipDimsLaunch::new(d.b, d.t, d.c, d.h, d.w)
 }
 
 impl GateShiftKernels for Cube {
@@ -58,7 +58,6 @@ impl GateShiftKernels for Cube {
         let (r, weight, bias) = (into_contiguous(r), into_contiguous(weight), into_contiguous(bias));
         let out = empty_like(&r, Shape::new([d.b, 2, d.t, d.h, d.w]), dtype);
         let (count, dim) = elementwise(&r, d.b * 2 * d.t * d.h * d.w);
-        let [bs, ts, cs, hs, ws] = sizes(d);
         let client = r.client.clone();
         // SAFETY: every index a unit reads or writes is checked against the sizes passed, which
         // are those of the contiguous tensors bound.
@@ -71,11 +70,7 @@ impl GateShiftKernels for Cube {
                 weight.into_tensor_arg(),
                 bias.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
-                bs,
-                ts,
-                cs,
-                hs,
-                ws,
+                clip(d),
                 dtype_to_storage_type(dtype),
             )
         };
@@ -93,7 +88,6 @@ impl GateShiftKernels for Cube {
         check(&weight, &[2, d.c / 2, 3, 3, 3], dtype, "gate weight");
         check(&da, &[d.b, 2, d.t, d.h, d.w], dtype, "gate gradient");
         let (r, weight, da) = (into_contiguous(r), into_contiguous(weight), into_contiguous(da));
-        let [bs, ts, cs, hs, ws] = sizes(d);
         let client = r.client.clone();
         let dr = empty_like(&r, r.meta.shape().clone(), dtype);
         let (count, dim) = elementwise(&r, d.b * d.t * d.c * d.h * d.w);
@@ -113,25 +107,17 @@ impl GateShiftKernels for Cube {
                 da.clone().into_tensor_arg(),
                 weight.into_tensor_arg(),
                 dr.clone().into_tensor_arg(),
-                bs,
-                ts,
-                cs,
-                hs,
-                ws,
+                clip(d),
                 dtype_to_storage_type(dtype),
             );
             gate_conv_bwd_weight_partial::launch_unchecked(
                 &client,
-                CubeCount::Static(cs * 28, WEIGHT_CHUNKS, 1),
+                CubeCount::Static((d.c * 28) as u32, WEIGHT_CHUNKS, 1),
                 CubeDim::new_1d(CUBE_UNITS),
                 r.into_tensor_arg(),
                 da.into_tensor_arg(),
                 partial.clone().into_tensor_arg(),
-                bs,
-                ts,
-                cs,
-                hs,
-                ws,
+                clip(d),
                 dtype_to_storage_type(dtype),
             );
             gate_conv_bwd_weight_finish::launch_unchecked(
@@ -141,7 +127,7 @@ impl GateShiftKernels for Cube {
                 partial.into_tensor_arg(),
                 dweight.clone().into_tensor_arg(),
                 dbias.clone().into_tensor_arg(),
-                cs,
+                d.c as u32,
                 WEIGHT_CHUNKS,
                 dtype_to_storage_type(dtype),
             );
@@ -156,7 +142,6 @@ impl GateShiftKernels for Cube {
         let (x, a) = (into_contiguous(x), into_contiguous(gate_logits));
         let out = empty_like(&x, x.meta.shape().clone(), dtype);
         let (count, dim) = elementwise(&x, d.b * d.t * d.c * d.h * d.w);
-        let [bs, ts, cs, hs, ws] = sizes(d);
         let client = x.client.clone();
         // SAFETY: as in `gate_conv_forward`.
         unsafe {
@@ -167,11 +152,7 @@ impl GateShiftKernels for Cube {
                 x.into_tensor_arg(),
                 a.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
-                bs,
-                ts,
-                cs,
-                hs,
-                ws,
+                clip(d),
                 dtype_to_storage_type(dtype),
             )
         };
@@ -193,7 +174,6 @@ impl GateShiftKernels for Cube {
         let da = empty_like(&x, a.meta.shape().clone(), dtype);
         let (count_x, dim_x) = elementwise(&x, d.b * d.t * d.c * d.h * d.w);
         let (count_a, dim_a) = elementwise(&x, d.b * 2 * d.t * d.h * d.w);
-        let [bs, ts, cs, hs, ws] = sizes(d);
         let client = x.client.clone();
         // SAFETY: as in `gate_conv_forward`.
         unsafe {
@@ -204,11 +184,7 @@ impl GateShiftKernels for Cube {
                 a.clone().into_tensor_arg(),
                 dy.clone().into_tensor_arg(),
                 dx.clone().into_tensor_arg(),
-                bs,
-                ts,
-                cs,
-                hs,
-                ws,
+                clip(d),
                 dtype_to_storage_type(dtype),
             );
             shift_bwd_gate::launch_unchecked(
@@ -219,11 +195,7 @@ impl GateShiftKernels for Cube {
                 a.into_tensor_arg(),
                 dy.into_tensor_arg(),
                 da.clone().into_tensor_arg(),
-                bs,
-                ts,
-                cs,
-                hs,
-                ws,
+                clip(d),
                 dtype_to_storage_type(dtype),
             );
         }
