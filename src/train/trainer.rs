@@ -209,6 +209,12 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
     let data = load_data(cfg)?;
     let model_cfg = cfg.model_config(data.classes);
     let device = crate::backend::device(&cfg.backend)?.autodiff();
+    if cfg.backend.starts_with("wgpu") {
+        eprintln!(
+            "warning: on wgpu, burn 0.22.1's convolution weight gradient is wrong for large \
+             batch × position reductions (docs/FIDELITY.md); train on flex, tch or tch-cuda"
+        );
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating run folder {}", dir.display()))?;
     let mut model = model_cfg.init(&device);
     let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.policy);
