@@ -31,9 +31,19 @@ pub fn device(name: &str) -> Result<Device> {
     let _ = index;
     Ok(match kind {
         "flex" => Device::flex(),
-        "auto" => return device(available()[0]),
-        // burn 0.22 marks its libtorch backend deprecated in favour of CubeCL ones, whose CUDA
-        // build cannot be made offline (see the README); it is the GPU route that builds.
+        // The first compiled-in backend that opens (`cuda` falls through without a GPU).
+        "auto" => {
+            let mut failures = Vec::new();
+            for candidate in available() {
+                match device(candidate) {
+                    Ok(d) => return Ok(d),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            bail!("--backend auto: no backend opens: {}", failures.join("; "))
+        }
+        // burn 0.22 marks its libtorch backend deprecated in favour of the CubeCL ones; it stays
+        // for libtorch's CPU speed and its cuDNN GPU route (`tch-cuda`).
         #[cfg(feature = "tch")]
         #[allow(deprecated)]
         "tch" => Device::libtorch(),
