@@ -29,6 +29,23 @@ pub(super) struct ClipDims {
     pub w: usize,
 }
 
+/// Where value `i` of a (B·T, C, H·W) feature map sits: clip, frame, channel, plane position.
+#[derive(CubeType)]
+struct FeaturePos {
+    b: usize,
+    t: usize,
+    c: usize,
+    p: usize,
+}
+
+#[cube]
+fn feature_pos(i: usize, dims: &ClipDims) -> FeaturePos {
+    let hw = dims.h * dims.w;
+    let frame_channel = i / hw;
+    let frame = frame_channel / dims.c;
+    FeaturePos { b: frame / dims.t, t: frame % dims.t, c: frame_channel % dims.c, p: i % hw }
+}
+
 /// Channel `c`'s place after the per-half (2, C/4) → (C/4, 2) re-interleave.
 #[cube]
 fn interleaved(c: usize, channels: usize) -> usize {
@@ -236,12 +253,8 @@ pub(super) fn shift_fwd<F: Float>(
     if i >= b_n * t_n * c_n * hw {
         terminate!();
     }
-    let p = i % hw;
-    let mut q = i / hw;
-    let c = q % c_n;
-    q /= c_n;
-    let t = q % t_n;
-    let b = q / t_n;
+    let f = feature_pos(i, &dims);
+    let (b, t, c, p) = (f.b, f.t, f.c, f.p);
     let k = c / (c_n / 2);
     let g = f32::cast_from(a[((b * 2 + k) * t_n + t) * hw + p]).tanh();
     let xs = f32::cast_from(x[i]);
@@ -269,12 +282,8 @@ pub(super) fn shift_bwd_input<F: Float>(
     if i >= b_n * t_n * c_n * hw {
         terminate!();
     }
-    let p = i % hw;
-    let mut q = i / hw;
-    let c = q % c_n;
-    q /= c_n;
-    let t = q % t_n;
-    let b = q / t_n;
+    let f = feature_pos(i, &dims);
+    let (b, t, c, p) = (f.b, f.t, f.c, f.p);
     let k = c / (c_n / 2);
     let oc = interleaved(c, c_n);
     let g = f32::cast_from(a[((b * 2 + k) * t_n + t) * hw + p]).tanh();
