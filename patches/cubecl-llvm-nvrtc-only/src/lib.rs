@@ -65,10 +65,9 @@ impl Compiler for PlironCompiler {
 
     fn compile(
         &mut self,
-        kernel: KernelDefinition,
+        _kernel: KernelDefinition,
         _options: &PlironOptions,
     ) -> Result<PlironArtifact, CompilationError> {
-        let _ = kernel;
         Err(CompilationError::Generic {
             reason: "this build has no LLVM (cubecl-llvm is replaced by gateshift's \
                      patches/cubecl-llvm-nvrtc-only): build with cubecl's `cuda-cpp` feature \

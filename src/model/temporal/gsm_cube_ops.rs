@@ -19,15 +19,8 @@ use super::gsm_cube::{
 use super::gsm_fused::GateShiftKernels;
 use super::gsm_kernels::Dims;
 
-/// Sizes of a `(B·T, C, H, W)` feature map cut into `segments`, checked as the other backends
-/// check them.
 fn dims(x: &CubeTensor, segments: usize) -> Dims {
-    let s = x.meta.shape();
-    assert!(s.num_dims() == 4, "fused GSM: feature map must be 4-D, got {s:?}");
-    let (bt, c) = (s[0], s[1]);
-    assert!(segments > 0 && bt.is_multiple_of(segments), "fused GSM: {bt} frames, {segments} segments");
-    assert!(c.is_multiple_of(4), "fused GSM: {c} channels is not a multiple of 4");
-    Dims { b: bt / segments, t: segments, c, h: s[2], w: s[3] }
+    Dims::of_feature_map(x.meta.shape(), segments)
 }
 
 fn check(x: &CubeTensor, expected: &[usize], dtype: DType, what: &str) {

@@ -248,13 +248,8 @@ impl<B: GateShiftKernels, C: CheckpointStrategy> GateShift for Autodiff<B, C> {
 
 /// Sizes of a `(B·T, C, H, W)` float32 feature map cut into `segments`.
 fn dims(x: &FlexTensor, segments: usize) -> Dims {
-    let s = x.layout().shape();
-    assert!(s.num_dims() == 4, "fused GSM: feature map must be 4-D, got {s:?}");
     assert!(x.dtype() == DType::F32, "fused GSM kernels are float32, got {:?}", x.dtype());
-    let (bt, c) = (s[0], s[1]);
-    assert!(segments > 0 && bt.is_multiple_of(segments), "fused GSM: {bt} frames, {segments} segments");
-    assert!(c.is_multiple_of(4), "fused GSM: {c} channels is not a multiple of 4");
-    Dims { b: bt / segments, t: segments, c, h: s[2], w: s[3] }
+    Dims::of_feature_map(x.layout().shape(), segments)
 }
 
 fn check_shape<const D: usize>(x: &FlexTensor, expected: [usize; D], what: &str) {

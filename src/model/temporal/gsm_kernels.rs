@@ -19,6 +19,17 @@ pub struct Dims {
 }
 
 impl Dims {
+    /// The sizes of a `(B·T, C, H, W)` feature map cut into `segments`, checked as every
+    /// backend's fused kernels need them: 4-D, whole clips, channels a multiple of 4 (the
+    /// per-half re-interleave).
+    pub fn of_feature_map(shape: &[usize], segments: usize) -> Self {
+        assert!(shape.len() == 4, "fused GSM: feature map must be 4-D, got {shape:?}");
+        let (bt, c) = (shape[0], shape[1]);
+        assert!(segments > 0 && bt.is_multiple_of(segments), "fused GSM: {bt} frames, {segments} segments");
+        assert!(c.is_multiple_of(4), "fused GSM: {c} channels is not a multiple of 4");
+        Dims { b: bt / segments, t: segments, c, h: shape[2], w: shape[3] }
+    }
+
     fn hw(&self) -> usize {
         self.h * self.w
     }

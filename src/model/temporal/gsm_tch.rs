@@ -123,10 +123,7 @@ fn feature_map(x: &TchTensor, segments: usize) -> (Tensor, Dims, Elem) {
         (kind, device) => panic!("fused GSM: no kernels for {kind:?} on {device:?}"),
     };
     let s: Vec<usize> = x.size().iter().map(|&v| v as usize).collect();
-    assert!(s.len() == 4, "fused GSM: feature map must be 4-D, got {s:?}");
-    assert!(segments > 0 && s[0].is_multiple_of(segments), "fused GSM: {} frames, {segments} segments", s[0]);
-    assert!(s[1].is_multiple_of(4), "fused GSM: {} channels is not a multiple of 4", s[1]);
-    (x, Dims { b: s[0] / segments, t: segments, c: s[1], h: s[2], w: s[3] }, e)
+    (x, Dims::of_feature_map(&s, segments), e)
 }
 
 /// Another input, contiguous, checked for dtype and shape.
