@@ -6,12 +6,14 @@
 #   cuda      burn's CubeCL CUDA backend (kernels by NVRTC), fused GSM =
 #             src/model/temporal/gsm_cube.rs.
 # Order, most important first, so that a run cut short still answers the acceptance points:
-#   1. GSM module parity against the official fixture, fused and composed, on both routes,
-#      and a whole training step (BN-Inception + GSM, ResNet-18 + TSM) against flex;
-#   2. the targets' rows: BN-Inception GSM and TSN, 8 segments, batch 32, bf16, infer and train;
-#   3. the rest of the table: fp32, composed GSM, TSM ResNet-50, `bench gsm`.
-# Rows stop being started after $BUDGET_S seconds (default 420). Each result is appended to
-# $OUT/results.txt as it comes; $OUT/card.txt names the card.
+#   1. GSM module parity against the official fixture, fused and composed, on both routes;
+#   2. the targets' rows: BN-Inception GSM and TSN, 8 segments, batch 32, bf16, infer and
+#      train, on both routes and in PyTorch eager (scripts/torch_gpu_bench.py) on the same card;
+#   3. a whole training step (BN-Inception + GSM, ResNet-18 + TSM) against flex on the CPU;
+#   4. the rest of the table: fp32, composed GSM, TSM ResNet-50, `bench gsm`.
+# Rows stop being started after $BUDGET_S seconds (default 400); each row is cut at
+# $ROW_S seconds (default 120). Each result is appended to $OUT/results.txt as it comes;
+# $OUT/card.txt names the card.
 #
 # Prepare here, then run there (the binary runs against the device's own torch libraries):
 #   CARGO_TARGET_DIR=target-tch LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
@@ -28,14 +30,22 @@ if [ -z "${BIN:-}" ] && [ -f device/gateshift.gz ]; then
   BIN=/tmp/gateshift
 fi
 bin=${BIN:-target-tch/release/gateshift}
-budget=${BUDGET_S:-420}
+budget=${BUDGET_S:-400}
+row_s=${ROW_S:-120}
 start=$SECONDS
 torch_dir=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 # libtorch for tch-cuda; NVRTC for CubeCL from the pip wheels or the CUDA toolkit, whichever
 # the machine has (the tch-cuda kernels find it beside torch/lib themselves).
 nv_lib=$(dirname "$torch_dir")/nvidia/cu13/lib
 export LD_LIBRARY_PATH="$torch_dir/lib:$nv_lib:/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
+# CubeCL's NVRTC includes the toolkit's headers (cuda_bf16.h): CUDA_PATH names the toolkit.
+if [ -z "${CUDA_PATH:-}" ]; then
+  for d in /usr/local/cuda /usr/local/cuda-13.0; do [ -d "$d/include" ] && export CUDA_PATH=$d && break; done
+fi
+echo "CUDA_PATH=${CUDA_PATH:-unset}" | tee "$out/env.txt"
+ldd "$bin" | grep -E "torch|not found" | tee -a "$out/env.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/card.txt"
+nproc | sed "s/^/cpu cores: /" | tee -a "$out/card.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/card.txt"
 date -u +%FT%TZ | tee -a "$out/card.txt"
 log() { tee -a "$out/results.txt"; }
@@ -46,7 +56,7 @@ row() {
     return
   fi
   echo "-- $*" | log
-  timeout 150 "$@" 2>&1 | log
+  timeout "$row_s" "$@" 2>&1 | log
 }
 model() { # backend arch temporal mode precision [extra...]
   local backend=$1 arch=$2 temporal=$3 mode=$4 precision=$5
@@ -55,32 +65,48 @@ model() { # backend arch temporal mode precision [extra...]
     --precision "$precision" --backend "$backend" --warmup 3 --iters 10 "$@"
 }
 echo "== 1. GSM module parity (official fixture), fused and composed" | log
-for backend in tch-cuda cuda; do
-  for path in fused composed; do
+for path in fused composed; do
+  for backend in tch-cuda cuda; do
     row "$bin" check gsm-module device/gsm_module.safetensors --backend "$backend" --path "$path"
   done
 done
-echo "== 1b. a whole training step against flex (logits, loss, every gradient)" | log
-for backend in tch-cuda cuda; do
-  row "$bin" check backend --backend "$backend" --arch bninception --temporal gsm
-  row "$bin" check backend --backend "$backend" --arch resnet18 --temporal tsm
-done
-echo "== 2. target rows: BN-Inception, 8 segments, batch 32, bf16" | log
+echo "== 2. target rows: BN-Inception, 8 segments, batch 32, bf16; PyTorch eager on the same card" | log
 for backend in tch-cuda cuda; do
   for mode in infer train; do
     model "$backend" bninception gsm "$mode" bf16
     model "$backend" bninception none "$mode" bf16
   done
 done
-echo "== 3. the rest of the table" | log
+for mode in infer train; do
+  for temporal in gsm none; do
+    row python3 scripts/torch_gpu_bench.py --temporal "$temporal" --mode "$mode" --precision bf16
+  done
+done
+echo "== 3. a whole training step against flex (logits, loss, every gradient)" | log
+for backend in tch-cuda cuda; do
+  row "$bin" check backend --backend "$backend" --arch bninception --temporal gsm
+  row "$bin" check backend --backend "$backend" --arch resnet18 --temporal tsm
+done
+echo "== 4. the rest of the table" | log
 for backend in tch-cuda cuda; do
   for mode in infer train; do
     model "$backend" bninception gsm "$mode" fp32
     model "$backend" bninception none "$mode" fp32
     model "$backend" bninception gsm "$mode" bf16 --gsm composed
     model "$backend" resnet50 tsm "$mode" bf16
+  done
+done
+for mode in infer train; do
+  for temporal in gsm none; do
+    row python3 scripts/torch_gpu_bench.py --temporal "$temporal" --mode "$mode" --precision fp32
+  done
+done
+for backend in tch-cuda cuda; do
+  for mode in infer train; do
     model "$backend" resnet50 tsm "$mode" fp32
   done
+done
+for backend in tch-cuda cuda; do
   for mode in infer train; do
     row "$bin" bench gsm --backend "$backend" --batch 32 --mode "$mode" --iters 10
   done

@@ -54,6 +54,9 @@ pub fn device(name: &str) -> Result<Device> {
             if index as i64 >= seen {
                 bail!("--backend {name}: libtorch sees {seen} CUDA device(s) (no GPU, or a CPU-only torch)");
             }
+            // cuDNN picks the fastest algorithm per convolution shape on first use, as the
+            // official training scripts ask (`cudnn.benchmark = True`).
+            tch::Cuda::cudnn_set_benchmark(true);
             Device::libtorch_cuda(index)
         }
         // burn's CubeCL CUDA backend: the driver and NVRTC are loaded at run time.
@@ -113,4 +116,31 @@ pub fn describe(device: &Device) -> Option<String> {
     }
     let _ = device;
     None
+}
+
+/// Memory in use on the CUDA device behind a `tch-cuda[:N]` or `cuda[:N]` backend name,
+/// device-wide (`cuMemGetInfo`), in bytes. On a lent GPU that is this process's CUDA context
+/// plus what libtorch's caching allocator or CubeCL's pool holds; neither gives memory back,
+/// so read after a run it is the run's peak reservation. `None` for other backends or without
+/// a driver.
+pub fn cuda_memory_in_use(name: &str) -> Option<u64> {
+    #[cfg(any(feature = "tch", feature = "cuda"))]
+    {
+        let (kind, index) = name.split_once(':').unwrap_or((name, "0"));
+        if !matches!(kind, "tch-cuda" | "cuda") {
+            return None;
+        }
+        // SAFETY: only tries to open the driver library; cudarc panics on calls without it.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return None;
+        }
+        let ctx = cudarc::driver::CudaContext::new(index.parse().ok()?).ok()?;
+        let (free, total) = ctx.mem_get_info().ok()?;
+        Some((total - free) as u64)
+    }
+    #[cfg(not(any(feature = "tch", feature = "cuda")))]
+    {
+        let _ = name;
+        None
+    }
 }

@@ -189,6 +189,12 @@ fn model(a: ModelBench) -> Result<()> {
             mib(pool.bytes_in_use)
         );
     }
+    if let Some(bytes) = gateshift::backend::cuda_memory_in_use(&a.backend) {
+        println!(
+            "GPU memory in use after the run (device-wide, CUDA context included): {:.0} MiB",
+            bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
     Ok(())
 }
 

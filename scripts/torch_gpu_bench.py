@@ -1,0 +1,78 @@
+"""PyTorch GPU eager reference for `docs/PERFORMANCE.md`, run by `scripts/device-bench.sh` on
+the same card and in the same run as `gateshift bench model`: BN-Inception with GSM (or TSN,
+no temporal module), 8 segments, 174 classes, random weights, synthetic input, timed with the
+same protocol (warm-up, median of timed iterations, synchronised).
+
+The model is `torch_cpu_bench.py`'s, which checks itself against the official fixture logits.
+bf16 is autocast (fp32 weights) for both modes; training is one SGD step with momentum.
+It needs torch with CUDA; it is never a project dependency.
+    python3 scripts/torch_gpu_bench.py --temporal gsm --mode train --precision bf16
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_cpu_bench import BnInceptionGsm  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--temporal", choices=["gsm", "none"], default="gsm")
+    ap.add_argument("--mode", choices=["infer", "train"], default="infer")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--device", default="cuda", help="cpu: a quick check of the script alone")
+    a = ap.parse_args()
+    torch.backends.cudnn.benchmark = True
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    model = BnInceptionGsm()
+    if a.temporal == "none":
+        model.gsm = nn.ModuleDict()
+    model = model.to(dev)
+    model.train(a.mode == "train")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32
+    times = []
+    for i in range(a.warmup + a.iters):
+        x = torch.randn(a.batch, 24, 224, 224, device=dev)
+        labels = torch.zeros(a.batch, dtype=torch.long, device=dev)
+        sync()
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=dtype, enabled=a.precision == "bf16"):
+            if a.mode == "infer":
+                with torch.no_grad():
+                    model(x)
+            else:
+                loss = loss_fn(model(x).float(), labels)
+        if a.mode == "train":
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 20.0)
+            opt.step()
+        sync()
+        if i >= a.warmup:
+            times.append(time.perf_counter() - t0)
+    ms = 1000 * statistics.median(times)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+    card = torch.cuda.get_device_name() if cuda else "cpu"
+    name = "gsm" if a.temporal == "gsm" else "tsn"
+    print(
+        f"pytorch {torch.__version__} eager {card}: bninception+{name} "
+        f"{a.mode} {a.precision} batch {a.batch}x8x224^2: median {ms:.1f} ms/iter, "
+        f"{a.batch / ms * 1000:.1f} clips/s, peak allocated {peak:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
