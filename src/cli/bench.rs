@@ -152,6 +152,9 @@ fn model(a: ModelBench) -> Result<()> {
         base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         if i >= a.warmup {
             times.push(t.elapsed().as_secs_f64());
+        } else {
+            // The first iterations include kernel compilation and autotuning on GPU backends.
+            eprintln!("warm-up {}: {:.1} ms", i + 1, 1e3 * t.elapsed().as_secs_f64());
         }
     }
     times.sort_by(f64::total_cmp);

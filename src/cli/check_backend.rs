@@ -105,11 +105,28 @@ pub fn run(a: BackendCheck) -> Result<()> {
         .zip(&got)
         .map(|((name, e), (_, g))| max_errors(g, e).map_err(|m| anyhow::anyhow!("{name}: {m}")))
         .collect::<Result<Vec<_>>>()?;
-    // Gradients that are zero in exact arithmetic (a conv bias before a training-mode BN) hold
-    // only rounding noise: errors are measured against at least 1e-4 of the largest gradient.
-    let floor = 1e-4 * errors.iter().skip(2).map(|&(_, scale)| scale).fold(0.0f32, f32::max);
+    // Small gradients hold mostly rounding noise: errors are measured against at least 1e-4 of
+    // the largest gradient.
+    let largest = errors.iter().skip(2).map(|&(_, scale)| scale).fold(0.0f32, f32::max);
+    let floor = 1e-4 * largest;
+    // The bias of a convolution feeding a training-mode BN directly (a unit without temporal
+    // module) has a zero gradient in exact arithmetic: both sides hold rounding noise, which
+    // grows with the feature map and differs between BN implementations. Those are checked to
+    // be noise (both below 1e-3 of the largest gradient), not compared.
+    let temporal_units: std::collections::HashSet<&str> =
+        expected.iter().filter_map(|(name, _)| name.split_once(".temporal.").map(|(unit, _)| unit)).collect();
+    let exactly_zero = |name: &str| name.strip_suffix(".conv.bias").is_some_and(|unit| !temporal_units.contains(unit));
     let (mut failed, mut worst) = (Vec::new(), (String::new(), 0.0f32));
     for (i, ((name, _), &(err, scale))) in expected.iter().zip(&errors).enumerate() {
+        if i >= 2 && exactly_zero(name) {
+            // Our largest |g| is at most the reference's plus the largest difference.
+            let noise = (scale + err) / largest.max(f32::MIN_POSITIVE);
+            if noise > 1e-3 {
+                println!("{name:<48} |g| {noise:.3e} of the largest gradient, should be 0  FAIL");
+                failed.push(name.clone());
+            }
+            continue;
+        }
         let scale = if i < 2 { scale } else { scale.max(floor) };
         let rel = if scale > 0.0 { err / scale } else { err };
         let tol = if name == "logits" || name == "loss" { 1e-4 } else { a.grad_tol };

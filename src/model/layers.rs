@@ -47,6 +47,15 @@ impl BatchNorm {
     /// Batch statistics (and a running-stat update) in training mode on an autodiff
     /// device; running statistics otherwise.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        #[cfg(feature = "tch")]
+        if crate::model::torch_layers::applies(&x) {
+            return self.forward_torch(x);
+        }
+        self.forward_composed(x)
+    }
+
+    /// The reference: burn tensor ops, on every backend.
+    pub(crate) fn forward_composed<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let device = x.device();
         if !(device.is_autodiff() && self.training.is_enabled()) {
             // Running statistics keep their own dtype (fp32 under bf16 mixed precision).
@@ -89,6 +98,34 @@ impl BatchNorm {
         self.running_var.update(running_var.detach());
         out
     }
+
+    /// The same on libtorch's batch-norm kernels (`torch_layers`): one op forward and
+    /// backward, and one pass for the batch statistics of the running update.
+    #[cfg(feature = "tch")]
+    pub(crate) fn forward_torch<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        use crate::model::torch_layers::{batch_norm, batch_stats};
+        let device = x.device();
+        let (weight, bias) = (self.weight.val(), self.bias.val());
+        if !(device.is_autodiff() && self.training.is_enabled()) {
+            let mean = self.running_mean.value().to_device(&device);
+            let var = self.running_var.value().to_device(&device);
+            let stats = Tensor::stack::<2>(vec![mean, var], 0);
+            return batch_norm(x, weight, bias, Some(stats), self.epsilon);
+        }
+        let stats = batch_stats(x.clone().detach());
+        let channels = stats.dims()[1];
+        let batch_mean = stats.clone().slice([0..1, 0..channels]).reshape([channels]);
+        let batch_var = stats.slice([1..2, 0..channels]).reshape([channels]);
+        let m = self.momentum;
+        let running_mean = self.running_mean.value_sync().to_device(&device);
+        let running_var = self.running_var.value_sync().to_device(&device);
+        let stat_dtype = running_mean.dtype();
+        let running_mean = running_mean.mul_scalar(1.0 - m) + batch_mean.cast(stat_dtype).mul_scalar(m);
+        let running_var = running_var.mul_scalar(1.0 - m) + batch_var.cast(stat_dtype).mul_scalar(m);
+        self.running_mean.update(running_mean.detach());
+        self.running_var.update(running_var.detach());
+        batch_norm(x, weight, bias, None, self.epsilon)
+    }
 }
 
 /// Geometry of a 2D convolution, as written in the official layer lists.
@@ -122,6 +159,12 @@ impl ConvSpec {
 
 /// Runs a convolution and books its multiply-accumulates in the cost counter.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    let y = match crate::model::torch_layers::geometry(conv) {
+        Some(g) if crate::model::torch_layers::applies(&x) => crate::model::torch_layers::conv2d(conv, g, x),
+        _ => conv.forward(x),
+    };
+    #[cfg(not(feature = "tch"))]
     let y = conv.forward(x);
     if cost::is_recording() {
         let [n, cout, h, w] = y.dims();

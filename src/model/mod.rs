@@ -7,6 +7,8 @@ pub mod layers;
 pub mod probe;
 pub mod recognizer;
 pub mod temporal;
+#[cfg(feature = "tch")]
+pub mod torch_layers;
 
 pub use backbone::{Arch, InputSpec, ShiftPlace};
 pub use probe::capture;
