@@ -118,6 +118,15 @@ fn truncated_checkpoint_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// An input side BN-Inception cannot take is refused up front, with sizes that work.
+#[test]
+fn unusable_input_size_is_a_clear_error() {
+    let o = gateshift(&["bench", "model", "--arch", "bninception", "--size", "112", "--iters", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("112") && err.contains("128"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 fn info(args: &[&str]) -> (f64, f64) {
     let o = gateshift(&[&["info"], args].concat());
     let text = String::from_utf8_lossy(&o.stdout);

@@ -125,6 +125,7 @@ fn model(a: ModelBench) -> Result<()> {
     cfg.shift_place = ShiftPlace::Blockres;
     let size = a.size.unwrap_or(a.arch.input().size);
     cfg.check()?;
+    a.arch.check_input_size(size)?;
     let mut model = cfg.init(&device);
     if a.mode == BenchMode::Infer {
         model = model.valid();

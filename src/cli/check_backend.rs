@@ -84,6 +84,7 @@ pub fn run(a: BackendCheck) -> Result<()> {
     cfg.dropout = 0.0;
     cfg.check()?;
     let size = a.size.unwrap_or(a.arch.input().size);
+    a.arch.check_input_size(size)?;
     // One random model, moved to the target through an official-format state dict.
     let reference_device = Device::flex().autodiff();
     reference_device.seed(7);

@@ -22,6 +22,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let device = Device::flex();
     let model = cfg.init(&device).valid();
     let size = a.size.unwrap_or(cfg.arch.input().size);
+    cfg.arch.check_input_size(size)?;
     let t = cfg.segments;
     let x = Tensor::<4>::zeros([1, 3 * t, size, size], &device);
     let (_, stages) = cost::record(|| model.forward(x));

@@ -158,6 +158,7 @@ fn recognizer_scores(
         bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
     }
     let (size, scale) = super::test::input_sizes(a.input_size, a.scale_size, &cfg, &meta);
+    cfg.arch.check_input_size(size as usize)?;
     let pipeline = Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, a.crops, a.clips);
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
     let ds = Arc::new(ClipDataset { list, naming: a.frames.naming()?, pipeline });

@@ -100,6 +100,7 @@ pub fn dataset(d: &DataArgs, cfg: &ModelConfig, meta: &Metadata, clips: usize, c
     let root = d.root.clone().unwrap_or_else(|| d.list.parent().map(Path::to_path_buf).unwrap_or_default());
     let list = List::read(&d.list, Some(&root), d.list_format, Some(cfg.classes))?;
     let (size, scale) = input_sizes(d.input_size, d.scale_size, cfg, meta);
+    cfg.arch.check_input_size(size as usize)?;
     let pipeline = Pipeline {
         sampling: d.sampling,
         interval: d.interval,

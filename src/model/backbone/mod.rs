@@ -115,6 +115,28 @@ impl Arch {
         }
     }
 
+    /// Refuses an input side the backbone cannot take, naming sizes it can. BN-Inception's
+    /// `inception_3c` and `4e` concatenate a stride-2 convolution with a ceil-mode pooling,
+    /// whose output sizes agree only on even maps: the stem's output side must be a multiple
+    /// of 4 (224 gives 28).
+    pub fn check_input_size(self, size: usize) -> anyhow::Result<()> {
+        if size == 0 {
+            anyhow::bail!("input size must be positive");
+        }
+        if self == Self::BnInception && !bninception_takes(size) {
+            let near: Vec<String> = (size.saturating_sub(16)..=size + 16)
+                .filter(|&s| s > 0 && bninception_takes(s))
+                .map(|s| s.to_string())
+                .collect();
+            anyhow::bail!(
+                "BN-Inception cannot take {size}² input: its reduction blocks need the 28²-stage map \
+                 (224 → 28) to be a multiple of 4 on each side; sizes near {size} that work: {}",
+                near.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     pub fn input(self) -> InputSpec {
         match self {
             Self::BnInception => {
@@ -177,5 +199,32 @@ impl Backbone {
             Self::EfficientNet(m) => m.forward(x),
         };
         y.flatten(1, 3)
+    }
+}
+
+/// Whether BN-Inception's stem (7×7 stride-2 convolution, two ceil-mode 3×3 stride-2 poolings)
+/// turns a `size` side into a map its two reduction blocks can halve twice.
+fn bninception_takes(size: usize) -> bool {
+    let conv = (size + 2 * 3 - 7) / 2 + 1;
+    let pool = |h: usize| if h < 3 { 0 } else { (h - 3).div_ceil(2) + 1 };
+    let stage = pool(pool(conv));
+    stage >= 4 && stage % 4 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Arch;
+
+    #[test]
+    fn bninception_input_sizes() {
+        for ok in [224, 192, 160, 128, 100, 96, 32] {
+            assert!(Arch::BnInception.check_input_size(ok).is_ok(), "{ok}");
+        }
+        for bad in [112, 120, 0] {
+            assert!(Arch::BnInception.check_input_size(bad).is_err(), "{bad}");
+        }
+        let msg = Arch::BnInception.check_input_size(112).unwrap_err().to_string();
+        assert!(msg.contains("112") && msg.contains("128"), "{msg}");
+        assert!(Arch::Resnet18.check_input_size(112).is_ok());
     }
 }
