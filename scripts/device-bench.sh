@@ -7,7 +7,8 @@
 #             src/model/temporal/gsm_cube.rs.
 # Order, most important first, so that a run cut short still answers the acceptance points
 # (the first run, 2026-11-27 on an H200, is in docs/PERFORMANCE.md; its CubeCL rows took the
-# whole budget without finishing, so they now come last):
+# whole budget without finishing, so they now come after the tch-cuda target rows and checks,
+# with one row of their own):
 #   1. GSM module parity against the official fixture, fused and composed, on both routes;
 #   2. the targets' rows on tch-cuda: BN-Inception GSM and TSN, 8 segments, batch 32, bf16,
 #      infer and train, with libtorch's own convolution and batch norm (src/model/
@@ -15,11 +16,11 @@
 #      (GATESHIFT_TORCH_LAYERS=0); PyTorch eager (scripts/torch_gpu_bench.py) on the same card;
 #   3. a whole training step against flex on the CPU, with TF32 off (NVIDIA_TF32_OVERRIDE=0)
 #      and with libtorch's default;
-#   4. the rest of the tch-cuda table: fp32, composed GSM, TSM ResNet-50, `bench gsm`;
-#   5. CubeCL cuda: one BN-Inception row with its warm-up time (kernel compilation and
-#      autotuning), a training step against flex, `bench gsm`.
+#   4. CubeCL cuda: one BN-Inception row with its warm-up time (kernel compilation), a
+#      training step against flex, `bench gsm`;
+#   5. the rest of the tch-cuda table: fp32, composed GSM, TSM ResNet-50, `bench gsm`.
 # Rows stop being started after $BUDGET_S seconds (default 400); each row is cut at
-# $ROW_S seconds (default 120; CubeCL's model row gets $CUBE_ROW_S, default 240). Each result
+# $ROW_S seconds (default 120; CubeCL's model row gets $CUBE_ROW_S, default 150). Each result
 # is appended to $OUT/results.txt as it comes; $OUT/card.txt names the card.
 #
 # Prepare here, then run there (the binary runs against the device's own torch libraries):
@@ -62,7 +63,11 @@ row() {
     echo "skipped (budget spent): $*" | log
     return
   fi
-  echo "-- $*" | log
+  local env=""
+  for v in GATESHIFT_TORCH_LAYERS NVIDIA_TF32_OVERRIDE; do
+    [ -n "${!v:-}" ] && env+="$v=${!v} "
+  done
+  echo "-- $env$*" | log
   timeout "${limit:-$row_s}" "$@" 2>&1 | log
 }
 model() { # backend arch temporal mode precision [extra...]
@@ -98,7 +103,12 @@ echo "== 3. a whole training step against flex (logits, loss, every gradient)" |
 NVIDIA_TF32_OVERRIDE=0 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm
 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm
 NVIDIA_TF32_OVERRIDE=0 row "$bin" check backend --backend tch-cuda --arch resnet18 --temporal tsm
-echo "== 4. the rest of the tch-cuda table" | log
+echo "== 4. CubeCL cuda" | log
+limit=${CUBE_ROW_S:-150} row "$bin" bench model --arch bninception --temporal gsm --segments 8 --batch 32 \
+  --mode infer --precision fp32 --backend cuda --warmup 1 --iters 5
+row "$bin" check backend --backend cuda --arch resnet18 --temporal tsm
+row "$bin" bench gsm --backend cuda --batch 32 --mode train --iters 10
+echo "== 5. the rest of the tch-cuda table" | log
 for mode in infer train; do
   for temporal in gsm none; do
     model tch-cuda bninception "$temporal" "$mode" fp32
@@ -116,9 +126,4 @@ done
 for mode in infer train; do
   row "$bin" bench gsm --backend tch-cuda --batch 32 --mode "$mode" --iters 10
 done
-echo "== 5. CubeCL cuda" | log
-limit=${CUBE_ROW_S:-240} row "$bin" bench model --arch bninception --temporal gsm --segments 8 --batch 32 \
-  --mode infer --precision fp32 --backend cuda --warmup 1 --iters 5
-row "$bin" check backend --backend cuda --arch resnet18 --temporal tsm
-row "$bin" bench gsm --backend cuda --batch 32 --mode train --iters 10
 echo "done in $((SECONDS - start)) s" | log

@@ -69,10 +69,11 @@ pub trait TorchLayers: Backend {
 }
 
 /// Whether `layers` runs `x` through these ops: float32 or bfloat16 tensors on libtorch's CUDA
-/// devices, where burn's compositions are slow (docs/PERFORMANCE.md). On libtorch's CPU burn's
-/// compositions are faster (a BN-Inception + GSM training step, 1 × 8 × 224², 2 cores: 1080
-/// against 1228 ms), so on the CPU these ops run only with `GATESHIFT_TORCH_LAYERS=1`;
-/// `GATESHIFT_TORCH_LAYERS=0` turns them off everywhere.
+/// devices, where burn's compositions are slow (docs/PERFORMANCE.md). On libtorch's CPU both
+/// run at the same speed within noise (a BN-Inception + GSM training step, 1 × 8 × 224²,
+/// 2 cores: 1146–1196 ms with these ops, 1194–1275 ms without), so there burn's compositions,
+/// the tested reference, stay unless `GATESHIFT_TORCH_LAYERS=1`; `GATESHIFT_TORCH_LAYERS=0`
+/// turns these ops off everywhere.
 pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
     static SETTING: OnceLock<Option<bool>> = OnceLock::new();
     let setting = *SETTING.get_or_init(|| match std::env::var("GATESHIFT_TORCH_LAYERS").as_deref() {
@@ -199,22 +200,36 @@ pub struct Recorded {
     leaves: Vec<TchTensor>,
 }
 
-/// A leaf of libtorch's graph on `x`'s storage, of kind `kind` (a cast copy if it differs).
-fn leaf(x: &tch::Tensor, kind: Kind) -> tch::Tensor {
-    let x = if x.kind() == kind { x.detach() } else { x.detach().to_kind(kind) };
-    x.set_requires_grad(true)
+/// One input of a recorded op: the tensor, the kind the op takes it in, and whether burn
+/// wants its gradient.
+struct Input<'a> {
+    tensor: &'a tch::Tensor,
+    kind: Kind,
+    grad: bool,
+}
+
+/// `x` detached from any libtorch graph, in kind `kind` (a cast copy if it differs), and a
+/// leaf of the new graph if its gradient is wanted.
+fn leaf(input: &Input) -> tch::Tensor {
+    let x = input.tensor.detach();
+    let x = if x.kind() == input.kind { x } else { x.to_kind(input.kind) };
+    if input.grad { x.set_requires_grad(true) } else { x }
 }
 
 /// Runs `f` on fresh leaves with libtorch's autograd on; returns the output without its graph
-/// (for burn) and the recording (for the backward).
-fn record(inputs: &[(&tch::Tensor, Kind)], f: impl FnOnce(&[tch::Tensor]) -> tch::Tensor) -> (TchTensor, Recorded) {
-    let leaves: Vec<tch::Tensor> = inputs.iter().map(|(t, k)| leaf(t, *k)).collect();
-    let output = tch::with_grad(|| f(&leaves));
+/// (for burn) and the recording (for the backward), whose leaves are the inputs whose gradient
+/// is wanted (libtorch computes no other: no input gradient for a first layer, no weight
+/// gradient for a frozen BN).
+fn record(inputs: &[Input], f: impl FnOnce(&[tch::Tensor]) -> tch::Tensor) -> (TchTensor, Recorded) {
+    let tensors: Vec<tch::Tensor> = inputs.iter().map(leaf).collect();
+    let output = tch::with_grad(|| f(&tensors));
     let detached = TchTensor::new(output.detach());
-    (detached, Recorded { output: TchTensor::new(output), leaves: leaves.into_iter().map(TchTensor::new).collect() })
+    let leaves = tensors.into_iter().zip(inputs).filter(|(_, i)| i.grad).map(|(t, _)| TchTensor::new(t)).collect();
+    (detached, Recorded { output: TchTensor::new(output), leaves })
 }
 
-/// The leaves' gradients for output gradient `dy`, each given its input's kind.
+/// The leaves' gradients for output gradient `dy`, each given its input's kind (`kinds`: one
+/// per leaf).
 fn replay(rec: Recorded, dy: TchTensor, kinds: &[Kind]) -> Vec<TchTensor> {
     let seed = (&rec.output.tensor * &dy.tensor.to_kind(rec.output.tensor.kind())).sum(Kind::Float);
     let leaves: Vec<&tch::Tensor> = rec.leaves.iter().map(|l| &l.tensor).collect();
@@ -227,11 +242,13 @@ fn replay(rec: Recorded, dy: TchTensor, kinds: &[Kind]) -> Vec<TchTensor> {
 /// What `Autodiff<B>` needs from `B` to differentiate the ops: the libtorch recording.
 pub trait TorchLayersKernels: TorchLayers {
     type Recording: Clone + Send + std::fmt::Debug + 'static;
+    /// `grads`: whether each input (x, weight, bias) wants its gradient.
     fn conv2d_recorded(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
         geometry: ConvGeometry,
+        grads: [bool; 3],
     ) -> (FloatTensor<Self>, Self::Recording);
     fn batch_norm_recorded(
         x: FloatTensor<Self>,
@@ -239,8 +256,9 @@ pub trait TorchLayersKernels: TorchLayers {
         bias: FloatTensor<Self>,
         stats: Option<FloatTensor<Self>>,
         eps: f64,
+        grads: [bool; 3],
     ) -> (FloatTensor<Self>, Self::Recording);
-    /// The gradients of the recorded inputs, in their order.
+    /// The gradients of the inputs that wanted one, in their order.
     fn replay(recording: Self::Recording, dy: FloatTensor<Self>) -> Vec<FloatTensor<Self>>;
 }
 
@@ -252,12 +270,15 @@ impl TorchLayersKernels for LibTorch {
         weight: TchTensor,
         bias: Option<TchTensor>,
         geometry: ConvGeometry,
+        grads: [bool; 3],
     ) -> (TchTensor, Self::Recording) {
-        let mut inputs = vec![(&x.tensor, x.tensor.kind()), (&weight.tensor, weight.tensor.kind())];
-        if let Some(b) = &bias {
-            inputs.push((&b.tensor, b.tensor.kind()));
-        }
-        let kinds: Vec<Kind> = inputs.iter().map(|(t, _)| t.kind()).collect();
+        let tensors = [Some(&x.tensor), Some(&weight.tensor), bias.as_ref().map(|b| &b.tensor)];
+        let inputs: Vec<Input> = tensors
+            .into_iter()
+            .zip(grads)
+            .filter_map(|(t, grad)| t.map(|tensor| Input { tensor, kind: tensor.kind(), grad }))
+            .collect();
+        let kinds = inputs.iter().filter(|i| i.grad).map(|i| i.kind).collect();
         let (y, rec) = record(&inputs, |l| conv(&l[0], &l[1], l.get(2), geometry));
         (y, (rec, kinds))
     }
@@ -268,10 +289,17 @@ impl TorchLayersKernels for LibTorch {
         bias: TchTensor,
         stats: Option<TchTensor>,
         eps: f64,
+        grads: [bool; 3],
     ) -> (TchTensor, Self::Recording) {
         let k = bn_kind(x.tensor.kind());
-        let inputs = [(&x.tensor, x.tensor.kind()), (&weight.tensor, k), (&bias.tensor, k)];
-        let kinds = vec![x.tensor.kind(), weight.tensor.kind(), bias.tensor.kind()];
+        let inputs = [
+            Input { tensor: &x.tensor, kind: x.tensor.kind(), grad: grads[0] },
+            Input { tensor: &weight.tensor, kind: k, grad: grads[1] },
+            Input { tensor: &bias.tensor, kind: k, grad: grads[2] },
+        ];
+        // Gradients go back in the inputs' own kinds.
+        let own = [x.tensor.kind(), weight.tensor.kind(), bias.tensor.kind()];
+        let kinds = own.into_iter().zip(grads).filter(|&(_, g)| g).map(|(k, _)| k).collect();
         let stats = stats.map(|s| s.tensor);
         let (y, rec) = record(&inputs, |l| bn(&l[0], &l[1], &l[2], stats.as_ref(), eps));
         (y, (rec, kinds))
@@ -290,22 +318,23 @@ impl<B: TorchLayersKernels, const N: usize> Backward<B, N> for ReplayBackward<N>
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
-        let input_grads = B::replay(ops.state, dy);
-        for (parent, grad) in ops.parents.iter().zip(input_grads) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
+        // One gradient per tracked parent, in order (the recording made leaves of those alone).
+        let mut input_grads = B::replay(ops.state, dy).into_iter();
+        for node in ops.parents.iter().flatten() {
+            let grad = input_grads.next().expect("one recorded gradient per tracked input");
+            grads.register::<B>(node.id, grad);
         }
     }
 }
 
 impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C> {
     fn torch_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, geometry: ConvGeometry) -> FloatTensor<Self> {
+        let grads = [x.is_tracked(), weight.is_tracked(), false];
         let prep = ReplayBackward::<2>.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful();
         let (x, w) = (x.into_primitive(), weight.into_primitive());
         match prep {
             OpsKind::Tracked(prep) => {
-                let (y, rec) = B::conv2d_recorded(x, w, None, geometry);
+                let (y, rec) = B::conv2d_recorded(x, w, None, geometry, grads);
                 prep.finish(rec, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::torch_conv2d(x, w, geometry)),
@@ -318,11 +347,12 @@ impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C
         bias: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self> {
+        let grads = [x.is_tracked(), weight.is_tracked(), bias.is_tracked()];
         let prep = ReplayBackward::<3>.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful();
         let (x, w, b) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
         match prep {
             OpsKind::Tracked(prep) => {
-                let (y, rec) = B::conv2d_recorded(x, w, Some(b), geometry);
+                let (y, rec) = B::conv2d_recorded(x, w, Some(b), geometry, grads);
                 prep.finish(rec, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::torch_conv2d_bias(x, w, b, geometry)),
@@ -337,12 +367,13 @@ impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C
         training: bool,
         eps: f64,
     ) -> FloatTensor<Self> {
+        let grads = [x.is_tracked(), weight.is_tracked(), bias.is_tracked()];
         let prep = ReplayBackward::<3>.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful();
         let (x, w, b, stats) =
             (x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stats.into_primitive());
         match prep {
             OpsKind::Tracked(prep) => {
-                let (y, rec) = B::batch_norm_recorded(x, w, b, (!training).then_some(stats), eps);
+                let (y, rec) = B::batch_norm_recorded(x, w, b, (!training).then_some(stats), eps, grads);
                 prep.finish(rec, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::torch_batch_norm(x, w, b, stats, training, eps)),
@@ -412,6 +443,27 @@ mod tests {
                 assert!(e <= 1e-5, "case {cin}->{cout} k{k} s{s} p{p} g{groups}: quantity {i} rel {e:e}");
             }
         }
+    }
+
+    /// Only tracked inputs get gradients: a first layer (input not tracked) and a frozen bias.
+    #[test]
+    fn untracked_inputs_get_no_gradient() {
+        let device = burn::tensor::Device::libtorch().autodiff();
+        let mut conv =
+            Conv2dConfig::new([3, 4], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&device);
+        conv.bias = conv.bias.map(|b| b.set_require_grad(false));
+        let g = geometry(&conv).unwrap();
+        let x = normal([2, 3, 5, 5], &device);
+        let dy = normal([2, 4, 5, 5], &device);
+        let run = |torch: bool| {
+            let y = if torch { conv2d(&conv, g, x.clone()) } else { conv.forward(x.clone()) };
+            let grads = (y * dy.clone()).sum().backward();
+            assert!(x.grad(&grads).is_none());
+            assert!(conv.bias.as_ref().unwrap().grad(&grads).is_none());
+            conv.weight.grad(&grads).unwrap().into_data()
+        };
+        let e = rel(run(true), run(false));
+        assert!(e <= 1e-5, "weight gradient rel {e:e}");
     }
 
     /// Asymmetric padding stays on burn's path.
