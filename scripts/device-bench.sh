@@ -14,6 +14,7 @@
 #      infer and train, with libtorch's own convolution and batch norm (src/model/
 #      torch_layers.rs, the default on CUDA) and, for comparison with the first run, without
 #      (GATESHIFT_TORCH_LAYERS=0); PyTorch eager (scripts/torch_gpu_bench.py) on the same card;
+#      the 10 GSM modules alone in inference (`bench gsm`), GSM's overhead over TSN;
 #   3. a whole training step against flex on the CPU, with TF32 off (NVIDIA_TF32_OVERRIDE=0)
 #      and with libtorch's default;
 #   4. CubeCL cuda: one BN-Inception row with its warm-up time (kernel compilation), a
@@ -99,6 +100,8 @@ for mode in infer train; do
     torch_ref "$temporal" "$mode" bf16
   done
 done
+# What the 10 GSM modules cost alone (fused against composed): GSM's overhead over TSN.
+row "$bin" bench gsm --backend tch-cuda --batch 32 --mode infer --iters 10
 echo "== 3. a whole training step against flex (logits, loss, every gradient)" | log
 NVIDIA_TF32_OVERRIDE=0 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm
 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm
@@ -123,7 +126,5 @@ for mode in infer train; do
     torch_ref "$temporal" "$mode" fp32
   done
 done
-for mode in infer train; do
-  row "$bin" bench gsm --backend tch-cuda --batch 32 --mode "$mode" --iters 10
-done
+row "$bin" bench gsm --backend tch-cuda --batch 32 --mode train --iters 10
 echo "done in $((SECONDS - start)) s" | log
