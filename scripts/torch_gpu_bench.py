@@ -27,6 +27,8 @@ def main():
     ap.add_argument("--mode", choices=["infer", "train"], default="infer")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--segments", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--device", default="cuda", help="cpu: a quick check of the script alone")
@@ -35,7 +37,7 @@ def main():
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    model = BnInceptionGsm()
+    model = BnInceptionGsm(segments=a.segments)
     if a.temporal == "none":
         model.gsm = nn.ModuleDict()
     model = model.to(dev)
@@ -45,7 +47,7 @@ def main():
     dtype = torch.bfloat16 if a.precision == "bf16" else torch.float32
     times = []
     for i in range(a.warmup + a.iters):
-        x = torch.randn(a.batch, 24, 224, 224, device=dev)
+        x = torch.randn(a.batch, 3 * a.segments, a.size, a.size, device=dev)
         labels = torch.zeros(a.batch, dtype=torch.long, device=dev)
         sync()
         t0 = time.perf_counter()
@@ -69,7 +71,7 @@ def main():
     name = "gsm" if a.temporal == "gsm" else "tsn"
     print(
         f"pytorch {torch.__version__} eager {card}: bninception+{name} "
-        f"{a.mode} {a.precision} batch {a.batch}x8x224^2: median {ms:.1f} ms/iter, "
+        f"{a.mode} {a.precision} batch {a.batch}x{a.segments}x{a.size}^2: median {ms:.1f} ms/iter, "
         f"{a.batch / ms * 1000:.1f} clips/s, peak allocated {peak:.0f} MiB"
     )
 

@@ -292,16 +292,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
             let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &device);
             let logits = crate::train::precision::forward(&model, input, cfg.precision);
             let loss = cross_entropy(logits.clone(), labels);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            if !loss_value.is_finite() {
-                let kept = if last.exists() {
-                    format!("{} keeps the last good state (after epoch {})", last.display(), state.epochs_done)
-                } else {
-                    "no epoch had finished, so nothing was saved".to_string()
-                };
-                bail!("loss became {loss_value} in epoch {} iteration {iter}: stopping; {kept}", epoch + 1);
-            }
-            let grads = GradientsParams::from_grads(loss.div_scalar(o.iter_size as f64).backward(), &model);
+            let grads = GradientsParams::from_grads(loss.clone().div_scalar(o.iter_size as f64).backward(), &model);
             accum.accumulate(&model, grads);
             pending += 1;
             if pending == o.iter_size {
@@ -309,6 +300,18 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
                 clip_grad_norm(&model, &mut grads, o.clip_gradient);
                 model = sgd.step(lr, model, grads);
                 pending = 0;
+            }
+            // Read once the step is queued, so that a GPU is not left idle while the host
+            // queues the backward. A non-finite loss has spoilt the weights in memory by then;
+            // they are dropped unsaved.
+            let loss_value = loss.into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                let kept = if last.exists() {
+                    format!("{} keeps the last good state (after epoch {})", last.display(), state.epochs_done)
+                } else {
+                    "no epoch had finished, so nothing was saved".to_string()
+                };
+                bail!("loss became {loss_value} in epoch {} iteration {iter}: stopping; {kept}", epoch + 1);
             }
             let scores: Vec<f32> =
                 logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
