@@ -85,18 +85,22 @@ impl BatchNorm {
         let shift = self.bias.val().reshape(stat_shape);
         let out = centered * inv_std * scale + shift;
 
-        let m = self.momentum;
         let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
-        let batch_mean = mean.detach().reshape([channels]);
-        let batch_var = var.detach().reshape([channels]);
-        let running_mean = self.running_mean.value_sync().to_device(&device);
-        let running_var = self.running_var.value_sync().to_device(&device);
-        let stat_dtype = running_mean.dtype();
-        let running_mean = running_mean.mul_scalar(1.0 - m) + batch_mean.cast(stat_dtype).mul_scalar(m);
-        let running_var = running_var.mul_scalar(1.0 - m) + batch_var.cast(stat_dtype).mul_scalar(m * unbiased);
+        self.update_running(mean.detach().reshape([channels]), var.detach().reshape([channels]), unbiased, &device);
+        out
+    }
+
+    /// PyTorch's running-statistics rule from the batch mean and variance (C): the variance
+    /// enters times `unbiased` (n / (n − 1) for a biased one), in the statistics' own dtype.
+    fn update_running(&self, batch_mean: Tensor<1>, batch_var: Tensor<1>, unbiased: f64, device: &Device) {
+        let m = self.momentum;
+        let running_mean = self.running_mean.value_sync().to_device(device);
+        let running_var = self.running_var.value_sync().to_device(device);
+        let dtype = running_mean.dtype();
+        let running_mean = running_mean.mul_scalar(1.0 - m) + batch_mean.cast(dtype).mul_scalar(m);
+        let running_var = running_var.mul_scalar(1.0 - m) + batch_var.cast(dtype).mul_scalar(m * unbiased);
         self.running_mean.update(running_mean.detach());
         self.running_var.update(running_var.detach());
-        out
     }
 
     /// The same on libtorch's batch-norm kernels (`torch_layers`): one op forward and
@@ -116,14 +120,8 @@ impl BatchNorm {
         let channels = stats.dims()[1];
         let batch_mean = stats.clone().slice([0..1, 0..channels]).reshape([channels]);
         let batch_var = stats.slice([1..2, 0..channels]).reshape([channels]);
-        let m = self.momentum;
-        let running_mean = self.running_mean.value_sync().to_device(&device);
-        let running_var = self.running_var.value_sync().to_device(&device);
-        let stat_dtype = running_mean.dtype();
-        let running_mean = running_mean.mul_scalar(1.0 - m) + batch_mean.cast(stat_dtype).mul_scalar(m);
-        let running_var = running_var.mul_scalar(1.0 - m) + batch_var.cast(stat_dtype).mul_scalar(m);
-        self.running_mean.update(running_mean.detach());
-        self.running_var.update(running_var.detach());
+        // `batch_stats` gives the unbiased variance already.
+        self.update_running(batch_mean, batch_var, 1.0, &device);
         batch_norm(x, weight, bias, None, self.epsilon)
     }
 }
