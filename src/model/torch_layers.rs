@@ -53,14 +53,20 @@ pub trait TorchLayers: Backend {
         bias: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self>;
-    /// BatchNorm over dimension 1 with the batch's statistics (`training`) or with `stats` =
-    /// (2, C) running mean and variance, which get no gradient (ignored when training).
-    fn torch_batch_norm(
+    /// BatchNorm over dimension 1 with the batch's statistics.
+    fn torch_batch_norm_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+    /// BatchNorm over dimension 1 with `stats` = (2, C) running mean and variance, which get
+    /// no gradient.
+    fn torch_batch_norm_eval(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         stats: FloatTensor<Self>,
-        training: bool,
         eps: f64,
     ) -> FloatTensor<Self>;
     /// (2, C) float32: the batch mean and *unbiased* variance of every channel (dimension 1),
@@ -119,16 +125,11 @@ pub fn batch_norm<const D: usize>(
     stats: Option<Tensor<2>>,
     eps: f64,
 ) -> Tensor<D> {
-    let training = stats.is_none();
-    let stats = stats.unwrap_or_else(|| Tensor::zeros([2, weight.dims()[0]], &x.device()));
-    let y = <Dispatch as TorchLayers>::torch_batch_norm(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        bias.into_dispatch(),
-        stats.into_dispatch(),
-        training,
-        eps,
-    );
+    let (x, weight, bias) = (x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch());
+    let y = match stats {
+        None => <Dispatch as TorchLayers>::torch_batch_norm_train(x, weight, bias, eps),
+        Some(s) => <Dispatch as TorchLayers>::torch_batch_norm_eval(x, weight, bias, s.into_dispatch(), eps),
+    };
     Tensor::from_dispatch(y)
 }
 
@@ -172,16 +173,18 @@ impl TorchLayers for LibTorch {
         TchTensor::new(conv(&x.tensor, &weight.tensor, Some(&bias.tensor), geometry))
     }
 
-    fn torch_batch_norm(
+    fn torch_batch_norm_train(x: TchTensor, weight: TchTensor, bias: TchTensor, eps: f64) -> TchTensor {
+        TchTensor::new(bn(&x.tensor, &weight.tensor, &bias.tensor, None, eps))
+    }
+
+    fn torch_batch_norm_eval(
         x: TchTensor,
         weight: TchTensor,
         bias: TchTensor,
         stats: TchTensor,
-        training: bool,
         eps: f64,
     ) -> TchTensor {
-        let stats = (!training).then_some(&stats.tensor);
-        TchTensor::new(bn(&x.tensor, &weight.tensor, &bias.tensor, stats, eps))
+        TchTensor::new(bn(&x.tensor, &weight.tensor, &bias.tensor, Some(&stats.tensor), eps))
     }
 
     fn torch_batch_stats(x: TchTensor) -> TchTensor {
@@ -359,25 +362,23 @@ impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C
         }
     }
 
-    fn torch_batch_norm(
+    fn torch_batch_norm_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        batch_norm_op::<B, C>(x, weight, bias, None, eps)
+    }
+
+    fn torch_batch_norm_eval(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         stats: FloatTensor<Self>,
-        training: bool,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let grads = [x.is_tracked(), weight.is_tracked(), bias.is_tracked()];
-        let prep = ReplayBackward::<3>.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful();
-        let (x, w, b, stats) =
-            (x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stats.into_primitive());
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let (y, rec) = B::batch_norm_recorded(x, w, b, (!training).then_some(stats), eps, grads);
-                prep.finish(rec, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::torch_batch_norm(x, w, b, stats, training, eps)),
-        }
+        batch_norm_op::<B, C>(x, weight, bias, Some(stats.into_primitive()), eps)
     }
 
     fn torch_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -386,6 +387,29 @@ impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C
             OpsKind::UnTracked(prep) => prep.finish(B::torch_batch_stats(x.into_primitive())),
             OpsKind::Tracked(_) => unreachable!("an op without inputs is never tracked"),
         }
+    }
+}
+
+/// Both batch-norm ops on `Autodiff<B>`: batch statistics (`stats == None`) or the given ones.
+fn batch_norm_op<B: TorchLayersKernels, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+    stats: Option<FloatTensor<B>>,
+    eps: f64,
+) -> FloatTensor<Autodiff<B, C>> {
+    let grads = [x.is_tracked(), weight.is_tracked(), bias.is_tracked()];
+    let prep = ReplayBackward::<3>.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful();
+    let (x, w, b) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+    match prep {
+        OpsKind::Tracked(prep) => {
+            let (y, rec) = B::batch_norm_recorded(x, w, b, stats, eps, grads);
+            prep.finish(rec, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(match stats {
+            None => B::torch_batch_norm_train(x, w, b, eps),
+            Some(s) => B::torch_batch_norm_eval(x, w, b, s, eps),
+        }),
     }
 }
 

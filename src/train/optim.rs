@@ -16,7 +16,7 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
 /// Global L2 norm of all gradients; if above `max_norm`, scales every gradient by
 /// `max_norm / (norm + 1e-6)` exactly as `torch.nn.utils.clip_grad_norm_`. Returns the
 /// pre-clip norm. The squares are summed on the device and read once: on a GPU a read per
-/// parameter would make the host wait for the device about two hundred times a step.
+/// parameter would make the host wait for the device some three hundred times a step (318 for BN-Inception + GSM).
 pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
     let mut sq = SquaredNorm { grads, total: None };
     model.visit(&mut sq);
