@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::cost;
-use crate::model::layers::{BatchNorm, conv2d};
+use crate::model::layers::{BatchNorm, conv_bn, conv2d};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
 
 /// Which Lite model.
@@ -93,10 +93,18 @@ impl SameConv {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(&self.conv, self.pad(x))
+    }
+
+    /// BN(conv(x)), folded in inference (`layers::conv_bn`).
+    pub fn forward_bn(&self, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+        conv_bn(&self.conv, bn, self.pad(x))
+    }
+
+    fn pad(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let (ph, pw) = (self.pad_total(h), self.pad_total(w));
-        let x = if ph + pw > 0 { x.pad((pw / 2, pw - pw / 2, ph / 2, ph - ph / 2), PadMode::Constant(0.0)) } else { x };
-        conv2d(&self.conv, x)
+        if ph + pw > 0 { x.pad((pw / 2, pw - pw / 2, ph / 2, ph - ph / 2), PadMode::Constant(0.0)) } else { x }
     }
 }
 
@@ -121,14 +129,14 @@ impl MbBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut y = x.clone();
         if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
-            y = conv.forward(y);
-            if let Some(t) = &self.temporal {
-                y = t.forward(y);
-            }
-            y = relu6(bn.forward(y));
+            y = match &self.temporal {
+                Some(t) => bn.forward(t.forward(conv.forward(y))),
+                None => conv.forward_bn(bn, y),
+            };
+            y = relu6(y);
         }
-        let y = relu6(self.bn1.forward(self.depthwise_conv.forward(y)));
-        let y = self.bn2.forward(self.project_conv.forward(y));
+        let y = relu6(self.depthwise_conv.forward_bn(&self.bn1, y));
+        let y = self.project_conv.forward_bn(&self.bn2, y);
         if self.residual { y + x } else { y }
     }
 }
@@ -181,13 +189,13 @@ impl EfficientNet {
     /// `(N, 3, H, W)` → `(N, 1280, 1, 1)` globally average-pooled features.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         cost::stage("stem");
-        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(x)));
+        let mut x = relu6(self.conv_stem.forward_bn(&self.bn0, x));
         cost::stage("blocks");
         for b in &self.blocks {
             x = b.forward(x);
         }
         cost::stage("head");
-        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        let x = relu6(self.conv_head.forward_bn(&self.bn1, x));
         x.mean_dims(&[2, 3])
     }
 }

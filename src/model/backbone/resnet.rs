@@ -17,7 +17,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::cost;
-use crate::model::layers::{BatchNorm, ConvSpec, conv2d};
+use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv2d};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
 
 /// Where TSM's shift goes in a residual block.
@@ -60,23 +60,23 @@ impl Block {
             (Some(Temporal::Tsm(t)), false) => (x.clone(), t.forward(x)),
             _ => (x.clone(), x),
         };
-        let mut y = conv2d(&self.conv1, branch_in);
-        if let Some(Temporal::Gsm(g)) = &self.temporal {
-            y = g.forward(y);
-        }
-        let y = relu(self.bn1.forward(y));
-        // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`).
-        let gsf = |y: Tensor<4>| match &self.temporal {
-            Some(Temporal::Gsf(g)) => g.forward(y),
-            _ => y,
+        let y = match &self.temporal {
+            Some(Temporal::Gsm(g)) => self.bn1.forward(g.forward(conv2d(&self.conv1, branch_in))),
+            _ => conv_bn(&self.conv1, &self.bn1, branch_in),
         };
-        let y = conv2d(&self.conv2, y);
+        let y = relu(y);
+        // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`);
+        // elsewhere conv → BN is folded in inference (`conv_bn`).
+        let last = |conv: &Conv2d, bn: &BatchNorm, y: Tensor<4>| match &self.temporal {
+            Some(Temporal::Gsf(g)) => bn.forward(g.forward(conv2d(conv, y))),
+            _ => conv_bn(conv, bn, y),
+        };
         let y = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => bn3.forward(gsf(conv2d(conv3, relu(self.bn2.forward(y))))),
-            _ => self.bn2.forward(gsf(y)),
+            (Some(conv3), Some(bn3)) => last(conv3, bn3, relu(conv_bn(&self.conv2, &self.bn2, y))),
+            _ => last(&self.conv2, &self.bn2, y),
         };
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(conv2d(&d.conv, x)),
+            Some(d) => conv_bn(&d.conv, &d.bn, x),
             None => x,
         };
         relu(y + identity)
@@ -215,7 +215,7 @@ impl ResNet {
 
     /// Runs the stem and the four stages, returning each stage's output.
     pub fn forward_stages(&self, x: Tensor<4>) -> [Tensor<4>; 4] {
-        let x = self.maxpool.forward(relu(self.bn1.forward(conv2d(&self.conv1, x))));
+        let x = self.maxpool.forward(relu(conv_bn(&self.conv1, &self.bn1, x)));
         let run = |name: &str, blocks: &[Block], x: Tensor<4>| {
             cost::stage(name);
             blocks.iter().fold(x, |x, b| b.forward(x))
