@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{DType, DeviceConfig, Distribution, FloatDType, Int, Tensor};
+use burn::tensor::{DType, Device, DeviceConfig, Distribution, FloatDType, Int, Tensor};
 use clap::{Args, Subcommand};
 use gateshift::data::list::{List, ListFormat};
 use gateshift::data::transform::FlipMap;
@@ -112,6 +112,23 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
 }
 
+/// How the backbone's layers ran on `device`: BN folded into convolutions (inference), and on
+/// libtorch whether convolution and BN were single libtorch ops and in which memory order.
+fn layer_notes(device: &Device) -> String {
+    let mut notes = String::new();
+    let probe = Tensor::<4>::zeros([1, 1, 1, 1], device);
+    if gateshift::model::layers::folds(device) {
+        notes.push_str(" · BN folded");
+    }
+    #[cfg(feature = "tch")]
+    if gateshift::model::torch_layers::applies(&probe) {
+        let order = if gateshift::model::torch_layers::channels_last(&probe) { "channels-last" } else { "NCHW" };
+        notes.push_str(&format!(" · libtorch conv/BN, {order}"));
+    }
+    let _ = probe;
+    notes
+}
+
 fn model(a: ModelBench) -> Result<()> {
     gsm_fused::set_enabled(a.gsm == GsmImpl::Fused);
     let mut base = gateshift::backend::device(&a.backend)?;
@@ -168,7 +185,7 @@ fn model(a: ModelBench) -> Result<()> {
         _ => "",
     };
     println!(
-        "{} + {}{gsm} · {:?} · batch {} × {} × {size}² · {} · backend {}: median {:.1} ms/iter (mean {:.1}) · {:.2} clips/s",
+        "{} + {}{gsm} · {:?} · batch {} × {} × {size}² · {} · backend {}{}: median {:.1} ms/iter (mean {:.1}) · {:.2} clips/s",
         a.arch.name(),
         a.temporal.name(),
         a.mode,
@@ -176,6 +193,7 @@ fn model(a: ModelBench) -> Result<()> {
         a.segments,
         a.precision.name(),
         a.backend,
+        layer_notes(&device),
         1e3 * median,
         1e3 * mean,
         a.batch as f64 / median

@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::tensor::{DType, Distribution, Tensor};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use clap::Args;
+use gateshift::model::layers;
 use gateshift::model::temporal::{Gsm, gsm_fused};
 
 use super::bench::BenchMode;
@@ -65,6 +67,9 @@ pub fn run(a: GsmBench) -> Result<()> {
         ));
         let gsm = if train { gsm } else { gsm.valid() };
         let x = Tensor::<4>::random([a.batch * a.segments, c, side, side], Distribution::Normal(0.0, 1.0), &device);
+        // Through an identity 1×1 convolution, so that the map comes in the memory order a
+        // backbone's convolution gives it (channels-last on libtorch, `torch_layers`).
+        let x = layers::conv2d(&identity_conv(c, &device), x).detach();
         let mut medians = [0f64; 2];
         for (slot, fused) in [(0, true), (1, false)] {
             let mut times = Vec::with_capacity(a.iters);
@@ -91,4 +96,12 @@ pub fn run(a: GsmBench) -> Result<()> {
     }
     println!("{:<26} {:>9.2} {:>9.2} {:>6.2}×", "all 10", totals[0], totals[1], totals[1] / totals[0]);
     Ok(())
+}
+
+/// A bias-free 1×1 convolution from `c` to `c` channels with the identity as its weight.
+fn identity_conv(c: usize, device: &Device) -> Conv2d {
+    let mut conv = Conv2dConfig::new([c, c], [1, 1]).with_bias(false).init(device);
+    let eye: Tensor<2> = Tensor::eye(c, device);
+    conv.weight = burn::module::Param::from_tensor(eye.reshape([c, c, 1, 1]));
+    conv
 }

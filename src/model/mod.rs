@@ -8,6 +8,8 @@ pub mod probe;
 pub mod recognizer;
 pub mod temporal;
 #[cfg(feature = "tch")]
+pub mod torch_autograd;
+#[cfg(feature = "tch")]
 pub mod torch_layers;
 
 pub use backbone::{Arch, InputSpec, ShiftPlace};

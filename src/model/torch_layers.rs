@@ -7,23 +7,17 @@
 //! and a training-mode BatchNorm is about ten tensor ops, each a pass over the feature map.
 //! Here each is one libtorch op whose backward is libtorch's native one (cuDNN's backward
 //! data and filter convolutions, its fused batch-norm backward), reached through libtorch's
-//! autograd: the forward records libtorch's graph on leaves that share the inputs' storage,
-//! and the backward seeds it with burn's output gradient (`Σ y·dy`) and reads the leaves'
-//! gradients. The seed costs an elementwise product and a sum over the output.
+//! autograd (`torch_autograd.rs`).
 //!
 //! `layers::conv2d` and `layers::BatchNorm` use these ops where [`applies`]: on libtorch's CUDA
-//! devices by default (`GATESHIFT_TORCH_LAYERS=0` turns them off, `=1` on for its CPU too).
+//! devices, and on its CPU in inference (`GATESHIFT_TORCH_LAYERS=0` turns them off, `=1` on
+//! for CPU training too). Convolutions there run channels-last ([`channels_last`]).
 
 // burn 0.22 marks its libtorch backend deprecated; it is the backend this file extends.
 #![allow(deprecated)]
 
 use std::sync::OnceLock;
 
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::libtorch::TchTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, LibTorch, LibTorchDevice, backend_extension};
@@ -32,13 +26,15 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor};
 use tch::Kind;
 
-/// Stride, symmetric padding, dilation and groups of a 2D convolution.
+/// Stride, symmetric padding, dilation and groups of a 2D convolution, and its memory order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
     pub stride: [usize; 2],
     pub padding: [usize; 2],
     pub dilation: [usize; 2],
     pub groups: usize,
+    /// Run in channels-last memory order ([`channels_last`]).
+    pub channels_last: bool,
 }
 
 /// The ops, routed by burn to the libtorch backend (with or without autodiff).
@@ -74,27 +70,49 @@ pub trait TorchLayers: Backend {
     fn torch_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// Whether `layers` runs `x` through these ops: float32 or bfloat16 tensors on libtorch's CUDA
-/// devices, where burn's compositions are slow (docs/PERFORMANCE.md). On libtorch's CPU both
-/// run at the same speed within noise (a BN-Inception + GSM training step, 1 × 8 × 224²,
-/// 2 cores: 1146–1196 ms with these ops, 1194–1275 ms without), so there burn's compositions,
-/// the tested reference, stay unless `GATESHIFT_TORCH_LAYERS=1`; `GATESHIFT_TORCH_LAYERS=0`
-/// turns these ops off everywhere.
-pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
-    static SETTING: OnceLock<Option<bool>> = OnceLock::new();
-    let setting = *SETTING.get_or_init(|| match std::env::var("GATESHIFT_TORCH_LAYERS").as_deref() {
+/// A `GATESHIFT_*` switch: `Some(false)` for "0", `Some(true)` for "1", else `None`.
+fn switch(name: &str) -> Option<bool> {
+    match std::env::var(name).as_deref() {
         Ok("0") => Some(false),
         Ok("1") => Some(true),
         _ => None,
-    });
+    }
+}
+
+/// Whether `layers` runs `x` through these ops: float32 or bfloat16 tensors on libtorch's CUDA
+/// devices, where burn's compositions are slow (docs/PERFORMANCE.md), and on libtorch's CPU in
+/// inference, where they run channels-last (see [`channels_last`]). CPU training keeps burn's
+/// compositions, the tested reference: there both run at the same speed within noise (a
+/// BN-Inception + GSM step, 1 × 8 × 224², 2 cores: 1146–1196 ms with these ops, 1194–1275
+/// ms without). `GATESHIFT_TORCH_LAYERS=0` turns these ops off everywhere, `=1` on everywhere.
+pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    static SETTING: OnceLock<Option<bool>> = OnceLock::new();
+    let setting = *SETTING.get_or_init(|| switch("GATESHIFT_TORCH_LAYERS"));
     if !matches!(x.dtype(), DType::F32 | DType::BF16) {
         return false;
     }
     match x.device().inner().as_dispatch() {
         DispatchDevice::LibTorch(LibTorchDevice::Cuda(_)) => setting != Some(false),
-        DispatchDevice::LibTorch(_) => setting == Some(true),
+        DispatchDevice::LibTorch(_) => setting.unwrap_or(!x.device().is_autodiff()),
         _ => false,
     }
+}
+
+/// Whether convolutions of `x` take their input in channels-last memory order (NHWC strides
+/// under the logical (N, C, H, W) shape). cuDNN's fastest bf16 and fp32 tensor-core
+/// convolutions are NHWC ones: fed NCHW, it transposes around them or picks slower kernels;
+/// oneDNN on the CPU likewise (BN-Inception + GSM inference, 1 × 8 × 224² on 2 cores: 248–277
+/// ms channels-last, 293–343 ms NCHW). libtorch keeps the order through its ops (a
+/// channels-last convolution writes channels-last output; BatchNorm, ReLU, pooling and
+/// concatenation keep it), so after the first layer the conversion is free except behind ops
+/// that need contiguous NCHW (the fused GSM). Default: on CUDA, and on the CPU in inference
+/// (CPU training keeps NCHW, the order the parity fixtures were checked in);
+/// `GATESHIFT_CHANNELS_LAST=0`/`=1` overrides.
+pub fn channels_last<const D: usize>(x: &Tensor<D>) -> bool {
+    static SETTING: OnceLock<Option<bool>> = OnceLock::new();
+    let setting = *SETTING.get_or_init(|| switch("GATESHIFT_CHANNELS_LAST"));
+    let cuda = matches!(x.device().inner().as_dispatch(), DispatchDevice::LibTorch(LibTorchDevice::Cuda(_)));
+    setting.unwrap_or(cuda || !x.device().is_autodiff())
 }
 
 /// The geometry of `conv` when libtorch can take it (symmetric or no padding), else `None`.
@@ -104,11 +122,19 @@ pub fn geometry(conv: &Conv2d) -> Option<ConvGeometry> {
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
         _ => return None,
     };
-    Some(ConvGeometry { stride: conv.stride, padding, dilation: conv.dilation, groups: conv.groups })
+    Some(ConvGeometry {
+        stride: conv.stride,
+        padding,
+        dilation: conv.dilation,
+        groups: conv.groups,
+        channels_last: false,
+    })
 }
 
-/// `conv` applied to `x` on libtorch's kernels (see [`applies`], [`geometry`]).
+/// `conv` applied to `x` on libtorch's kernels (see [`applies`], [`geometry`]), channels-last
+/// where [`channels_last`] says so.
 pub fn conv2d(conv: &Conv2d, geometry: ConvGeometry, x: Tensor<4>) -> Tensor<4> {
+    let geometry = ConvGeometry { channels_last: channels_last(&x), ..geometry };
     let (x, w) = (x.into_dispatch(), conv.weight.val().into_dispatch());
     let y = match &conv.bias {
         Some(b) => <Dispatch as TorchLayers>::torch_conv2d_bias(x, w, b.val().into_dispatch(), geometry),
@@ -144,17 +170,45 @@ fn ints(v: [usize; 2]) -> [i64; 2] {
     [v[0] as i64, v[1] as i64]
 }
 
-fn conv(x: &tch::Tensor, w: &tch::Tensor, b: Option<&tch::Tensor>, g: ConvGeometry) -> tch::Tensor {
+pub(crate) fn conv(x: &tch::Tensor, w: &tch::Tensor, b: Option<&tch::Tensor>, g: ConvGeometry) -> tch::Tensor {
+    let converted;
+    let x = if g.channels_last {
+        converted = to_channels_last(x);
+        &converted
+    } else {
+        x
+    };
     x.conv2d(w, b, ints(g.stride), ints(g.padding), ints(g.dilation), g.groups as i64)
+}
+
+/// `x` (N, C, H, W) with dense channels-last strides (C is the fastest-moving index): itself when
+/// it has them already, else a copy. libtorch infers the memory format from the strides.
+pub(crate) fn to_channels_last(x: &tch::Tensor) -> tch::Tensor {
+    if is_channels_last(x) { x.shallow_clone() } else { x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]) }
+}
+
+pub(crate) fn is_channels_last(x: &tch::Tensor) -> bool {
+    let (size, stride) = (x.size(), x.stride());
+    size.len() == 4
+        && stride[1] == 1
+        && stride[3] == size[1]
+        && stride[2] == size[1] * size[3]
+        && (size[0] == 1 || stride[0] == size[1] * size[2] * size[3])
 }
 
 /// BatchNorm parameters as libtorch's kernels take them next to an `x` of kind `kind`: a
 /// bfloat16 input with float32 parameters (autocast's pairing), else all of the input's kind.
-fn bn_kind(kind: Kind) -> Kind {
+pub(crate) fn bn_kind(kind: Kind) -> Kind {
     if kind == Kind::BFloat16 { Kind::Float } else { kind }
 }
 
-fn bn(x: &tch::Tensor, w: &tch::Tensor, b: &tch::Tensor, stats: Option<&tch::Tensor>, eps: f64) -> tch::Tensor {
+pub(crate) fn bn(
+    x: &tch::Tensor,
+    w: &tch::Tensor,
+    b: &tch::Tensor,
+    stats: Option<&tch::Tensor>,
+    eps: f64,
+) -> tch::Tensor {
     let k = bn_kind(x.kind());
     let (w, b) = (w.to_kind(k), b.to_kind(k));
     let (mean, var) = match stats {
@@ -192,224 +246,6 @@ impl TorchLayers for LibTorch {
         let dims: Vec<i64> = (0..x.dim() as i64).filter(|&d| d != 1).collect();
         let (var, mean) = x.var_mean_correction(dims.as_slice(), 1, false);
         TchTensor::new(tch::Tensor::stack(&[mean, var], 0).to_kind(Kind::Float))
-    }
-}
-
-/// A libtorch graph recorded in a forward: its output and its leaves, which share the
-/// inputs' storage.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    output: TchTensor,
-    leaves: Vec<TchTensor>,
-}
-
-/// One input of a recorded op: the tensor, the kind the op takes it in, and whether burn
-/// wants its gradient.
-struct Input<'a> {
-    tensor: &'a tch::Tensor,
-    kind: Kind,
-    grad: bool,
-}
-
-/// `x` detached from any libtorch graph, in kind `kind` (a cast copy if it differs), and a
-/// leaf of the new graph if its gradient is wanted.
-fn leaf(input: &Input) -> tch::Tensor {
-    let x = input.tensor.detach();
-    let x = if x.kind() == input.kind { x } else { x.to_kind(input.kind) };
-    if input.grad { x.set_requires_grad(true) } else { x }
-}
-
-/// Runs `f` on fresh leaves with libtorch's autograd on; returns the output without its graph
-/// (for burn) and the recording (for the backward), whose leaves are the inputs whose gradient
-/// is wanted (libtorch computes no other: no input gradient for a first layer, no weight
-/// gradient for a frozen BN).
-fn record(inputs: &[Input], f: impl FnOnce(&[tch::Tensor]) -> tch::Tensor) -> (TchTensor, Recorded) {
-    let tensors: Vec<tch::Tensor> = inputs.iter().map(leaf).collect();
-    let output = tch::with_grad(|| f(&tensors));
-    let detached = TchTensor::new(output.detach());
-    let leaves = tensors.into_iter().zip(inputs).filter(|(_, i)| i.grad).map(|(t, _)| TchTensor::new(t)).collect();
-    (detached, Recorded { output: TchTensor::new(output), leaves })
-}
-
-/// The leaves' gradients for output gradient `dy`, each given its input's kind (`kinds`: one
-/// per leaf).
-fn replay(rec: Recorded, dy: TchTensor, kinds: &[Kind]) -> Vec<TchTensor> {
-    let seed = (&rec.output.tensor * &dy.tensor.to_kind(rec.output.tensor.kind())).sum(Kind::Float);
-    let leaves: Vec<&tch::Tensor> = rec.leaves.iter().map(|l| &l.tensor).collect();
-    let grads = tch::Tensor::run_backward(&[seed], &leaves, false, false);
-    grads.into_iter().zip(kinds).map(|(g, &k)| TchTensor::new(g.to_kind(k))).collect()
-}
-
-// ---- autodiff ----------------------------------------------------------------------------
-
-/// What `Autodiff<B>` needs from `B` to differentiate the ops: the libtorch recording.
-pub trait TorchLayersKernels: TorchLayers {
-    type Recording: Clone + Send + std::fmt::Debug + 'static;
-    /// `grads`: whether each input (x, weight, bias) wants its gradient.
-    fn conv2d_recorded(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        geometry: ConvGeometry,
-        grads: [bool; 3],
-    ) -> (FloatTensor<Self>, Self::Recording);
-    fn batch_norm_recorded(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        stats: Option<FloatTensor<Self>>,
-        eps: f64,
-        grads: [bool; 3],
-    ) -> (FloatTensor<Self>, Self::Recording);
-    /// The gradients of the inputs that wanted one, in their order.
-    fn replay(recording: Self::Recording, dy: FloatTensor<Self>) -> Vec<FloatTensor<Self>>;
-}
-
-impl TorchLayersKernels for LibTorch {
-    type Recording = (Recorded, Vec<Kind>);
-
-    fn conv2d_recorded(
-        x: TchTensor,
-        weight: TchTensor,
-        bias: Option<TchTensor>,
-        geometry: ConvGeometry,
-        grads: [bool; 3],
-    ) -> (TchTensor, Self::Recording) {
-        let tensors = [Some(&x.tensor), Some(&weight.tensor), bias.as_ref().map(|b| &b.tensor)];
-        let inputs: Vec<Input> = tensors
-            .into_iter()
-            .zip(grads)
-            .filter_map(|(t, grad)| t.map(|tensor| Input { tensor, kind: tensor.kind(), grad }))
-            .collect();
-        let kinds = inputs.iter().filter(|i| i.grad).map(|i| i.kind).collect();
-        let (y, rec) = record(&inputs, |l| conv(&l[0], &l[1], l.get(2), geometry));
-        (y, (rec, kinds))
-    }
-
-    fn batch_norm_recorded(
-        x: TchTensor,
-        weight: TchTensor,
-        bias: TchTensor,
-        stats: Option<TchTensor>,
-        eps: f64,
-        grads: [bool; 3],
-    ) -> (TchTensor, Self::Recording) {
-        let k = bn_kind(x.tensor.kind());
-        let inputs = [
-            Input { tensor: &x.tensor, kind: x.tensor.kind(), grad: grads[0] },
-            Input { tensor: &weight.tensor, kind: k, grad: grads[1] },
-            Input { tensor: &bias.tensor, kind: k, grad: grads[2] },
-        ];
-        // Gradients go back in the inputs' own kinds.
-        let own = [x.tensor.kind(), weight.tensor.kind(), bias.tensor.kind()];
-        let kinds = own.into_iter().zip(grads).filter(|&(_, g)| g).map(|(k, _)| k).collect();
-        let stats = stats.map(|s| s.tensor);
-        let (y, rec) = record(&inputs, |l| bn(&l[0], &l[1], &l[2], stats.as_ref(), eps));
-        (y, (rec, kinds))
-    }
-
-    fn replay((rec, kinds): Self::Recording, dy: TchTensor) -> Vec<TchTensor> {
-        replay(rec, dy, &kinds)
-    }
-}
-
-#[derive(Debug)]
-struct ReplayBackward<const N: usize>;
-
-impl<B: TorchLayersKernels, const N: usize> Backward<B, N> for ReplayBackward<N> {
-    type State = B::Recording;
-
-    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = grads.consume::<B>(&ops.node);
-        // One gradient per tracked parent, in order (the recording made leaves of those alone).
-        let mut input_grads = B::replay(ops.state, dy).into_iter();
-        for node in ops.parents.iter().flatten() {
-            let grad = input_grads.next().expect("one recorded gradient per tracked input");
-            grads.register::<B>(node.id, grad);
-        }
-    }
-}
-
-impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C> {
-    fn torch_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, geometry: ConvGeometry) -> FloatTensor<Self> {
-        let grads = [x.is_tracked(), weight.is_tracked(), false];
-        let prep = ReplayBackward::<2>.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful();
-        let (x, w) = (x.into_primitive(), weight.into_primitive());
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let (y, rec) = B::conv2d_recorded(x, w, None, geometry, grads);
-                prep.finish(rec, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::torch_conv2d(x, w, geometry)),
-        }
-    }
-
-    fn torch_conv2d_bias(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        geometry: ConvGeometry,
-    ) -> FloatTensor<Self> {
-        let grads = [x.is_tracked(), weight.is_tracked(), bias.is_tracked()];
-        let prep = ReplayBackward::<3>.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful();
-        let (x, w, b) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
-        match prep {
-            OpsKind::Tracked(prep) => {
-                let (y, rec) = B::conv2d_recorded(x, w, Some(b), geometry, grads);
-                prep.finish(rec, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::torch_conv2d_bias(x, w, b, geometry)),
-        }
-    }
-
-    fn torch_batch_norm_train(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        eps: f64,
-    ) -> FloatTensor<Self> {
-        batch_norm_op::<B, C>(x, weight, bias, None, eps)
-    }
-
-    fn torch_batch_norm_eval(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        stats: FloatTensor<Self>,
-        eps: f64,
-    ) -> FloatTensor<Self> {
-        batch_norm_op::<B, C>(x, weight, bias, Some(stats.into_primitive()), eps)
-    }
-
-    fn torch_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        // No parents: never tracked, whatever `x` is.
-        match ReplayBackward::<0>.prepare::<C>([]).compute_bound().stateful() {
-            OpsKind::UnTracked(prep) => prep.finish(B::torch_batch_stats(x.into_primitive())),
-            OpsKind::Tracked(_) => unreachable!("an op without inputs is never tracked"),
-        }
-    }
-}
-
-/// Both batch-norm ops on `Autodiff<B>`: batch statistics (`stats == None`) or the given ones.
-fn batch_norm_op<B: TorchLayersKernels, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<B, C>>,
-    weight: FloatTensor<Autodiff<B, C>>,
-    bias: FloatTensor<Autodiff<B, C>>,
-    stats: Option<FloatTensor<B>>,
-    eps: f64,
-) -> FloatTensor<Autodiff<B, C>> {
-    let grads = [x.is_tracked(), weight.is_tracked(), bias.is_tracked()];
-    let prep = ReplayBackward::<3>.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful();
-    let (x, w, b) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
-    match prep {
-        OpsKind::Tracked(prep) => {
-            let (y, rec) = B::batch_norm_recorded(x, w, b, stats, eps, grads);
-            prep.finish(rec, y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(match stats {
-            None => B::torch_batch_norm_train(x, w, b, eps),
-            Some(s) => B::torch_batch_norm_eval(x, w, b, s, eps),
-        }),
     }
 }
 
@@ -467,6 +303,35 @@ mod tests {
                 assert!(e <= 1e-5, "case {cin}->{cout} k{k} s{s} p{p} g{groups}: quantity {i} rel {e:e}");
             }
         }
+    }
+
+    /// A channels-last convolution gives the NCHW one's output and gradients, writes
+    /// channels-last output, and BatchNorm and ReLU keep that order (what makes the
+    /// conversion a no-op after the first layer).
+    #[test]
+    fn channels_last_conv_matches_and_keeps_the_order() {
+        let g = ConvGeometry { stride: [2, 2], padding: [1, 1], dilation: [1, 1], groups: 2, channels_last: false };
+        let x = tch::Tensor::randn([2, 8, 9, 7], (Kind::Float, tch::Device::Cpu));
+        let w = tch::Tensor::randn([6, 4, 3, 3], (Kind::Float, tch::Device::Cpu));
+        let b = tch::Tensor::randn([6], (Kind::Float, tch::Device::Cpu));
+        let dy = tch::Tensor::randn([2, 6, 5, 4], (Kind::Float, tch::Device::Cpu));
+        let run = |channels_last: bool| {
+            let (x, w) = (x.detach().set_requires_grad(true), w.detach().set_requires_grad(true));
+            let y = tch::with_grad(|| conv(&x, &w, Some(&b), ConvGeometry { channels_last, ..g }));
+            assert_eq!(is_channels_last(&y), channels_last);
+            (&y * &dy).sum(Kind::Float).backward();
+            (y.detach(), x.grad(), w.grad())
+        };
+        let (y_cl, dx_cl, dw_cl) = run(true);
+        let (y, dx, dw) = run(false);
+        for (a, r, what) in [(&y_cl, &y, "output"), (&dx_cl, &dx, "input grad"), (&dw_cl, &dw, "weight grad")] {
+            let err = f64::try_from((a - r).abs().max()).unwrap() / f64::try_from(r.abs().max()).unwrap();
+            assert!(err <= 1e-5, "{what}: rel {err:e}");
+        }
+        let ones = tch::Tensor::ones([6], (Kind::Float, tch::Device::Cpu));
+        let normed = bn(&y_cl, &ones, &ones.zeros_like(), None, 1e-5).relu();
+        assert!(is_channels_last(&normed), "BatchNorm + ReLU keep channels-last");
+        assert!(is_channels_last(&to_channels_last(&y)) && !is_channels_last(&y));
     }
 
     /// Only tracked inputs get gradients: a first layer (input not tracked) and a frozen bias.

@@ -2,7 +2,9 @@
 //! `(B·T, C, H, W)` layout — no transpose to (B, C, T, H, W) is ever made:
 //! - the gate convolution (3×3×3, 2 groups, 2 outputs, zero padding 1, bias) forward and
 //!   backward, as 3×3 plane stencils accumulated over the channels and the 3 frames;
-//! - the gated shift (tanh, shift, residual, re-interleave) forward and backward.
+//! - the gated shift (tanh, shift, residual, re-interleave) forward and backward;
+//! - both forwards also on channels-last feature maps (memory order B·T, H, W, C: libtorch's
+//!   CPU inference, `torch_layers::channels_last`), as dot products over channel vectors.
 //!
 //! Every kernel is parallel over output planes or frames, so tasks never share an output.
 
@@ -37,6 +39,12 @@ impl Dims {
     /// Offset of plane (clip, frame, channel) in a `(B·T, C, H, W)` tensor.
     fn frame_plane(&self, b: usize, t: usize, c: usize) -> usize {
         ((b * self.t + t) * self.c + c) * self.hw()
+    }
+
+    /// Offset of the channel vector of position `p` (= y·W + x) of (clip, frame) in a
+    /// channels-last `(B·T, C, H, W)` tensor (memory order B·T, H, W, C).
+    fn position(&self, b: usize, t: usize, p: usize) -> usize {
+        ((b * self.t + t) * self.hw() + p) * self.c
     }
 
     /// Offset of plane (clip, gate, frame) in a `(B, 2, T, H, W)` tensor.
@@ -169,6 +177,73 @@ pub fn gate_conv_forward(d: Dims, r: &[f32], weight: &[f32], bias: &[f32], out: 
     });
 }
 
+/// Gate convolution on a channels-last `r`: the same logits (B, 2, T, H, W) as
+/// [`gate_conv_forward`], one output row (clip, gate, frame, y) per task, each tap a dot
+/// product of a weight vector with a position's channel vector.
+pub fn gate_conv_forward_nhwc(d: Dims, r: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    let half = d.c / 2;
+    // Weights regrouped as (gate, tap, channel), so that each tap's weights are contiguous.
+    let mut taps = vec![0f32; 2 * 27 * half];
+    for k in 0..2 {
+        for j in 0..half {
+            for tap in 0..27 {
+                taps[(k * 27 + tap) * half + j] = weight[(k * half + j) * 27 + tap];
+            }
+        }
+    }
+    out.par_chunks_mut(d.w).enumerate().for_each(|(n, row)| {
+        let (y, t, k, b) = (n % d.h, (n / d.h) % d.t, (n / (d.h * d.t)) % 2, n / (2 * d.h * d.t));
+        gate_row_nhwc(d, r, &taps, bias[k], (b, k, t, y), row);
+    });
+}
+
+fn gate_row_nhwc(d: Dims, r: &[f32], taps: &[f32], bias: f32, at: (usize, usize, usize, usize), row: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { gate_row_nhwc_avx2(d, r, taps, bias, at, row) };
+    }
+    gate_row_nhwc_body(d, r, taps, bias, at, row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn gate_row_nhwc_avx2(d: Dims, r: &[f32], taps: &[f32], bias: f32, at: (usize, usize, usize, usize), row: &mut [f32]) {
+    gate_row_nhwc_body(d, r, taps, bias, at, row)
+}
+
+#[inline(always)]
+fn gate_row_nhwc_body(d: Dims, r: &[f32], taps: &[f32], bias: f32, at: (usize, usize, usize, usize), row: &mut [f32]) {
+    let (b, k, t, y) = at;
+    let half = d.c / 2;
+    let body = half - half % 8;
+    for (x, o) in row.iter_mut().enumerate() {
+        // 8 lanes summed over every tap and channel, reduced once per output.
+        let mut lanes = [0f32; 8];
+        let mut tail = 0f32;
+        for dt in 0..3 {
+            let Some(u) = d.tap(t, dt) else { continue };
+            for dy in 0..3 {
+                let Some(sy) = (y + dy).checked_sub(1).filter(|&s| s < d.h) else { continue };
+                for dx in 0..3 {
+                    let Some(sx) = (x + dx).checked_sub(1).filter(|&s| s < d.w) else { continue };
+                    let v = &r[d.position(b, u, sy * d.w + sx) + k * half..][..half];
+                    let wk = &taps[(k * 27 + dt * 9 + dy * 3 + dx) * half..][..half];
+                    for (vc, wc) in v[..body].chunks_exact(8).zip(wk[..body].chunks_exact(8)) {
+                        for l in 0..8 {
+                            lanes[l] += wc[l] * vc[l];
+                        }
+                    }
+                    for i in body..half {
+                        tail += wk[i] * v[i];
+                    }
+                }
+            }
+        }
+        *o = bias + (lanes.iter().sum::<f32>() + tail);
+    }
+}
+
 /// Gradients of the gate convolution from `da` (B, 2, T, H, W): `dr` (B·T, C, H, W) into
 /// `dr`, and `(dweight, dbias)` returned.
 pub fn gate_conv_backward(d: Dims, r: &[f32], weight: &[f32], da: &[f32], dr: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
@@ -249,6 +324,44 @@ pub fn shift_forward(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
     });
 }
 
+/// Gated shift on channels-last `x`, written channels-last into `y`: the values of
+/// [`shift_forward`], one row of positions (clip, frame, y) per task. Within a half, input
+/// channel q·C/4 + i goes to output channel 2i + q (the re-interleave).
+pub fn shift_forward_nhwc(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
+    let g = &gates(logits);
+    let (half, quarter) = (d.c / 2, d.c / 4);
+    y.par_chunks_mut(d.w * d.c).enumerate().for_each(|(n, out)| {
+        let (b, t, row) = (n / (d.t * d.h), (n / d.h) % d.t, n % d.h);
+        for (col, o) in out.chunks_exact_mut(d.c).enumerate() {
+            let p = row * d.w + col;
+            let xs = &x[d.position(b, t, p)..][..d.c];
+            for k in 0..2 {
+                let gs = g[d.gate_plane(b, k, t) + p];
+                let next = d
+                    .neighbour(k, t, true)
+                    .map(|tn| (g[d.gate_plane(b, k, tn) + p], &x[d.position(b, tn, p)..][..d.c]));
+                let oh = &mut o[k * half..][..half];
+                for q in 0..2 {
+                    let c0 = k * half + q * quarter;
+                    let src = &xs[c0..][..quarter];
+                    match next {
+                        Some((gn, xn)) => {
+                            for (i, (&v, &vn)) in src.iter().zip(&xn[c0..][..quarter]).enumerate() {
+                                oh[2 * i + q] = gn * vn + (v - gs * v);
+                            }
+                        }
+                        None => {
+                            for (i, &v) in src.iter().enumerate() {
+                                oh[2 * i + q] = v - gs * v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// Gated shift backward: `dx` from `dy`, and the gradient of the gate logits into `da`. Each
 /// frame's task also sums its two gate gradients, scattered into `da` afterwards.
 pub fn shift_backward(d: Dims, x: &[f32], logits: &[f32], dy: &[f32], dx: &mut [f32], da: &mut [f32]) {
@@ -294,6 +407,59 @@ pub fn shift_backward(d: Dims, x: &[f32], logits: &[f32], dy: &[f32], dx: &mut [
                 let gv = g[row + p];
                 da[row + p] = dg[k * hw + p] * (1.0 - gv * gv);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// (B·T, C, H, W) in NCHW memory order → NHWC memory order.
+    fn to_nhwc(d: Dims, v: &[f32]) -> Vec<f32> {
+        let (n, hw) = (d.b * d.t, d.hw());
+        let mut out = vec![0f32; v.len()];
+        for f in 0..n {
+            for c in 0..d.c {
+                for p in 0..hw {
+                    out[(f * hw + p) * d.c + c] = v[(f * d.c + c) * hw + p];
+                }
+            }
+        }
+        out
+    }
+
+    /// The channels-last forwards give the NCHW ones' values (the shift exactly; the gate
+    /// convolution up to summation order), at sizes with and without a vector tail.
+    #[test]
+    fn channels_last_forwards_match() {
+        for d in [Dims { b: 2, t: 4, c: 12, h: 5, w: 3 }, Dims { b: 1, t: 8, c: 40, h: 4, w: 6 }] {
+            let n = d.b * d.t * d.c * d.hw();
+            let (x, weight, bias) = (values(n, 1), values(2 * d.c / 2 * 27, 2), values(2, 3));
+            let gate_len = d.b * 2 * d.t * d.hw();
+            let (mut logits, mut logits_nhwc) = (vec![0f32; gate_len], vec![0f32; gate_len]);
+            gate_conv_forward(d, &x, &weight, &bias, &mut logits);
+            gate_conv_forward_nhwc(d, &to_nhwc(d, &x), &weight, &bias, &mut logits_nhwc);
+            for (a, b) in logits.iter().zip(&logits_nhwc) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "gate logits {a} vs {b}");
+            }
+            let (mut y, mut y_nhwc) = (vec![0f32; n], vec![0f32; n]);
+            shift_forward(d, &x, &logits, &mut y);
+            shift_forward_nhwc(d, &to_nhwc(d, &x), &logits, &mut y_nhwc);
+            assert_eq!(to_nhwc(d, &y), y_nhwc, "shift output");
         }
     }
 }

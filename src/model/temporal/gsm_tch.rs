@@ -15,6 +15,7 @@ use tch::{Device as TchDevice, Kind, Tensor};
 use super::gsm_cuda::{self, Elem, Kernels};
 use super::gsm_fused::{GateShift, GateShiftKernels};
 use super::gsm_kernels::{self as kernels, Dims};
+use crate::model::torch_layers::{is_channels_last, to_channels_last};
 
 /// Whether the fused kernels run on this libtorch device for float32 (`bf16 == false`) or
 /// bfloat16: float32 always on CPU; both on a GPU when the CUDA kernels compiled and loaded
@@ -46,6 +47,13 @@ impl GateShift for LibTorch {
 
 impl GateShiftKernels for LibTorch {
     fn gate_conv_forward(r: TchTensor, weight: TchTensor, bias: TchTensor, segments: usize) -> TchTensor {
+        if let Some((r, d)) = cpu_channels_last(&r, segments) {
+            let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], Kind::Float, "gate weight");
+            let b = operand(&bias, &[2], Kind::Float, "gate bias");
+            let out = Tensor::empty(gate_shape(d), (Kind::Float, TchDevice::Cpu));
+            kernels::gate_conv_forward_nhwc(d, cpu_any(&r), cpu(&w), cpu(&b), cpu_mut(&out));
+            return TchTensor::new(out);
+        }
         let (r, d, e) = feature_map(&r, segments);
         let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], r.kind(), "gate weight");
         let b = operand(&bias, &[2], r.kind(), "gate bias");
@@ -84,6 +92,14 @@ impl GateShiftKernels for LibTorch {
     }
 
     fn gate_shift_forward(x: TchTensor, gate_logits: TchTensor, segments: usize) -> TchTensor {
+        if let Some((x, d)) = cpu_channels_last(&x, segments) {
+            let a = operand(&gate_logits, &gate_shape(d), Kind::Float, "gate logits");
+            let [n, c, h, w] = [0, 1, 2, 3].map(|i| x.size()[i]);
+            let y = Tensor::empty([n, h, w, c], (Kind::Float, TchDevice::Cpu)).permute([0, 3, 1, 2]);
+            kernels::shift_forward_nhwc(d, cpu_any(&x), cpu(&a), cpu_mut_any(&y));
+            return TchTensor::new(y);
+        }
+        let channels_last = is_channels_last(&x.tensor);
         let (x, d, e) = feature_map(&x, segments);
         let a = operand(&gate_logits, &gate_shape(d), x.kind(), "gate logits");
         let y = Tensor::empty(x.size(), (x.kind(), x.device()));
@@ -91,7 +107,11 @@ impl GateShiftKernels for LibTorch {
             None => kernels::shift_forward(d, cpu(&x), cpu(&a), cpu_mut(&y)),
             Some(k) => k.shift_forward(d, e, ptr(&x), ptr(&a), ptr(&y)),
         }
-        TchTensor::new(y)
+        // The kernels work in NCHW; a channels-last input (`torch_layers::channels_last`) gets
+        // its order back, so that the BN, ReLU and concatenation after GSM stay channels-last
+        // (a mixed concatenation would come out NCHW and every branch of the next block would
+        // convert it again).
+        TchTensor::new(if channels_last { to_channels_last(&y) } else { y })
     }
 
     fn gate_shift_backward(
@@ -124,6 +144,17 @@ fn feature_map(x: &TchTensor, segments: usize) -> (Tensor, Dims, Elem) {
     };
     let s: Vec<usize> = x.size().iter().map(|&v| v as usize).collect();
     (x, Dims::of_feature_map(&s, segments), e)
+}
+
+/// A float32 CPU feature map stored channels-last, and its sizes: the NHWC forward kernels
+/// read it as it is (libtorch's CPU inference, `torch_layers::channels_last`).
+fn cpu_channels_last(x: &TchTensor, segments: usize) -> Option<(Tensor, Dims)> {
+    let x = &x.tensor;
+    if x.device() != TchDevice::Cpu || x.kind() != Kind::Float || !is_channels_last(x) {
+        return None;
+    }
+    let s: Vec<usize> = x.size().iter().map(|&v| v as usize).collect();
+    Some((x.shallow_clone(), Dims::of_feature_map(&s, segments)))
 }
 
 /// Another input, contiguous, checked for dtype and shape.
@@ -159,6 +190,22 @@ fn cpu_mut(x: &Tensor) -> &mut [f32] {
     assert!(x.is_contiguous() && x.kind() == Kind::Float && x.device() == TchDevice::Cpu);
     // SAFETY: as `cpu`; only called on tensors freshly allocated by this file, which no other
     // slice or tensor aliases.
+    unsafe { std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, x.numel()) }
+}
+
+/// The storage of a dense float32 CPU tensor in its memory order (contiguous or
+/// channels-last), starting at its first element.
+fn cpu_any(x: &Tensor) -> &[f32] {
+    assert!((x.is_contiguous() || is_channels_last(x)) && x.kind() == Kind::Float && x.device() == TchDevice::Cpu);
+    // SAFETY: a dense (contiguous or channels-last) float32 CPU tensor holds `numel` floats
+    // from `data_ptr`, in its memory order; the slice borrows the tensor.
+    unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, x.numel()) }
+}
+
+#[allow(clippy::mut_from_ref)]
+fn cpu_mut_any(x: &Tensor) -> &mut [f32] {
+    assert!((x.is_contiguous() || is_channels_last(x)) && x.kind() == Kind::Float && x.device() == TchDevice::Cpu);
+    // SAFETY: as `cpu_any`; only called on tensors freshly allocated by this file.
     unsafe { std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, x.numel()) }
 }
 
@@ -198,5 +245,42 @@ mod tests {
             let (err, scale) = max_errors(f, c).unwrap();
             assert!(err / scale <= 1e-5, "quantity {i}: rel {:e}", err / scale);
         }
+    }
+
+    /// A channels-last feature map gives the same gate logits and shifted output, the latter
+    /// returned channels-last (on the CPU: the NHWC kernels, no conversion).
+    #[test]
+    fn channels_last_input_keeps_its_order() {
+        use super::*;
+        let (b, t, c, h, w) = (2i64, 4i64, 8i64, 5i64, 3i64);
+        let opts = (Kind::Float, TchDevice::Cpu);
+        let x = Tensor::randn([b * t, c, h, w], opts);
+        let a = Tensor::randn([b, 2, t, h, w], opts);
+        let shift = |x: &Tensor| {
+            let y = <LibTorch as GateShiftKernels>::gate_shift_forward(
+                TchTensor::new(x.shallow_clone()),
+                TchTensor::new(a.shallow_clone()),
+                t as usize,
+            );
+            y.tensor
+        };
+        let (y, y_cl) = (shift(&x), shift(&to_channels_last(&x)));
+        assert!(is_channels_last(&y_cl) && !is_channels_last(&y));
+        assert_eq!(f64::try_from((&y_cl - &y).abs().max()).unwrap(), 0.0);
+        let weight = Tensor::randn([2, c / 2, 3, 3, 3], opts);
+        let bias = Tensor::randn([2], opts);
+        let gate = |r: &Tensor| {
+            let w = TchTensor::new(weight.shallow_clone());
+            <LibTorch as GateShiftKernels>::gate_conv_forward(
+                TchTensor::new(r.shallow_clone()),
+                w,
+                TchTensor::new(bias.shallow_clone()),
+                t as usize,
+            )
+            .tensor
+        };
+        let (a, a_cl) = (gate(&x), gate(&to_channels_last(&x)));
+        let err = f64::try_from((&a_cl - &a).abs().max()).unwrap() / f64::try_from(a.abs().max()).unwrap();
+        assert!(err <= 1e-6, "gate logits rel {err:e}");
     }
 }
