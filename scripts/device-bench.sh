@@ -11,10 +11,12 @@
 # with one row of their own):
 #   1. GSM module parity against the official fixture, fused and composed, on both routes;
 #   2. the targets' rows on tch-cuda: BN-Inception GSM and TSN, 8 segments, batch 32, bf16,
-#      infer and train, with libtorch's own convolution and batch norm (src/model/
-#      torch_layers.rs, the default on CUDA) and, for comparison with the first run, without
-#      (GATESHIFT_TORCH_LAYERS=0); PyTorch eager (scripts/torch_gpu_bench.py) on the same card;
-#      the 10 GSM modules alone in inference (`bench gsm`), GSM's overhead over TSN;
+#      infer and train, with the defaults (libtorch's own convolution and batch norm,
+#      src/model/torch_layers.rs; channels-last; BN folded into the convolutions in
+#      inference, src/model/layers.rs), then each turned off alone on the GSM rows
+#      (GATESHIFT_CHANNELS_LAST=0, GATESHIFT_FOLD_BN=0, GATESHIFT_TORCH_LAYERS=0 as in the
+#      first run); PyTorch eager (scripts/torch_gpu_bench.py) on the same card, NCHW and
+#      channels_last; the 10 GSM modules alone in inference (`bench gsm`);
 #   3. a whole training step against flex on the CPU, with TF32 off (NVIDIA_TF32_OVERRIDE=0)
 #      and with libtorch's default;
 #   4. CubeCL cuda: one BN-Inception row with its warm-up time (kernel compilation), a
@@ -65,7 +67,7 @@ row() {
     return
   fi
   local env=""
-  for v in GATESHIFT_TORCH_LAYERS NVIDIA_TF32_OVERRIDE; do
+  for v in GATESHIFT_TORCH_LAYERS GATESHIFT_CHANNELS_LAST GATESHIFT_FOLD_BN NVIDIA_TF32_OVERRIDE; do
     [ -n "${!v:-}" ] && env+="$v=${!v} "
   done
   echo "-- $env$*" | log
@@ -77,8 +79,10 @@ model() { # backend arch temporal mode precision [extra...]
   row "$bin" bench model --arch "$arch" --temporal "$temporal" --segments 8 --batch 32 --mode "$mode" \
     --precision "$precision" --backend "$backend" --warmup 3 --iters 10 "$@"
 }
-torch_ref() { # temporal mode precision
-  row python3 scripts/torch_gpu_bench.py --temporal "$1" --mode "$2" --precision "$3"
+torch_ref() { # temporal mode precision [extra...]
+  local temporal=$1 mode=$2 precision=$3
+  shift 3
+  row python3 scripts/torch_gpu_bench.py --temporal "$temporal" --mode "$mode" --precision "$precision" "$@"
 }
 echo "== 1. GSM module parity (official fixture), fused and composed" | log
 for path in fused composed; do
@@ -87,17 +91,24 @@ for path in fused composed; do
   done
 done
 echo "== 2. target rows: BN-Inception, 8 segments, batch 32, bf16 (tch-cuda; PyTorch eager)" | log
+# Defaults: libtorch conv/BN (torch_layers), channels-last, BN folded into convs in inference.
 for mode in infer train; do
   for temporal in gsm none; do
     model tch-cuda bninception "$temporal" "$mode" bf16
   done
 done
+# Each default turned off alone, on the GSM rows.
+for mode in infer train; do
+  GATESHIFT_CHANNELS_LAST=0 model tch-cuda bninception gsm "$mode" bf16
+done
+GATESHIFT_FOLD_BN=0 model tch-cuda bninception gsm infer bf16
 for mode in infer train; do
   GATESHIFT_TORCH_LAYERS=0 model tch-cuda bninception gsm "$mode" bf16
 done
 for mode in infer train; do
   for temporal in gsm none; do
     torch_ref "$temporal" "$mode" bf16
+    torch_ref "$temporal" "$mode" bf16 --channels-last
   done
 done
 # What the 10 GSM modules cost alone (fused against composed): GSM's overhead over TSN.
