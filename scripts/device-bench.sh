@@ -15,8 +15,9 @@
 #      src/model/torch_layers.rs; channels-last; BN folded into the convolutions in
 #      inference, src/model/layers.rs), then each turned off alone on the GSM rows
 #      (GATESHIFT_CHANNELS_LAST=0, GATESHIFT_FOLD_BN=0, GATESHIFT_TORCH_LAYERS=0 as in the
-#      first run); PyTorch eager (scripts/torch_gpu_bench.py) on the same card, NCHW and
-#      channels_last; the 10 GSM modules alone in inference (`bench gsm`);
+#      first run); a training step's phases with the flat and the per-parameter clip + SGD;
+#      PyTorch eager (scripts/torch_gpu_bench.py) on the same card, NCHW and channels_last;
+#      the 10 GSM modules alone in inference (`bench gsm`);
 #   3. a whole training step against flex on the CPU, with TF32 off (NVIDIA_TF32_OVERRIDE=0)
 #      and with libtorch's default;
 #   4. CubeCL cuda: one BN-Inception row with its warm-up time (kernel compilation), a
@@ -97,6 +98,10 @@ for mode in infer train; do
     model tch-cuda bninception "$temporal" "$mode" bf16
   done
 done
+# Where a training step's time goes (synchronised phases), with the flat clip + SGD of
+# `Sgd::step_clipped` (the GPU default) and with the per-parameter one.
+model tch-cuda bninception gsm train bf16 --phases
+model tch-cuda bninception gsm train bf16 --phases --per-param-sgd
 # Each default turned off alone, on the GSM rows.
 for mode in infer train; do
   GATESHIFT_CHANNELS_LAST=0 model tch-cuda bninception gsm "$mode" bf16

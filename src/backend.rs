@@ -108,6 +108,20 @@ fn cuda_ready(index: usize) -> Result<()> {
     Ok(())
 }
 
+/// Whether `device` computes on this machine's CPU (flex, libtorch's CPU), where many small
+/// ops on cache-resident tensors beat a few large ones; on GPUs (and on CubeCL runtimes,
+/// whose every op is a kernel launch) the opposite holds.
+#[allow(deprecated)] // burn 0.22 marks its libtorch backend deprecated; `tch` still uses it
+pub fn is_host_cpu(device: &Device) -> bool {
+    use burn::backend::DispatchDevice;
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(burn::backend::LibTorchDevice::Cpu) => true,
+        _ => false,
+    }
+}
+
 /// The device as its runtime names it (CubeCL runtimes only; `None` elsewhere).
 pub fn describe(device: &Device) -> Option<String> {
     #[cfg(any(feature = "cuda", feature = "wgpu"))]

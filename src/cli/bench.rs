@@ -75,6 +75,14 @@ pub struct ModelBench {
     /// the composed reference.
     #[arg(long, value_enum, default_value = "fused")]
     pub gsm: GsmImpl,
+    /// Training: also time forward + loss, backward, gradient clipping and the SGD step
+    /// apart (the device is synchronised between them, which costs a little throughput).
+    #[arg(long)]
+    pub phases: bool,
+    /// Training: clip and update one parameter at a time (`optim::clip_grad_norm`,
+    /// `Sgd::step`) instead of all at once (`Sgd::step_clipped`, what `train` runs).
+    #[arg(long)]
+    pub per_param_sgd: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -109,6 +117,30 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchCommand::Model(m) => model(m),
         BenchCommand::Data(d) => data(d),
         BenchCommand::Gsm(g) => super::bench_gsm::run(g),
+    }
+}
+
+/// Per-phase times of one training step, the device synchronised at each mark (when on).
+struct Lap<'a> {
+    device: &'a Device,
+    on: bool,
+    last: Instant,
+    times: [f64; 4],
+}
+
+impl<'a> Lap<'a> {
+    fn new(device: &'a Device, on: bool) -> Self {
+        Self { device, on, last: Instant::now(), times: [0.0; 4] }
+    }
+
+    fn mark(&mut self, phase: usize) -> Result<()> {
+        if self.on {
+            self.device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let now = Instant::now();
+            self.times[phase] = (now - self.last).as_secs_f64();
+            self.last = now;
+        }
+        Ok(())
     }
 }
 
@@ -150,6 +182,7 @@ fn model(a: ModelBench) -> Result<()> {
     let mut sgd = Sgd::new(0.9, 5e-4, ParamPolicy::Official);
     let shape = [a.batch, 3 * a.segments, size, size];
     let mut times = Vec::new();
+    let mut phase_times: [Vec<f64>; 4] = Default::default();
     for i in 0..a.warmup + a.iters {
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -160,11 +193,26 @@ fn model(a: ModelBench) -> Result<()> {
                 let _ = y.into_data();
             }
             BenchMode::Train => {
+                let mut lap = Lap::new(&base, a.phases);
                 let labels = Tensor::<1, Int>::zeros([a.batch], &device);
                 let loss = cross_entropy(gateshift::train::precision::forward(&model, x, a.precision), labels);
-                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-                clip_grad_norm(&model, &mut grads, 20.0);
-                model = sgd.step(0.01, model, grads);
+                lap.mark(0)?;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                lap.mark(1)?;
+                model = if a.per_param_sgd {
+                    let mut grads = grads;
+                    clip_grad_norm(&model, &mut grads, 20.0);
+                    lap.mark(2)?;
+                    sgd.step(0.01, model, grads)
+                } else {
+                    sgd.step_clipped(0.01, model, grads, 20.0)
+                };
+                lap.mark(3)?;
+                if i >= a.warmup {
+                    for (all, t) in phase_times.iter_mut().zip(lap.times) {
+                        all.push(t);
+                    }
+                }
             }
         }
         base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -198,6 +246,19 @@ fn model(a: ModelBench) -> Result<()> {
         1e3 * mean,
         a.batch as f64 / median
     );
+    if a.phases && a.mode == BenchMode::Train {
+        // The flat update clips inside its step: its time is all under "sgd".
+        let names = ["forward + loss", "backward", "clip", "sgd"];
+        let medians: Vec<String> = names
+            .iter()
+            .zip(&mut phase_times)
+            .map(|(n, t)| {
+                t.sort_by(f64::total_cmp);
+                format!("{n} {:.1}", 1e3 * t[t.len() / 2])
+            })
+            .collect();
+        println!("phases (median ms, synchronised): {}", medians.join(" · "));
+    }
     if let Some(peak) = peak_rss_mib() {
         println!("peak RSS {peak:.0} MiB");
     }

@@ -1,10 +1,12 @@
 //! libtorch's native backward under burn's autodiff, for the ops of `torch_layers`.
 //!
-//! The forward records libtorch's graph on leaves that share the inputs' storage (only the
-//! inputs whose gradient burn wants become leaves); the backward seeds that graph with burn's
-//! output gradient (`Σ y·dy`, an elementwise product and a sum over the output), runs
-//! libtorch's autograd (cuDNN's backward-data and backward-filter convolutions, its fused
-//! batch-norm backward) and hands the leaves' gradients to burn.
+//! The forward runs the op and saves what its backward needs (the convolution's input and
+//! weight; batch norm's input, weight and saved statistics); the backward calls libtorch's own
+//! backward functions with burn's output gradient — `at::convolution_backward` (cuDNN's
+//! backward-data and backward-filter convolutions on a GPU) and
+//! `at::native_batch_norm_backward` — through `torch_shim.cpp`, asking only for the gradients
+//! burn wants (no input gradient for a first layer, no weight gradient for a frozen BN). No
+//! libtorch autograd graph is recorded, so nothing is spent on recording or on seeding one.
 
 // burn 0.22 marks its libtorch backend deprecated; it is the backend this file extends.
 #![allow(deprecated)]
@@ -19,51 +21,159 @@ use burn::backend::libtorch::TchTensor;
 use burn::backend::tensor::FloatTensor;
 use tch::Kind;
 
-use crate::model::torch_layers::{ConvGeometry, TorchLayers, bn, bn_kind, conv};
+use crate::model::torch_layers::{ConvGeometry, TorchLayers, bn_kind, conv, ints, to_channels_last};
 
-/// A libtorch graph recorded in a forward: its output and its leaves, which share the
-/// inputs' storage.
+mod ffi {
+    use std::os::raw::{c_char, c_int};
+    use torch_sys::C_tensor;
+
+    // src/model/torch_shim.cpp, compiled by build.rs.
+    unsafe extern "C" {
+        pub fn gs_free(message: *mut c_char);
+        pub fn gs_convolution_backward(
+            dy: *const C_tensor,
+            x: *const C_tensor,
+            w: *const C_tensor,
+            has_bias: c_int,
+            stride: *const i64,
+            padding: *const i64,
+            dilation: *const i64,
+            groups: i64,
+            mask: *const c_int,
+            out: *mut *mut C_tensor,
+        ) -> *mut c_char;
+        pub fn gs_batch_norm_forward(
+            x: *const C_tensor,
+            w: *const C_tensor,
+            b: *const C_tensor,
+            running_mean: *const C_tensor,
+            running_var: *const C_tensor,
+            train: c_int,
+            eps: f64,
+            out: *mut *mut C_tensor,
+        ) -> *mut c_char;
+        pub fn gs_batch_norm_backward(
+            dy: *const C_tensor,
+            x: *const C_tensor,
+            w: *const C_tensor,
+            running_mean: *const C_tensor,
+            running_var: *const C_tensor,
+            save_mean: *const C_tensor,
+            save_invstd: *const C_tensor,
+            train: c_int,
+            eps: f64,
+            mask: *const c_int,
+            out: *mut *mut C_tensor,
+        ) -> *mut c_char;
+    }
+}
+
+/// Calls a shim function with a three-tensor output array; a libtorch error becomes a panic
+/// with libtorch's message (as `tch`'s own infallible calls do).
+fn shim(
+    what: &str,
+    f: impl FnOnce(*mut *mut torch_sys::C_tensor) -> *mut std::os::raw::c_char,
+) -> [Option<tch::Tensor>; 3] {
+    let mut out = [std::ptr::null_mut(); 3];
+    let err = f(out.as_mut_ptr());
+    if !err.is_null() {
+        // SAFETY: the shim returns a NUL-terminated strdup'd message, freed once here.
+        let message = unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        unsafe { ffi::gs_free(err) };
+        panic!("libtorch {what}: {message}");
+    }
+    // SAFETY: each non-null entry is a heap tensor the shim allocated for us to own.
+    out.map(|p| (!p.is_null()).then(|| unsafe { tch::Tensor::from_ptr(p) }))
+}
+
+fn ptr(t: &tch::Tensor) -> *const torch_sys::C_tensor {
+    t.as_ptr()
+}
+
+fn opt_ptr(t: Option<&TchTensor>) -> *const torch_sys::C_tensor {
+    t.map_or(std::ptr::null(), |t| t.tensor.as_ptr())
+}
+
+fn mask(grads: [bool; 3]) -> [std::os::raw::c_int; 3] {
+    grads.map(std::os::raw::c_int::from)
+}
+
+/// What a forward saves for its backward.
 #[derive(Clone, Debug)]
-pub struct Recorded {
-    output: TchTensor,
-    leaves: Vec<TchTensor>,
+pub enum Saved {
+    /// The input as the convolution took it (channels-last or not), the weight, whether there
+    /// is a bias, the geometry.
+    Conv { x: TchTensor, w: TchTensor, has_bias: bool, geometry: ConvGeometry },
+    /// The input, the weight in the kind the kernel took it, the running statistics (eval
+    /// mode) and the batch statistics libtorch saved (train mode).
+    BatchNorm {
+        x: TchTensor,
+        w: TchTensor,
+        running: Option<(TchTensor, TchTensor)>,
+        save_mean: TchTensor,
+        save_invstd: TchTensor,
+        eps: f64,
+    },
 }
 
-/// One input of a recorded op: the tensor, the kind the op takes it in, and whether burn
-/// wants its gradient.
-struct Input<'a> {
-    tensor: &'a tch::Tensor,
-    kind: Kind,
-    grad: bool,
+/// One op's backward state: what it saved, which inputs want a gradient, and their kinds.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    saved: Saved,
+    grads: [bool; 3],
+    kinds: [Kind; 3],
 }
 
-/// `x` detached from any libtorch graph, in kind `kind` (a cast copy if it differs), and a
-/// leaf of the new graph if its gradient is wanted.
-fn leaf(input: &Input) -> tch::Tensor {
-    let x = input.tensor.detach();
-    let x = if x.kind() == input.kind { x } else { x.to_kind(input.kind) };
-    if input.grad { x.set_requires_grad(true) } else { x }
-}
-
-/// Runs `f` on fresh leaves with libtorch's autograd on; returns the output without its graph
-/// (for burn) and the recording (for the backward), whose leaves are the inputs whose gradient
-/// is wanted (libtorch computes no other: no input gradient for a first layer, no weight
-/// gradient for a frozen BN).
-fn record(inputs: &[Input], f: impl FnOnce(&[tch::Tensor]) -> tch::Tensor) -> (TchTensor, Recorded) {
-    let tensors: Vec<tch::Tensor> = inputs.iter().map(leaf).collect();
-    let output = tch::with_grad(|| f(&tensors));
-    let detached = TchTensor::new(output.detach());
-    let leaves = tensors.into_iter().zip(inputs).filter(|(_, i)| i.grad).map(|(t, _)| TchTensor::new(t)).collect();
-    (detached, Recorded { output: TchTensor::new(output), leaves })
-}
-
-/// The leaves' gradients for output gradient `dy`, each given its input's kind (`kinds`: one
-/// per leaf).
-fn replay(rec: Recorded, dy: TchTensor, kinds: &[Kind]) -> Vec<TchTensor> {
-    let seed = (&rec.output.tensor * &dy.tensor.to_kind(rec.output.tensor.kind())).sum(Kind::Float);
-    let leaves: Vec<&tch::Tensor> = rec.leaves.iter().map(|l| &l.tensor).collect();
-    let grads = tch::Tensor::run_backward(&[seed], &leaves, false, false);
-    grads.into_iter().zip(kinds).map(|(g, &k)| TchTensor::new(g.to_kind(k))).collect()
+fn backward(rec: Recording, dy: TchTensor) -> Vec<TchTensor> {
+    let Recording { saved, grads, kinds } = rec;
+    let out = match &saved {
+        Saved::Conv { x, w, has_bias, geometry } => {
+            let dy = dy.tensor.to_kind(x.tensor.kind());
+            let g = geometry;
+            let (stride, padding, dilation) = (ints(g.stride), ints(g.padding), ints(g.dilation));
+            shim("convolution backward", |out| unsafe {
+                // SAFETY: live tensors, 2-element arrays, a 3-element mask and output array.
+                ffi::gs_convolution_backward(
+                    ptr(&dy),
+                    ptr(&x.tensor),
+                    ptr(&w.tensor),
+                    i32::from(*has_bias),
+                    stride.as_ptr(),
+                    padding.as_ptr(),
+                    dilation.as_ptr(),
+                    g.groups as i64,
+                    mask(grads).as_ptr(),
+                    out,
+                )
+            })
+        }
+        Saved::BatchNorm { x, w, running, save_mean, save_invstd, eps } => {
+            let dy = dy.tensor.to_kind(x.tensor.kind());
+            let (rm, rv) = (running.as_ref().map(|r| &r.0), running.as_ref().map(|r| &r.1));
+            shim("batch norm backward", |out| unsafe {
+                // SAFETY: live tensors or null for absent optional ones; 3-element arrays.
+                ffi::gs_batch_norm_backward(
+                    ptr(&dy),
+                    ptr(&x.tensor),
+                    ptr(&w.tensor),
+                    opt_ptr(rm),
+                    opt_ptr(rv),
+                    ptr(&save_mean.tensor),
+                    ptr(&save_invstd.tensor),
+                    i32::from(running.is_none()),
+                    *eps,
+                    mask(grads).as_ptr(),
+                    out,
+                )
+            })
+        }
+    };
+    out.into_iter()
+        .zip(grads)
+        .zip(kinds)
+        .filter(|((_, wanted), _)| *wanted)
+        .map(|((g, _), k)| TchTensor::new(g.expect("libtorch returned every gradient asked for").to_kind(k)))
+        .collect()
 }
 
 // ---- autodiff ----------------------------------------------------------------------------
@@ -92,7 +202,7 @@ pub trait TorchLayersKernels: TorchLayers {
 }
 
 impl TorchLayersKernels for LibTorch {
-    type Recording = (Recorded, Vec<Kind>);
+    type Recording = Recording;
 
     fn conv2d_recorded(
         x: TchTensor,
@@ -100,16 +210,14 @@ impl TorchLayersKernels for LibTorch {
         bias: Option<TchTensor>,
         geometry: ConvGeometry,
         grads: [bool; 3],
-    ) -> (TchTensor, Self::Recording) {
-        let tensors = [Some(&x.tensor), Some(&weight.tensor), bias.as_ref().map(|b| &b.tensor)];
-        let inputs: Vec<Input> = tensors
-            .into_iter()
-            .zip(grads)
-            .filter_map(|(t, grad)| t.map(|tensor| Input { tensor, kind: tensor.kind(), grad }))
-            .collect();
-        let kinds = inputs.iter().filter(|i| i.grad).map(|i| i.kind).collect();
-        let (y, rec) = record(&inputs, |l| conv(&l[0], &l[1], l.get(2), geometry));
-        (y, (rec, kinds))
+    ) -> (TchTensor, Recording) {
+        // The input as the convolution takes it (channels-last where the geometry says so),
+        // saved as such: the backward then runs in the same memory order.
+        let x = if geometry.channels_last { to_channels_last(&x.tensor) } else { x.tensor.shallow_clone() };
+        let y = conv(&x, &weight.tensor, bias.as_ref().map(|b| &b.tensor), geometry);
+        let kinds = [x.kind(), weight.tensor.kind(), bias.as_ref().map_or(Kind::Float, |b| b.tensor.kind())];
+        let saved = Saved::Conv { x: TchTensor::new(x), w: weight, has_bias: bias.is_some(), geometry };
+        (TchTensor::new(y), Recording { saved, grads, kinds })
     }
 
     fn batch_norm_recorded(
@@ -119,23 +227,35 @@ impl TorchLayersKernels for LibTorch {
         stats: Option<TchTensor>,
         eps: f64,
         grads: [bool; 3],
-    ) -> (TchTensor, Self::Recording) {
+    ) -> (TchTensor, Recording) {
+        // A bfloat16 input takes float32 parameters (autocast's pairing); gradients go back in
+        // the inputs' own kinds.
         let k = bn_kind(x.tensor.kind());
-        let inputs = [
-            Input { tensor: &x.tensor, kind: x.tensor.kind(), grad: grads[0] },
-            Input { tensor: &weight.tensor, kind: k, grad: grads[1] },
-            Input { tensor: &bias.tensor, kind: k, grad: grads[2] },
-        ];
-        // Gradients go back in the inputs' own kinds.
-        let own = [x.tensor.kind(), weight.tensor.kind(), bias.tensor.kind()];
-        let kinds = own.into_iter().zip(grads).filter(|&(_, g)| g).map(|(k, _)| k).collect();
-        let stats = stats.map(|s| s.tensor);
-        let (y, rec) = record(&inputs, |l| bn(&l[0], &l[1], &l[2], stats.as_ref(), eps));
-        (y, (rec, kinds))
+        let kinds = [x.tensor.kind(), weight.tensor.kind(), bias.tensor.kind()];
+        let (w, b) = (weight.tensor.to_kind(k), bias.tensor.to_kind(k));
+        let running =
+            stats.map(|s| (TchTensor::new(s.tensor.get(0).to_kind(k)), TchTensor::new(s.tensor.get(1).to_kind(k))));
+        let (rm, rv) = (running.as_ref().map(|r| &r.0), running.as_ref().map(|r| &r.1));
+        let [y, save_mean, save_invstd] = shim("batch norm", |out| unsafe {
+            // SAFETY: live tensors or null for absent running statistics; a 3-element output.
+            ffi::gs_batch_norm_forward(
+                ptr(&x.tensor),
+                ptr(&w),
+                ptr(&b),
+                opt_ptr(rm),
+                opt_ptr(rv),
+                i32::from(running.is_none()),
+                eps,
+                out,
+            )
+        })
+        .map(|t| TchTensor::new(t.expect("native_batch_norm returns three tensors")));
+        let saved = Saved::BatchNorm { x, w: TchTensor::new(w), running, save_mean, save_invstd, eps };
+        (y, Recording { saved, grads, kinds })
     }
 
-    fn replay((rec, kinds): Self::Recording, dy: TchTensor) -> Vec<TchTensor> {
-        replay(rec, dy, &kinds)
+    fn replay(recording: Recording, dy: TchTensor) -> Vec<TchTensor> {
+        backward(recording, dy)
     }
 }
 
@@ -236,5 +356,50 @@ fn batch_norm_op<B: TorchLayersKernels, C: CheckpointStrategy>(
             None => B::torch_batch_norm_train(x, w, b, eps),
             Some(s) => B::torch_batch_norm_eval(x, w, b, s, eps),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(a: &tch::Tensor, r: &tch::Tensor) -> f64 {
+        f64::try_from((a - r).abs().max()).unwrap() / f64::try_from(r.abs().max()).unwrap()
+    }
+
+    /// The saved-tensor backward in channels-last order gives the NCHW one's gradients, and
+    /// both give libtorch autograd's (input, weight and bias, grouped and strided).
+    #[test]
+    fn conv_backward_matches_autograd_in_both_orders() {
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let g = ConvGeometry { stride: [2, 2], padding: [1, 1], dilation: [1, 1], groups: 2, channels_last: false };
+        let x = tch::Tensor::randn([2, 8, 9, 7], opts);
+        let w = tch::Tensor::randn([6, 4, 3, 3], opts);
+        let b = tch::Tensor::randn([6], opts);
+        let dy = tch::Tensor::randn([2, 6, 5, 4], opts);
+        let (xl, wl, bl) = (
+            x.detach().set_requires_grad(true),
+            w.detach().set_requires_grad(true),
+            b.detach().set_requires_grad(true),
+        );
+        let y = tch::with_grad(|| xl.conv2d(&wl, Some(&bl), [2, 2], [1, 1], [1, 1], 2));
+        (&y * &dy).sum(Kind::Float).backward();
+        let reference = [xl.grad(), wl.grad(), bl.grad()];
+        for channels_last in [false, true] {
+            let geometry = ConvGeometry { channels_last, ..g };
+            let (out, rec) = <LibTorch as TorchLayersKernels>::conv2d_recorded(
+                TchTensor::new(x.shallow_clone()),
+                TchTensor::new(w.shallow_clone()),
+                Some(TchTensor::new(b.shallow_clone())),
+                geometry,
+                [true, true, true],
+            );
+            assert!(rel(&out.tensor, &y.detach()) <= 1e-5);
+            let grads = <LibTorch as TorchLayersKernels>::replay(rec, TchTensor::new(dy.shallow_clone()));
+            for (i, (ours, r)) in grads.iter().zip(&reference).enumerate() {
+                let e = rel(&ours.tensor, r);
+                assert!(e <= 1e-5, "channels-last {channels_last}, gradient {i}: rel {e:e}");
+            }
+        }
     }
 }

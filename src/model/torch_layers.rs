@@ -166,7 +166,7 @@ pub fn batch_stats<const D: usize>(x: Tensor<D>) -> Tensor<2> {
 
 // ---- libtorch ----------------------------------------------------------------------------
 
-fn ints(v: [usize; 2]) -> [i64; 2] {
+pub(crate) fn ints(v: [usize; 2]) -> [i64; 2] {
     [v[0] as i64, v[1] as i64]
 }
 

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod evaluate;
+pub mod flat_step;
 pub mod metrics;
 pub mod optim;
 pub mod precision;

@@ -39,6 +39,9 @@ impl ParamPolicy {
     }
 }
 
+/// The parameters of a flat update, in order: (path, element count).
+pub(super) type Layout = Vec<(String, usize)>;
+
 /// SGD state: hyper-parameters and one momentum buffer per parameter path.
 #[derive(Clone, Debug)]
 pub struct Sgd {
@@ -48,27 +51,62 @@ pub struct Sgd {
     /// Parameter paths that are frozen (partial BN): never updated.
     pub frozen: Vec<String>,
     /// Flattened momentum buffers (rank-erased so one map holds every parameter).
-    buffers: BTreeMap<String, Tensor<1>>,
+    pub(super) buffers: BTreeMap<String, Tensor<1>>,
+    /// The buffers of the last [`Sgd::step_clipped`] as one vector, with its layout ((path,
+    /// element count) in order); the per-parameter map holds none of those paths meanwhile.
+    pub(super) flat_buffer: Option<(Layout, Tensor<1>)>,
+    /// Per-element (lr, decay) multipliers of `step_clipped`, for the layout they were built for.
+    pub(super) flat_multipliers: Option<(Layout, Tensor<1>, Tensor<1>)>,
 }
 
 impl Sgd {
     pub fn new(momentum: f64, weight_decay: f64, policy: ParamPolicy) -> Self {
-        Self { momentum, weight_decay, policy, frozen: Vec::new(), buffers: BTreeMap::new() }
+        Self {
+            momentum,
+            weight_decay,
+            policy,
+            frozen: Vec::new(),
+            buffers: BTreeMap::new(),
+            flat_buffer: None,
+            flat_multipliers: None,
+        }
     }
 
-    /// One update of every parameter that has a gradient in `grads`.
+    /// Moves the flat buffer of `step_clipped` into the per-parameter map.
+    pub(super) fn unflatten_buffers(&mut self) {
+        let Some((layout, buf)) = self.flat_buffer.take() else { return };
+        let mut offset = 0;
+        for (path, n) in layout {
+            self.buffers.insert(path, buf.clone().narrow(0, offset, n));
+            offset += n;
+        }
+    }
+
+    /// One update of every parameter that has a gradient in `grads`, one parameter at a time
+    /// (see [`Sgd::step_clipped`] for all at once).
     pub fn step<M: Module>(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
+        self.unflatten_buffers();
         let mut mapper = Mapper { sgd: self, lr, grads, path: Vec::new() };
         model.map(&mut mapper)
     }
 
     /// The momentum buffers by parameter path (for checkpoints).
     pub fn state(&self) -> BTreeMap<String, TensorData> {
-        self.buffers.iter().map(|(k, v)| (k.clone(), v.to_data())).collect()
+        let mut state: BTreeMap<String, TensorData> =
+            self.buffers.iter().map(|(k, v)| (k.clone(), v.to_data())).collect();
+        if let Some((layout, buf)) = &self.flat_buffer {
+            let mut offset = 0;
+            for (path, n) in layout {
+                state.insert(path.clone(), buf.clone().narrow(0, offset, *n).to_data());
+                offset += n;
+            }
+        }
+        state
     }
 
     /// Restores momentum buffers saved by [`Sgd::state`].
     pub fn load_state(&mut self, buffers: BTreeMap<String, TensorData>, device: &Device) {
+        self.flat_buffer = None;
         self.buffers = buffers
             .into_iter()
             .map(|(k, v)| {

@@ -27,7 +27,7 @@ use crate::model::{ModelConfig, Recognizer};
 use crate::train::config::TrainConfig;
 use crate::train::evaluate::evaluate;
 use crate::train::metrics::Accuracy;
-use crate::train::optim::{clip_grad_norm, cross_entropy};
+use crate::train::optim::cross_entropy;
 use crate::train::schedule::learning_rate;
 use crate::train::sgd::Sgd;
 
@@ -296,9 +296,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
             accum.accumulate(&model, grads);
             pending += 1;
             if pending == o.iter_size {
-                let mut grads = accum.grads();
-                clip_grad_norm(&model, &mut grads, o.clip_gradient);
-                model = sgd.step(lr, model, grads);
+                model = sgd.step_clipped(lr, model, accum.grads(), o.clip_gradient);
                 pending = 0;
             }
             // Read once the step is queued, so that a GPU is not left idle while the host
