@@ -106,25 +106,29 @@ impl BatchNorm {
     }
 
     /// The same on libtorch's batch-norm kernels (`torch_layers`): one op forward and
-    /// backward, and one pass for the batch statistics of the running update.
+    /// backward; in training its statistics pass also updates the running statistics
+    /// (libtorch's rule is PyTorch's: momentum, unbiased variance).
     #[cfg(feature = "tch")]
     pub(crate) fn forward_torch<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        use crate::model::torch_layers::{batch_norm, batch_stats};
+        use crate::model::torch_layers::{batch_norm_eval, batch_norm_train};
         let device = x.device();
         let (weight, bias) = (self.weight.val(), self.bias.val());
-        if !(device.is_autodiff() && self.training.is_enabled()) {
-            let mean = self.running_mean.value().to_device(&device);
-            let var = self.running_var.value().to_device(&device);
-            let stats = Tensor::stack::<2>(vec![mean, var], 0);
-            return batch_norm(x, weight, bias, Some(stats), self.epsilon);
+        let training = device.is_autodiff() && self.training.is_enabled();
+        let (mean, var) = if training {
+            (self.running_mean.value_sync(), self.running_var.value_sync())
+        } else {
+            (self.running_mean.value(), self.running_var.value())
+        };
+        // A fresh (2, C) tensor: in training libtorch writes the updated statistics into it.
+        let stats = Tensor::stack::<2>(vec![mean.to_device(&device), var.to_device(&device)], 0);
+        if !training {
+            return batch_norm_eval(x, weight, bias, stats, self.epsilon);
         }
-        let stats = batch_stats(x.clone().detach());
+        let y = batch_norm_train(x, weight, bias, stats.clone(), self.momentum, self.epsilon);
         let channels = stats.dims()[1];
-        let batch_mean = stats.clone().slice([0..1, 0..channels]).reshape([channels]);
-        let batch_var = stats.slice([1..2, 0..channels]).reshape([channels]);
-        // `batch_stats` gives the unbiased variance already.
-        self.update_running(batch_mean, batch_var, 1.0, &device);
-        batch_norm(x, weight, bias, None, self.epsilon)
+        self.running_mean.update(stats.clone().slice([0..1, 0..channels]).reshape([channels]).detach());
+        self.running_var.update(stats.slice([1..2, 0..channels]).reshape([channels]).detach());
+        y
     }
 }
 

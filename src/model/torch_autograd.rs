@@ -21,7 +21,7 @@ use burn::backend::libtorch::TchTensor;
 use burn::backend::tensor::FloatTensor;
 use tch::Kind;
 
-use crate::model::torch_layers::{ConvGeometry, TorchLayers, bn_kind, conv, ints, to_channels_last};
+use crate::model::torch_layers::{ConvGeometry, TorchLayers, bn_kind, conv, ints, to_channels_last, with_stats};
 
 mod ffi {
     use std::os::raw::{c_char, c_int};
@@ -49,6 +49,7 @@ mod ffi {
             running_mean: *const C_tensor,
             running_var: *const C_tensor,
             train: c_int,
+            momentum: f64,
             eps: f64,
             out: *mut *mut C_tensor,
         ) -> *mut c_char;
@@ -178,6 +179,14 @@ fn backward(rec: Recording, dy: TchTensor) -> Vec<TchTensor> {
 
 // ---- autodiff ----------------------------------------------------------------------------
 
+/// The statistics of a batch norm: the batch's, with the (2, C) running statistics updated in
+/// place, or the given (2, C) running statistics.
+#[derive(Debug)]
+pub enum BnMode<T> {
+    Train { running: T, momentum: f64 },
+    Eval(T),
+}
+
 /// What `Autodiff<B>` needs from `B` to differentiate the ops: the libtorch recording.
 pub trait TorchLayersKernels: TorchLayers {
     type Recording: Clone + Send + std::fmt::Debug + 'static;
@@ -193,7 +202,7 @@ pub trait TorchLayersKernels: TorchLayers {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        stats: Option<FloatTensor<Self>>,
+        stats: BnMode<FloatTensor<Self>>,
         eps: f64,
         grads: [bool; 3],
     ) -> (FloatTensor<Self>, Self::Recording);
@@ -224,7 +233,7 @@ impl TorchLayersKernels for LibTorch {
         x: TchTensor,
         weight: TchTensor,
         bias: TchTensor,
-        stats: Option<TchTensor>,
+        stats: BnMode<TchTensor>,
         eps: f64,
         grads: [bool; 3],
     ) -> (TchTensor, Recording) {
@@ -233,23 +242,30 @@ impl TorchLayersKernels for LibTorch {
         let k = bn_kind(x.tensor.kind());
         let kinds = [x.tensor.kind(), weight.tensor.kind(), bias.tensor.kind()];
         let (w, b) = (weight.tensor.to_kind(k), bias.tensor.to_kind(k));
-        let running =
-            stats.map(|s| (TchTensor::new(s.tensor.get(0).to_kind(k)), TchTensor::new(s.tensor.get(1).to_kind(k))));
-        let (rm, rv) = (running.as_ref().map(|r| &r.0), running.as_ref().map(|r| &r.1));
-        let [y, save_mean, save_invstd] = shim("batch norm", |out| unsafe {
-            // SAFETY: live tensors or null for absent running statistics; a 3-element output.
-            ffi::gs_batch_norm_forward(
-                ptr(&x.tensor),
-                ptr(&w),
-                ptr(&b),
-                opt_ptr(rm),
-                opt_ptr(rv),
-                i32::from(running.is_none()),
-                eps,
-                out,
-            )
-        })
-        .map(|t| TchTensor::new(t.expect("native_batch_norm returns three tensors")));
+        let (stats_tensor, train, momentum) = match &stats {
+            BnMode::Train { running, momentum } => (&running.tensor, true, *momentum),
+            BnMode::Eval(s) => (&s.tensor, false, 0.0),
+        };
+        let ([y, save_mean, save_invstd], running) = with_stats(stats_tensor, k, |mean, var| {
+            let out = shim("batch norm", |out| unsafe {
+                // SAFETY: live tensors and a 3-element output array.
+                ffi::gs_batch_norm_forward(
+                    ptr(&x.tensor),
+                    ptr(&w),
+                    ptr(&b),
+                    ptr(mean),
+                    ptr(var),
+                    i32::from(train),
+                    momentum,
+                    eps,
+                    out,
+                )
+            })
+            .map(|t| TchTensor::new(t.expect("native_batch_norm returns three tensors")));
+            // Eval mode's backward needs the running statistics; train mode's the saved ones.
+            let running = (!train).then(|| (TchTensor::new(mean.shallow_clone()), TchTensor::new(var.shallow_clone())));
+            (out, running)
+        });
         let saved = Saved::BatchNorm { x, w: TchTensor::new(w), running, save_mean, save_invstd, eps };
         (y, Recording { saved, grads, kinds })
     }
@@ -312,9 +328,11 @@ impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        running: FloatTensor<Self>,
+        momentum: f64,
         eps: f64,
     ) -> FloatTensor<Self> {
-        batch_norm_op::<B, C>(x, weight, bias, None, eps)
+        batch_norm_op::<B, C>(x, weight, bias, BnMode::Train { running: running.into_primitive(), momentum }, eps)
     }
 
     fn torch_batch_norm_eval(
@@ -324,24 +342,16 @@ impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C
         stats: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        batch_norm_op::<B, C>(x, weight, bias, Some(stats.into_primitive()), eps)
-    }
-
-    fn torch_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        // No parents: never tracked, whatever `x` is.
-        match ReplayBackward::<0>.prepare::<C>([]).compute_bound().stateful() {
-            OpsKind::UnTracked(prep) => prep.finish(B::torch_batch_stats(x.into_primitive())),
-            OpsKind::Tracked(_) => unreachable!("an op without inputs is never tracked"),
-        }
+        batch_norm_op::<B, C>(x, weight, bias, BnMode::Eval(stats.into_primitive()), eps)
     }
 }
 
-/// Both batch-norm ops on `Autodiff<B>`: batch statistics (`stats == None`) or the given ones.
+/// Both batch-norm ops on `Autodiff<B>`.
 fn batch_norm_op<B: TorchLayersKernels, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
-    stats: Option<FloatTensor<B>>,
+    stats: BnMode<FloatTensor<B>>,
     eps: f64,
 ) -> FloatTensor<Autodiff<B, C>> {
     let grads = [x.is_tracked(), weight.is_tracked(), bias.is_tracked()];
@@ -353,8 +363,8 @@ fn batch_norm_op<B: TorchLayersKernels, C: CheckpointStrategy>(
             prep.finish(rec, y)
         }
         OpsKind::UnTracked(prep) => prep.finish(match stats {
-            None => B::torch_batch_norm_train(x, w, b, eps),
-            Some(s) => B::torch_batch_norm_eval(x, w, b, s, eps),
+            BnMode::Train { running, momentum } => B::torch_batch_norm_train(x, w, b, running, momentum, eps),
+            BnMode::Eval(s) => B::torch_batch_norm_eval(x, w, b, s, eps),
         }),
     }
 }

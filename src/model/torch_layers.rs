@@ -49,11 +49,15 @@ pub trait TorchLayers: Backend {
         bias: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self>;
-    /// BatchNorm over dimension 1 with the batch's statistics.
+    /// BatchNorm over dimension 1 with the batch's statistics; `running` = (2, C) running mean
+    /// and variance, updated in place by libtorch with PyTorch's rule (momentum, unbiased
+    /// variance) in the same pass that computes the statistics. Never differentiated.
     fn torch_batch_norm_train(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        running: FloatTensor<Self>,
+        momentum: f64,
         eps: f64,
     ) -> FloatTensor<Self>;
     /// BatchNorm over dimension 1 with `stats` = (2, C) running mean and variance, which get
@@ -65,9 +69,6 @@ pub trait TorchLayers: Backend {
         stats: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self>;
-    /// (2, C) float32: the batch mean and *unbiased* variance of every channel (dimension 1),
-    /// one pass; never differentiated.
-    fn torch_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// A `GATESHIFT_*` switch: `Some(false)` for "0", `Some(true)` for "1", else `None`.
@@ -143,25 +144,31 @@ pub fn conv2d(conv: &Conv2d, geometry: ConvGeometry, x: Tensor<4>) -> Tensor<4> 
     Tensor::from_dispatch(y)
 }
 
-/// BatchNorm of `x` with the batch's statistics (`stats == None`) or the given (2, C) ones.
-pub fn batch_norm<const D: usize>(
+/// BatchNorm of `x` with the given (2, C) running statistics.
+pub fn batch_norm_eval<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<1>,
     bias: Tensor<1>,
-    stats: Option<Tensor<2>>,
+    stats: Tensor<2>,
     eps: f64,
 ) -> Tensor<D> {
     let (x, weight, bias) = (x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch());
-    let y = match stats {
-        None => <Dispatch as TorchLayers>::torch_batch_norm_train(x, weight, bias, eps),
-        Some(s) => <Dispatch as TorchLayers>::torch_batch_norm_eval(x, weight, bias, s.into_dispatch(), eps),
-    };
-    Tensor::from_dispatch(y)
+    Tensor::from_dispatch(<Dispatch as TorchLayers>::torch_batch_norm_eval(x, weight, bias, stats.into_dispatch(), eps))
 }
 
-/// (2, C) float32 batch mean and unbiased variance of `x` over every dimension but 1.
-pub fn batch_stats<const D: usize>(x: Tensor<D>) -> Tensor<2> {
-    Tensor::from_dispatch(<Dispatch as TorchLayers>::torch_batch_stats(x.into_dispatch()))
+/// BatchNorm of `x` with the batch's statistics; `running` (2, C), a tensor of the caller's
+/// own, holds the updated running statistics afterwards.
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    running: Tensor<2>,
+    momentum: f64,
+    eps: f64,
+) -> Tensor<D> {
+    let (x, weight, bias) = (x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch());
+    let running = running.into_dispatch();
+    Tensor::from_dispatch(<Dispatch as TorchLayers>::torch_batch_norm_train(x, weight, bias, running, momentum, eps))
 }
 
 // ---- libtorch ----------------------------------------------------------------------------
@@ -202,20 +209,37 @@ pub(crate) fn bn_kind(kind: Kind) -> Kind {
     if kind == Kind::BFloat16 { Kind::Float } else { kind }
 }
 
-pub(crate) fn bn(
-    x: &tch::Tensor,
-    w: &tch::Tensor,
-    b: &tch::Tensor,
-    stats: Option<&tch::Tensor>,
-    eps: f64,
-) -> tch::Tensor {
+/// The statistics a batch norm normalises with.
+pub(crate) enum BnStats<'a> {
+    /// The batch's; the (2, C) running statistics updated in place with `momentum`.
+    Batch { running: &'a tch::Tensor, momentum: f64 },
+    /// The given (2, C) running statistics.
+    Running(&'a tch::Tensor),
+}
+
+/// Runs `f` with the (2, C) statistics as two tensors of kind `k`; when they are stored in
+/// another kind, converted copies, written back afterwards (libtorch may update them).
+pub(crate) fn with_stats<R>(stats: &tch::Tensor, k: Kind, f: impl FnOnce(&tch::Tensor, &tch::Tensor) -> R) -> R {
+    let (mean, var) = (stats.get(0), stats.get(1));
+    if mean.kind() == k {
+        return f(&mean, &var);
+    }
+    let (mk, vk) = (mean.to_kind(k), var.to_kind(k));
+    let r = f(&mk, &vk);
+    let (mut mean, mut var) = (mean, var);
+    mean.copy_(&mk);
+    var.copy_(&vk);
+    r
+}
+
+pub(crate) fn bn(x: &tch::Tensor, w: &tch::Tensor, b: &tch::Tensor, stats: BnStats, eps: f64) -> tch::Tensor {
     let k = bn_kind(x.kind());
     let (w, b) = (w.to_kind(k), b.to_kind(k));
-    let (mean, var) = match stats {
-        Some(s) => (Some(s.get(0).to_kind(k)), Some(s.get(1).to_kind(k))),
-        None => (None, None),
+    let (s, train, momentum) = match stats {
+        BnStats::Batch { running, momentum } => (running, true, momentum),
+        BnStats::Running(s) => (s, false, 0.0),
     };
-    x.batch_norm(Some(&w), Some(&b), mean.as_ref(), var.as_ref(), stats.is_none(), 0.0, eps, true)
+    with_stats(s, k, |mean, var| x.batch_norm(Some(&w), Some(&b), Some(mean), Some(var), train, momentum, eps, true))
 }
 
 impl TorchLayers for LibTorch {
@@ -227,8 +251,16 @@ impl TorchLayers for LibTorch {
         TchTensor::new(conv(&x.tensor, &weight.tensor, Some(&bias.tensor), geometry))
     }
 
-    fn torch_batch_norm_train(x: TchTensor, weight: TchTensor, bias: TchTensor, eps: f64) -> TchTensor {
-        TchTensor::new(bn(&x.tensor, &weight.tensor, &bias.tensor, None, eps))
+    fn torch_batch_norm_train(
+        x: TchTensor,
+        weight: TchTensor,
+        bias: TchTensor,
+        running: TchTensor,
+        momentum: f64,
+        eps: f64,
+    ) -> TchTensor {
+        let stats = BnStats::Batch { running: &running.tensor, momentum };
+        TchTensor::new(bn(&x.tensor, &weight.tensor, &bias.tensor, stats, eps))
     }
 
     fn torch_batch_norm_eval(
@@ -238,14 +270,7 @@ impl TorchLayers for LibTorch {
         stats: TchTensor,
         eps: f64,
     ) -> TchTensor {
-        TchTensor::new(bn(&x.tensor, &weight.tensor, &bias.tensor, Some(&stats.tensor), eps))
-    }
-
-    fn torch_batch_stats(x: TchTensor) -> TchTensor {
-        let x = &x.tensor;
-        let dims: Vec<i64> = (0..x.dim() as i64).filter(|&d| d != 1).collect();
-        let (var, mean) = x.var_mean_correction(dims.as_slice(), 1, false);
-        TchTensor::new(tch::Tensor::stack(&[mean, var], 0).to_kind(Kind::Float))
+        TchTensor::new(bn(&x.tensor, &weight.tensor, &bias.tensor, BnStats::Running(&stats.tensor), eps))
     }
 }
 
@@ -329,7 +354,9 @@ mod tests {
             assert!(err <= 1e-5, "{what}: rel {err:e}");
         }
         let ones = tch::Tensor::ones([6], (Kind::Float, tch::Device::Cpu));
-        let normed = bn(&y_cl, &ones, &ones.zeros_like(), None, 1e-5).relu();
+        let running = tch::Tensor::stack(&[ones.zeros_like(), ones.shallow_clone()], 0);
+        let stats = BnStats::Batch { running: &running, momentum: 0.1 };
+        let normed = bn(&y_cl, &ones, &ones.zeros_like(), stats, 1e-5).relu();
         assert!(is_channels_last(&normed), "BatchNorm + ReLU keep channels-last");
         assert!(is_channels_last(&to_channels_last(&y)) && !is_channels_last(&y));
     }

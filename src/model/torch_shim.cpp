@@ -56,14 +56,14 @@ char* gs_convolution_backward(const at::Tensor* dy, const at::Tensor* x, const a
   }
 }
 
-// y, save_mean, save_invstd of a batch norm: batch statistics when `train`, else the running
-// ones (`running_mean`, `running_var`, left unchanged).
+// y, save_mean, save_invstd of a batch norm: batch statistics when `train` (and the running
+// statistics updated in place with `momentum`, PyTorch's rule), else the running ones.
 char* gs_batch_norm_forward(const at::Tensor* x, const at::Tensor* w, const at::Tensor* b,
                             const at::Tensor* running_mean, const at::Tensor* running_var, int train,
-                            double eps, at::Tensor** out) {
+                            double momentum, double eps, at::Tensor** out) {
   try {
     auto result = at::native_batch_norm(*x, optional(w), optional(b), optional(running_mean),
-                                        optional(running_var), train != 0, 0.0, eps);
+                                        optional(running_var), train != 0, momentum, eps);
     out[0] = new at::Tensor(std::get<0>(result));
     out[1] = new at::Tensor(std::get<1>(result));
     out[2] = new at::Tensor(std::get<2>(result));

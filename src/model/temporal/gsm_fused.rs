@@ -352,7 +352,12 @@ mod tests {
                 (a.into_data(), dr, dw, db)
             };
             let (f, c_) = (run(true), run(false));
-            let errs = [rel(f.0, c_.0), rel(f.1, c_.1), rel(f.2, c_.2), rel(f.3, c_.3)];
+            // The bias gradient is a plain sum of B·T·H·W gate gradients per gate: two summation
+            // orders differ by rounding relative to Σ|terms|, which can be far above |sum| when
+            // the terms cancel (random data), so it is measured against Σ|da| per gate.
+            let (db_err, _) = max_errors(&f.3, &c_.3).expect("same shapes");
+            let abs_sum: f32 = da.clone().abs().sum_dims(&[0, 2, 3, 4]).max().into_scalar::<f32>();
+            let errs = [rel(f.0, c_.0), rel(f.1, c_.1), rel(f.2, c_.2), db_err / abs_sum];
             assert!(errs.iter().all(|&e| e <= 1e-5), "{b}×{t}×{c}×{h}×{w}: logits, dr, dw, db rel {errs:?}");
         }
     }
