@@ -24,7 +24,7 @@
 #      warm-up time, runs in section 2 after the default target rows);
 #   5. the rest of the tch-cuda table: fp32, composed GSM, TSM ResNet-50, `bench gsm`.
 # Rows stop being started after $BUDGET_S seconds (default 400); each row is cut at
-# $ROW_S seconds (default 120; CubeCL's model row gets $CUBE_ROW_S, default 120). Each result
+# $ROW_S seconds (default 120; CubeCL's model row gets $CUBE_ROW_S, default 150). Each result
 # is appended to $OUT/results.txt as it comes; $OUT/card.txt names the card.
 #
 # Prepare here, then run there (the binary runs against the device's own torch libraries):
@@ -101,8 +101,8 @@ done
 # The acceptance row still missing ("bench model works on every compiled backend"): one
 # BN-Inception row on CubeCL cuda (kernel compilation in the first iteration), early so that
 # the budget cannot skip it.
-limit=${CUBE_ROW_S:-120} row "$bin" bench model --arch bninception --temporal gsm --segments 8 --batch 32 \
-  --mode infer --precision fp32 --backend cuda --warmup 1 --iters 5
+limit=${CUBE_ROW_S:-150} row "$bin" bench model --arch bninception --temporal gsm --segments 8 --batch 32 \
+  --mode infer --precision fp32 --backend cuda --warmup 1 --iters 2
 # Where a training step's time goes (synchronised phases), with the flat clip + SGD of
 # `Sgd::step_clipped` (the GPU default) and with the per-parameter one.
 model tch-cuda bninception gsm train bf16 --phases
