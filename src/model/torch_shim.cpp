@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <tuple>
 
 namespace {
 
@@ -21,6 +22,14 @@ char* error_message(const char* what) {
 
 at::Tensor* boxed(const at::Tensor& t, bool wanted) {
   return wanted && t.defined() ? new at::Tensor(t) : nullptr;
+}
+
+// The three gradients of a backward, those the mask asked for, into `out`.
+void box_grads(const std::tuple<at::Tensor, at::Tensor, at::Tensor>& grads, const std::array<bool, 3>& mask,
+               at::Tensor** out) {
+  out[0] = boxed(std::get<0>(grads), mask[0]);
+  out[1] = boxed(std::get<1>(grads), mask[1]);
+  out[2] = boxed(std::get<2>(grads), mask[2]);
 }
 
 std::optional<at::Tensor> optional(const at::Tensor* t) {
@@ -47,9 +56,7 @@ char* gs_convolution_backward(const at::Tensor* dy, const at::Tensor* x, const a
     auto grads = at::convolution_backward(*dy, *x, *w, bias, at::IntArrayRef(stride, 2),
                                           at::IntArrayRef(padding, 2), at::IntArrayRef(dilation, 2),
                                           false, {0, 0}, groups, output_mask);
-    out[0] = boxed(std::get<0>(grads), output_mask[0]);
-    out[1] = boxed(std::get<1>(grads), output_mask[1]);
-    out[2] = boxed(std::get<2>(grads), output_mask[2]);
+    box_grads(grads, output_mask, out);
     return nullptr;
   } catch (const std::exception& e) {
     return error_message(e.what());
@@ -83,9 +90,7 @@ char* gs_batch_norm_backward(const at::Tensor* dy, const at::Tensor* x, const at
     auto grads = at::native_batch_norm_backward(*dy, *x, optional(w), optional(running_mean),
                                                 optional(running_var), optional(save_mean),
                                                 optional(save_invstd), train != 0, eps, output_mask);
-    out[0] = boxed(std::get<0>(grads), output_mask[0]);
-    out[1] = boxed(std::get<1>(grads), output_mask[1]);
-    out[2] = boxed(std::get<2>(grads), output_mask[2]);
+    box_grads(grads, output_mask, out);
     return nullptr;
   } catch (const std::exception& e) {
     return error_message(e.what());
