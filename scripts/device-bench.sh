@@ -105,8 +105,8 @@ limit=${CUBE_ROW_S:-150} row "$bin" bench model --arch bninception --temporal gs
   --mode infer --precision fp32 --backend cuda --warmup 1 --iters 2
 # Where a training step's time goes (synchronised phases), with the flat clip + SGD of
 # `Sgd::step_clipped` (the GPU default) and with the per-parameter one.
-model tch-cuda bninception gsm train bf16 --phases
-model tch-cuda bninception gsm train bf16 --phases --per-param-sgd
+model tch-cuda bninception gsm train bf16 --phases --sgd flat
+model tch-cuda bninception gsm train bf16 --phases --sgd per-param
 # Each default turned off alone, on the GSM rows.
 for mode in infer train; do
   GATESHIFT_CHANNELS_LAST=0 model tch-cuda bninception gsm "$mode" bf16

@@ -79,10 +79,18 @@ pub struct ModelBench {
     /// apart (the device is synchronised between them, which costs a little throughput).
     #[arg(long)]
     pub phases: bool,
-    /// Training: clip and update one parameter at a time (`optim::clip_grad_norm`,
-    /// `Sgd::step`) instead of all at once (`Sgd::step_clipped`, what `train` runs).
-    #[arg(long)]
-    pub per_param_sgd: bool,
+    /// Training: how gradients are clipped and applied — `auto` as `train` does it
+    /// (`Sgd::step_clipped`: flat on a GPU, per parameter on the CPU), `flat` all parameters
+    /// at once (`Sgd::step_flat`), `per-param` one at a time (`clip_grad_norm`, `Sgd::step`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub sgd: SgdPath,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SgdPath {
+    Auto,
+    Flat,
+    PerParam,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -199,13 +207,16 @@ fn model(a: ModelBench) -> Result<()> {
                 lap.mark(0)?;
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 lap.mark(1)?;
-                model = if a.per_param_sgd {
-                    let mut grads = grads;
-                    clip_grad_norm(&model, &mut grads, 20.0);
-                    lap.mark(2)?;
-                    sgd.step(0.01, model, grads)
-                } else {
-                    sgd.step_clipped(0.01, model, grads, 20.0)
+                // `auto` and `flat` clip inside the step: their time is all under "sgd".
+                model = match a.sgd {
+                    SgdPath::Auto => sgd.step_clipped(0.01, model, grads, 20.0),
+                    SgdPath::Flat => sgd.step_flat(0.01, model, grads, 20.0),
+                    SgdPath::PerParam => {
+                        let mut grads = grads;
+                        clip_grad_norm(&model, &mut grads, 20.0);
+                        lap.mark(2)?;
+                        sgd.step(0.01, model, grads)
+                    }
                 };
                 lap.mark(3)?;
                 if i >= a.warmup {
@@ -247,7 +258,6 @@ fn model(a: ModelBench) -> Result<()> {
         a.batch as f64 / median
     );
     if a.phases && a.mode == BenchMode::Train {
-        // The flat update clips inside its step: its time is all under "sgd".
         let names = ["forward + loss", "backward", "clip", "sgd"];
         let medians: Vec<String> = names
             .iter()

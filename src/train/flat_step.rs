@@ -110,9 +110,10 @@ impl Sgd {
     /// Clips the gradients to a global norm of `max_norm` (coefficient clamped at 1, as
     /// `clip_grad_norm_`), then takes one SGD step with learning rate `lr`: on a GPU all
     /// parameters at once ([`Sgd::step_flat`]); on the CPU one parameter at a time, which is
-    /// faster there (BN-Inception + GSM, 2 cores: clip + SGD 86–89 ms per parameter against
-    /// 153–165 ms flat on flex, 43–46 against 73–78 on `tch`: cache-resident small ops beat
-    /// passes over 40 MB vectors), as is a model whose parameters are not all float32.
+    /// faster there (BN-Inception + GSM, 2 cores, `bench model --phases --sgd`: clip + SGD
+    /// 86–88 ms per parameter against 117–165 ms flat on flex, 43–46 against 73–78 on `tch`;
+    /// cache-resident small ops beat passes over 40 MB vectors), as is a model whose
+    /// parameters are not all float32.
     pub fn step_clipped<M: Module>(&mut self, lr: f64, model: M, mut grads: GradientsParams, max_norm: f64) -> M {
         let on_gpu = first_param_device(&model).is_some_and(|d| !crate::backend::is_host_cpu(&d));
         if on_gpu {
