@@ -40,35 +40,37 @@ fn resnet_cfg() -> ModelConfig {
 fn bninception_gsm_logits_and_activations() {
     let Some(io) = common::fixture("gsm_bninception_seg8_io.safetensors") else { return };
     let device = common::device();
-    let model = load("gsm_bninception_seg8.pth.tar", &bninception_cfg(), &device).unwrap().valid();
-    let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
-    let (logits, taps) = probe::capture(|| model.forward(input));
-    common::check("bninception+gsm logits", &logits, &io["logits"], 1e-4);
-    let gsm: Vec<&TensorData> = taps.iter().filter(|(n, _)| n == "gsm").map(|(_, d)| d).collect();
-    let gates: Vec<&TensorData> = taps.iter().filter(|(n, _)| n == "gsm.tanh").map(|(_, d)| d).collect();
-    assert_eq!(gsm.len(), 10, "10 GSM modules");
-    common::check_data("act gsm_inception_3a_1x1", gsm[0], &io["act.base_model.gsm_inception_3a_1x1"], 1e-4);
-    common::check_data(
-        "act gsm_inception_3a_1x1.tanh",
-        gates[0],
-        &io["act.base_model.gsm_inception_3a_1x1.tanh"],
-        1e-4,
-    );
-    common::check_data("act gsm_inception_4c_1x1", gsm[5], &io["act.base_model.gsm_inception_4c_1x1"], 1e-4);
-    common::check_data("act gsm_inception_5b_1x1", gsm[9], &io["act.base_model.gsm_inception_5b_1x1"], 1e-4);
+    let loaded = load("gsm_bninception_seg8.pth.tar", &bninception_cfg(), &device).unwrap();
+    // Both as loaded and with the BNs folded into the convolutions (`Recognizer::inference`).
+    for (how, model) in [("", loaded.valid()), (" (BN folded)", loaded.inference())] {
+        let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
+        let (logits, taps) = probe::capture(|| model.forward(input));
+        common::check(&format!("bninception+gsm logits{how}"), &logits, &io["logits"], 1e-4);
+        let gsm: Vec<&TensorData> = taps.iter().filter(|(n, _)| n == "gsm").map(|(_, d)| d).collect();
+        let gates: Vec<&TensorData> = taps.iter().filter(|(n, _)| n == "gsm.tanh").map(|(_, d)| d).collect();
+        assert_eq!(gsm.len(), 10, "10 GSM modules");
+        for (i, place) in [(0, "3a"), (5, "4c"), (9, "5b")] {
+            let key = format!("act.base_model.gsm_inception_{place}_1x1");
+            common::check_data(&format!("act gsm_inception_{place}_1x1{how}"), gsm[i], &io[&key], 1e-4);
+        }
+        let key = "act.base_model.gsm_inception_3a_1x1.tanh";
+        common::check_data(&format!("act gsm_inception_3a_1x1.tanh{how}"), gates[0], &io[key], 1e-4);
+    }
 }
 
 #[test]
 fn resnet18_tsm_logits_and_activations() {
     let Some(io) = common::fixture("tsm_resnet18_shift8_blockres_seg8_io.safetensors") else { return };
     let device = common::device();
-    let model = load("tsm_resnet18_shift8_blockres_seg8.pth.tar", &resnet_cfg(), &device).unwrap().valid();
-    let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
-    common::check("resnet18+tsm logits", &model.forward(input.clone()), &io["logits"], 1e-4);
-    let [l1, _, _, l4] = resnet(&model).forward_stages(input.reshape([16, 3, 224, 224]));
-    common::check("act layer1", &l1, &io["act.base_model.layer1"], 1e-4);
-    common::check("act layer4", &l4, &io["act.base_model.layer4"], 1e-4);
-    common::check("act avgpool", &l4.mean_dims(&[2, 3]), &io["act.base_model.avgpool"], 1e-4);
+    let loaded = load("tsm_resnet18_shift8_blockres_seg8.pth.tar", &resnet_cfg(), &device).unwrap();
+    for (how, model) in [("", loaded.valid()), (" (BN folded)", loaded.inference())] {
+        let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
+        common::check(&format!("resnet18+tsm logits{how}"), &model.forward(input.clone()), &io["logits"], 1e-4);
+        let [l1, _, _, l4] = resnet(&model).forward_stages(input.reshape([16, 3, 224, 224]));
+        common::check(&format!("act layer1{how}"), &l1, &io["act.base_model.layer1"], 1e-4);
+        common::check(&format!("act layer4{how}"), &l4, &io["act.base_model.layer4"], 1e-4);
+        common::check(&format!("act avgpool{how}"), &l4.mean_dims(&[2, 3]), &io["act.base_model.avgpool"], 1e-4);
+    }
 }
 
 /// Reads one parameter of a recognizer, by its official name: its value, or with `grads`

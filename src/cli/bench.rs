@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, DeviceConfig, Distribution, FloatDType, Int, Tensor};
 use clap::{Args, Subcommand};
@@ -152,12 +151,13 @@ impl<'a> Lap<'a> {
     }
 }
 
-/// How the backbone's layers ran on `device`: BN folded into convolutions (inference), and on
-/// libtorch whether convolution and BN were single libtorch ops and in which memory order.
-fn layer_notes(device: &Device) -> String {
+/// How the backbone's layers ran on `device`: BN folded into convolutions (inference,
+/// `Recognizer::inference`), and on libtorch whether convolution and BN were single libtorch
+/// ops and in which memory order.
+fn layer_notes(device: &Device, infer: bool) -> String {
     let mut notes = String::new();
     let probe = Tensor::<4>::zeros([1, 1, 1, 1], device);
-    if gateshift::model::layers::folds(device) {
+    if infer && gateshift::model::layers::fold_enabled() {
         notes.push_str(" · BN folded");
     }
     #[cfg(feature = "tch")]
@@ -185,7 +185,7 @@ fn model(a: ModelBench) -> Result<()> {
     a.arch.check_input_size(size)?;
     let mut model = cfg.init(&device);
     if a.mode == BenchMode::Infer {
-        model = model.valid();
+        model = model.inference();
     }
     let mut sgd = Sgd::new(0.9, 5e-4, ParamPolicy::Official);
     let shape = [a.batch, 3 * a.segments, size, size];
@@ -252,7 +252,7 @@ fn model(a: ModelBench) -> Result<()> {
         a.segments,
         a.precision.name(),
         a.backend,
-        layer_notes(&device),
+        layer_notes(&device, a.mode == BenchMode::Infer),
         1e3 * median,
         1e3 * mean,
         a.batch as f64 / median

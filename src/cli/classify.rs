@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
@@ -60,7 +59,7 @@ pub fn classify(a: &ClassifyArgs) -> Result<Vec<Vec<(usize, f32)>>> {
     let cfg = ModelConfig::new(a.arch, TemporalKind::None, 1, classes);
     let mut model = cfg.init(&device);
     checkpoint::load(&mut model, &cfg, &sd, false).with_context(|| format!("loading {}", weights.display()))?;
-    let model = model.valid();
+    let model = model.inference();
     let spec = a.arch.input();
     let size = spec.size as u32;
     let mut out = Vec::new();

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::module::Module;
 use clap::Args;
 use gateshift::checkpoint::StateDict;
 use gateshift::data::FrameOrder;
@@ -152,7 +151,7 @@ fn test_orders(checkpoint: &Path, cfg: &TrainConfig) -> Result<(f64, f64)> {
     let model_cfg = cfg.model_config(data.classes);
     let mut model = model_cfg.init(&device);
     gateshift::checkpoint::load(&mut model, &model_cfg, &StateDict::read(checkpoint)?, false)?;
-    let model = model.valid();
+    let model = model.inference();
     let mut out = [0.0; 2];
     for (i, order) in [FrameOrder::Normal, FrameOrder::Shuffle].into_iter().enumerate() {
         let mut ds = (*val).clone();

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
-use burn::module::Module;
 use burn::tensor::Tensor;
 use clap::Args;
 use gateshift::checkpoint::safetensors;
@@ -35,7 +34,7 @@ pub struct ForwardArgs {
 pub fn run(a: ForwardArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
     let (model, _, _) = load_model(&a.model, &a.checkpoint, a.partial, &device)?;
-    let model = model.valid();
+    let model = model.inference();
     let (tensors, _) = safetensors::read(&a.input)?;
     let input = tensors
         .get("input")

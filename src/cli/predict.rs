@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use clap::Args;
@@ -150,7 +149,7 @@ fn recognizer_scores(
     device: &Device,
 ) -> Result<(Vec<f32>, Option<Vec<String>>)> {
     let (model, cfg, meta) = load_model(&a.model_args, checkpoint, false, device)?;
-    let model = model.valid();
+    let model = model.inference();
     let names = super::test::class_names(a.labels.as_deref(), &meta)?;
     if let Some(n) = &names
         && n.len() != cfg.classes

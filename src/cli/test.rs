@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use burn::module::Module;
 use burn::tensor::Device;
 use clap::Args;
 use gateshift::data::list::{List, ListFormat, read_class_names};
@@ -149,7 +148,7 @@ pub fn run_once(
 pub fn run(a: TestArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
     let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, false, &device)?;
-    let model = model.valid();
+    let model = model.inference();
     let names = class_names(a.data.class_names.as_deref(), &meta)?;
     let normal_ds = dataset(&a.data, &cfg, &meta, a.clips, a.crops)?;
     let mut ds = normal_ds.clone();

@@ -26,6 +26,9 @@ pub struct BatchNorm {
     pub training: Param<Flag>,
     pub momentum: f64,
     pub epsilon: f64,
+    /// Already folded into the convolution before it ([`BatchNorm::fold_into`]): an identity
+    /// in inference.
+    pub folded: bool,
 }
 
 impl BatchNorm {
@@ -43,12 +46,16 @@ impl BatchNorm {
             training: Param::from_bool(true),
             momentum: 0.1,
             epsilon,
+            folded: false,
         }
     }
 
     /// Batch statistics (and a running-stat update) in training mode on an autodiff
     /// device; running statistics otherwise.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if self.folded && !(x.device().is_autodiff() && self.training.is_enabled()) {
+            return x;
+        }
         #[cfg(feature = "tch")]
         if crate::model::torch_layers::applies(&x) {
             return self.forward_torch(x);
@@ -132,26 +139,24 @@ impl BatchNorm {
     }
 }
 
-/// Whether inference folds BatchNorms into the convolutions before them (default on;
-/// `GATESHIFT_FOLD_BN=0` turns it off, to compare or to time both).
+/// Whether [`crate::model::Recognizer::inference`] folds BatchNorms into the convolutions
+/// before them (default on; `GATESHIFT_FOLD_BN=0` turns it off, to compare or to time both).
 pub fn fold_enabled() -> bool {
     static SETTING: OnceLock<bool> = OnceLock::new();
     *SETTING.get_or_init(|| std::env::var("GATESHIFT_FOLD_BN").as_deref() != Ok("0"))
 }
 
-/// Whether a BN after a convolution on `device` is folded into it: in inference only (no
-/// autodiff), where it normalises with its running statistics, a per-channel affine map.
-pub fn folds(device: &Device) -> bool {
-    !device.is_autodiff() && fold_enabled()
-}
-
 impl BatchNorm {
-    /// `conv` with this BN folded in, so that `fold_into(conv)(x) = BN(conv(x))` with the
-    /// running statistics: with s = γ / √(σ² + ε), weights W·s per output channel and bias
-    /// (b − μ)·s + β. Computed in the statistics' dtype (float32 under bf16), then cast to
-    /// the conv's. One pass over the feature map (the BN) is saved per unit at the cost of
-    /// a few ops on the weights.
-    pub fn fold_into(&self, conv: &Conv2d) -> Conv2d {
+    /// Folds this BN, normalising with its running statistics (a per-channel affine map),
+    /// into `conv`, once, for inference: with s = γ / √(σ² + ε), weights W·s per output
+    /// channel and bias (b − μ)·s + β. Computed in the statistics' dtype (float32 under
+    /// bf16), then cast to the conv's. The BN itself becomes an identity — γ 1, β 0, μ 0,
+    /// σ² 1 − ε, and `folded`, so that inference skips it — and the pair computes what it
+    /// did: one pass over the feature map fewer per unit, no per-forward cost.
+    pub fn fold_into(&mut self, conv: &mut Conv2d) {
+        if self.folded {
+            return;
+        }
         let weight = conv.weight.val();
         let device = weight.device();
         let [cout, ..] = weight.dims();
@@ -162,21 +167,24 @@ impl BatchNorm {
         let scale = self.weight.val().cast(stat_dtype) * var.add_scalar(self.epsilon).sqrt().recip();
         let folded_w = weight.cast(stat_dtype) * scale.clone().reshape([cout, 1, 1, 1]);
         let centred = match &conv.bias {
-            Some(b) => b.val().cast(stat_dtype) - mean,
-            None => mean.neg(),
+            Some(b) => b.val().cast(stat_dtype) - mean.clone(),
+            None => mean.clone().neg(),
         };
         let folded_b = centred * scale + self.bias.val().cast(stat_dtype);
-        let mut folded = conv.clone();
-        folded.weight = Param::from_tensor(folded_w.cast(w_dtype));
-        folded.bias = Some(Param::from_tensor(folded_b.cast(w_dtype)));
-        folded
+        conv.weight = Param::from_tensor(folded_w.cast(w_dtype));
+        conv.bias = Some(Param::from_tensor(folded_b.cast(w_dtype)));
+        let (affine_dtype, ones) = (self.weight.val().dtype(), Tensor::<1>::ones([cout], &device));
+        self.weight = Param::from_tensor(ones.clone().cast(affine_dtype));
+        self.bias = Param::from_tensor(mean.clone().zeros_like().cast(affine_dtype));
+        self.running_mean = RunningState::new(mean.zeros_like());
+        self.running_var = RunningState::new(ones.mul_scalar(1.0 - self.epsilon).cast(stat_dtype));
+        self.folded = true;
     }
 }
 
-/// BN(conv(x)): in inference one convolution with the BN folded in (see
-/// [`BatchNorm::fold_into`]), otherwise the two layers.
+/// BN(conv(x)); a BN folded by [`BatchNorm::fold_into`] is skipped in inference.
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    if folds(&x.device()) { conv2d(&bn.fold_into(conv), x) } else { bn.forward(conv2d(conv, x)) }
+    bn.forward(conv2d(conv, x))
 }
 
 /// Geometry of a 2D convolution, as written in the official layer lists.
@@ -250,6 +258,13 @@ impl ConvBn {
             None => relu(conv_bn(&self.conv, &self.bn, x)),
         }
     }
+
+    /// Folds the BN into the conv for inference, unless a temporal module sits between them.
+    pub fn fold_bn(&mut self) {
+        if self.temporal.is_none() {
+            self.bn.fold_into(&mut self.conv);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -269,7 +284,7 @@ mod tests {
     }
 
     /// The folded convolution computes BN(conv(x)) with and without a conv bias, grouped or
-    /// not, and inference through `conv_bn` takes it.
+    /// not; the folded BN is then skipped, and folding twice changes nothing.
     #[test]
     fn folded_conv_equals_conv_then_bn() {
         let device = Device::flex();
@@ -282,17 +297,38 @@ mod tests {
                 .init(&device);
             let bn = trained_bn(12, &device);
             let x = Tensor::<4>::random([2, 8, 9, 11], Distribution::Normal(0.0, 1.0), &device);
-            let reference = bn.forward(conv2d(&conv, x.clone()));
-            let folded = conv2d(&bn.fold_into(&conv), x.clone());
-            folded.to_data().assert_approx_eq::<f32>(&reference.to_data(), Tolerance::absolute(1e-4));
-            conv_bn(&conv, &bn, x).to_data().assert_approx_eq::<f32>(&reference.to_data(), Tolerance::absolute(1e-4));
+            let reference = conv_bn(&conv, &bn, x.clone());
+            let (mut folded_conv, mut folded_bn) = (conv.clone(), bn.clone());
+            folded_bn.fold_into(&mut folded_conv);
+            assert!(folded_bn.folded && folded_conv.bias.is_some());
+            let tol = Tolerance::absolute(1e-4);
+            conv2d(&folded_conv, x.clone()).to_data().assert_approx_eq::<f32>(&reference.to_data(), tol);
+            let once = conv_bn(&folded_conv, &folded_bn, x.clone());
+            once.to_data().assert_approx_eq::<f32>(&reference.to_data(), tol);
+            folded_bn.fold_into(&mut folded_conv);
+            conv_bn(&folded_conv, &folded_bn, x).to_data().assert_eq(&once.to_data(), true);
         }
     }
 
-    /// Training (an autodiff device) never folds: batch statistics are not an affine map.
+    /// A folded BN is an identity with its own parameters too (so a folded model computes
+    /// the same without the skip), and is skipped only in inference: in training it
+    /// normalises with batch statistics like any BN.
     #[test]
-    fn autodiff_does_not_fold() {
-        let device = Device::flex().autodiff();
-        assert!(!folds(&device));
+    fn folded_bn_is_skipped_only_in_inference() {
+        let device = Device::flex();
+        let mut bn = trained_bn(6, &device);
+        let mut conv = ConvSpec::new(4, 6, 1, 1, 0).init(&device);
+        bn.fold_into(&mut conv);
+        let x = Tensor::<4>::random([3, 6, 5, 5], Distribution::Normal(2.0, 3.0), &device);
+        bn.forward(x.clone()).to_data().assert_eq(&x.to_data(), true);
+        let mut unskipped = bn.clone();
+        unskipped.folded = false;
+        unskipped.forward(x.clone()).to_data().assert_approx_eq::<f32>(&x.to_data(), Tolerance::absolute(1e-4));
+
+        let ad = device.autodiff();
+        let training = bn.clone().to_device(&ad).train();
+        let y = training.forward(Tensor::<4>::from_data(x.to_data(), &ad));
+        let mean = y.mean().into_scalar::<f32>();
+        assert!(mean.abs() < 1e-4, "training BN output mean {mean}: batch statistics were not used");
     }
 }

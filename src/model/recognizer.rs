@@ -93,6 +93,18 @@ pub struct Recognizer {
 }
 
 impl Recognizer {
+    /// The model for inference: `valid()` (no autodiff, BN on running statistics), with every
+    /// BN that directly follows a convolution folded into it once (`GATESHIFT_FOLD_BN=0`
+    /// keeps them apart). Same outputs, one pass over each such feature map fewer. Not for
+    /// training or saving as a trainable checkpoint: the folded BNs no longer hold statistics.
+    pub fn inference(&self) -> Self {
+        let mut model = self.valid();
+        if crate::model::layers::fold_enabled() {
+            model.base_model.fold_bn();
+        }
+        model
+    }
+
     /// `(batch, segments·3, H, W)` → `(batch, classes)` logits.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
         let frames = self.forward_frames(input);
@@ -114,5 +126,46 @@ impl Recognizer {
         }
         let k = scores.dims()[1];
         scores.reshape([b, t, k])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+    use burn::tensor::{Device, Distribution, Tensor, Tolerance};
+
+    use super::ModelConfig;
+    use crate::model::{Arch, TemporalKind};
+
+    /// `inference()` folds BNs into convolutions without changing the outputs, on every
+    /// backbone and wherever a temporal module sits (between a conv and its BN nothing is
+    /// folded). The BNs first get non-trivial running statistics from one training forward.
+    #[test]
+    fn folding_keeps_outputs() {
+        let device = Device::flex();
+        let cases = [
+            (Arch::BnInception, TemporalKind::Gsm, 64),
+            (Arch::BnInception, TemporalKind::None, 64),
+            (Arch::InceptionV3, TemporalKind::Gsf, 139),
+            (Arch::ResnetMini, TemporalKind::Gsm, 48),
+            (Arch::ResnetMini, TemporalKind::Tsm, 48),
+            (Arch::ResnetMini, TemporalKind::Gsf, 48),
+            (Arch::Resnet50, TemporalKind::Gsf, 48),
+            (Arch::EfficientnetLite0, TemporalKind::Gsm, 48),
+        ];
+        for (arch, temporal, size) in cases {
+            let cfg = ModelConfig::new(arch, temporal, 2, 5);
+            let model = cfg.init(&device.clone().autodiff());
+            let x = Tensor::<4>::random([2, 6, size, size], Distribution::Normal(0.0, 1.0), &device);
+            let _ = model
+                .forward(Tensor::from_data(x.to_data(), &device.clone().autodiff()).mul_scalar(3.0).add_scalar(1.0));
+            let reference = model.valid().forward(x.clone());
+            let folded = model.inference();
+            let y = folded.forward(x);
+            let scale = reference.clone().abs().max().into_scalar::<f32>();
+            let what = format!("{} + {:?}", arch.name(), temporal);
+            assert!(scale > 0.0, "{what}: zero logits");
+            y.to_data().assert_approx_eq::<f32>(&reference.to_data(), Tolerance::absolute(1e-4 * scale));
+        }
     }
 }

@@ -357,7 +357,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
         if let (Some(val), true) = (&data.val, eval_now) {
             let bar = progress_bar(show_progress, val.len() as u64, "validate");
             let ev = evaluate(
-                &model.valid(),
+                &model.inference(),
                 val.clone(),
                 data.classes,
                 o.batch_size,

@@ -221,6 +221,87 @@ impl BnInception {
         x.mean_dims(&[2, 3])
     }
 
+    /// Folds every unit's BN into its conv for inference (not where GSM sits between them).
+    pub fn fold_bn(&mut self) {
+        for unit in self.units_mut() {
+            unit.fold_bn();
+        }
+    }
+
+    fn units_mut(&mut self) -> [&mut ConvBn; 69] {
+        [
+            &mut self.conv1_7x7_s2,
+            &mut self.conv2_3x3_reduce,
+            &mut self.conv2_3x3,
+            &mut self.inception_3a_1x1,
+            &mut self.inception_3a_3x3_reduce,
+            &mut self.inception_3a_3x3,
+            &mut self.inception_3a_double_3x3_reduce,
+            &mut self.inception_3a_double_3x3_1,
+            &mut self.inception_3a_double_3x3_2,
+            &mut self.inception_3a_pool_proj,
+            &mut self.inception_3b_1x1,
+            &mut self.inception_3b_3x3_reduce,
+            &mut self.inception_3b_3x3,
+            &mut self.inception_3b_double_3x3_reduce,
+            &mut self.inception_3b_double_3x3_1,
+            &mut self.inception_3b_double_3x3_2,
+            &mut self.inception_3b_pool_proj,
+            &mut self.inception_3c_3x3_reduce,
+            &mut self.inception_3c_3x3,
+            &mut self.inception_3c_double_3x3_reduce,
+            &mut self.inception_3c_double_3x3_1,
+            &mut self.inception_3c_double_3x3_2,
+            &mut self.inception_4a_1x1,
+            &mut self.inception_4a_3x3_reduce,
+            &mut self.inception_4a_3x3,
+            &mut self.inception_4a_double_3x3_reduce,
+            &mut self.inception_4a_double_3x3_1,
+            &mut self.inception_4a_double_3x3_2,
+            &mut self.inception_4a_pool_proj,
+            &mut self.inception_4b_1x1,
+            &mut self.inception_4b_3x3_reduce,
+            &mut self.inception_4b_3x3,
+            &mut self.inception_4b_double_3x3_reduce,
+            &mut self.inception_4b_double_3x3_1,
+            &mut self.inception_4b_double_3x3_2,
+            &mut self.inception_4b_pool_proj,
+            &mut self.inception_4c_1x1,
+            &mut self.inception_4c_3x3_reduce,
+            &mut self.inception_4c_3x3,
+            &mut self.inception_4c_double_3x3_reduce,
+            &mut self.inception_4c_double_3x3_1,
+            &mut self.inception_4c_double_3x3_2,
+            &mut self.inception_4c_pool_proj,
+            &mut self.inception_4d_1x1,
+            &mut self.inception_4d_3x3_reduce,
+            &mut self.inception_4d_3x3,
+            &mut self.inception_4d_double_3x3_reduce,
+            &mut self.inception_4d_double_3x3_1,
+            &mut self.inception_4d_double_3x3_2,
+            &mut self.inception_4d_pool_proj,
+            &mut self.inception_4e_3x3_reduce,
+            &mut self.inception_4e_3x3,
+            &mut self.inception_4e_double_3x3_reduce,
+            &mut self.inception_4e_double_3x3_1,
+            &mut self.inception_4e_double_3x3_2,
+            &mut self.inception_5a_1x1,
+            &mut self.inception_5a_3x3_reduce,
+            &mut self.inception_5a_3x3,
+            &mut self.inception_5a_double_3x3_reduce,
+            &mut self.inception_5a_double_3x3_1,
+            &mut self.inception_5a_double_3x3_2,
+            &mut self.inception_5a_pool_proj,
+            &mut self.inception_5b_1x1,
+            &mut self.inception_5b_3x3_reduce,
+            &mut self.inception_5b_3x3,
+            &mut self.inception_5b_double_3x3_reduce,
+            &mut self.inception_5b_double_3x3_1,
+            &mut self.inception_5b_double_3x3_2,
+            &mut self.inception_5b_pool_proj,
+        ]
+    }
+
     fn mixed(&self, x: Tensor<4>, m: Mixed<'_>) -> Tensor<4> {
         let a = m.b1x1.forward(x.clone());
         let b = m.b3x3[1].forward(m.b3x3[0].forward(x.clone()));

@@ -96,7 +96,7 @@ impl SameConv {
         conv2d(&self.conv, self.pad(x))
     }
 
-    /// BN(conv(x)), folded in inference (`layers::conv_bn`).
+    /// BN(conv(x)) (the BN skipped once folded, `layers::conv_bn`).
     pub fn forward_bn(&self, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         conv_bn(&self.conv, bn, self.pad(x))
     }
@@ -139,6 +139,16 @@ impl MbBlock {
         let y = self.project_conv.forward_bn(&self.bn2, y);
         if self.residual { y + x } else { y }
     }
+
+    /// Folds the BNs into their convs for inference (not where a temporal module sits
+    /// between the expansion and its BN).
+    pub fn fold_bn(&mut self) {
+        if let (Some(conv), Some(bn), None) = (&mut self.expand_conv, &mut self.bn0, &self.temporal) {
+            bn.fold_into(&mut conv.conv);
+        }
+        self.bn1.fold_into(&mut self.depthwise_conv.conv);
+        self.bn2.fold_into(&mut self.project_conv.conv);
+    }
 }
 
 #[derive(Module, Debug)]
@@ -151,6 +161,15 @@ pub struct EfficientNet {
 }
 
 impl EfficientNet {
+    /// Folds every BN into the conv before it where nothing sits between them, for inference.
+    pub fn fold_bn(&mut self) {
+        self.bn0.fold_into(&mut self.conv_stem.conv);
+        for block in &mut self.blocks {
+            block.fold_bn();
+        }
+        self.bn1.fold_into(&mut self.conv_head.conv);
+    }
+
     pub fn new(lite: Lite, temporal: TemporalKind, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
         let (width, depth, _) = lite.scaling();
         let bn = |c| BatchNorm::with_epsilon(c, BN_EPS, device);

@@ -93,6 +93,17 @@ pub struct BlockA {
 }
 
 impl BlockA {
+    /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
+    pub fn fold_bn(&mut self) {
+        self.conv.fold_bn();
+        self.tower_conv.fold_bn();
+        self.tower_conv_1.fold_bn();
+        self.tower_1_conv.fold_bn();
+        self.tower_1_conv_1.fold_bn();
+        self.tower_1_conv_2.fold_bn();
+        self.tower_2_conv.fold_bn();
+    }
+
     fn new(u: &Units, cin: usize, pool_proj: usize) -> Self {
         Self {
             conv: u.gsm_place(cin, 64),
@@ -123,6 +134,14 @@ pub struct BlockB {
 }
 
 impl BlockB {
+    /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
+    pub fn fold_bn(&mut self) {
+        self.conv.fold_bn();
+        self.tower_conv.fold_bn();
+        self.tower_conv_1.fold_bn();
+        self.tower_conv_2.fold_bn();
+    }
+
     fn new(u: &Units) -> Self {
         let conv = u.sq(288, 384, 3, 2, 0);
         Self {
@@ -156,6 +175,20 @@ pub struct BlockC {
 }
 
 impl BlockC {
+    /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
+    pub fn fold_bn(&mut self) {
+        self.conv.fold_bn();
+        self.tower_conv.fold_bn();
+        self.tower_conv_1.fold_bn();
+        self.tower_conv_2.fold_bn();
+        self.tower_1_conv.fold_bn();
+        self.tower_1_conv_1.fold_bn();
+        self.tower_1_conv_2.fold_bn();
+        self.tower_1_conv_3.fold_bn();
+        self.tower_1_conv_4.fold_bn();
+        self.tower_2_conv.fold_bn();
+    }
+
     fn new(u: &Units, c: usize, gsm: bool) -> Self {
         Self {
             conv: if gsm { u.gsm_place(768, 192) } else { u.c1(768, 192) },
@@ -194,6 +227,16 @@ pub struct BlockD {
 }
 
 impl BlockD {
+    /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
+    pub fn fold_bn(&mut self) {
+        self.tower_conv.fold_bn();
+        self.tower_conv_1.fold_bn();
+        self.tower_1_conv.fold_bn();
+        self.tower_1_conv_1.fold_bn();
+        self.tower_1_conv_2.fold_bn();
+        self.tower_1_conv_3.fold_bn();
+    }
+
     fn new(u: &Units) -> Self {
         Self {
             tower_conv: u.gsm_place(768, 192),
@@ -231,6 +274,19 @@ pub struct BlockE {
 }
 
 impl BlockE {
+    /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
+    pub fn fold_bn(&mut self) {
+        self.conv.fold_bn();
+        self.tower_conv.fold_bn();
+        self.tower_mixed_conv.fold_bn();
+        self.tower_mixed_conv_1.fold_bn();
+        self.tower_1_conv.fold_bn();
+        self.tower_1_conv_1.fold_bn();
+        self.tower_1_mixed_conv.fold_bn();
+        self.tower_1_mixed_conv_1.fold_bn();
+        self.tower_2_conv.fold_bn();
+    }
+
     fn new(u: &Units, cin: usize, max_pool: bool) -> Self {
         Self {
             conv: u.gsm_place(cin, 320),
@@ -278,6 +334,26 @@ pub struct InceptionV3 {
 }
 
 impl InceptionV3 {
+    /// Folds the BN of every unit into its conv for inference (`ConvBn::fold_bn`).
+    pub fn fold_bn(&mut self) {
+        self.conv.fold_bn();
+        self.conv_1.fold_bn();
+        self.conv_2.fold_bn();
+        self.conv_3.fold_bn();
+        self.conv_4.fold_bn();
+        self.mixed.fold_bn();
+        self.mixed_1.fold_bn();
+        self.mixed_2.fold_bn();
+        self.mixed_3.fold_bn();
+        self.mixed_4.fold_bn();
+        self.mixed_5.fold_bn();
+        self.mixed_6.fold_bn();
+        self.mixed_7.fold_bn();
+        self.mixed_8.fold_bn();
+        self.mixed_9.fold_bn();
+        self.mixed_10.fold_bn();
+    }
+
     pub fn new(temporal: TemporalKind, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
         let u = Units { temporal, segments, opts, device };
         Self {

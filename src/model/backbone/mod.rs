@@ -200,6 +200,17 @@ impl Backbone {
         };
         y.flatten(1, 3)
     }
+
+    /// Folds each BN that directly follows a convolution into it (`BatchNorm::fold_into`):
+    /// for inference only, see `Recognizer::inference`.
+    pub fn fold_bn(&mut self) {
+        match self {
+            Self::BnInception(m) => m.fold_bn(),
+            Self::InceptionV3(m) => m.fold_bn(),
+            Self::ResNet(m) => m.fold_bn(),
+            Self::EfficientNet(m) => m.fold_bn(),
+        }
+    }
 }
 
 /// Whether BN-Inception's stem (7×7 stride-2 convolution, two ceil-mode 3×3 stride-2 poolings)

@@ -65,8 +65,7 @@ impl Block {
             _ => conv_bn(&self.conv1, &self.bn1, branch_in),
         };
         let y = relu(y);
-        // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`);
-        // elsewhere conv → BN is folded in inference (`conv_bn`).
+        // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`).
         let last = |conv: &Conv2d, bn: &BatchNorm, y: Tensor<4>| match &self.temporal {
             Some(Temporal::Gsf(g)) => bn.forward(g.forward(conv2d(conv, y))),
             _ => conv_bn(conv, bn, y),
@@ -80,6 +79,28 @@ impl Block {
             None => x,
         };
         relu(y + identity)
+    }
+
+    /// Folds each BN into the conv before it for inference, where no temporal module sits
+    /// between them (GSM after `conv1`, GSF after the last conv).
+    pub fn fold_bn(&mut self) {
+        if !matches!(self.temporal, Some(Temporal::Gsm(_))) {
+            self.bn1.fold_into(&mut self.conv1);
+        }
+        let gsf = matches!(self.temporal, Some(Temporal::Gsf(_)));
+        match (&mut self.conv3, &mut self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                self.bn2.fold_into(&mut self.conv2);
+                if !gsf {
+                    bn3.fold_into(conv3);
+                }
+            }
+            _ if !gsf => self.bn2.fold_into(&mut self.conv2),
+            _ => {}
+        }
+        if let Some(d) = &mut self.downsample {
+            d.bn.fold_into(&mut d.conv);
+        }
     }
 }
 
@@ -98,6 +119,14 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// Folds every BN that directly follows a conv into it, for inference.
+    pub fn fold_bn(&mut self) {
+        self.bn1.fold_into(&mut self.conv1);
+        for block in [&mut self.layer1, &mut self.layer2, &mut self.layer3, &mut self.layer4].into_iter().flatten() {
+            block.fold_bn();
+        }
+    }
+
     /// Blocks per stage and whether blocks are bottlenecks, for depth 18/34/50/101/152.
     pub fn layout(depth: usize) -> Option<([usize; 4], bool)> {
         Some(match depth {
