@@ -10,5 +10,6 @@ pub mod data;
 pub mod io;
 pub mod model;
 pub mod report;
+pub mod stream;
 pub mod synth;
 pub mod train;

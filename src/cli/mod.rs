@@ -13,6 +13,7 @@ mod ensemble;
 mod forward;
 mod info;
 mod predict;
+mod stream;
 mod synth;
 mod test;
 mod train;
@@ -53,6 +54,9 @@ pub enum Command {
     Ensemble(ensemble::EnsembleArgs),
     /// Top-k classes of one video file or frame folder.
     Predict(predict::PredictArgs),
+    /// Streaming inference: top-k classes of sliding windows over a video, a frame folder or a
+    /// live source (URL, capture device), printed as each window is scored.
+    Stream(stream::StreamArgs),
     /// Generate the time-reversal-pairs synthetic dataset.
     Synth(synth::SynthArgs),
     /// Data tools: extract-frames, build-list, check.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Test(a) => test::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Stream(a) => stream::run(a),
         Command::Ensemble(a) => ensemble::run(a),
         Command::Assets(a) => assets::run(a),
         Command::Classify(a) => classify::run(a),

@@ -106,12 +106,8 @@ fn entry(a: &PredictArgs) -> Result<Entry> {
     }
 }
 
-/// I3D: `--clips` windows of `--window` consecutive frames, short side 256, centre crop
-/// 224, RGB in [−1, 1]; logits averaged over windows, then softmax.
-fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>> {
-    if a.window == 0 || a.clips == 0 {
-        bail!("--window and --clips must be at least 1");
-    }
+/// DeepMind's Kinetics-400 I3D from the asset cache (`gateshift assets fetch i3d-kinetics400`).
+pub fn load_i3d(device: &Device) -> Result<i3d::I3d> {
     let asset = &gateshift::assets::I3D_KINETICS400;
     let root = gateshift::assets::cache_dir();
     if !asset.is_cached(&root) {
@@ -119,7 +115,16 @@ fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>
     }
     let weights = asset.file(&root, "i3d-kinetics-400.safetensors");
     let sd = StateDict::read(&weights)?;
-    let model = i3d::load(i3d::I3d::new(400, device), &sd).with_context(|| format!("loading {}", weights.display()))?;
+    i3d::load(i3d::I3d::new(400, device), &sd).with_context(|| format!("loading {}", weights.display()))
+}
+
+/// I3D: `--clips` windows of `--window` consecutive frames, short side 256, centre crop
+/// 224, RGB in [−1, 1]; logits averaged over windows, then softmax.
+fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>> {
+    if a.window == 0 || a.clips == 0 {
+        bail!("--window and --clips must be at least 1");
+    }
+    let model = load_i3d(device)?;
     let mut pipeline = Pipeline::test(i3d::INPUT, 224, 256, a.window, a.crops, a.clips);
     pipeline.sampling = Sampling::Window;
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };

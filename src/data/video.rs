@@ -4,6 +4,7 @@
 //! memory stays bounded by the clip, not the video.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -43,20 +44,76 @@ pub fn probe(path: &Path, exact: bool) -> Result<VideoInfo> {
     if !path.is_file() {
         bail!("video {} does not exist", path.display());
     }
-    let count = if exact { "-count_frames" } else { "-count_packets" };
-    let out = tool("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", count, "-show_entries"])
+    probe_input(path.as_os_str(), None, Some(exact))
+}
+
+/// A video input ffmpeg reads as it comes: a file, a URL (`rtsp://…`, `http://…`, `file:…`)
+/// or a capture device (`/dev/video0` with format `v4l2`), for streaming inference.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub input: OsString,
+    /// ffmpeg's input format (`-f`), for devices; `None` lets ffmpeg detect it.
+    pub format: Option<String>,
+}
+
+impl Source {
+    /// Size and frame rate of the source's first video stream, without counting frames
+    /// (`frames` is 0: a live source has no end to count to).
+    pub fn probe(&self) -> Result<VideoInfo> {
+        probe_input(&self.input, self.format.as_deref(), None)
+    }
+
+    /// Decodes the source from its start (scaled so the short side is `short_side`, if
+    /// given) and hands each frame to `f` as it arrives, one frame in memory at a time,
+    /// until the source ends or `f` fails. Returns the number of frames decoded.
+    pub fn for_each_frame(
+        &self,
+        info: &VideoInfo,
+        short_side: Option<u32>,
+        f: impl FnMut(usize, RgbImage) -> Result<()>,
+    ) -> Result<usize> {
+        let (w, h) = output_size(info, short_side);
+        let filter = format!("scale={w}:{h}:flags=bilinear");
+        let (n, out) = stream(&self.input, self.format.as_deref(), &filter, None, (w, h), f)?;
+        if !out.status.success() || n == 0 {
+            bail!(
+                "cannot decode video {}: {}",
+                self.input.to_string_lossy(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(n)
+    }
+}
+
+/// ffprobe on `input` (with input format `format`); `count`: `Some(exact)` counts frames
+/// (decoding) or packets, `None` counts nothing (frames 0).
+fn probe_input(input: &OsStr, format: Option<&str>, count: Option<bool>) -> Result<VideoInfo> {
+    let name = input.to_string_lossy();
+    let mut cmd = tool("ffprobe");
+    cmd.args(["-v", "error", "-select_streams", "v:0"]);
+    match count {
+        Some(true) => cmd.arg("-count_frames"),
+        Some(false) => cmd.arg("-count_packets"),
+        None => &mut cmd,
+    };
+    if let Some(f) = format {
+        cmd.args(["-f", f]);
+    }
+    let out = cmd
+        .arg("-show_entries")
         .arg("stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_frames,nb_read_packets")
         .args(["-of", "json"])
-        .arg(path)
+        .arg(input)
         .output()
         .map_err(|e| spawn_error("ffprobe", e))?;
     if !out.status.success() {
-        bail!("cannot read video {}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!("cannot read video {name}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("ffprobe output for {} is not JSON", path.display()))?;
-    let s = v["streams"].get(0).ok_or_else(|| anyhow::anyhow!("video {} has no video stream", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).with_context(|| format!("ffprobe output for {name} is not JSON"))?;
+    let exact = count == Some(true);
+    let s = v["streams"].get(0).ok_or_else(|| anyhow::anyhow!("video {name} has no video stream"))?;
     let num = |k: &str| s[k].as_u64().or_else(|| s[k].as_str().and_then(|x| x.parse().ok()));
     let rate = |k: &str| {
         let r = s[k].as_str()?;
@@ -64,10 +121,13 @@ pub fn probe(path: &Path, exact: bool) -> Result<VideoInfo> {
         let (a, b): (f64, f64) = (a.parse().ok()?, b.parse().ok()?);
         (b > 0.0 && a > 0.0).then(|| a / b)
     };
-    let frames = num(if exact { "nb_read_frames" } else { "nb_read_packets" }).unwrap_or(0) as usize;
+    let frames = match count {
+        Some(exact) => num(if exact { "nb_read_frames" } else { "nb_read_packets" }).unwrap_or(0) as usize,
+        None => 0,
+    };
     let (width, height) = (num("width").unwrap_or(0) as u32, num("height").unwrap_or(0) as u32);
     if width == 0 || height == 0 {
-        bail!("video {} has no decodable video stream", path.display());
+        bail!("video {name} has no decodable video stream");
     }
     // A container whose header promises clearly more frames than decode is truncated or
     // corrupt (a frame or two of difference is normal for AVI's trailing packets).
@@ -76,10 +136,7 @@ pub fn probe(path: &Path, exact: bool) -> Result<VideoInfo> {
         && frames + 2 < declared
         && (frames as f64) < 0.95 * declared as f64
     {
-        bail!(
-            "video {} is truncated or corrupt: its header declares {declared} frames, only {frames} decode",
-            path.display()
-        );
+        bail!("video {name} is truncated or corrupt: its header declares {declared} frames, only {frames} decode");
     }
     let fps = rate("avg_frame_rate").or_else(|| rate("r_frame_rate")).unwrap_or(25.0);
     Ok(VideoInfo { width, height, fps, frames })
@@ -116,7 +173,7 @@ pub fn read_frames(path: &Path, info: &VideoInfo, indices: &[usize], short_side:
     let select: Vec<String> = wanted.iter().map(|i| format!("eq(n\\,{i})")).collect();
     let filter = format!("select='{}',scale={w}:{h}:flags=bilinear", select.join("+"));
     let mut decoded = Vec::with_capacity(wanted.len());
-    let (_, out) = stream(path, &filter, Some(wanted.len()), (w, h), |_, img| {
+    let (_, out) = stream(path.as_os_str(), None, &filter, Some(wanted.len()), (w, h), |_, img| {
         decoded.push(img);
         Ok(())
     })?;
@@ -135,17 +192,18 @@ pub fn read_frames(path: &Path, info: &VideoInfo, indices: &[usize], short_side:
     Ok(indices.iter().map(|i| decoded[wanted.binary_search(i).expect("present")].clone()).collect())
 }
 
-/// Runs ffmpeg on `path` through `filter` (frames of `w`×`h`) and hands each decoded frame
+/// Runs ffmpeg on `input` (input format `format`) through `filter` (frames of `w`×`h`) and hands each decoded frame
 /// to `f`, one frame in memory at a time, stopping after `max_frames`. Returns the number of
 /// frames read and ffmpeg's exit status and stderr.
 fn stream(
-    path: &Path,
+    input: &OsStr,
+    format: Option<&str>,
     filter: &str,
     max_frames: Option<usize>,
     (w, h): (u32, u32),
     mut f: impl FnMut(usize, RgbImage) -> Result<()>,
 ) -> Result<(usize, std::process::Output)> {
-    let mut child = decoder(path, filter, max_frames)?;
+    let mut child = decoder(input, format, filter, max_frames)?;
     let mut stdout = child.stdout.take().expect("piped");
     let (mut n, mut result) = (0, Ok(()));
     while max_frames.is_none_or(|m| n < m) {
@@ -160,7 +218,7 @@ fn stream(
         n += 1;
     }
     drop(stdout);
-    let out = child.wait_with_output().with_context(|| format!("decoding {}", path.display()))?;
+    let out = child.wait_with_output().with_context(|| format!("decoding {}", input.to_string_lossy()))?;
     result?;
     Ok((n, out))
 }
@@ -174,18 +232,20 @@ fn output_size(info: &VideoInfo, short_side: Option<u32>) -> (u32, u32) {
     }
 }
 
-/// An ffmpeg process decoding `path`'s first video stream through `filter` to raw RGB on
+/// An ffmpeg process decoding `input`'s first video stream through `filter` to raw RGB on
 /// its stdout (stopping after `max_frames` output frames, if given).
-fn decoder(path: &Path, filter: &str, max_frames: Option<usize>) -> Result<std::process::Child> {
+fn decoder(
+    input: &OsStr,
+    format: Option<&str>,
+    filter: &str,
+    max_frames: Option<usize>,
+) -> Result<std::process::Child> {
     let mut cmd = tool("ffmpeg");
-    cmd.args(["-v", "error", "-nostdin", "-threads", "1", "-i"]).arg(path).args([
-        "-map",
-        "0:v:0",
-        "-vf",
-        filter,
-        "-fps_mode",
-        "passthrough",
-    ]);
+    cmd.args(["-v", "error", "-nostdin", "-threads", "1"]);
+    if let Some(f) = format {
+        cmd.args(["-f", f]);
+    }
+    cmd.arg("-i").arg(input).args(["-map", "0:v:0", "-vf", filter, "-fps_mode", "passthrough"]);
     if let Some(n) = max_frames {
         cmd.arg("-frames:v").arg(n.to_string());
     }
@@ -218,7 +278,7 @@ pub fn for_each_frame(
     f: impl FnMut(usize, RgbImage) -> Result<()>,
 ) -> Result<usize> {
     let (w, h) = output_size(info, short_side);
-    let (n, out) = stream(path, &format!("scale={w}:{h}:flags=bilinear"), None, (w, h), f)?;
+    let (n, out) = stream(path.as_os_str(), None, &format!("scale={w}:{h}:flags=bilinear"), None, (w, h), f)?;
     if !out.status.success() || n == 0 {
         bail!("cannot decode video {}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
     }

@@ -1,0 +1,234 @@
+//! `gateshift stream INPUT`: streaming inference — class scores over sliding windows of a
+//! video file, a frame folder, or a live source ffmpeg reads (URL, capture device), printed as
+//! each window is scored (`gateshift::stream`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use gateshift::data::FrameNaming;
+use gateshift::data::rawframes::read_rgb;
+use gateshift::data::transform::{crop_normalise_append, resize_short, test_crops};
+use gateshift::data::video::Source;
+use gateshift::model::{InputSpec, i3d};
+use gateshift::stream::{Schedule, Scored, Summary, WindowModel};
+use image::RgbImage;
+use serde_json::json;
+
+use super::predict::{Pretrained, load_i3d};
+use super::test::{class_names, input_sizes};
+use super::{FrameArgs, ModelArgs, load_model};
+
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    /// A video file, a frame folder, or a source ffmpeg reads as it comes: a URL (rtsp://…,
+    /// http://…, file:…) or a capture device (with --input-format, e.g. v4l2 /dev/video0).
+    pub input: String,
+    /// ffmpeg input format for devices (`-f`, e.g. v4l2, avfoundation, dshow).
+    #[arg(long)]
+    pub input_format: Option<String>,
+    /// A gateshift or official checkpoint.
+    #[arg(long, required_unless_present = "model")]
+    pub checkpoint: Option<PathBuf>,
+    /// A pretrained model from `gateshift assets` instead of a checkpoint.
+    #[arg(long, value_enum, conflicts_with = "checkpoint")]
+    pub model: Option<Pretrained>,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+    /// Frames per window: the most recent frames a score is about (I3D: its input length).
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// A window is scored every this many frames.
+    #[arg(long, default_value_t = 16)]
+    pub stride: usize,
+    /// Score only the freshest due window when the input is ahead of the model (live sources).
+    #[arg(long)]
+    pub latest: bool,
+    /// Class names, one per line (default: the names stored in the checkpoint).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    pub topk: usize,
+    /// One JSON object per window instead of text lines.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub frames: FrameArgs,
+    /// Frame rate of a frame folder, for times in the output (videos report their own).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    #[arg(long)]
+    pub input_size: Option<u32>,
+    #[arg(long)]
+    pub scale_size: Option<u32>,
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+}
+
+/// Where frames come from.
+enum Input {
+    Frames { dir: PathBuf, naming: FrameNaming, count: usize },
+    Video(Source),
+}
+
+/// How each frame is prepared: short side `scale`, centre crop `size`², normalised for the model.
+#[derive(Clone, Copy)]
+struct Prep {
+    scale: u32,
+    size: u32,
+    spec: InputSpec,
+}
+
+impl Prep {
+    fn apply(&self, img: &RgbImage) -> Vec<f32> {
+        let (w, h) = img.dimensions();
+        let crop = test_crops(w, h, self.size, 1)[0];
+        let mut out = Vec::with_capacity(3 * (self.size * self.size) as usize);
+        crop_normalise_append(img, crop, self.size, &self.spec, &mut out);
+        out
+    }
+}
+
+pub fn run(a: StreamArgs) -> Result<()> {
+    let schedule = Schedule::new(a.window, a.stride)?;
+    let device = gateshift::backend::device(&a.backend)?;
+    let input = open(&a)?;
+    let (model, names, prep) = match (a.model, &a.checkpoint) {
+        (Some(Pretrained::I3dKinetics400), _) => {
+            let model = WindowModel::I3d { model: Box::new(load_i3d(&device)?), length: a.window };
+            (model, Some(i3d::kinetics400_names()), Prep { scale: 256, size: 224, spec: i3d::INPUT })
+        }
+        (None, Some(checkpoint)) => {
+            let (model, cfg, meta) = load_model(&a.model_args, checkpoint, false, &device)?;
+            let names = class_names(a.labels.as_deref(), &meta)?;
+            if let Some(n) = &names
+                && n.len() != cfg.classes
+            {
+                bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
+            }
+            let (size, scale) = input_sizes(a.input_size, a.scale_size, &cfg, &meta);
+            cfg.arch.check_input_size(size as usize)?;
+            (WindowModel::Recognizer(Box::new(model.inference())), names, Prep { scale, size, spec: cfg.arch.input() })
+        }
+        (None, None) => bail!("give --checkpoint or --model"),
+    };
+    let fps = match &input {
+        Input::Video(source) => Some(source.probe()?.fps),
+        Input::Frames { .. } => a.fps,
+    };
+
+    // The decoder runs ahead by up to a window and a stride while the model scores.
+    let (tx, rx) = sync_channel(a.window + a.stride);
+    let producer = std::thread::spawn(move || {
+        if let Err(e) = produce(&input, prep, &tx) {
+            let _ = tx.send(Err(e));
+        }
+    });
+    let wall = Instant::now();
+    let size = prep.size as usize;
+    let mut stdout = std::io::stdout().lock();
+    let summary = gateshift::stream::run(
+        &rx,
+        schedule,
+        a.latest,
+        |frames| Ok(model.score(frames, size, &device)),
+        |scored| {
+            let line = describe(scored, fps, names.as_deref(), a.topk, a.json);
+            writeln!(stdout, "{line}").and_then(|_| stdout.flush()).context("writing to stdout")
+        },
+    );
+    drop(rx);
+    let _ = producer.join();
+    let summary = summary.with_context(|| format!("streaming {}", a.input))?;
+    report(&summary, fps, wall.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Recognises the input: a frame folder (counted), a video file, or a live source.
+fn open(a: &StreamArgs) -> Result<Input> {
+    let path = Path::new(&a.input);
+    let live = a.input_format.is_some() || a.input.contains("://") || a.input.starts_with("file:");
+    if path.is_dir() && a.input_format.is_none() {
+        let naming = a.frames.naming()?;
+        let count = naming.count(path)?;
+        if count == 0 {
+            bail!("frame folder {} holds no frames named like {}", path.display(), a.frames.template);
+        }
+        Ok(Input::Frames { dir: path.to_path_buf(), naming, count })
+    } else if path.is_file() || live {
+        Ok(Input::Video(Source { input: a.input.clone().into(), format: a.input_format.clone() }))
+    } else {
+        bail!(
+            "{} is neither a video file, a frame folder nor a URL (for a capture device give --input-format)",
+            a.input
+        );
+    }
+}
+
+/// Decodes the input in order and sends each prepared frame; stops when the receiver is gone.
+fn produce(input: &Input, prep: Prep, tx: &SyncSender<Result<Vec<f32>>>) -> Result<()> {
+    let send = |frame: Vec<f32>| tx.send(Ok(frame)).map_err(|_| anyhow::anyhow!("stream stopped"));
+    match input {
+        Input::Frames { dir, naming, count } => {
+            for i in 0..*count {
+                let img = read_rgb(&naming.path(dir, 0, i))?;
+                send(prep.apply(&resize_short(&img, prep.scale)))?;
+            }
+        }
+        Input::Video(source) => {
+            let info = source.probe()?;
+            source.for_each_frame(&info, Some(prep.scale), |_, img| send(prep.apply(&img)))?;
+        }
+    }
+    Ok(())
+}
+
+/// One output line for a scored window.
+fn describe(s: &Scored, fps: Option<f64>, names: Option<&[String]>, topk: usize, json: bool) -> String {
+    let mut ranked: Vec<(usize, f32)> = s.probs.iter().copied().enumerate().collect();
+    ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
+    ranked.truncate(topk.max(1));
+    let name = |i: usize| names.map(|n| n[i].clone()).unwrap_or_else(|| format!("class {i}"));
+    let seconds = fps.map(|f| (s.frames.start as f64 / f, s.frames.end as f64 / f));
+    let ms = 1e3 * s.latency.as_secs_f64();
+    if json {
+        let top: Vec<_> =
+            ranked.iter().map(|&(i, p)| json!({"class": i, "label": name(i), "probability": p})).collect();
+        let mut v = json!({"frames": [s.frames.start, s.frames.end], "top": top, "ms": ms, "skipped": s.skipped});
+        if let Some((a, b)) = seconds {
+            v["seconds"] = json!([a, b]);
+        }
+        return v.to_string();
+    }
+    let when = match seconds {
+        Some((a, b)) => format!("{a:7.2}–{b:7.2} s "),
+        None => String::new(),
+    };
+    let top: Vec<String> = ranked.iter().map(|&(i, p)| format!("{} {:.1}%", name(i), 100.0 * p)).collect();
+    let skipped = if s.skipped > 0 { format!(", {} skipped", s.skipped) } else { String::new() };
+    format!(
+        "{when}frames {:>5}–{:<5} {}  ({ms:.0} ms{skipped})",
+        s.frames.start,
+        s.frames.end.saturating_sub(1),
+        top.join(" | ")
+    )
+}
+
+/// Totals on stderr: windows, model latency, and how the run compares with real time.
+fn report(s: &Summary, fps: Option<f64>, wall_s: f64) {
+    let mut ms: Vec<f64> = s.latencies.iter().map(|d| 1e3 * d.as_secs_f64()).collect();
+    ms.sort_by(f64::total_cmp);
+    let median = ms.get(ms.len() / 2).copied().unwrap_or(0.0);
+    let realtime = match fps {
+        Some(f) if f > 0.0 && wall_s > 0.0 => format!(", {:.2}× real time", s.frames as f64 / f / wall_s),
+        _ => String::new(),
+    };
+    eprintln!(
+        "stream: {} frames, {} windows scored ({} skipped), model {median:.1} ms per window (median), \
+         {wall_s:.1} s in all{realtime}",
+        s.frames, s.windows, s.skipped
+    );
+}
