@@ -80,7 +80,11 @@ pub fn run(a: GsmBench) -> Result<()> {
                     let x = x.clone().require_grad();
                     let _ = gsm.forward_path(x.clone(), fused).sum().backward();
                 } else {
-                    let _ = gsm.forward_path(x.clone(), fused).into_data();
+                    // The output stays on the device (`sync` waits for it): reading it back
+                    // would time a copy and an allocation, not the module.
+                    let y = gsm.forward_path(x.clone(), fused);
+                    base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    drop(y);
                 }
                 base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 if i >= 3 {

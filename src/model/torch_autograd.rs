@@ -53,6 +53,11 @@ mod ffi {
             eps: f64,
             out: *mut *mut C_tensor,
         ) -> *mut c_char;
+        pub fn gs_parallel_for(
+            n: i64,
+            body: extern "C" fn(*mut std::ffi::c_void, i64, i64),
+            ctx: *mut std::ffi::c_void,
+        ) -> *mut c_char;
         pub fn gs_batch_norm_backward(
             dy: *const C_tensor,
             x: *const C_tensor,
@@ -66,6 +71,37 @@ mod ffi {
             mask: *const c_int,
             out: *mut *mut C_tensor,
         ) -> *mut c_char;
+    }
+}
+
+/// A [`crate::model::temporal::gsm_kernels::ParallelFor`] on libtorch's intra-op thread pool
+/// (`at::parallel_for`): the fused GSM's CPU kernels run there between libtorch's ops. A
+/// panic in `body` is caught on its thread (it must not unwind through C++) and resumed here.
+pub fn parallel_for(n: usize, body: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    type Panic = Box<dyn std::any::Any + Send>;
+    struct Ctx<'a> {
+        body: &'a (dyn Fn(std::ops::Range<usize>) + Sync),
+        panic: std::sync::Mutex<Option<Panic>>,
+    }
+    extern "C" fn run(ctx: *mut std::ffi::c_void, begin: i64, end: i64) {
+        // SAFETY: `ctx` is the `Ctx` below, alive until `gs_parallel_for` returns.
+        let ctx = unsafe { &*(ctx as *const Ctx) };
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| (ctx.body)(begin as usize..end as usize))) {
+            ctx.panic.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(p);
+        }
+    }
+    let ctx = Ctx { body, panic: std::sync::Mutex::new(None) };
+    // SAFETY: `run` matches the shim's callback type and reads `ctx` only during the call.
+    let err = unsafe { ffi::gs_parallel_for(n as i64, run, &ctx as *const Ctx as *mut std::ffi::c_void) };
+    if !err.is_null() {
+        // SAFETY: a message from the shim, freed with its own allocator.
+        let msg = unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        unsafe { ffi::gs_free(err) };
+        panic!("libtorch parallel_for: {msg}");
+    }
+    if let Some(p) = ctx.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        resume_unwind(p);
     }
 }
 

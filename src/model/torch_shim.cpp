@@ -7,6 +7,7 @@
 // Rust side takes ownership of (`tch::Tensor::from_ptr`), null where the mask did not ask for
 // one. Each function returns null, or an error message the caller frees with `gs_free`.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <array>
 #include <cstdlib>
@@ -91,6 +92,19 @@ char* gs_batch_norm_backward(const at::Tensor* dy, const at::Tensor* x, const at
                                                 optional(running_var), optional(save_mean),
                                                 optional(save_invstd), train != 0, eps, output_mask);
     box_grads(grads, output_mask, out);
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_message(e.what());
+  }
+}
+
+// Runs `body(ctx, begin, end)` over [0, n) on libtorch's intra-op thread pool (OpenMP in the
+// PyPI builds), so that gateshift's CPU kernels between libtorch ops use the threads libtorch
+// keeps spinning instead of competing with them. `body` must not throw (the Rust side catches
+// its panics); returns null or an error message.
+char* gs_parallel_for(int64_t n, void (*body)(void*, int64_t, int64_t), void* ctx) {
+  try {
+    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) { body(ctx, begin, end); });
     return nullptr;
   } catch (const std::exception& e) {
     return error_message(e.what());

@@ -6,9 +6,66 @@
 //! - both forwards also on channels-last feature maps (memory order B·T, H, W, C: libtorch's
 //!   CPU inference, `torch_layers::channels_last`), as dot products over channel vectors.
 //!
-//! Every kernel is parallel over output planes or frames, so tasks never share an output.
+//! Every kernel is parallel over output planes or frames, so tasks never share an output;
+//! on rayon's threads, or on another pool the caller names ([`on_pool`]: libtorch's).
+
+use std::cell::Cell;
+use std::ops::Range;
 
 use rayon::prelude::*;
+
+/// A parallel-for over task indices `[0, n)`: calls `body` on disjoint ranges covering them
+/// and returns when all are done.
+pub type ParallelFor = fn(n: usize, body: &(dyn Fn(Range<usize>) + Sync));
+
+thread_local! {
+    /// The pool of the kernels called on this thread; `None`: rayon's.
+    static POOL: Cell<Option<ParallelFor>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the kernels it calls on this thread parallelised by `pool`. With libtorch's
+/// tensors that is libtorch's own intra-op pool: its OpenMP threads spin-wait after each
+/// libtorch op, and rayon's threads would fight them for the same cores.
+pub fn on_pool<R>(pool: ParallelFor, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<ParallelFor>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            POOL.set(self.0);
+        }
+    }
+    let _restore = Restore(POOL.replace(Some(pool)));
+    f()
+}
+
+/// A pointer the tasks of one parallel-for share; each writes only its own chunk.
+struct SharedOut(*mut f32);
+// SAFETY: `for_each_chunk` hands every task a disjoint chunk of the buffer behind it.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `f(n, chunk)` for each `len`-value chunk of `out` (the last may be shorter), in parallel
+/// on this thread's pool.
+fn for_each_chunk(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let Some(pool) = POOL.get() else {
+        out.par_chunks_mut(len).enumerate().for_each(|(n, chunk)| f(n, chunk));
+        return;
+    };
+    let (total, base) = (out.len(), SharedOut(out.as_mut_ptr()));
+    pool(total.div_ceil(len), &|range: Range<usize>| {
+        for n in range {
+            let start = n * len;
+            // SAFETY: the pool visits each chunk index once; chunks are disjoint parts of
+            // `out`, which is borrowed mutably for the whole call.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), len.min(total - start)) };
+            f(n, chunk);
+        }
+    });
+}
 
 /// Sizes of one call: clips `b`, segments `t`, channels `c`, plane `h`×`w`.
 #[derive(Clone, Copy, Debug)]
@@ -164,7 +221,7 @@ fn stencil_dots_body(a: &[f32], b: &[f32], h: usize, w: usize) -> [f32; 9] {
 /// (B, 2, T, H, W), one output plane per task.
 pub fn gate_conv_forward(d: Dims, r: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
     let (hw, half) = (d.hw(), d.c / 2);
-    out.par_chunks_mut(hw).enumerate().for_each(|(n, acc)| {
+    for_each_chunk(out, hw, |n, acc| {
         let (b, k, t) = (n / (2 * d.t), (n / d.t) % 2, n % d.t);
         acc.fill(bias[k]);
         for j in 0..half {
@@ -191,7 +248,7 @@ pub fn gate_conv_forward_nhwc(d: Dims, r: &[f32], weight: &[f32], bias: &[f32], 
             }
         }
     }
-    out.par_chunks_mut(d.w).enumerate().for_each(|(n, row)| {
+    for_each_chunk(out, d.w, |n, row| {
         let (y, t, k, b) = (n % d.h, (n / d.h) % d.t, (n / (d.h * d.t)) % 2, n / (2 * d.h * d.t));
         gate_row_nhwc(d, r, &taps, bias[k], (b, k, t, y), row);
     });
@@ -249,7 +306,7 @@ fn gate_row_nhwc_body(d: Dims, r: &[f32], taps: &[f32], bias: f32, at: (usize, u
 pub fn gate_conv_backward(d: Dims, r: &[f32], weight: &[f32], da: &[f32], dr: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
     let (hw, half) = (d.hw(), d.c / 2);
     // dr: each input plane gathers the flipped stencil of the gate gradients it fed.
-    dr.par_chunks_mut(hw).enumerate().for_each(|(n, acc)| {
+    for_each_chunk(dr, hw, |n, acc| {
         let (b, u, c) = (n / (d.t * d.c), (n / d.c) % d.t, n % d.c);
         let (k, j) = (c / half, c % half);
         acc.fill(0.0);
@@ -301,7 +358,7 @@ fn gates(logits: &[f32]) -> Vec<f32> {
 pub fn shift_forward(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
     let g = &gates(logits);
     let (hw, half) = (d.hw(), d.c / 2);
-    y.par_chunks_mut(d.c * hw).enumerate().for_each(|(n, out)| {
+    for_each_chunk(y, d.c * hw, |n, out| {
         let (b, t) = (n / d.t, n % d.t);
         for c in 0..d.c {
             let k = c / half;
@@ -330,7 +387,7 @@ pub fn shift_forward(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
 pub fn shift_forward_nhwc(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
     let g = &gates(logits);
     let (half, quarter) = (d.c / 2, d.c / 4);
-    y.par_chunks_mut(d.w * d.c).enumerate().for_each(|(n, out)| {
+    for_each_chunk(y, d.w * d.c, |n, out| {
         let (b, t, row) = (n / (d.t * d.h), (n / d.h) % d.t, n % d.h);
         for (col, o) in out.chunks_exact_mut(d.c).enumerate() {
             let p = row * d.w + col;
@@ -461,5 +518,43 @@ mod tests {
             shift_forward_nhwc(d, &to_nhwc(d, &x), &logits, &mut y_nhwc);
             assert_eq!(to_nhwc(d, &y), y_nhwc, "shift output");
         }
+    }
+
+    /// A pool of three scoped threads with uneven ranges, to check that the chunking covers
+    /// every task once whatever ranges a pool hands out.
+    fn three_threads(n: usize, body: &(dyn Fn(Range<usize>) + Sync)) {
+        let cuts = [0, n / 5, n / 2, n];
+        std::thread::scope(|s| {
+            for w in cuts.windows(2) {
+                let range = w[0]..w[1];
+                s.spawn(move || body(range));
+            }
+        });
+    }
+
+    /// Every kernel that takes another pool gives rayon's results bit for bit on it.
+    #[test]
+    fn kernels_on_another_pool_match_rayon() {
+        let d = Dims { b: 2, t: 4, c: 12, h: 5, w: 3 };
+        let n = d.b * d.t * d.c * d.hw();
+        let gate_len = d.b * 2 * d.t * d.hw();
+        let (x, weight, bias, da) = (values(n, 1), values(d.c * 27, 2), values(2, 3), values(gate_len, 4));
+        let x_nhwc = to_nhwc(d, &x);
+        let run = || {
+            let mut out = vec![vec![0f32; gate_len], vec![0f32; gate_len], vec![0f32; n], vec![0f32; n], vec![0f32; n]];
+            gate_conv_forward(d, &x, &weight, &bias, &mut out[0]);
+            gate_conv_forward_nhwc(d, &x_nhwc, &weight, &bias, &mut out[1]);
+            shift_forward(d, &x, &da, &mut out[2]);
+            shift_forward_nhwc(d, &x_nhwc, &da, &mut out[3]);
+            let (dw, db) = gate_conv_backward(d, &x, &weight, &da, &mut out[4]);
+            out.push(dw);
+            out.push(db);
+            out
+        };
+        let reference = run();
+        assert!(reference.iter().all(|v| v.iter().any(|&x| x != 0.0)));
+        assert_eq!(on_pool(three_threads, run), reference);
+        // The pool is this thread's only for the duration of `on_pool`.
+        assert!(POOL.get().is_none());
     }
 }

@@ -51,7 +51,7 @@ impl GateShiftKernels for LibTorch {
             let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], Kind::Float, "gate weight");
             let b = operand(&bias, &[2], Kind::Float, "gate bias");
             let out = Tensor::empty(gate_shape(d), (Kind::Float, TchDevice::Cpu));
-            kernels::gate_conv_forward_nhwc(d, cpu_any(&r), cpu(&w), cpu(&b), cpu_mut(&out));
+            torch_pool(|| kernels::gate_conv_forward_nhwc(d, cpu_any(&r), cpu(&w), cpu(&b), cpu_mut(&out)));
             return TchTensor::new(out);
         }
         let (r, d, e) = feature_map(&r, segments);
@@ -59,7 +59,7 @@ impl GateShiftKernels for LibTorch {
         let b = operand(&bias, &[2], r.kind(), "gate bias");
         let out = Tensor::empty(gate_shape(d), (r.kind(), r.device()));
         match on(&r) {
-            None => kernels::gate_conv_forward(d, cpu(&r), cpu(&w), cpu(&b), cpu_mut(&out)),
+            None => torch_pool(|| kernels::gate_conv_forward(d, cpu(&r), cpu(&w), cpu(&b), cpu_mut(&out))),
             Some(k) => k.gate_conv_forward(d, e, ptr(&r), ptr(&w), ptr(&b), ptr(&out)),
         }
         TchTensor::new(out)
@@ -77,7 +77,7 @@ impl GateShiftKernels for LibTorch {
         let dr = Tensor::empty(r.size(), (r.kind(), r.device()));
         let (dw, db) = match on(&r) {
             None => {
-                let (dw, db) = kernels::gate_conv_backward(d, cpu(&r), cpu(&w), cpu(&da), cpu_mut(&dr));
+                let (dw, db) = torch_pool(|| kernels::gate_conv_backward(d, cpu(&r), cpu(&w), cpu(&da), cpu_mut(&dr)));
                 (Tensor::from_slice(&dw).reshape(w.size()), Tensor::from_slice(&db))
             }
             Some(k) => {
@@ -96,7 +96,7 @@ impl GateShiftKernels for LibTorch {
             let a = operand(&gate_logits, &gate_shape(d), Kind::Float, "gate logits");
             let [n, c, h, w] = [0, 1, 2, 3].map(|i| x.size()[i]);
             let y = Tensor::empty([n, h, w, c], (Kind::Float, TchDevice::Cpu)).permute([0, 3, 1, 2]);
-            kernels::shift_forward_nhwc(d, cpu_any(&x), cpu(&a), cpu_mut_any(&y));
+            torch_pool(|| kernels::shift_forward_nhwc(d, cpu_any(&x), cpu(&a), cpu_mut_any(&y)));
             return TchTensor::new(y);
         }
         let channels_last = is_channels_last(&x.tensor);
@@ -104,7 +104,7 @@ impl GateShiftKernels for LibTorch {
         let a = operand(&gate_logits, &gate_shape(d), x.kind(), "gate logits");
         let y = Tensor::empty(x.size(), (x.kind(), x.device()));
         match on(&x) {
-            None => kernels::shift_forward(d, cpu(&x), cpu(&a), cpu_mut(&y)),
+            None => torch_pool(|| kernels::shift_forward(d, cpu(&x), cpu(&a), cpu_mut(&y))),
             Some(k) => k.shift_forward(d, e, ptr(&x), ptr(&a), ptr(&y)),
         }
         // The kernels work in NCHW; a channels-last input (`torch_layers::channels_last`) gets
@@ -126,7 +126,7 @@ impl GateShiftKernels for LibTorch {
         let dx = Tensor::empty(x.size(), (x.kind(), x.device()));
         let da = Tensor::empty(a.size(), (x.kind(), x.device()));
         match on(&x) {
-            None => kernels::shift_backward(d, cpu(&x), cpu(&a), cpu(&dy), cpu_mut(&dx), cpu_mut(&da)),
+            None => torch_pool(|| kernels::shift_backward(d, cpu(&x), cpu(&a), cpu(&dy), cpu_mut(&dx), cpu_mut(&da))),
             Some(k) => k.shift_backward(d, e, [ptr(&x), ptr(&a), ptr(&dy)], [ptr(&dx), ptr(&da)]),
         }
         (TchTensor::new(dx), TchTensor::new(da))
@@ -167,6 +167,11 @@ fn operand(x: &TchTensor, shape: &[i64], kind: Kind, what: &str) -> Tensor {
 
 fn gate_shape(d: Dims) -> Vec<i64> {
     [d.b, 2, d.t, d.h, d.w].iter().map(|&v| v as i64).collect()
+}
+
+/// Runs CPU kernels on libtorch's intra-op thread pool (`torch_autograd::parallel_for`).
+fn torch_pool<R>(f: impl FnOnce() -> R) -> R {
+    kernels::on_pool(crate::model::torch_autograd::parallel_for, f)
 }
 
 /// `None` for a CPU tensor, the loaded CUDA kernels for a GPU one.
