@@ -40,9 +40,12 @@ fn resnet_cfg() -> ModelConfig {
 fn bninception_gsm_logits_and_activations() {
     let Some(io) = common::fixture("gsm_bninception_seg8_io.safetensors") else { return };
     let device = common::device();
-    let loaded = load("gsm_bninception_seg8.pth.tar", &bninception_cfg(), &device).unwrap();
+    // Boxed: two recognizers at once would crowd a test thread's stack.
+    let loaded = Box::new(load("gsm_bninception_seg8.pth.tar", &bninception_cfg(), &device).unwrap());
     // Both as loaded and with the BNs folded into the convolutions (`Recognizer::inference`).
-    for (how, model) in [("", loaded.valid()), (" (BN folded)", loaded.inference())] {
+    for folded in [false, true] {
+        let (how, model) =
+            if folded { (" (BN folded)", Box::new(loaded.inference())) } else { ("", Box::new(loaded.valid())) };
         let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
         let (logits, taps) = probe::capture(|| model.forward(input));
         common::check(&format!("bninception+gsm logits{how}"), &logits, &io["logits"], 1e-4);
@@ -55,6 +58,9 @@ fn bninception_gsm_logits_and_activations() {
         }
         let key = "act.base_model.gsm_inception_3a_1x1.tanh";
         common::check_data(&format!("act gsm_inception_3a_1x1.tanh{how}"), gates[0], &io[key], 1e-4);
+        // Unprobed, the folded model runs each GSM unit fused (`Gsm::forward_unit`).
+        let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
+        common::check(&format!("bninception+gsm logits{how}, unprobed"), &model.forward(input), &io["logits"], 1e-4);
     }
 }
 
@@ -62,8 +68,10 @@ fn bninception_gsm_logits_and_activations() {
 fn resnet18_tsm_logits_and_activations() {
     let Some(io) = common::fixture("tsm_resnet18_shift8_blockres_seg8_io.safetensors") else { return };
     let device = common::device();
-    let loaded = load("tsm_resnet18_shift8_blockres_seg8.pth.tar", &resnet_cfg(), &device).unwrap();
-    for (how, model) in [("", loaded.valid()), (" (BN folded)", loaded.inference())] {
+    let loaded = Box::new(load("tsm_resnet18_shift8_blockres_seg8.pth.tar", &resnet_cfg(), &device).unwrap());
+    for folded in [false, true] {
+        let (how, model) =
+            if folded { (" (BN folded)", Box::new(loaded.inference())) } else { ("", Box::new(loaded.valid())) };
         let input: Tensor<4> = Tensor::from_data(io["input"].clone(), &device);
         common::check(&format!("resnet18+tsm logits{how}"), &model.forward(input.clone()), &io["logits"], 1e-4);
         let [l1, _, _, l4] = resnet(&model).forward_stages(input.reshape([16, 3, 224, 224]));

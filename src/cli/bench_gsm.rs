@@ -1,6 +1,7 @@
 //! `gateshift bench gsm`: the Gate-Shift Modules of BN-Inception alone (the 10 official
 //! places, 8 segments at 224² input), fused kernels against the composed reference,
-//! inference and forward+backward. Less noisy than whole-model timings for seeing what GSM
+//! inference and forward+backward; in inference also the whole GSM unit ReLU(BN(GSM(x))), op
+//! by op against fused (`Gsm::forward_unit`). Less noisy than whole-model timings for seeing what GSM
 //! itself costs.
 
 use std::time::Instant;
@@ -8,9 +9,10 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use clap::Args;
-use gateshift::model::layers;
+use gateshift::model::layers::{self, BatchNorm};
 use gateshift::model::temporal::{Gsm, gsm_fused};
 
 use super::bench::BenchMode;
@@ -55,8 +57,15 @@ pub fn run(a: GsmBench) -> Result<()> {
         "GSM of BN-Inception, {:?}, batch {} × {} segments, backend {}: median ms over {} runs",
         a.mode, a.batch, a.segments, a.backend, a.iters
     );
-    println!("{:<26} {:>9} {:>9} {:>7}", "place (C, side)", "fused", "composed", "ratio");
-    let mut totals = [0f64; 2];
+    // Inference also times the whole unit ReLU(BN(GSM(x))): op by op (the fused GSM, then
+    // BN and ReLU) and fused (`Gsm::forward_unit` with both BNs in affine form).
+    let columns: &[&str] = if train { &["fused", "composed"] } else { &["fused", "composed", "unit ops", "unit"] };
+    print!("{:<26}", "place (C, side)");
+    for c in columns {
+        print!(" {c:>9}");
+    }
+    println!(" {:>7}", "ratio");
+    let mut totals = vec![0f64; columns.len()];
     for (name, c, side) in PLACES {
         let mut gsm = Gsm::new(c, a.segments, &device);
         // A non-zero gate (the official init is zero), as after training.
@@ -66,40 +75,70 @@ pub fn run(a: GsmBench) -> Result<()> {
             &device,
         ));
         let gsm = if train { gsm } else { gsm.valid() };
+        let post = BatchNorm::new(c, &device).valid();
+        let (mut gsm_affine, mut post_affine) = (gsm.clone(), post.clone());
+        gsm_affine.bn.into_affine();
+        post_affine.into_affine();
         let x = Tensor::<4>::random([a.batch * a.segments, c, side, side], Distribution::Normal(0.0, 1.0), &device);
         // Through an identity 1×1 convolution, so that the map comes in the memory order a
         // backbone's convolution gives it (channels-last on libtorch, `torch_layers`).
         let x = layers::conv2d(&identity_conv(c, &device), x).detach();
-        let mut medians = [0f64; 2];
-        for (slot, fused) in [(0, true), (1, false)] {
-            let mut times = Vec::with_capacity(a.iters);
-            for i in 0..a.iters + 3 {
+        let run = |column: usize| -> Tensor<4> {
+            match column {
+                0 | 1 => gsm.forward_path(x.clone(), column == 0),
+                2 => relu(post.forward(gsm.forward_path(x.clone(), true))),
+                _ => gsm_affine.forward_unit(x.clone(), &post_affine, f32::INFINITY),
+            }
+        };
+        // Round-robin over the columns, so that each sees the same cache and allocator state.
+        let mut times = vec![Vec::with_capacity(a.iters); columns.len()];
+        for i in 0..a.iters + 3 {
+            for (column, column_times) in times.iter_mut().enumerate() {
                 base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 let t = Instant::now();
                 if train {
                     let x = x.clone().require_grad();
-                    let _ = gsm.forward_path(x.clone(), fused).sum().backward();
+                    let _ = gsm.forward_path(x, column == 0).sum().backward();
                 } else {
                     // The output stays on the device (`sync` waits for it): reading it back
                     // would time a copy and an allocation, not the module.
-                    let y = gsm.forward_path(x.clone(), fused);
+                    let y = run(column);
                     base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
                     drop(y);
                 }
                 base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 if i >= 3 {
-                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                    column_times.push(t.elapsed().as_secs_f64() * 1e3);
                 }
             }
-            times.sort_by(f64::total_cmp);
-            medians[slot] = times[times.len() / 2];
-            totals[slot] += medians[slot];
         }
-        let label = format!("{} ({c}, {side})", name.trim_start_matches("inception_"));
-        println!("{label:<26} {:>9.2} {:>9.2} {:>6.2}×", medians[0], medians[1], medians[1] / medians[0]);
+        let medians: Vec<f64> = times
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            })
+            .collect();
+        for (t, m) in totals.iter_mut().zip(&medians) {
+            *t += m;
+        }
+        print_row(&format!("{} ({c}, {side})", name.trim_start_matches("inception_")), &medians);
     }
-    println!("{:<26} {:>9.2} {:>9.2} {:>6.2}×", "all 10", totals[0], totals[1], totals[1] / totals[0]);
+    print_row("all 10", &totals);
     Ok(())
+}
+
+/// One row: the times, then composed over fused (and in inference unit ops over unit).
+fn print_row(label: &str, ms: &[f64]) {
+    print!("{label:<26}");
+    for m in ms {
+        print!(" {m:>9.2}");
+    }
+    print!(" {:>6.2}×", ms[1] / ms[0]);
+    if ms.len() == 4 {
+        print!(" {:>6.2}×", ms[2] / ms[3]);
+    }
+    println!();
 }
 
 /// A bias-free 1×1 convolution from `c` to `c` channels with the identity as its weight.

@@ -29,6 +29,8 @@ pub struct BatchNorm {
     /// Already folded into the convolution before it ([`BatchNorm::fold_into`]): an identity
     /// in inference.
     pub folded: bool,
+    /// In affine form ([`BatchNorm::into_affine`]): in inference `weight · x + bias`.
+    pub affine: bool,
 }
 
 impl BatchNorm {
@@ -47,6 +49,7 @@ impl BatchNorm {
             momentum: 0.1,
             epsilon,
             folded: false,
+            affine: false,
         }
     }
 
@@ -179,6 +182,31 @@ impl BatchNorm {
         self.running_mean = RunningState::new(mean.zeros_like());
         self.running_var = RunningState::new(ones.mul_scalar(1.0 - self.epsilon).cast(stat_dtype));
         self.folded = true;
+        self.affine = true;
+    }
+
+    /// Puts this BN in affine form for inference, once: γ' = γ / √(σ² + ε) and
+    /// β' = β − μ·γ', running mean 0 and variance 1 − ε, so that its forward computes the same
+    /// per-channel map (to rounding) and fused kernels read γ' and β' as scale and shift
+    /// (`temporal::gsm_unit`). Not for training: the statistics are gone.
+    pub fn into_affine(&mut self) {
+        if self.affine {
+            return;
+        }
+        let weight = self.weight.val();
+        let (device, affine_dtype) = (weight.device(), weight.dtype());
+        let [c] = weight.dims();
+        let stat_dtype = self.running_var.value().dtype();
+        let mean = self.running_mean.value().to_device(&device);
+        let var = self.running_var.value().to_device(&device);
+        let scale = weight.cast(stat_dtype) * var.add_scalar(self.epsilon).sqrt().recip();
+        let shift = self.bias.val().cast(stat_dtype) - mean.clone() * scale.clone();
+        self.weight = Param::from_tensor(scale.cast(affine_dtype));
+        self.bias = Param::from_tensor(shift.cast(affine_dtype));
+        self.running_mean = RunningState::new(mean.zeros_like());
+        let ones = Tensor::<1>::ones([c], &device).cast(stat_dtype);
+        self.running_var = RunningState::new(ones.mul_scalar(1.0 - self.epsilon));
+        self.affine = true;
     }
 }
 
@@ -254,26 +282,33 @@ impl ConvBn {
     }
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.temporal {
+            Some(Temporal::Gsm(g)) => g.forward_unit(conv2d(&self.conv, x), &self.bn, f32::INFINITY),
             Some(t) => relu(self.bn.forward(t.forward(conv2d(&self.conv, x)))),
             None => relu(conv_bn(&self.conv, &self.bn, x)),
         }
     }
 
-    /// Folds the BN into the conv for inference, unless a temporal module sits between them.
+    /// Readies the unit for inference: the BN folded into the conv; with GSM between them,
+    /// both BNs in affine form instead (`Gsm::forward_unit` then fuses them into GSM's passes).
     pub fn fold_bn(&mut self) {
-        if self.temporal.is_none() {
-            self.bn.fold_into(&mut self.conv);
+        match &mut self.temporal {
+            None => self.bn.fold_into(&mut self.conv),
+            Some(Temporal::Gsm(g)) => {
+                g.bn.into_affine();
+                self.bn.into_affine();
+            }
+            Some(_) => {}
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::tensor::{Distribution, Tolerance};
 
-    /// A BN with non-trivial running statistics and affine parameters.
-    fn trained_bn(c: usize, device: &Device) -> BatchNorm {
+    /// A BN with non-trivial running statistics and affine parameters, in inference mode.
+    pub(crate) fn trained_bn(c: usize, device: &Device) -> BatchNorm {
         let mut bn = BatchNorm::with_epsilon(c, 1e-3, device);
         let rand = |lo, hi| Tensor::<1>::random([c], Distribution::Uniform(lo, hi), device);
         bn.weight = Param::from_tensor(rand(-2.0, 2.0));

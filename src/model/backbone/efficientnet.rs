@@ -130,21 +130,26 @@ impl MbBlock {
         let mut y = x.clone();
         if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
             y = match &self.temporal {
-                Some(t) => bn.forward(t.forward(conv.forward(y))),
-                None => conv.forward_bn(bn, y),
+                Some(Temporal::Gsm(g)) => g.forward_unit(conv.forward(y), bn, 6.0),
+                Some(t) => relu6(bn.forward(t.forward(conv.forward(y)))),
+                None => relu6(conv.forward_bn(bn, y)),
             };
-            y = relu6(y);
         }
         let y = relu6(self.depthwise_conv.forward_bn(&self.bn1, y));
         let y = self.project_conv.forward_bn(&self.bn2, y);
         if self.residual { y + x } else { y }
     }
 
-    /// Folds the BNs into their convs for inference (not where a temporal module sits
-    /// between the expansion and its BN).
+    /// Folds the BNs into their convs for inference; where GSM sits between the expansion
+    /// and its BN, GSM's BN and `bn0` go to affine form instead (`Gsm::forward_unit`).
     pub fn fold_bn(&mut self) {
-        if let (Some(conv), Some(bn), None) = (&mut self.expand_conv, &mut self.bn0, &self.temporal) {
-            bn.fold_into(&mut conv.conv);
+        match (&mut self.expand_conv, &mut self.bn0, &mut self.temporal) {
+            (Some(conv), Some(bn), None) => bn.fold_into(&mut conv.conv),
+            (Some(_), Some(bn), Some(Temporal::Gsm(g))) => {
+                g.bn.into_affine();
+                bn.into_affine();
+            }
+            _ => {}
         }
         self.bn1.fold_into(&mut self.depthwise_conv.conv);
         self.bn2.fold_into(&mut self.project_conv.conv);

@@ -61,10 +61,9 @@ impl Block {
             _ => (x.clone(), x),
         };
         let y = match &self.temporal {
-            Some(Temporal::Gsm(g)) => self.bn1.forward(g.forward(conv2d(&self.conv1, branch_in))),
-            _ => conv_bn(&self.conv1, &self.bn1, branch_in),
+            Some(Temporal::Gsm(g)) => g.forward_unit(conv2d(&self.conv1, branch_in), &self.bn1, f32::INFINITY),
+            _ => relu(conv_bn(&self.conv1, &self.bn1, branch_in)),
         };
-        let y = relu(y);
         // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`).
         let last = |conv: &Conv2d, bn: &BatchNorm, y: Tensor<4>| match &self.temporal {
             Some(Temporal::Gsf(g)) => bn.forward(g.forward(conv2d(conv, y))),
@@ -82,9 +81,13 @@ impl Block {
     }
 
     /// Folds each BN into the conv before it for inference, where no temporal module sits
-    /// between them (GSM after `conv1`, GSF after the last conv).
+    /// between them (GSF after the last conv); with GSM after `conv1`, GSM's BN and `bn1` go
+    /// to affine form instead (`Gsm::forward_unit`).
     pub fn fold_bn(&mut self) {
-        if !matches!(self.temporal, Some(Temporal::Gsm(_))) {
+        if let Some(Temporal::Gsm(g)) = &mut self.temporal {
+            g.bn.into_affine();
+            self.bn1.into_affine();
+        } else {
             self.bn1.fold_into(&mut self.conv1);
         }
         let gsf = matches!(self.temporal, Some(Temporal::Gsf(_)));

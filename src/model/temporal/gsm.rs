@@ -14,7 +14,7 @@ use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Tensor};
 
-use super::{from_future, from_past, gsm_fused};
+use super::{from_future, from_past, gsm_fused, gsm_unit};
 use crate::model::cost;
 use crate::model::layers::BatchNorm;
 use crate::model::probe;
@@ -71,24 +71,46 @@ impl Gsm {
         let gate_logits = if fused {
             // BatchNorm3d's per-channel statistics over (B, T, H, W) are those of a BatchNorm
             // over (B·T, H, W): the fused convolution reads the 4-D map as it is.
-            let r = relu(self.bn.forward(x));
-            let bias = match &self.conv3D.bias {
-                Some(b) => b.val(),
-                None => Tensor::<1>::zeros([2], &r.device()).cast(r.dtype()),
-            };
-            gsm_fused::gate_conv(r, self.conv3D.weight.val(), bias, t)
+            self.gate_conv_fused(relu(self.bn.forward(x)))
         } else {
+            if cost::is_recording() {
+                cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
+            }
             // (B, T, C, H, W) → (B, C, T, H, W): time becomes the Conv3d depth axis.
             let x = x.reshape([bt / t, t, c, h, w]).swap_dims(1, 2);
             self.conv3D.forward(relu(self.bn.forward(x)))
         };
-        if cost::is_recording() {
-            cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
-        }
         if probe::active() {
             probe::tap("gsm.tanh", &tanh(gate_logits.clone()));
         }
         gate_logits
+    }
+
+    /// The fused gate convolution on `r` = ReLU(BN3d(x)), `(B·T, C, H, W)`.
+    fn gate_conv_fused(&self, r: Tensor<4>) -> Tensor<5> {
+        if cost::is_recording() {
+            let [bt, _, h, w] = r.dims();
+            cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
+        }
+        let bias = match &self.conv3D.bias {
+            Some(b) => b.val(),
+            None => Tensor::<1>::zeros([2], &r.device()).cast(r.dtype()),
+        };
+        gsm_fused::gate_conv(r, self.conv3D.weight.val(), bias, self.num_segments)
+    }
+
+    /// The GSM unit `act(post(GSM(x)))`, `act` the ReLU clamped at `max` (∞: ReLU, 6: ReLU6):
+    /// in inference with both BNs in affine form (`BatchNorm::into_affine`), GSM's BN3d + ReLU
+    /// and `post` + `act` ride along in the fused passes (`gsm_unit`); otherwise op by op.
+    pub fn forward_unit(&self, x: Tensor<4>, post: &BatchNorm, max: f32) -> Tensor<4> {
+        if self.bn.affine && post.affine && gsm_unit::applies(&x) {
+            let t = self.num_segments;
+            let r = gsm_unit::affine(x.clone(), self.bn.weight.val(), self.bn.bias.val(), f32::INFINITY, t);
+            let gate_logits = self.gate_conv_fused(r);
+            return gsm_unit::gate_shift_affine(x, gate_logits, post.weight.val(), post.bias.val(), max, t);
+        }
+        let y = post.forward(self.forward(x));
+        if max.is_finite() { y.clamp(0.0, max) } else { relu(y) }
     }
 
     /// The reference composition of tanh, gated shift, residual and re-interleave, op by op

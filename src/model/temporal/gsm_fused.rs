@@ -157,7 +157,7 @@ impl GateShiftKernels for Flex {
         check_shape(&gate_logits, [d.b, 2, d.t, d.h, d.w], "gate logits");
         let (x, a) = (x.to_contiguous(), gate_logits.to_contiguous());
         let mut y = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
-        kernels::shift_forward(d, slice(&x), slice(&a), y.storage_mut::<f32>());
+        kernels::shift_forward(d, slice(&x), slice(&a), None, y.storage_mut::<f32>());
         y
     }
 
@@ -247,17 +247,17 @@ impl<B: GateShiftKernels, C: CheckpointStrategy> GateShift for Autodiff<B, C> {
 }
 
 /// Sizes of a `(B·T, C, H, W)` float32 feature map cut into `segments`.
-fn dims(x: &FlexTensor, segments: usize) -> Dims {
+pub(super) fn dims(x: &FlexTensor, segments: usize) -> Dims {
     assert!(x.dtype() == DType::F32, "fused GSM kernels are float32, got {:?}", x.dtype());
     Dims::of_feature_map(x.layout().shape(), segments)
 }
 
-fn check_shape<const D: usize>(x: &FlexTensor, expected: [usize; D], what: &str) {
+pub(super) fn check_shape<const D: usize>(x: &FlexTensor, expected: [usize; D], what: &str) {
     assert!(x.dtype() == DType::F32, "fused GSM: {what} is {:?}, not float32", x.dtype());
     assert_eq!(x.layout().shape(), &Shape::new(expected), "fused GSM: {what} shape");
 }
 
-fn slice(t: &FlexTensor) -> &[f32] {
+pub(super) fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous float32 tensor")
 }
 

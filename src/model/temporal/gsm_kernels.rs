@@ -14,6 +14,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+pub use super::gsm_unit::Affine;
+
 /// A parallel-for over task indices `[0, n)`: calls `body` on disjoint ranges covering them
 /// and returns when all are done.
 pub type ParallelFor = fn(n: usize, body: &(dyn Fn(Range<usize>) + Sync));
@@ -50,7 +52,7 @@ impl SharedOut {
 
 /// `f(n, chunk)` for each `len`-value chunk of `out` (the last may be shorter), in parallel
 /// on this thread's pool.
-fn for_each_chunk(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+pub(super) fn for_each_chunk(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let Some(pool) = POOL.get() else {
         out.par_chunks_mut(len).enumerate().for_each(|(n, chunk)| f(n, chunk));
         return;
@@ -89,7 +91,7 @@ impl Dims {
         Dims { b: bt / segments, t: segments, c, h: shape[2], w: shape[3] }
     }
 
-    fn hw(&self) -> usize {
+    pub(super) fn hw(&self) -> usize {
         self.h * self.w
     }
 
@@ -354,8 +356,8 @@ fn gates(logits: &[f32]) -> Vec<f32> {
 }
 
 /// Gated shift: `y` (B·T, C, H, W) from `x` (same) and the gate logits (B, 2, T, H, W),
-/// one output frame per task.
-pub fn shift_forward(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
+/// one output frame per task; then `post` on each output plane while it is in cache.
+pub fn shift_forward(d: Dims, x: &[f32], logits: &[f32], post: Option<&Affine>, y: &mut [f32]) {
     let g = &gates(logits);
     let (hw, half) = (d.hw(), d.c / 2);
     for_each_chunk(y, d.c * hw, |n, out| {
@@ -377,14 +379,18 @@ pub fn shift_forward(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
                     }
                 }
             }
+            if let Some(a) = post {
+                a.plane(d.interleaved(c), o);
+            }
         }
     });
 }
 
 /// Gated shift on channels-last `x`, written channels-last into `y`: the values of
 /// [`shift_forward`], one row of positions (clip, frame, y) per task. Within a half, input
-/// channel q·C/4 + i goes to output channel 2i + q (the re-interleave).
-pub fn shift_forward_nhwc(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
+/// channel q·C/4 + i goes to output channel 2i + q (the re-interleave). Then `post` on each
+/// position's output vector.
+pub fn shift_forward_nhwc(d: Dims, x: &[f32], logits: &[f32], post: Option<&Affine>, y: &mut [f32]) {
     let g = &gates(logits);
     let (half, quarter) = (d.c / 2, d.c / 4);
     for_each_chunk(y, d.w * d.c, |n, out| {
@@ -414,6 +420,9 @@ pub fn shift_forward_nhwc(d: Dims, x: &[f32], logits: &[f32], y: &mut [f32]) {
                         }
                     }
                 }
+            }
+            if let Some(a) = post {
+                a.vector(o);
             }
         }
     });
@@ -514,8 +523,8 @@ mod tests {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "gate logits {a} vs {b}");
             }
             let (mut y, mut y_nhwc) = (vec![0f32; n], vec![0f32; n]);
-            shift_forward(d, &x, &logits, &mut y);
-            shift_forward_nhwc(d, &to_nhwc(d, &x), &logits, &mut y_nhwc);
+            shift_forward(d, &x, &logits, None, &mut y);
+            shift_forward_nhwc(d, &to_nhwc(d, &x), &logits, None, &mut y_nhwc);
             assert_eq!(to_nhwc(d, &y), y_nhwc, "shift output");
         }
     }
@@ -544,8 +553,8 @@ mod tests {
             let mut out = vec![vec![0f32; gate_len], vec![0f32; gate_len], vec![0f32; n], vec![0f32; n], vec![0f32; n]];
             gate_conv_forward(d, &x, &weight, &bias, &mut out[0]);
             gate_conv_forward_nhwc(d, &x_nhwc, &weight, &bias, &mut out[1]);
-            shift_forward(d, &x, &da, &mut out[2]);
-            shift_forward_nhwc(d, &x_nhwc, &da, &mut out[3]);
+            shift_forward(d, &x, &da, None, &mut out[2]);
+            shift_forward_nhwc(d, &x_nhwc, &da, None, &mut out[3]);
             let (dw, db) = gate_conv_backward(d, &x, &weight, &da, &mut out[4]);
             out.push(dw);
             out.push(db);

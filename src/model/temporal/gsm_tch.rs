@@ -15,6 +15,7 @@ use tch::{Device as TchDevice, Kind, Tensor};
 use super::gsm_cuda::{self, Elem, Kernels};
 use super::gsm_fused::{GateShift, GateShiftKernels};
 use super::gsm_kernels::{self as kernels, Dims};
+use super::gsm_unit::{self, Affine, GateShiftUnit};
 use crate::model::torch_layers::{is_channels_last, to_channels_last};
 
 /// Whether the fused kernels run on this libtorch device for float32 (`bf16 == false`) or
@@ -96,7 +97,7 @@ impl GateShiftKernels for LibTorch {
             let a = operand(&gate_logits, &gate_shape(d), Kind::Float, "gate logits");
             let [n, c, h, w] = [0, 1, 2, 3].map(|i| x.size()[i]);
             let y = Tensor::empty([n, h, w, c], (Kind::Float, TchDevice::Cpu)).permute([0, 3, 1, 2]);
-            torch_pool(|| kernels::shift_forward_nhwc(d, cpu_any(&x), cpu(&a), cpu_mut_any(&y)));
+            torch_pool(|| kernels::shift_forward_nhwc(d, cpu_any(&x), cpu(&a), None, cpu_mut_any(&y)));
             return TchTensor::new(y);
         }
         let channels_last = is_channels_last(&x.tensor);
@@ -104,7 +105,7 @@ impl GateShiftKernels for LibTorch {
         let a = operand(&gate_logits, &gate_shape(d), x.kind(), "gate logits");
         let y = Tensor::empty(x.size(), (x.kind(), x.device()));
         match on(&x) {
-            None => torch_pool(|| kernels::shift_forward(d, cpu(&x), cpu(&a), cpu_mut(&y))),
+            None => torch_pool(|| kernels::shift_forward(d, cpu(&x), cpu(&a), None, cpu_mut(&y))),
             Some(k) => k.shift_forward(d, e, ptr(&x), ptr(&a), ptr(&y)),
         }
         // The kernels work in NCHW; a channels-last input (`torch_layers::channels_last`) gets
@@ -130,6 +131,66 @@ impl GateShiftKernels for LibTorch {
             Some(k) => k.shift_backward(d, e, [ptr(&x), ptr(&a), ptr(&dy)], [ptr(&dx), ptr(&da)]),
         }
         (TchTensor::new(dx), TchTensor::new(da))
+    }
+}
+
+impl GateShiftUnit for LibTorch {
+    fn affine_act(x: TchTensor, scale: TchTensor, shift: TchTensor, max: f32, segments: usize) -> TchTensor {
+        let (x, d, channels_last) = cpu_map(&x, segments);
+        let (scale, shift) = (unit_operand(&scale, d, "scale"), unit_operand(&shift, d, "shift"));
+        let out = empty_like_order(&x, channels_last);
+        let a = Affine { scale: cpu(&scale), shift: cpu(&shift), max };
+        torch_pool(|| gsm_unit::affine_act(d, cpu_any(&x), &a, channels_last, cpu_mut_any(&out)));
+        TchTensor::new(out)
+    }
+
+    fn gate_shift_affine(
+        x: TchTensor,
+        gate_logits: TchTensor,
+        scale: TchTensor,
+        shift: TchTensor,
+        max: f32,
+        segments: usize,
+    ) -> TchTensor {
+        let (x, d, channels_last) = cpu_map(&x, segments);
+        let a = operand(&gate_logits, &gate_shape(d), Kind::Float, "gate logits");
+        let (scale, shift) = (unit_operand(&scale, d, "scale"), unit_operand(&shift, d, "shift"));
+        let y = empty_like_order(&x, channels_last);
+        let post = Affine { scale: cpu(&scale), shift: cpu(&shift), max };
+        torch_pool(|| {
+            if channels_last {
+                kernels::shift_forward_nhwc(d, cpu_any(&x), cpu(&a), Some(&post), cpu_mut_any(&y))
+            } else {
+                kernels::shift_forward(d, cpu(&x), cpu(&a), Some(&post), cpu_mut(&y))
+            }
+        });
+        TchTensor::new(y)
+    }
+}
+
+/// A float32 CPU feature map for the unit's kernels: channels-last as it is, else
+/// contiguous; its sizes, and which of the two it is.
+fn cpu_map(x: &TchTensor, segments: usize) -> (Tensor, Dims, bool) {
+    if let Some((x, d)) = cpu_channels_last(x, segments) {
+        return (x, d, true);
+    }
+    let (x, d, e) = feature_map(x, segments);
+    assert!(x.device() == TchDevice::Cpu && e == Elem::F32, "fused GSM unit: float32 CPU tensors only");
+    (x, d, false)
+}
+
+/// A per-channel float32 vector of the unit, checked.
+fn unit_operand(x: &TchTensor, d: Dims, what: &str) -> Tensor {
+    operand(x, &[d.c as i64], Kind::Float, what)
+}
+
+/// An uninitialised tensor of `x`'s sizes in the same memory order.
+fn empty_like_order(x: &Tensor, channels_last: bool) -> Tensor {
+    if channels_last {
+        let [n, c, h, w] = [0, 1, 2, 3].map(|i| x.size()[i]);
+        Tensor::empty([n, h, w, c], (Kind::Float, TchDevice::Cpu)).permute([0, 3, 1, 2])
+    } else {
+        Tensor::empty(x.size(), (Kind::Float, TchDevice::Cpu))
     }
 }
 
@@ -287,5 +348,41 @@ mod tests {
         let (a, a_cl) = (gate(&x), gate(&to_channels_last(&x)));
         let err = f64::try_from((&a_cl - &a).abs().max()).unwrap() / f64::try_from(a.abs().max()).unwrap();
         assert!(err <= 1e-6, "gate logits rel {err:e}");
+    }
+
+    /// The unit's ops on libtorch's CPU, NCHW and channels-last: `affine_act` is
+    /// clamp(s·x + b, 0, max) per channel, `gate_shift_affine` is the same map on the shift's
+    /// output; channels-last stays channels-last with the same values.
+    #[test]
+    fn unit_ops_in_both_memory_orders() {
+        use super::*;
+        let (b, t, c, h, w) = (2i64, 4i64, 8i64, 5i64, 3i64);
+        let opts = (Kind::Float, TchDevice::Cpu);
+        let x = Tensor::randn([b * t, c, h, w], opts);
+        let a = Tensor::randn([b, 2, t, h, w], opts);
+        let (scale, shift) = (Tensor::randn([c], opts), Tensor::randn([c], opts));
+        let max = 1.5f32;
+        let tt = |t: &Tensor| TchTensor::new(t.shallow_clone());
+        let per_channel = |v: &Tensor| v.view([1, c, 1, 1]);
+        let expected = (&x * per_channel(&scale) + per_channel(&shift)).clamp(0.0, max as f64);
+        let shifted = <LibTorch as GateShiftKernels>::gate_shift_forward(tt(&x), tt(&a), t as usize).tensor;
+        let expected_shift = (&shifted * per_channel(&scale) + per_channel(&shift)).clamp(0.0, max as f64);
+        for input in [x.shallow_clone(), to_channels_last(&x)] {
+            let cl = is_channels_last(&input) && !input.is_contiguous();
+            let r = <LibTorch as GateShiftUnit>::affine_act(tt(&input), tt(&scale), tt(&shift), max, t as usize).tensor;
+            let y = <LibTorch as GateShiftUnit>::gate_shift_affine(
+                tt(&input),
+                tt(&a),
+                tt(&scale),
+                tt(&shift),
+                max,
+                t as usize,
+            )
+            .tensor;
+            assert_eq!(is_channels_last(&r) && !r.is_contiguous(), cl);
+            assert_eq!(is_channels_last(&y) && !y.is_contiguous(), cl);
+            assert!(f64::try_from((&r - &expected).abs().max()).unwrap() <= 1e-6, "affine_act, channels-last {cl}");
+            assert!(f64::try_from((&y - &expected_shift).abs().max()).unwrap() <= 1e-6, "shift, channels-last {cl}");
+        }
     }
 }

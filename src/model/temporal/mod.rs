@@ -13,6 +13,7 @@ pub mod gsm_fused;
 pub mod gsm_kernels;
 #[cfg(feature = "tch")]
 pub mod gsm_tch;
+pub mod gsm_unit;
 pub mod parity;
 pub mod tsm;
 

@@ -1,0 +1,216 @@
+//! The GSM unit in inference: `act(BN(GSM(x)))` — GSM on a branch's first convolution, then
+//! the unit's BatchNorm and activation (BN-Inception's and InceptionV3's GSM units, ResNet's
+//! `conv1` → GSM → `bn1` → ReLU, EfficientNet's expansion with ReLU6). With both BatchNorms in
+//! affine form (`BatchNorm::into_affine`, done by `Recognizer::inference`) each is a
+//! per-channel map, and the fused GSM absorbs them:
+//! - GSM's BN3d + ReLU before the gate convolution become one pass ([`affine_act`]) instead
+//!   of a BN op and a ReLU op;
+//! - the unit's BN + activation are applied by the shift kernel to each output plane (or
+//!   position) while it is in cache, instead of two more passes over the map.
+//!
+//! Float32 on flex and on libtorch's CPU. Elsewhere, in training and while activations are
+//! probed, `Gsm::forward_unit` runs the unit op by op.
+
+// The generated routing names burn's libtorch backend, which burn 0.22 marks deprecated.
+#![cfg_attr(feature = "tch", allow(deprecated))]
+
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::tensor::{DType, Device, Tensor};
+
+use super::gsm_fused::{check_shape, dims, slice};
+use super::gsm_kernels::{self as kernels, Dims, for_each_chunk};
+use crate::model::probe;
+
+/// An inference BatchNorm in affine form followed by its activation, per channel `c`:
+/// `min(max(scale[c]·v + shift[c], 0), max)` — ReLU with `max` = ∞, ReLU6 with 6.
+#[derive(Clone, Copy, Debug)]
+pub struct Affine<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub max: f32,
+}
+
+impl Affine<'_> {
+    /// Applies channel `c`'s map to a plane of its values.
+    pub(super) fn plane(&self, c: usize, values: &mut [f32]) {
+        let (s, b) = (self.scale[c], self.shift[c]);
+        for v in values {
+            *v = (*v * s + b).max(0.0).min(self.max);
+        }
+    }
+
+    /// Applies every channel's map to one position's channel vector.
+    pub(super) fn vector(&self, values: &mut [f32]) {
+        for ((v, &s), &b) in values.iter_mut().zip(self.scale).zip(self.shift) {
+            *v = (*v * s + b).max(0.0).min(self.max);
+        }
+    }
+}
+
+/// `out = a(x)` over a `(B·T, C, H, W)` map in one pass, in `x`'s memory order
+/// (`channels_last`: B·T, H, W, C).
+pub fn affine_act(d: Dims, x: &[f32], a: &Affine, channels_last: bool, out: &mut [f32]) {
+    let hw = d.hw();
+    if channels_last {
+        for_each_chunk(out, d.w * d.c, |n, row| {
+            row.copy_from_slice(&x[n * d.w * d.c..][..row.len()]);
+            for v in row.chunks_exact_mut(d.c) {
+                a.vector(v);
+            }
+        });
+    } else {
+        for_each_chunk(out, hw, |n, plane| {
+            plane.copy_from_slice(&x[n * hw..][..hw]);
+            a.plane(n % d.c, plane);
+        });
+    }
+}
+
+/// The unit's two fused inference ops, routed by burn to the backend a tensor lives on.
+#[backend_extension(Flex, LibTorch: cfg(feature = "tch"))]
+pub trait GateShiftUnit: Backend {
+    /// `min(max(scale[c]·x + shift[c], 0), max)` over `x` (B·T, C, H, W), in its memory order.
+    fn affine_act(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        max: f32,
+        segments: usize,
+    ) -> FloatTensor<Self>;
+    /// The gated shift of `x` by `gate_logits` (as `GateShift::gate_shift`), then that map on
+    /// each output channel.
+    fn gate_shift_affine(
+        x: FloatTensor<Self>,
+        gate_logits: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        max: f32,
+        segments: usize,
+    ) -> FloatTensor<Self>;
+}
+
+impl GateShiftUnit for Flex {
+    fn affine_act(x: FlexTensor, scale: FlexTensor, shift: FlexTensor, max: f32, segments: usize) -> FlexTensor {
+        let d = dims(&x, segments);
+        let (x, scale, shift) = (x.to_contiguous(), scale.to_contiguous(), shift.to_contiguous());
+        check_shape(&scale, [d.c], "scale");
+        check_shape(&shift, [d.c], "shift");
+        let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let a = Affine { scale: slice(&scale), shift: slice(&shift), max };
+        affine_act(d, slice(&x), &a, false, out.storage_mut::<f32>());
+        out
+    }
+
+    fn gate_shift_affine(
+        x: FlexTensor,
+        gate_logits: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        max: f32,
+        segments: usize,
+    ) -> FlexTensor {
+        let d = dims(&x, segments);
+        check_shape(&gate_logits, [d.b, 2, d.t, d.h, d.w], "gate logits");
+        check_shape(&scale, [d.c], "scale");
+        check_shape(&shift, [d.c], "shift");
+        let (x, a) = (x.to_contiguous(), gate_logits.to_contiguous());
+        let (scale, shift) = (scale.to_contiguous(), shift.to_contiguous());
+        let mut y = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let post = Affine { scale: slice(&scale), shift: slice(&shift), max };
+        kernels::shift_forward(d, slice(&x), slice(&a), Some(&post), y.storage_mut::<f32>());
+        y
+    }
+}
+
+/// Whether the fused unit runs for `x`: float32 inference on flex or libtorch's CPU, the
+/// fused GSM enabled, no activations probed (the unfused path taps GSM's own output).
+pub fn applies(x: &Tensor<4>) -> bool {
+    let device = x.device();
+    x.dtype() == DType::F32
+        && !device.is_autodiff()
+        && !probe::active()
+        && super::gsm_fused::applies(x)
+        && (device == Device::flex() || libtorch_cpu(&device))
+}
+
+fn libtorch_cpu(device: &Device) -> bool {
+    #[cfg(feature = "tch")]
+    if let burn::backend::DispatchDevice::LibTorch(burn::backend::LibTorchDevice::Cpu) =
+        device.clone().inner().as_dispatch()
+    {
+        return true;
+    }
+    let _ = device;
+    false
+}
+
+/// [`GateShiftUnit::affine_act`] on high-level tensors.
+pub fn affine(x: Tensor<4>, scale: Tensor<1>, shift: Tensor<1>, max: f32, segments: usize) -> Tensor<4> {
+    let y = <Dispatch as GateShiftUnit>::affine_act(
+        x.into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+        max,
+        segments,
+    );
+    Tensor::from_dispatch(y)
+}
+
+/// [`GateShiftUnit::gate_shift_affine`] on high-level tensors.
+pub fn gate_shift_affine(
+    x: Tensor<4>,
+    gate_logits: Tensor<5>,
+    scale: Tensor<1>,
+    shift: Tensor<1>,
+    max: f32,
+    segments: usize,
+) -> Tensor<4> {
+    let y = <Dispatch as GateShiftUnit>::gate_shift_affine(
+        x.into_dispatch(),
+        gate_logits.into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+        max,
+        segments,
+    );
+    Tensor::from_dispatch(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::{Module, Param};
+    use burn::tensor::{Device, Distribution, Tensor, Tolerance};
+
+    use crate::model::layers::tests::trained_bn;
+    use crate::model::probe;
+    use crate::model::temporal::Gsm;
+
+    /// The fused unit (flex) gives the op-by-op `act(BN(GSM(x)))` for ReLU and ReLU6; under a
+    /// probe (which taps GSM's own output) the unit runs op by op.
+    #[test]
+    fn fused_unit_matches_op_by_op() {
+        let device = Device::flex();
+        let (b, t, c, h, w) = (2, 4, 16, 5, 6);
+        let mut gsm = Gsm::new(c, t, &device);
+        gsm.conv3D.weight =
+            Param::from_tensor(Tensor::random([2, c / 2, 3, 3, 3], Distribution::Normal(0.0, 0.2), &device));
+        gsm.bn = trained_bn(c, &device);
+        let gsm = gsm.valid();
+        let post = trained_bn(c, &device);
+        let x = Tensor::<4>::random([b * t, c, h, w], Distribution::Normal(0.0, 2.0), &device);
+        for max in [f32::INFINITY, 6.0] {
+            let reference = gsm.forward_unit(x.clone(), &post, max);
+            let (mut fused_gsm, mut fused_post) = (gsm.clone(), post.clone());
+            fused_gsm.bn.into_affine();
+            fused_post.into_affine();
+            assert!(super::applies(&x));
+            let fused = fused_gsm.forward_unit(x.clone(), &fused_post, max);
+            fused.to_data().assert_approx_eq::<f32>(&reference.to_data(), Tolerance::absolute(1e-4));
+            let (probed, _) = probe::capture(|| fused_gsm.forward_unit(x.clone(), &fused_post, max));
+            probed.to_data().assert_approx_eq::<f32>(&reference.to_data(), Tolerance::absolute(1e-4));
+            assert!(max.is_infinite() || reference.clone().max().into_scalar::<f32>() <= 6.0);
+        }
+    }
+}
