@@ -50,7 +50,12 @@ void h_shift_fwd_##S(int gx, const D* x, const D* a, D* y, int B, int T, int C, 
 void h_shift_bwd_input_##S(int gx, const D* a, const D* dy, D* dx, int B, int T, int C, int HW) \
 { LAUNCH(gx, 1, shift_bwd_input_##S(a, dy, dx, B, T, C, HW)); } \
 void h_shift_bwd_gate_##S(int gx, const D* x, const D* a, const D* dy, D* da, int B, int T, int C, int HW) \
-{ LAUNCH(gx, 1, shift_bwd_gate_##S(x, a, dy, da, B, T, C, HW)); }
+{ LAUNCH(gx, 1, shift_bwd_gate_##S(x, a, dy, da, B, T, C, HW)); } \
+void h_affine_act_##S(int gx, const D* x, const D* s, const D* b, D* y, int B, int T, int C, int HW, float mx) \
+{ LAUNCH(gx, 1, affine_act_##S(x, s, b, y, B, T, C, HW, mx)); } \
+void h_shift_fwd_affine_##S(int gx, const D* x, const D* a, const D* s, const D* b, D* y, int B, int T, int C, \
+                            int HW, float mx) \
+{ LAUNCH(gx, 1, shift_fwd_affine_##S(x, a, s, b, y, B, T, C, HW, mx)); }
 extern "C" {
 HOST_LAUNCHERS(float, f32)
 HOST_LAUNCHERS(bf16, bf16)
@@ -131,7 +136,8 @@ def check(lib, suffix, b, t, c, h, w, chunks):
 
     dt = torch.bfloat16 if suffix == "bf16" else torch.float32
     k = {name: getattr(lib, f"h_{name}_{suffix}") for name in
-         ["gate_conv_fwd", "gate_conv_bwd_input", "gate_conv_bwd_weight", "shift_fwd", "shift_bwd_input", "shift_bwd_gate"]}
+         ["gate_conv_fwd", "gate_conv_bwd_input", "gate_conv_bwd_weight", "shift_fwd", "shift_bwd_input", "shift_bwd_gate",
+          "affine_act", "shift_fwd_affine"]}
     xd, wd, bd = (v.detach().to(dt).contiguous() for v in (x, weight, bias))
     a = torch.empty(b, 2, t, h, w, dtype=dt)
     k["gate_conv_fwd"](grid(a.numel()), ptr(xd), ptr(wd), ptr(bd), ptr(a), b, t, c, h, w)
@@ -146,6 +152,20 @@ def check(lib, suffix, b, t, c, h, w, chunks):
     k["gate_conv_bwd_input"](grid(dr.numel()), ptr(da), ptr(wd), ptr(dr), b, t, c, h, w)
     dw, db = torch.zeros(wd.shape), torch.zeros(2)
     k["gate_conv_bwd_weight"](c, chunks, ptr(xd), ptr(da), ptr(dw), ptr(db), b, t, c, h, w)
+    # The inference unit's kernels: BN in affine form + ReLU (max ∞) or ReLU6 (max 6), alone
+    # and after the shift, against the same maps in PyTorch.
+    scale, shift = exact(torch.randn(c)), exact(torch.randn(c))
+    sd, hd = scale.to(dt).contiguous(), shift.to(dt).contiguous()
+    per_channel = lambda v, m: (v * scale.view(1, c, 1, 1) + shift.view(1, c, 1, 1)).clamp(0, m)
+    unit_errors = []
+    for mx in (float("inf"), 6.0):
+        r = torch.empty_like(xd)
+        k["affine_act"](grid(r.numel()), ptr(xd), ptr(sd), ptr(hd), ptr(r), b, t, c, h * w, ctypes.c_float(mx))
+        unit_errors.append(("affine_act", rel(r.float(), per_channel(x.detach(), mx))))
+        ys = torch.empty_like(xd)
+        k["shift_fwd_affine"](grid(ys.numel()), ptr(xd), ptr(a), ptr(sd), ptr(hd), ptr(ys), b, t, c, h * w,
+                              ctypes.c_float(mx))
+        unit_errors.append(("shift + affine", rel(ys.float(), per_channel(y.float(), mx))))
     a, y, dx, da, dr = (v.float() for v in (a, y, dx, da, dr))
 
     errors = {
@@ -156,6 +176,8 @@ def check(lib, suffix, b, t, c, h, w, chunks):
         "dx (total)": rel(dx + dr, x.grad),
         "d weight": rel(dw, weight.grad),
         "d bias": rel(db, bias.grad),
+        "unit affine_act": max(e for n, e in unit_errors if n == "affine_act"),
+        "unit shift + affine": max(e for n, e in unit_errors if n != "affine_act"),
     }
     worst = max(errors.values())
     print(f"{suffix:>4} B={b} T={t} C={c} {h}x{w} chunks={chunks}: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))

@@ -161,7 +161,7 @@ fn check_gsm_module_runs_fused_and_composed() {
     for path in ["fused", "composed"] {
         assert_eq!(stdout.lines().filter(|l| l.starts_with(path) && l.ends_with(" ok")).count(), 10, "{path}");
     }
-    assert!(stdout.contains("all 20 checks pass"));
+    assert!(stdout.contains("all 22 checks pass"));
 }
 
 #[test]

@@ -136,8 +136,23 @@ __device__ void gate_conv_bwd_weight(const D* r, const D* da, float* dw, float* 
     }
 }
 
+// The unit's BN in affine form and its activation, per channel: min(max(s·v + b, 0), mx).
 template <typename D>
-__device__ void shift_fwd(const D* x, const D* a, D* y, int B, int T, int C, int HW) {
+__device__ __forceinline__ float affine(const D* s, const D* b, int c, float v, float mx) {
+    return fminf(fmaxf(v * ld(s, c) + ld(b, c), 0.0f), mx);
+}
+
+template <typename D>
+__device__ void affine_act(const D* x, const D* s, const D* b, D* y, int B, int T, int C, int HW, float mx) {
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (i64)B * T * C * HW) return;
+    st(y, i, affine(s, b, (int)((i / HW) % C), ld(x, i), mx));
+}
+
+// `ps` null: the plain shift; else the unit's BN + activation on each output channel.
+template <typename D>
+__device__ void shift_fwd(const D* x, const D* a, const D* ps, const D* pb, D* y, int B, int T, int C, int HW,
+                          float mx) {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (i64)B * T * C * HW) return;
     int p = i % HW; i64 q = i / HW; int c = q % C; q /= C; int t = q % T; int b = q / T;
@@ -150,7 +165,9 @@ __device__ void shift_fwd(const D* x, const D* a, D* y, int B, int T, int C, int
         float gn = tanhf(ld(a, (((i64)b * 2 + k) * T + tn) * HW + p));
         v = gn * ld(x, (((i64)b * T + tn) * C + c) * HW + p) + v;
     }
-    st(y, (((i64)b * T + t) * C + interleaved(c, C)) * HW + p, v);
+    int oc = interleaved(c, C);
+    if (ps) v = affine(ps, pb, oc, v, mx);
+    st(y, (((i64)b * T + t) * C + oc) * HW + p, v);
 }
 
 template <typename D>
@@ -198,7 +215,13 @@ extern "C" __global__ void gate_conv_bwd_weight_##S(const D* r, const D* da, flo
                                                     int B, int T, int C, int H, int W)                  \
     { gate_conv_bwd_weight(r, da, dw, db, B, T, C, H, W); }                                             \
 extern "C" __global__ void shift_fwd_##S(const D* x, const D* a, D* y, int B, int T, int C, int HW)     \
-    { shift_fwd(x, a, y, B, T, C, HW); }                                                                \
+    { shift_fwd(x, a, (const D*)0, (const D*)0, y, B, T, C, HW, 0.0f); }                                \
+extern "C" __global__ void affine_act_##S(const D* x, const D* s, const D* b, D* y,                      \
+                                          int B, int T, int C, int HW, float mx)                        \
+    { affine_act(x, s, b, y, B, T, C, HW, mx); }                                                        \
+extern "C" __global__ void shift_fwd_affine_##S(const D* x, const D* a, const D* s, const D* b, D* y,    \
+                                                int B, int T, int C, int HW, float mx)                  \
+    { shift_fwd(x, a, s, b, y, B, T, C, HW, mx); }                                                      \
 extern "C" __global__ void shift_bwd_input_##S(const D* a, const D* dy, D* dx,                          \
                                                int B, int T, int C, int HW)                             \
     { shift_bwd_input(a, dy, dx, B, T, C, HW); }                                                        \
@@ -209,8 +232,16 @@ GSM_ENTRY_POINTS(float, f32)
 GSM_ENTRY_POINTS(bf16, bf16)
 "#;
 
-const NAMES: [&str; 6] =
-    ["gate_conv_fwd", "gate_conv_bwd_input", "gate_conv_bwd_weight", "shift_fwd", "shift_bwd_input", "shift_bwd_gate"];
+const NAMES: [&str; 8] = [
+    "gate_conv_fwd",
+    "gate_conv_bwd_input",
+    "gate_conv_bwd_weight",
+    "shift_fwd",
+    "shift_bwd_input",
+    "shift_bwd_gate",
+    "affine_act",
+    "shift_fwd_affine",
+];
 
 /// Element type of a call's tensors (the weight and bias gradients are always float32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,6 +349,11 @@ fn elements(n: usize) -> (u32, u32) {
 impl Kernels {
     /// Launches kernel `name` for `elem` on `grid` blocks of 256 threads (see [`elements`]).
     fn launch(&self, name: &str, elem: Elem, grid: (u32, u32), ptrs: &[Ptr], dims: &[i32]) {
+        self.launch_with(name, elem, grid, ptrs, dims, &[]);
+    }
+
+    /// [`Self::launch`] with float arguments after the sizes.
+    fn launch_with(&self, name: &str, elem: Elem, grid: (u32, u32), ptrs: &[Ptr], dims: &[i32], scalars: &[f32]) {
         let name = format!("{name}_{}", elem.suffix());
         let f = &self.functions[&name];
         let mut args = self.stream.launch_builder(f);
@@ -326,6 +362,9 @@ impl Kernels {
         }
         for d in dims {
             args.arg(d);
+        }
+        for v in scalars {
+            args.arg(v);
         }
         let cfg = LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: every pointer is a live, contiguous libtorch tensor on this device of `elem`
@@ -365,6 +404,18 @@ impl Kernels {
     /// `y` from `x` and the gate logits `a`.
     pub fn shift_forward(&self, d: Dims, e: Elem, x: Ptr, a: Ptr, y: Ptr) {
         self.launch("shift_fwd", e, elements(d.b * d.t * d.c * d.h * d.w), &[x, a, y], &Self::dims4(d));
+    }
+
+    /// `y` = min(max(scale·x + shift, 0), max) per channel (the GSM unit's BN3d and ReLU).
+    pub fn affine_act(&self, d: Dims, e: Elem, [x, scale, shift]: [Ptr; 3], y: Ptr, max: f32) {
+        let n = elements(d.b * d.t * d.c * d.h * d.w);
+        self.launch_with("affine_act", e, n, &[x, scale, shift, y], &Self::dims4(d), &[max]);
+    }
+
+    /// The shift of `x` by `a`, then the unit's BN (`scale`, `shift`) and activation.
+    pub fn shift_forward_affine(&self, d: Dims, e: Elem, [x, a, scale, shift]: [Ptr; 4], y: Ptr, max: f32) {
+        let n = elements(d.b * d.t * d.c * d.h * d.w);
+        self.launch_with("shift_fwd_affine", e, n, &[x, a, scale, shift, y], &Self::dims4(d), &[max]);
     }
 
     /// `dx` and `da` from `dy`.

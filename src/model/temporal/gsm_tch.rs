@@ -136,6 +136,14 @@ impl GateShiftKernels for LibTorch {
 
 impl GateShiftUnit for LibTorch {
     fn affine_act(x: TchTensor, scale: TchTensor, shift: TchTensor, max: f32, segments: usize) -> TchTensor {
+        if let TchDevice::Cuda(_) = x.tensor.device() {
+            // NCHW, which the gate convolution's CUDA kernel reads next.
+            let (x, d, e) = feature_map(&x, segments);
+            let (scale, shift) = (cuda_operand(&scale, d, &x, "scale"), cuda_operand(&shift, d, &x, "shift"));
+            let y = Tensor::empty(x.size(), (x.kind(), x.device()));
+            on(&x).expect("a CUDA tensor").affine_act(d, e, [ptr(&x), ptr(&scale), ptr(&shift)], ptr(&y), max);
+            return TchTensor::new(y);
+        }
         let (x, d, channels_last) = cpu_map(&x, segments);
         let (scale, shift) = (unit_operand(&scale, d, "scale"), unit_operand(&shift, d, "shift"));
         let out = empty_like_order(&x, channels_last);
@@ -152,6 +160,17 @@ impl GateShiftUnit for LibTorch {
         max: f32,
         segments: usize,
     ) -> TchTensor {
+        if let TchDevice::Cuda(_) = x.tensor.device() {
+            let channels_last = is_channels_last(&x.tensor);
+            let (x, d, e) = feature_map(&x, segments);
+            let a = operand(&gate_logits, &gate_shape(d), x.kind(), "gate logits");
+            let (scale, shift) = (cuda_operand(&scale, d, &x, "scale"), cuda_operand(&shift, d, &x, "shift"));
+            let y = Tensor::empty(x.size(), (x.kind(), x.device()));
+            let k = on(&x).expect("a CUDA tensor");
+            k.shift_forward_affine(d, e, [ptr(&x), ptr(&a), ptr(&scale), ptr(&shift)], ptr(&y), max);
+            // Back to the backbone's memory order, as `gate_shift_forward` does.
+            return TchTensor::new(if channels_last { to_channels_last(&y) } else { y });
+        }
         let (x, d, channels_last) = cpu_map(&x, segments);
         let a = operand(&gate_logits, &gate_shape(d), Kind::Float, "gate logits");
         let (scale, shift) = (unit_operand(&scale, d, "scale"), unit_operand(&shift, d, "shift"));
@@ -177,6 +196,11 @@ fn cpu_map(x: &TchTensor, segments: usize) -> (Tensor, Dims, bool) {
     let (x, d, e) = feature_map(x, segments);
     assert!(x.device() == TchDevice::Cpu && e == Elem::F32, "fused GSM unit: float32 CPU tensors only");
     (x, d, false)
+}
+
+/// A per-channel vector of the unit on a GPU, in the feature map's dtype, checked.
+fn cuda_operand(v: &TchTensor, d: Dims, x: &Tensor, what: &str) -> Tensor {
+    operand(v, &[d.c as i64], x.kind(), what)
 }
 
 /// A per-channel float32 vector of the unit, checked.

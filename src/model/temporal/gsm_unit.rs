@@ -8,8 +8,9 @@
 //! - the unit's BN + activation are applied by the shift kernel to each output plane (or
 //!   position) while it is in cache, instead of two more passes over the map.
 //!
-//! Float32 on flex and on libtorch's CPU. Elsewhere, in training and while activations are
-//! probed, `Gsm::forward_unit` runs the unit op by op.
+//! Float32 on flex and libtorch's CPU (`gsm_kernels.rs`), float32 and bfloat16 on libtorch's
+//! CUDA devices (`gsm_cuda.rs`: `affine_act`, `shift_fwd_affine`). Elsewhere (CubeCL), in
+//! training and while activations are probed, `Gsm::forward_unit` runs the unit op by op.
 
 // The generated routing names burn's libtorch backend, which burn 0.22 marks deprecated.
 #![cfg_attr(feature = "tch", allow(deprecated))]
@@ -124,25 +125,30 @@ impl GateShiftUnit for Flex {
     }
 }
 
-/// Whether the fused unit runs for `x`: float32 inference on flex or libtorch's CPU, the
-/// fused GSM enabled, no activations probed (the unfused path taps GSM's own output).
+/// Whether the fused unit runs for `x`: inference with the fused GSM enabled and no
+/// activations probed (the unfused path taps GSM's own output), in float32 on flex or
+/// libtorch's CPU, or float32 / bfloat16 on libtorch's CUDA devices (`gsm_cuda.rs`).
 pub fn applies(x: &Tensor<4>) -> bool {
     let device = x.device();
-    x.dtype() == DType::F32
-        && !device.is_autodiff()
+    !device.is_autodiff()
         && !probe::active()
         && super::gsm_fused::applies(x)
-        && (device == Device::flex() || libtorch_cpu(&device))
+        && ((x.dtype() == DType::F32 && (device == Device::flex() || libtorch(&device, false)))
+            || libtorch(&device, true))
 }
 
-fn libtorch_cpu(device: &Device) -> bool {
+/// Whether `device` is libtorch's CPU (`cuda` false) or one of its CUDA devices.
+fn libtorch(device: &Device, cuda: bool) -> bool {
     #[cfg(feature = "tch")]
-    if let burn::backend::DispatchDevice::LibTorch(burn::backend::LibTorchDevice::Cpu) =
-        device.clone().inner().as_dispatch()
     {
-        return true;
+        use burn::backend::{DispatchDevice, LibTorchDevice};
+        match device.clone().inner().as_dispatch() {
+            DispatchDevice::LibTorch(LibTorchDevice::Cpu) => return !cuda,
+            DispatchDevice::LibTorch(LibTorchDevice::Cuda(_)) => return cuda,
+            _ => {}
+        }
     }
-    let _ = device;
+    let _ = (device, cuda);
     false
 }
 

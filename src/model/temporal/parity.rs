@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::store::{ModuleSnapshot, bridge};
+use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::{Gsm, TemporalShift, gsm_fused};
@@ -100,6 +101,16 @@ pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device, fused: bool
     let eval = gsm.valid();
     let y = eval.forward_path(Tensor::from_data(x_data.clone(), device), fused);
     out.push(check("eval-mode output", y.into_data(), get(f, "eval.y")?, 1e-4)?);
+    // The inference unit ReLU(BN(GSM(x))) with both BNs in affine form (`Gsm::forward_unit`:
+    // fused where the backend has the unit's kernels), the unit's BN here a copy of GSM's own,
+    // against that BN and ReLU applied to the official eval output.
+    let post = eval.bn.clone();
+    let reference = relu(post.forward(Tensor::<4>::from_data(get(f, "eval.y")?.clone(), device)));
+    let (mut unit, mut unit_post) = (eval.clone(), post);
+    unit.bn.into_affine();
+    unit_post.into_affine();
+    let y = unit.forward_unit(Tensor::from_data(x_data.clone(), device), &unit_post, f32::INFINITY);
+    out.push(check("eval-mode unit ReLU(BN(GSM))", y.into_data(), &reference.into_data(), 1e-4)?);
     let shifted = TemporalShift::new(segments, 8).forward(Tensor::from_data(x_data, device));
     out.push(check("tsm shift (fold_div 8)", shifted.into_data(), get(f, "tsm.y")?, 0.0)?);
     Ok(out)
