@@ -159,18 +159,25 @@ fn check_gsm_module_runs_fused_and_composed() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     print!("{stdout}");
     for path in ["fused", "composed"] {
-        assert_eq!(stdout.lines().filter(|l| l.starts_with(path) && l.ends_with(" ok")).count(), 10, "{path}");
+        assert_eq!(stdout.lines().filter(|l| l.starts_with(path) && l.ends_with(" ok")).count(), 11, "{path}");
     }
     assert!(stdout.contains("all 22 checks pass"));
 }
 
+/// Training: fused against composed; inference also the whole unit, op by op against fused.
 #[test]
 fn bench_gsm_compares_fused_and_composed() {
-    let out = gateshift(&["bench", "gsm", "--iters", "1", "--mode", "train"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    print!("{stdout}");
-    assert_eq!(stdout.lines().filter(|l| l.ends_with('×')).count(), 11, "10 places and the total");
+    for (mode, columns) in [("train", 3), ("infer", 5)] {
+        let out = gateshift(&["bench", "gsm", "--iters", "1", "--mode", mode]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        print!("{stdout}");
+        let rows: Vec<&str> = stdout.lines().filter(|l| l.ends_with('×')).collect();
+        assert_eq!(rows.len(), 11, "{mode}: 10 places and the total");
+        // Label, the times, the ratios: `columns` numbers after the label's last word.
+        let numbers = rows[10].split_whitespace().skip(2).count();
+        assert_eq!(numbers, columns + usize::from(mode == "infer"), "{mode}: {}", rows[10]);
+    }
 }
 
 /// `check backend` on the one backend every build has: the whole comparison pipeline (state

@@ -77,8 +77,10 @@ pub fn run(a: GsmBench) -> Result<()> {
         let gsm = if train { gsm } else { gsm.valid() };
         let post = BatchNorm::new(c, &device).valid();
         let (mut gsm_affine, mut post_affine) = (gsm.clone(), post.clone());
-        gsm_affine.bn.into_affine();
-        post_affine.into_affine();
+        if !train {
+            gsm_affine.bn.into_affine();
+            post_affine.into_affine();
+        }
         let x = Tensor::<4>::random([a.batch * a.segments, c, side, side], Distribution::Normal(0.0, 1.0), &device);
         // Through an identity 1×1 convolution, so that the map comes in the memory order a
         // backbone's convolution gives it (channels-last on libtorch, `torch_layers`).

@@ -174,8 +174,8 @@ impl BatchNorm {
             None => mean.clone().neg(),
         };
         let folded_b = centred * scale + self.bias.val().cast(stat_dtype);
-        conv.weight = Param::from_tensor(folded_w.cast(w_dtype));
-        conv.bias = Some(Param::from_tensor(folded_b.cast(w_dtype)));
+        conv.weight = Param::from_tensor(folded_w.cast(w_dtype).detach());
+        conv.bias = Some(Param::from_tensor(folded_b.cast(w_dtype).detach()));
         let (affine_dtype, ones) = (self.weight.val().dtype(), Tensor::<1>::ones([cout], &device));
         self.weight = Param::from_tensor(ones.clone().cast(affine_dtype));
         self.bias = Param::from_tensor(mean.clone().zeros_like().cast(affine_dtype));
@@ -201,8 +201,8 @@ impl BatchNorm {
         let var = self.running_var.value().to_device(&device);
         let scale = weight.cast(stat_dtype) * var.add_scalar(self.epsilon).sqrt().recip();
         let shift = self.bias.val().cast(stat_dtype) - mean.clone() * scale.clone();
-        self.weight = Param::from_tensor(scale.cast(affine_dtype));
-        self.bias = Param::from_tensor(shift.cast(affine_dtype));
+        self.weight = Param::from_tensor(scale.cast(affine_dtype).detach());
+        self.bias = Param::from_tensor(shift.cast(affine_dtype).detach());
         self.running_mean = RunningState::new(mean.zeros_like());
         let ones = Tensor::<1>::ones([c], &device).cast(stat_dtype);
         self.running_var = RunningState::new(ones.mul_scalar(1.0 - self.epsilon));
