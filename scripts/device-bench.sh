@@ -17,7 +17,8 @@
 #      (GATESHIFT_CHANNELS_LAST=0, GATESHIFT_FOLD_BN=0, GATESHIFT_TORCH_LAYERS=0 as in the
 #      first run); a training step's phases with the flat and the per-parameter clip + SGD;
 #      PyTorch eager (scripts/torch_gpu_bench.py) on the same card, NCHW and channels_last;
-#      the 10 GSM modules alone in inference (`bench gsm`);
+#      the 10 GSM modules alone in inference, and the whole GSM unit op by op against fused
+#      (`bench gsm`);
 #   3. a whole training step against flex on the CPU, with TF32 off (NVIDIA_TF32_OVERRIDE=0)
 #      and with libtorch's default;
 #   4. CubeCL cuda: a training step against flex, `bench gsm` (its BN-Inception row, with the
