@@ -60,8 +60,12 @@ pub struct StreamArgs {
     /// Frame rate of a frame folder, for times in the output (videos report their own).
     #[arg(long)]
     pub fps: Option<f64>,
+    /// Side of the centre crop the model sees (default: the checkpoint's training input, else
+    /// the backbone's).
     #[arg(long)]
     pub input_size: Option<u32>,
+    /// Short side frames are scaled to before the crop (default: the checkpoint's, else
+    /// input size × 256/224).
     #[arg(long)]
     pub scale_size: Option<u32>,
     #[arg(long, default_value = "flex")]
