@@ -12,7 +12,7 @@ use clap::Args;
 use gateshift::data::FrameNaming;
 use gateshift::data::rawframes::read_rgb;
 use gateshift::data::transform::{crop_normalise_append, resize_short, test_crops};
-use gateshift::data::video::Source;
+use gateshift::data::video::{Source, VideoInfo};
 use gateshift::model::{InputSpec, i3d};
 use gateshift::stream::{Schedule, Scored, Summary, WindowModel};
 use image::RgbImage;
@@ -74,8 +74,13 @@ pub struct StreamArgs {
 
 /// Where frames come from.
 enum Input {
-    Frames { dir: PathBuf, naming: FrameNaming, count: usize },
-    Video(Source),
+    Frames {
+        dir: PathBuf,
+        naming: FrameNaming,
+        count: usize,
+    },
+    /// A video source and what ffprobe said of it (probed once).
+    Video(Source, VideoInfo),
 }
 
 /// How each frame is prepared: short side `scale`, centre crop `size`², normalised for the model.
@@ -120,7 +125,7 @@ pub fn run(a: StreamArgs) -> Result<()> {
         (None, None) => bail!("give --checkpoint or --model"),
     };
     let fps = match &input {
-        Input::Video(source) => Some(source.probe()?.fps),
+        Input::Video(_, info) => Some(info.fps),
         Input::Frames { .. } => a.fps,
     };
 
@@ -163,7 +168,9 @@ fn open(a: &StreamArgs) -> Result<Input> {
         }
         Ok(Input::Frames { dir: path.to_path_buf(), naming, count })
     } else if path.is_file() || live {
-        Ok(Input::Video(Source { input: a.input.clone().into(), format: a.input_format.clone() }))
+        let source = Source { input: a.input.clone().into(), format: a.input_format.clone() };
+        let info = source.probe()?;
+        Ok(Input::Video(source, info))
     } else {
         bail!(
             "{} is neither a video file, a frame folder nor a URL (for a capture device give --input-format)",
@@ -182,9 +189,8 @@ fn produce(input: &Input, prep: Prep, tx: &SyncSender<Result<Vec<f32>>>) -> Resu
                 send(prep.apply(&resize_short(&img, prep.scale)))?;
             }
         }
-        Input::Video(source) => {
-            let info = source.probe()?;
-            source.for_each_frame(&info, Some(prep.scale), |_, img| send(prep.apply(&img)))?;
+        Input::Video(source, info) => {
+            source.for_each_frame(info, Some(prep.scale), |_, img| send(prep.apply(&img)))?;
         }
     }
     Ok(())
