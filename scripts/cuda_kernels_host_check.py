@@ -2,7 +2,8 @@
 """Checks the fused GSM's CUDA kernels (src/model/temporal/gsm_cuda.rs) without a GPU.
 
 The kernel source is compiled as C++ with -DGSM_HOST_EMULATION (every thread of every block
-run in turn; warp sums become per-thread atomics) and each kernel is compared with PyTorch
+run in turn, lanes in order; a warp sum collects the lanes' values and hands the total to the
+last lane, the emulated leader) and each kernel is compared with PyTorch
 autograd on the official GSM composition (grouped Conv3d on (B, C, T, H, W), tanh gates,
 shift of each half, residual, per-half re-interleave). This checks the kernels' indexing,
 boundaries and maths; the warp shuffle itself and the launch run only on a GPU
@@ -37,7 +38,7 @@ static float atomicAdd(float* p, float v) { float o = *p; *p += v; return o; }
 #define LAUNCH(gx, gy, call) \
   gridDim = {(unsigned)(gx), (unsigned)(gy), 1}; blockDim = {%d, 1, 1}; \
   for (unsigned by = 0; by < (unsigned)(gy); ++by) for (unsigned bx = 0; bx < (unsigned)(gx); ++bx) \
-    for (unsigned tx = 0; tx < %d; ++tx) { blockIdx = {bx, by, 0}; threadIdx = {tx, 0, 0}; call; }
+    for (unsigned tx = 0; tx < %d; ++tx) { blockIdx = {bx, by, 0}; threadIdx = {tx, 0, 0}; emu_call = 0; call; }
 #define HOST_LAUNCHERS(D, S) \
 void h_gate_conv_fwd_##S(int gx, const D* r, const D* w, const D* b, D* o, int B, int T, int C, int H, int W) \
 { LAUNCH(gx, 1, gate_conv_fwd_##S(r, w, b, o, B, T, C, H, W)); } \
@@ -55,7 +56,13 @@ void h_affine_act_##S(int gx, const D* x, const D* s, const D* b, D* y, int B, i
 { LAUNCH(gx, 1, affine_act_##S(x, s, b, y, B, T, C, HW, mx)); } \
 void h_shift_fwd_affine_##S(int gx, const D* x, const D* a, const D* s, const D* b, D* y, int B, int T, int C, \
                             int HW, float mx) \
-{ LAUNCH(gx, 1, shift_fwd_affine_##S(x, a, s, b, y, B, T, C, HW, mx)); }
+{ LAUNCH(gx, 1, shift_fwd_affine_##S(x, a, s, b, y, B, T, C, HW, mx)); } \
+void h_unit_gates_nhwc_##S(int gx, const D* x, const D* w, const D* b, const D* s, const D* sb, float* g, int B, \
+                           int T, int C, int H, int W) \
+{ LAUNCH(gx, 1, unit_gates_nhwc_##S(x, w, b, s, sb, g, B, T, C, H, W)); } \
+void h_unit_shift_nhwc_##S(int gx, const D* x, const float* g, const D* ps, const D* pb, D* y, int B, int T, \
+                           int C, int HW, float mx) \
+{ LAUNCH(gx, 1, unit_shift_nhwc_##S(x, g, ps, pb, y, B, T, C, HW, mx)); }
 extern "C" {
 HOST_LAUNCHERS(float, f32)
 HOST_LAUNCHERS(bf16, bf16)
@@ -90,12 +97,14 @@ def interleave(z):
     return z.reshape(b, 2, c // 2, t, h, w).transpose(1, 2).reshape(b, c, t, h, w)
 
 
-def reference(x, weight, bias, segments):
-    """Official GSM after BN+ReLU: x is ReLU(BN(x)) for the gate and the feature map itself."""
+def reference(x, weight, bias, segments, feature_map=None):
+    """Official GSM after BN+ReLU: x is ReLU(BN(x)) for the gate, and the feature map itself
+    unless `feature_map` is given."""
     bt, c, h, w = x.shape
     b = bt // segments
-    x5 = x.reshape(b, segments, c, h, w).transpose(1, 2)
-    a = F.conv3d(x5, weight, bias, padding=1, groups=2)  # (B, 2, T, H, W)
+    r5 = x.reshape(b, segments, c, h, w).transpose(1, 2)
+    a = F.conv3d(r5, weight, bias, padding=1, groups=2)  # (B, 2, T, H, W)
+    x5 = r5 if feature_map is None else feature_map.reshape(b, segments, c, h, w).transpose(1, 2)
     g = torch.tanh(a)
     x1, x2 = x5[:, : c // 2], x5[:, c // 2 :]
     y1, y2 = x1 * g[:, :1], x2 * g[:, 1:]
@@ -137,7 +146,7 @@ def check(lib, suffix, b, t, c, h, w, chunks):
     dt = torch.bfloat16 if suffix == "bf16" else torch.float32
     k = {name: getattr(lib, f"h_{name}_{suffix}") for name in
          ["gate_conv_fwd", "gate_conv_bwd_input", "gate_conv_bwd_weight", "shift_fwd", "shift_bwd_input", "shift_bwd_gate",
-          "affine_act", "shift_fwd_affine"]}
+          "affine_act", "shift_fwd_affine", "unit_gates_nhwc", "unit_shift_nhwc"]}
     xd, wd, bd = (v.detach().to(dt).contiguous() for v in (x, weight, bias))
     a = torch.empty(b, 2, t, h, w, dtype=dt)
     k["gate_conv_fwd"](grid(a.numel()), ptr(xd), ptr(wd), ptr(bd), ptr(a), b, t, c, h, w)
@@ -166,6 +175,23 @@ def check(lib, suffix, b, t, c, h, w, chunks):
         k["shift_fwd_affine"](grid(ys.numel()), ptr(xd), ptr(a), ptr(sd), ptr(hd), ptr(ys), b, t, c, h * w,
                               ctypes.c_float(mx))
         unit_errors.append(("shift + affine", rel(ys.float(), per_channel(y.float(), mx))))
+    # The whole unit on a channels-last map (two kernels): gates from ReLU(s·x + sb), then the
+    # shift with the unit's BN + activation, against the official composition on the same map.
+    gs, gb = exact(torch.randn(c)), exact(torch.randn(c))
+    r_ref = (x.detach() * gs.view(1, c, 1, 1) + gb.view(1, c, 1, 1)).clamp(min=0)
+    a_unit, y_unit = reference(r_ref, weight.detach(), bias.detach(), t, x.detach())
+    nhwc = lambda v: v.permute(0, 2, 3, 1).contiguous()
+    x_cl = nhwc(xd)
+    gsd, gbd = gs.to(dt).contiguous(), gb.to(dt).contiguous()
+    for mx in (float("inf"), 6.0):
+        gates = torch.empty(b, 2, t, h, w)
+        k["unit_gates_nhwc"](grid(gates.numel() // 2 * 32), ptr(x_cl), ptr(wd), ptr(bd), ptr(gsd), ptr(gbd),
+                             ptr(gates), b, t, c, h, w)
+        unit_errors.append(("unit gates (NHWC)", rel(gates, torch.tanh(a_unit))))
+        yu = torch.empty_like(x_cl)
+        k["unit_shift_nhwc"](grid(yu.numel()), ptr(x_cl), ptr(gates), ptr(sd), ptr(hd), ptr(yu), b, t, c, h * w,
+                             ctypes.c_float(mx))
+        unit_errors.append(("unit (NHWC)", rel(yu.float(), nhwc(per_channel(y_unit, mx)))))
     a, y, dx, da, dr = (v.float() for v in (a, y, dx, da, dr))
 
     errors = {
@@ -177,7 +203,9 @@ def check(lib, suffix, b, t, c, h, w, chunks):
         "d weight": rel(dw, weight.grad),
         "d bias": rel(db, bias.grad),
         "unit affine_act": max(e for n, e in unit_errors if n == "affine_act"),
-        "unit shift + affine": max(e for n, e in unit_errors if n != "affine_act"),
+        "unit shift + affine": max(e for n, e in unit_errors if n == "shift + affine"),
+        "unit gates NHWC": max(e for n, e in unit_errors if n == "unit gates (NHWC)"),
+        "unit NHWC": max(e for n, e in unit_errors if n == "unit (NHWC)"),
     }
     worst = max(errors.values())
     print(f"{suffix:>4} B={b} T={t} C={c} {h}x{w} chunks={chunks}: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
@@ -187,7 +215,7 @@ def check(lib, suffix, b, t, c, h, w, chunks):
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         lib = build(tmp)
-        shapes = [(2, 8, 16, 5, 7, 1), (1, 3, 8, 4, 4, 2), (3, 1, 12, 2, 3, 1), (1, 16, 32, 7, 7, 3)]
+        shapes = [(2, 8, 16, 5, 7, 1), (1, 3, 8, 4, 4, 2), (3, 1, 12, 2, 3, 1), (1, 16, 32, 7, 7, 3), (1, 4, 72, 3, 5, 2)]
         worst = {s: max(check(lib, s, *shape) for shape in shapes) for s in ("f32", "bf16")}
     # float32 against PyTorch's float32; bfloat16 (float arithmetic, outputs rounded to 8-bit
     # mantissas, the gate gradient rounded before the conv's backward) against float32 on the

@@ -159,9 +159,9 @@ fn check_gsm_module_runs_fused_and_composed() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     print!("{stdout}");
     for path in ["fused", "composed"] {
-        assert_eq!(stdout.lines().filter(|l| l.starts_with(path) && l.ends_with(" ok")).count(), 11, "{path}");
+        assert_eq!(stdout.lines().filter(|l| l.starts_with(path) && l.ends_with(" ok")).count(), 12, "{path}");
     }
-    assert!(stdout.contains("all 22 checks pass"));
+    assert!(stdout.contains("all 24 checks pass"));
 }
 
 /// Training: fused against composed; inference also the whole unit, op by op against fused.

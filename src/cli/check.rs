@@ -68,7 +68,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
     for (fused, label) in paths {
         for c in parity::gsm_module(&tensors, &device, fused)? {
             let verdict = if c.passed() { "ok" } else { "FAIL" };
-            println!("{label:<9} {:<26} rel {:.3e}  tol {:.0e}  {verdict}", c.name, c.rel, c.tolerance);
+            println!("{label:<9} {:<30} rel {:.3e}  tol {:.0e}  {verdict}", c.name, c.rel, c.tolerance);
             failed += usize::from(!c.passed());
             total += 1;
         }

@@ -92,11 +92,16 @@ impl Gsm {
             let [bt, _, h, w] = r.dims();
             cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
         }
-        let bias = match &self.conv3D.bias {
-            Some(b) => b.val(),
-            None => Tensor::<1>::zeros([2], &r.device()).cast(r.dtype()),
-        };
+        let bias = self.gate_bias(&r);
         gsm_fused::gate_conv(r, self.conv3D.weight.val(), bias, self.num_segments)
+    }
+
+    /// The gate convolution's bias (zeros without one) in `x`'s dtype, for the fused kernels.
+    fn gate_bias(&self, x: &Tensor<4>) -> Tensor<1> {
+        match &self.conv3D.bias {
+            Some(b) => b.val(),
+            None => Tensor::<1>::zeros([2], &x.device()).cast(x.dtype()),
+        }
     }
 
     /// The GSM unit `act(post(GSM(x)))`, `act` the ReLU clamped at `max` (∞: ReLU, 6: ReLU6):
@@ -104,10 +109,14 @@ impl Gsm {
     /// and `post` + `act` ride along in the fused passes (`gsm_unit`); otherwise op by op.
     pub fn forward_unit(&self, x: Tensor<4>, post: &BatchNorm, max: f32) -> Tensor<4> {
         if self.bn.affine && post.affine && gsm_unit::applies(&x) {
-            let t = self.num_segments;
-            let r = gsm_unit::affine(x.clone(), self.bn.weight.val(), self.bn.bias.val(), f32::INFINITY, t);
-            let gate_logits = self.gate_conv_fused(r);
-            return gsm_unit::gate_shift_affine(x, gate_logits, post.weight.val(), post.bias.val(), max, t);
+            let [bt, _, h, w] = x.dims();
+            if cost::is_recording() {
+                cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
+            }
+            let gate = (self.conv3D.weight.val(), self.gate_bias(&x));
+            let bn = [self.bn.weight.val(), self.bn.bias.val()];
+            let post = [post.weight.val(), post.bias.val()];
+            return gsm_unit::unit(x, gate, bn, post, max, self.num_segments);
         }
         let y = post.forward(self.forward(x));
         if max.is_finite() { y.clamp(0.0, max) } else { relu(y) }

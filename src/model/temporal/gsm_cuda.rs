@@ -13,19 +13,32 @@ use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 use super::gsm_kernels::Dims;
 
-/// The kernel source. Layouts: feature maps (B·T, C, H, W), gates (B, 2, T, H, W), gate weight
-/// (2, C/2, 3, 3, 3); shift +1 (from t+1) for half 1, −1 for half 2; per-half interleave.
+/// The kernel source. Layouts: feature maps (B·T, C, H, W) (the `unit_*_nhwc` kernels:
+/// channels-last, B·T, H, W, C in memory), gates (B, 2, T, H, W), gate weight (2, C/2, 3, 3, 3);
+/// shift +1 (from t+1) for half 1, −1 for half 2; per-half interleave.
 pub const SOURCE: &str = r#"
 typedef long long i64;
 typedef unsigned short bf16;
 // GSM_HOST_EMULATION: scripts/cuda_kernels_host_check.py compiles this file as C++ and runs
-// every thread in turn; a warp sum is then each thread's own value.
+// every thread in turn, lanes of a warp in order (resetting `emu_call` for each thread). A warp
+// sum records each lane's value; the last lane, which runs after the others, is the leader and
+// gets the sum. Every lane of a warp reaches the same warp sums in the same order, as
+// `__shfl_down_sync` with a full mask requires on the GPU.
 #ifdef GSM_HOST_EMULATION
 #include <cstring>
 inline float bits_to_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
 inline unsigned float_to_bits(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
-__device__ __forceinline__ float warp_sum(float v) { return v; }
-__device__ __forceinline__ bool warp_leader() { return true; }
+static float emu_lanes[64][32];
+static int emu_call;
+__device__ __forceinline__ float warp_sum(float v) {
+    int lane = threadIdx.x & 31, k = emu_call++;
+    emu_lanes[k][lane] = v;
+    if (lane != 31) return v;
+    float s = 0.0f;
+    for (int l = 0; l < 32; ++l) s += emu_lanes[k][l];
+    return s;
+}
+__device__ __forceinline__ bool warp_leader() { return (threadIdx.x & 31) == 31; }
 #else
 __device__ __forceinline__ float bits_to_float(unsigned u) { return __uint_as_float(u); }
 __device__ __forceinline__ unsigned float_to_bits(float f) { return __float_as_uint(f); }
@@ -170,6 +183,71 @@ __device__ void shift_fwd(const D* x, const D* a, const D* ps, const D* pb, D* y
     st(y, (((i64)b * T + t) * C + oc) * HW + p, v);
 }
 
+// The GSM unit in inference on a channels-last map `x` (memory order B·T, H, W, C), in two
+// passes. First the gates: tanh of the gate convolution on ReLU(s·x + sb) (GSM's BN3d in
+// affine form and its ReLU, applied as `x` is read), float32 (B, 2, T, H, W). One warp per
+// position: its lanes read 32 neighbouring channels at once (one coalesced load per tap),
+// each keeps the sum of its channels of either half, and the warp adds them up.
+template <typename D>
+__device__ void unit_gates_nhwc(const D* x, const D* w, const D* bias, const D* s, const D* sb, float* g,
+                                int B, int T, int C, int H, int W) {
+    i64 pos = ((i64)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x & 31;
+    i64 hw = (i64)H * W;
+    if (pos >= (i64)B * T * hw) return;
+    int px = pos % W; i64 q = pos / W; int py = q % H; q /= H; int t = q % T; int b = q / T;
+    int half = C / 2;
+    float acc0 = 0.0f, acc1 = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        float sc = ld(s, c), sh = ld(sb, c), acc = 0.0f;
+        for (int dt = 0; dt < 3; ++dt) {
+            int u = t + dt - 1;
+            if (u < 0 || u >= T) continue;
+            for (int dy = 0; dy < 3; ++dy) {
+                int sy = py + dy - 1;
+                if (sy < 0 || sy >= H) continue;
+                for (int dx = 0; dx < 3; ++dx) {
+                    int sx = px + dx - 1;
+                    if (sx < 0 || sx >= W) continue;
+                    float r = fmaxf(ld(x, ((((i64)b * T + u) * H + sy) * W + sx) * C + c) * sc + sh, 0.0f);
+                    acc += ld(w, (i64)c * 27 + dt * 9 + dy * 3 + dx) * r;
+                }
+            }
+        }
+        if (c < half) acc0 += acc; else acc1 += acc;
+    }
+    acc0 = warp_sum(acc0);
+    acc1 = warp_sum(acc1);
+    if (warp_leader()) {
+        i64 p = (i64)py * W + px;
+        g[(((i64)b * 2) * T + t) * hw + p] = tanhf(acc0 + ld(bias, 0));
+        g[(((i64)b * 2 + 1) * T + t) * hw + p] = tanhf(acc1 + ld(bias, 1));
+    }
+}
+
+// Then the shift by the gates `g`, the residual and the re-interleave, with the unit's BN (in
+// affine form) and activation on each output channel, channels-last in and out. One thread
+// per output value, channels fastest (coalesced stores); output channel `oc` of half k comes
+// from input channel k·C/2 + (m mod 2)·C/4 + m/2, m = oc − k·C/2 (`interleaved` inverted).
+template <typename D>
+__device__ void unit_shift_nhwc(const D* x, const float* g, const D* ps, const D* pb, D* y, int B, int T, int C,
+                                int HW, float mx) {
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (i64)B * T * HW * C) return;
+    int oc = i % C; i64 q = i / C; int p = q % HW; q /= HW; int t = q % T; int b = q / T;
+    int half = C / 2, quarter = C / 4, k = oc / half, m = oc % half;
+    int c = k * half + (m % 2) * quarter + m / 2;
+    float gt = g[(((i64)b * 2 + k) * T + t) * HW + p];
+    float xs = ld(x, i - oc + c);
+    float v = xs - gt * xs;
+    int tn = k == 0 ? t + 1 : t - 1;
+    if (tn >= 0 && tn < T) {
+        float gn = g[(((i64)b * 2 + k) * T + tn) * HW + p];
+        v = gn * ld(x, (((i64)b * T + tn) * HW + p) * C + c) + v;
+    }
+    st(y, i, affine(ps, pb, oc, v, mx));
+}
+
 template <typename D>
 __device__ void shift_bwd_input(const D* a, const D* dy, D* dx, int B, int T, int C, int HW) {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -227,12 +305,18 @@ extern "C" __global__ void shift_bwd_input_##S(const D* a, const D* dy, D* dx,  
     { shift_bwd_input(a, dy, dx, B, T, C, HW); }                                                        \
 extern "C" __global__ void shift_bwd_gate_##S(const D* x, const D* a, const D* dy, D* da,               \
                                               int B, int T, int C, int HW)                              \
-    { shift_bwd_gate(x, a, dy, da, B, T, C, HW); }
+    { shift_bwd_gate(x, a, dy, da, B, T, C, HW); }                                                      \
+extern "C" __global__ void unit_gates_nhwc_##S(const D* x, const D* w, const D* b, const D* s,           \
+                                               const D* sb, float* g, int B, int T, int C, int H, int W) \
+    { unit_gates_nhwc(x, w, b, s, sb, g, B, T, C, H, W); }                                              \
+extern "C" __global__ void unit_shift_nhwc_##S(const D* x, const float* g, const D* ps, const D* pb,     \
+                                               D* y, int B, int T, int C, int HW, float mx)             \
+    { unit_shift_nhwc(x, g, ps, pb, y, B, T, C, HW, mx); }
 GSM_ENTRY_POINTS(float, f32)
 GSM_ENTRY_POINTS(bf16, bf16)
 "#;
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 10] = [
     "gate_conv_fwd",
     "gate_conv_bwd_input",
     "gate_conv_bwd_weight",
@@ -241,6 +325,8 @@ const NAMES: [&str; 8] = [
     "shift_bwd_gate",
     "affine_act",
     "shift_fwd_affine",
+    "unit_gates_nhwc",
+    "unit_shift_nhwc",
 ];
 
 /// Element type of a call's tensors (the weight and bias gradients are always float32).
@@ -416,6 +502,25 @@ impl Kernels {
     pub fn shift_forward_affine(&self, d: Dims, e: Elem, [x, a, scale, shift]: [Ptr; 4], y: Ptr, max: f32) {
         let n = elements(d.b * d.t * d.c * d.h * d.w);
         self.launch_with("shift_fwd_affine", e, n, &[x, a, scale, shift, y], &Self::dims4(d), &[max]);
+    }
+
+    /// The whole inference unit on a channels-last `x`: the `gates` (float32, tanh applied) from
+    /// `x`, the gate `weight` and `bias`, GSM's BN3d in affine form (`scale`, `shift`); then `y`
+    /// (channels-last) = the gated shift of `x` with the unit's BN in affine form
+    /// (`[post scale, post shift]`) and activation clamped at `max`.
+    pub fn unit_nhwc(
+        &self,
+        (d, e): (Dims, Elem),
+        [x, weight, bias, scale, shift]: [Ptr; 5],
+        post: [Ptr; 2],
+        [gates, y]: [Ptr; 2],
+        max: f32,
+    ) {
+        let positions = d.b * d.t * d.h * d.w;
+        let inputs = [x, weight, bias, scale, shift, gates];
+        self.launch("unit_gates_nhwc", e, elements(positions * 32), &inputs, &Self::dims5(d));
+        let n = elements(positions * d.c);
+        self.launch_with("unit_shift_nhwc", e, n, &[x, gates, post[0], post[1], y], &Self::dims4(d), &[max]);
     }
 
     /// `dx` and `da` from `dy`.

@@ -135,6 +135,41 @@ impl GateShiftKernels for LibTorch {
 }
 
 impl GateShiftUnit for LibTorch {
+    fn channels_last(x: TchTensor) -> TchTensor {
+        TchTensor::new(to_channels_last(&x.tensor))
+    }
+
+    fn gsm_unit(
+        x: TchTensor,
+        gate_weight: TchTensor,
+        gate_bias: TchTensor,
+        scale: TchTensor,
+        shift: TchTensor,
+        post_scale: TchTensor,
+        post_shift: TchTensor,
+        max: f32,
+        segments: usize,
+    ) -> TchTensor {
+        if let (TchDevice::Cuda(_), true) = (x.tensor.device(), is_channels_last(&x.tensor)) {
+            // Two passes over the channels-last map, no conversion to NCHW and back.
+            let x = x.tensor;
+            let (d, e, kind) = (map_dims(&x, segments), elem(&x), x.kind());
+            let w = operand(&gate_weight, &[2, d.c as i64 / 2, 3, 3, 3], kind, "gate weight");
+            let b = operand(&gate_bias, &[2], kind, "gate bias");
+            let [s, sh, ps, pb] =
+                [(&scale, "scale"), (&shift, "shift"), (&post_scale, "post scale"), (&post_shift, "post shift")]
+                    .map(|(v, what)| cuda_operand(v, d, &x, what));
+            let gates = Tensor::empty(gate_shape(d), (Kind::Float, x.device()));
+            let y = empty_like_order(&x, true);
+            let inputs = [&x, &w, &b, &s, &sh].map(ptr);
+            on(&x).expect("a CUDA tensor").unit_nhwc((d, e), inputs, [ptr(&ps), ptr(&pb)], [ptr(&gates), ptr(&y)], max);
+            return TchTensor::new(y);
+        }
+        let r = Self::affine_act(x.clone(), scale, shift, f32::INFINITY, segments);
+        let gate_logits = Self::gate_conv_forward(r, gate_weight, gate_bias, segments);
+        Self::gate_shift_affine(x, gate_logits, post_scale, post_shift, max, segments)
+    }
+
     fn affine_act(x: TchTensor, scale: TchTensor, shift: TchTensor, max: f32, segments: usize) -> TchTensor {
         if let TchDevice::Cuda(_) = x.tensor.device() {
             // NCHW, which the gate convolution's CUDA kernel reads next.
@@ -208,13 +243,14 @@ fn unit_operand(x: &TchTensor, d: Dims, what: &str) -> Tensor {
     operand(x, &[d.c as i64], Kind::Float, what)
 }
 
-/// An uninitialised tensor of `x`'s sizes in the same memory order.
+/// An uninitialised tensor of `x`'s sizes, kind and device, channels-last or contiguous.
 fn empty_like_order(x: &Tensor, channels_last: bool) -> Tensor {
+    let options = (x.kind(), x.device());
     if channels_last {
         let [n, c, h, w] = [0, 1, 2, 3].map(|i| x.size()[i]);
-        Tensor::empty([n, h, w, c], (Kind::Float, TchDevice::Cpu)).permute([0, 3, 1, 2])
+        Tensor::empty([n, h, w, c], options).permute([0, 3, 1, 2])
     } else {
-        Tensor::empty(x.size(), (Kind::Float, TchDevice::Cpu))
+        Tensor::empty(x.size(), options)
     }
 }
 
@@ -222,13 +258,23 @@ fn empty_like_order(x: &Tensor, channels_last: bool) -> Tensor {
 /// bfloat16 on a GPU).
 fn feature_map(x: &TchTensor, segments: usize) -> (Tensor, Dims, Elem) {
     let x = x.tensor.contiguous();
-    let e = match (x.kind(), x.device()) {
+    let (d, e) = (map_dims(&x, segments), elem(&x));
+    (x, d, e)
+}
+
+/// The sizes of a feature map `(B·T, C, H, W)`.
+fn map_dims(x: &Tensor, segments: usize) -> Dims {
+    let s: Vec<usize> = x.size().iter().map(|&v| v as usize).collect();
+    Dims::of_feature_map(&s, segments)
+}
+
+/// The kernels' element type for `x`: float32, or bfloat16 on a GPU.
+fn elem(x: &Tensor) -> Elem {
+    match (x.kind(), x.device()) {
         (Kind::Float, _) => Elem::F32,
         (Kind::BFloat16, TchDevice::Cuda(_)) => Elem::Bf16,
         (kind, device) => panic!("fused GSM: no kernels for {kind:?} on {device:?}"),
-    };
-    let s: Vec<usize> = x.size().iter().map(|&v| v as usize).collect();
-    (x, Dims::of_feature_map(&s, segments), e)
+    }
 }
 
 /// A float32 CPU feature map stored channels-last, and its sizes: the NHWC forward kernels

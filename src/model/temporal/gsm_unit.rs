@@ -20,7 +20,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::tensor::{DType, Device, Tensor};
 
-use super::gsm_fused::{check_shape, dims, slice};
+use super::gsm_fused::{GateShiftKernels, check_shape, dims, slice};
 use super::gsm_kernels::{self as kernels, Dims, for_each_chunk};
 use crate::model::probe;
 
@@ -69,9 +69,26 @@ pub fn affine_act(d: Dims, x: &[f32], a: &Affine, channels_last: bool, out: &mut
     }
 }
 
-/// The unit's two fused inference ops, routed by burn to the backend a tensor lives on.
+/// The unit's fused inference ops, routed by burn to the backend a tensor lives on.
 #[backend_extension(Flex, LibTorch: cfg(feature = "tch"))]
 pub trait GateShiftUnit: Backend {
+    /// The whole unit `min(max(post(GSM(x)), 0), max)` with GSM's BN3d (`scale`, `shift`) and
+    /// the unit's BN (`post_scale`, `post_shift`) in affine form. On libtorch's CUDA devices a
+    /// channels-last `x` takes two passes (`gsm_cuda.rs`, `unit_*_nhwc`); elsewhere it is
+    /// [`affine_act`](Self::affine_act), the fused gate convolution and
+    /// [`gate_shift_affine`](Self::gate_shift_affine).
+    #[allow(clippy::too_many_arguments)]
+    fn gsm_unit(
+        x: FloatTensor<Self>,
+        gate_weight: FloatTensor<Self>,
+        gate_bias: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        post_scale: FloatTensor<Self>,
+        post_shift: FloatTensor<Self>,
+        max: f32,
+        segments: usize,
+    ) -> FloatTensor<Self>;
     /// `min(max(scale[c]·x + shift[c], 0), max)` over `x` (B·T, C, H, W), in its memory order.
     fn affine_act(
         x: FloatTensor<Self>,
@@ -90,9 +107,32 @@ pub trait GateShiftUnit: Backend {
         max: f32,
         segments: usize,
     ) -> FloatTensor<Self>;
+    /// `x` (N, C, H, W) stored channels-last, as libtorch's channels-last backbones hand it to
+    /// a GSM unit (a copy unless it is already); `x` itself on flex. For checks and benchmarks.
+    fn channels_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl GateShiftUnit for Flex {
+    fn channels_last(x: FlexTensor) -> FlexTensor {
+        x
+    }
+
+    fn gsm_unit(
+        x: FlexTensor,
+        gate_weight: FlexTensor,
+        gate_bias: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        post_scale: FlexTensor,
+        post_shift: FlexTensor,
+        max: f32,
+        segments: usize,
+    ) -> FlexTensor {
+        let r = Self::affine_act(x.clone(), scale, shift, f32::INFINITY, segments);
+        let gate_logits = <Self as GateShiftKernels>::gate_conv_forward(r, gate_weight, gate_bias, segments);
+        Self::gate_shift_affine(x, gate_logits, post_scale, post_shift, max, segments)
+    }
+
     fn affine_act(x: FlexTensor, scale: FlexTensor, shift: FlexTensor, max: f32, segments: usize) -> FlexTensor {
         let d = dims(&x, segments);
         let (x, scale, shift) = (x.to_contiguous(), scale.to_contiguous(), shift.to_contiguous());
@@ -150,6 +190,32 @@ fn libtorch(device: &Device, cuda: bool) -> bool {
     }
     let _ = (device, cuda);
     false
+}
+
+/// [`GateShiftUnit::gsm_unit`] on high-level tensors: `gate` = the gate convolution's weight
+/// and bias, `bn` and `post` = GSM's BN3d and the unit's BN in affine form (scale, shift).
+pub fn unit(
+    x: Tensor<4>,
+    gate: (Tensor<5>, Tensor<1>),
+    bn: [Tensor<1>; 2],
+    post: [Tensor<1>; 2],
+    max: f32,
+    segments: usize,
+) -> Tensor<4> {
+    let (w, b) = (gate.0.into_dispatch(), gate.1.into_dispatch());
+    let [s, sh] = bn.map(|t| t.into_dispatch());
+    let [ps, pb] = post.map(|t| t.into_dispatch());
+    Tensor::from_dispatch(<Dispatch as GateShiftUnit>::gsm_unit(x.into_dispatch(), w, b, s, sh, ps, pb, max, segments))
+}
+
+/// [`GateShiftUnit::channels_last`] on high-level tensors: the order libtorch's backbones
+/// give a GSM unit (`torch_layers::channels_last`) where `x` lives on libtorch, else `x`.
+pub fn backbone_order(x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    if (libtorch(&x.device(), false) || libtorch(&x.device(), true)) && crate::model::torch_layers::channels_last(&x) {
+        return Tensor::from_dispatch(<Dispatch as GateShiftUnit>::channels_last(x.into_dispatch()));
+    }
+    x
 }
 
 /// [`GateShiftUnit::affine_act`] on high-level tensors.

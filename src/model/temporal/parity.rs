@@ -12,7 +12,7 @@ use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use super::{Gsm, TemporalShift, gsm_fused};
+use super::{Gsm, TemporalShift, gsm_fused, gsm_unit};
 
 /// One compared quantity: `rel` = max|ours − official| / max|official|.
 #[derive(Clone, Debug)]
@@ -110,7 +110,12 @@ pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device, fused: bool
     unit.bn.into_affine();
     unit_post.into_affine();
     let y = unit.forward_unit(Tensor::from_data(x_data.clone(), device), &unit_post, f32::INFINITY);
-    out.push(check("eval-mode unit ReLU(BN(GSM))", y.into_data(), &reference.into_data(), 1e-4)?);
+    out.push(check("eval-mode unit ReLU(BN(GSM))", y.into_data(), &reference.clone().into_data(), 1e-4)?);
+    // The same on the map stored as the backbone hands it over (channels-last on libtorch,
+    // where the CUDA unit then runs its two channels-last kernels).
+    let x = gsm_unit::backbone_order(Tensor::from_data(x_data.clone(), device));
+    let y = unit.forward_unit(x, &unit_post, f32::INFINITY);
+    out.push(check("eval-mode unit, backbone order", y.into_data(), &reference.into_data(), 1e-4)?);
     let shifted = TemporalShift::new(segments, 8).forward(Tensor::from_data(x_data, device));
     out.push(check("tsm shift (fold_div 8)", shifted.into_data(), get(f, "tsm.y")?, 0.0)?);
     Ok(out)
