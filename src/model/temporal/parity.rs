@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, Tensor, TensorData};
@@ -49,7 +49,19 @@ fn get<'a>(f: &'a BTreeMap<String, TensorData>, key: &str) -> Result<&'a TensorD
     f.get(key).with_context(|| format!("the GSM fixture lacks {key}"))
 }
 
-/// Runs every comparison on `device` (its autodiff twin for the backward pass).
+/// Relative error allowed to the bfloat16 unit: inputs, parameters and output each rounded to
+/// 8 mantissa bits (3.9e-3 relative per value).
+const BF16_TOLERANCE: f32 = 2e-2;
+
+/// Casts every float tensor of a module to bfloat16.
+struct CastAll;
+
+impl ModuleMapper for CastAll {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|t| t.cast(DType::BF16))
+    }
+}
+
 /// Runs the GSM checks on `device`, through the fused kernels (`fused`) or the composed
 /// reference.
 pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device, fused: bool) -> Result<Vec<Check>> {
@@ -115,7 +127,17 @@ pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device, fused: bool
     // where the CUDA unit then runs its two channels-last kernels).
     let x = gsm_unit::backbone_order(Tensor::from_data(x_data.clone(), device));
     let y = unit.forward_unit(x, &unit_post, f32::INFINITY);
-    out.push(check("eval-mode unit, backbone order", y.into_data(), &reference.into_data(), 1e-4)?);
+    out.push(check("eval-mode unit, backbone order", y.into_data(), &reference.clone().into_data(), 1e-4)?);
+    // Where the unit has bfloat16 kernels (libtorch's CUDA devices), the same in bfloat16:
+    // module and map rounded to bf16, computed in float32, the output rounded to bf16.
+    let x16 = Tensor::<4>::from_data(x_data.clone(), device).cast(DType::BF16);
+    if gsm_unit::applies(&x16) {
+        let (unit16, post16) = (unit.map(&mut CastAll), unit_post.map(&mut CastAll));
+        let y = unit16.forward_unit(x16.clone(), &post16, f32::INFINITY).cast(DType::F32);
+        out.push(check("bf16 unit", y.into_data(), &reference.clone().into_data(), BF16_TOLERANCE)?);
+        let y = unit16.forward_unit(gsm_unit::backbone_order(x16), &post16, f32::INFINITY).cast(DType::F32);
+        out.push(check("bf16 unit, backbone order", y.into_data(), &reference.into_data(), BF16_TOLERANCE)?);
+    }
     let shifted = TemporalShift::new(segments, 8).forward(Tensor::from_data(x_data, device));
     out.push(check("tsm shift (fold_div 8)", shifted.into_data(), get(f, "tsm.y")?, 0.0)?);
     Ok(out)
