@@ -120,6 +120,32 @@ impl FrameArgs {
     }
 }
 
+/// The frame geometry a checkpoint is run at (shared by `test`, `predict` and `stream`).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct SizeArgs {
+    /// Side of the centre crop the model sees (default: the checkpoint's training input, else
+    /// the backbone's).
+    #[arg(long)]
+    pub input_size: Option<u32>,
+    /// Short side frames are scaled to before the crop (default: the checkpoint's, else
+    /// input size × 256/224).
+    #[arg(long)]
+    pub scale_size: Option<u32>,
+}
+
+impl SizeArgs {
+    /// Input and pre-crop sizes: the flags, else what the run checkpoint recorded, else the
+    /// backbone's default (input, input · 256/224); an input the backbone cannot take is an
+    /// error.
+    pub fn resolve(&self, cfg: &ModelConfig, meta: &Metadata) -> Result<(u32, u32)> {
+        let stored = gateshift::train::trainer::stored_input(meta);
+        let size = self.input_size.or(stored.map(|s| s.0)).unwrap_or(cfg.arch.input().size as u32);
+        let scale = self.scale_size.or(stored.filter(|s| s.0 == size).map(|s| s.1)).unwrap_or(size * 256 / 224);
+        cfg.arch.check_input_size(size as usize)?;
+        Ok((size, scale))
+    }
+}
+
 /// Model flags shared by commands; unset ones are taken from the checkpoint where possible.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {

@@ -15,7 +15,7 @@ use gateshift::train::evaluate::evaluate;
 use rand::SeedableRng;
 use serde_json::json;
 
-use super::{FrameArgs, ModelArgs, load_model};
+use super::{FrameArgs, ModelArgs, SizeArgs, load_model};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -46,10 +46,8 @@ pub struct PredictArgs {
     pub clips: usize,
     #[arg(long, default_value_t = 1)]
     pub crops: usize,
-    #[arg(long)]
-    pub input_size: Option<u32>,
-    #[arg(long)]
-    pub scale_size: Option<u32>,
+    #[command(flatten)]
+    pub sizes: SizeArgs,
     #[arg(long, default_value = "flex")]
     pub backend: String,
 }
@@ -161,8 +159,7 @@ fn recognizer_scores(
     {
         bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
     }
-    let (size, scale) = super::test::input_sizes(a.input_size, a.scale_size, &cfg, &meta);
-    cfg.arch.check_input_size(size as usize)?;
+    let (size, scale) = a.sizes.resolve(&cfg, &meta)?;
     let pipeline = Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, a.crops, a.clips);
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
     let ds = Arc::new(ClipDataset { list, naming: a.frames.naming()?, pipeline });

@@ -19,8 +19,8 @@ use image::RgbImage;
 use serde_json::json;
 
 use super::predict::{Pretrained, load_i3d};
-use super::test::{class_names, input_sizes};
-use super::{FrameArgs, ModelArgs, load_model};
+use super::test::class_names;
+use super::{FrameArgs, ModelArgs, SizeArgs, load_model};
 
 #[derive(Args, Debug)]
 pub struct StreamArgs {
@@ -60,14 +60,8 @@ pub struct StreamArgs {
     /// Frame rate of a frame folder, for times in the output (videos report their own).
     #[arg(long)]
     pub fps: Option<f64>,
-    /// Side of the centre crop the model sees (default: the checkpoint's training input, else
-    /// the backbone's).
-    #[arg(long)]
-    pub input_size: Option<u32>,
-    /// Short side frames are scaled to before the crop (default: the checkpoint's, else
-    /// input size × 256/224).
-    #[arg(long)]
-    pub scale_size: Option<u32>,
+    #[command(flatten)]
+    pub sizes: SizeArgs,
     #[arg(long, default_value = "flex")]
     pub backend: String,
 }
@@ -118,8 +112,7 @@ pub fn run(a: StreamArgs) -> Result<()> {
             {
                 bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
             }
-            let (size, scale) = input_sizes(a.input_size, a.scale_size, &cfg, &meta);
-            cfg.arch.check_input_size(size as usize)?;
+            let (size, scale) = a.sizes.resolve(&cfg, &meta)?;
             (WindowModel::Recognizer(Box::new(model.inference())), names, Prep { scale, size, spec: cfg.arch.input() })
         }
         (None, None) => bail!("give --checkpoint or --model"),

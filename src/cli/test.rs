@@ -16,7 +16,7 @@ use gateshift::model::{ModelConfig, Recognizer};
 use gateshift::train::evaluate::{Evaluation, evaluate};
 use serde_json::json;
 
-use super::{FrameArgs, Metadata, ModelArgs, load_model};
+use super::{FrameArgs, Metadata, ModelArgs, SizeArgs, load_model};
 
 /// Where test data comes from and how it is read.
 #[derive(Args, Debug, Clone)]
@@ -34,12 +34,8 @@ pub struct DataArgs {
     /// Class-name file, one per line (default: the names stored in the checkpoint).
     #[arg(long)]
     pub class_names: Option<PathBuf>,
-    /// Network input side (default: the backbone's).
-    #[arg(long)]
-    pub input_size: Option<u32>,
-    /// Short side before cropping (default: input · 256/224).
-    #[arg(long)]
-    pub scale_size: Option<u32>,
+    #[command(flatten)]
+    pub sizes: SizeArgs,
     #[arg(long, value_enum, default_value = "tsn")]
     pub sampling: Sampling,
     #[arg(long, default_value_t = 2)]
@@ -98,23 +94,13 @@ pub fn dataset(d: &DataArgs, cfg: &ModelConfig, meta: &Metadata, clips: usize, c
     }
     let root = d.root.clone().unwrap_or_else(|| d.list.parent().map(Path::to_path_buf).unwrap_or_default());
     let list = List::read(&d.list, Some(&root), d.list_format, Some(cfg.classes))?;
-    let (size, scale) = input_sizes(d.input_size, d.scale_size, cfg, meta);
-    cfg.arch.check_input_size(size as usize)?;
+    let (size, scale) = d.sizes.resolve(cfg, meta)?;
     let pipeline = Pipeline {
         sampling: d.sampling,
         interval: d.interval,
         ..Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, crops, clips)
     };
     Ok(ClipDataset { list, naming: d.frames.naming()?, pipeline })
-}
-
-/// Input and pre-crop sizes: flags, else what the run checkpoint recorded, else the
-/// backbone's default (input, input · 256/224).
-pub fn input_sizes(size: Option<u32>, scale: Option<u32>, cfg: &ModelConfig, meta: &Metadata) -> (u32, u32) {
-    let stored = gateshift::train::trainer::stored_input(meta);
-    let size = size.or(stored.map(|s| s.0)).unwrap_or(cfg.arch.input().size as u32);
-    let scale = scale.or(stored.filter(|s| s.0 == size).map(|s| s.1)).unwrap_or(size * 256 / 224);
-    (size, scale)
 }
 
 /// Class names: from the file if given, else those stored in the checkpoint.
