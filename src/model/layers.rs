@@ -9,8 +9,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::model::cost;
 use crate::model::temporal::Temporal;
+use crate::model::{bn_fused, cost};
 
 /// BatchNorm over dimension 1 with PyTorch's parameter names (`weight`, `bias`,
 /// `running_mean`, `running_var`) and PyTorch's running-statistics rule: the running
@@ -63,7 +63,24 @@ impl BatchNorm {
         if crate::model::torch_layers::applies(&x) {
             return self.forward_torch(x);
         }
+        if x.device().is_autodiff() && self.training.is_enabled() && bn_fused::applies(&x) {
+            return self.forward_fused(x);
+        }
         self.forward_composed(x)
+    }
+
+    /// Training mode in two passes forward and two backward (`bn_fused.rs`, flex float32),
+    /// what `forward_composed` computes op by op.
+    fn forward_fused<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let (device, dims) = (x.device(), x.dims());
+        let channels = dims[1];
+        let n = (dims.iter().product::<usize>() / channels) as f64;
+        let stats = bn_fused::batch_stats(x.clone());
+        let y = bn_fused::normalize(x, self.weight.val(), self.bias.val(), stats.clone(), self.epsilon);
+        let mean = stats.clone().slice([0..1, 0..channels]).reshape([channels]);
+        let var = stats.slice([1..2, 0..channels]).reshape([channels]);
+        self.update_running(mean, var, if n > 1.0 { n / (n - 1.0) } else { 1.0 }, &device);
+        y
     }
 
     /// The reference: burn tensor ops, on every backend.
@@ -84,6 +101,7 @@ impl BatchNorm {
         let dims = x.dims();
         let channels = dims[1];
         let n = (dims.iter().product::<usize>() / channels) as f64;
+        let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         // Batch statistics over every axis but the channel axis, composed from plain ops so
         // that autodiff derives the exact backward.
         let axes: Vec<usize> = (0..D).filter(|&d| d != 1).collect();
@@ -96,8 +114,6 @@ impl BatchNorm {
         let scale = self.weight.val().reshape(stat_shape);
         let shift = self.bias.val().reshape(stat_shape);
         let out = centered * inv_std * scale + shift;
-
-        let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         self.update_running(mean.detach().reshape([channels]), var.detach().reshape([channels]), unbiased, &device);
         out
     }

@@ -1,0 +1,390 @@
+//! Training-mode BatchNorm on `flex` in two passes forward and two backward, registered with
+//! burn's autodiff with a hand-written backward.
+//!
+//! Composed from tensor ops (`BatchNorm::forward_composed`), a training BatchNorm is about
+//! seven passes over the feature map forward and a dozen backward (each op's own backward),
+//! about a fifth of a ResNet-Mini + GSM training step on the CPU (docs/PERFORMANCE.md). Here,
+//! per channel `c` over the `n` values of every other axis, with `x̂ = (x − μ)·σ̂⁻¹`,
+//! `σ̂⁻¹ = 1/√(σ² + ε)` (μ, σ² the batch mean and biased variance):
+//! - forward: one pass for μ and σ² ([`batch_stats`], two reads: mean, then centred squares,
+//!   summed in f64), one for `y = γ·x̂ + β`;
+//! - backward: one pass for `Σdy` and `Σdy·(x − μ)` (the bias and weight gradients), one for
+//!   `dx = γ·σ̂⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n)`, the statistics' dependence on `x` included.
+//!
+//! Float32 on flex; `BatchNorm` uses the composed reference elsewhere (libtorch has its own
+//! fused op, `torch_layers.rs`). `GATESHIFT_FUSED_BN=0` turns it off, to compare.
+
+use std::sync::OnceLock;
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use rayon::prelude::*;
+
+/// The fused ops, routed by burn to the backend a tensor lives on (with or without autodiff).
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedBatchNorm: Backend {
+    /// `(2, C)`: the mean and biased variance of `x` per channel (axis 1) over every other
+    /// axis. Never differentiated.
+    fn bn_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `(x − mean)/√(var + eps)·weight + bias` per channel, `stats` = `bn_batch_stats(x)`;
+    /// differentiated as training-mode BatchNorm (through the batch statistics too).
+    fn bn_train_normalize(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+}
+
+/// The kernels a backend provides so that `Autodiff<B>` can differentiate the fused op.
+pub trait BatchNormKernels: Backend {
+    fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn bn_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+    /// Returns `(dx, dweight, dbias)`.
+    fn bn_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        eps: f64,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Whether `BatchNorm` in training runs `x` through the fused op: float32 on flex with autodiff,
+/// unless `GATESHIFT_FUSED_BN=0`.
+pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| std::env::var("GATESHIFT_FUSED_BN").as_deref() != Ok("0"));
+    let device = x.device();
+    enabled && D >= 2 && x.dtype() == DType::F32 && device.is_autodiff() && device == Device::flex().autodiff()
+}
+
+/// [`FusedBatchNorm::bn_batch_stats`] on high-level tensors.
+pub fn batch_stats<const D: usize>(x: Tensor<D>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FusedBatchNorm>::bn_batch_stats(x.into_dispatch()))
+}
+
+/// [`FusedBatchNorm::bn_train_normalize`] on high-level tensors.
+pub fn normalize<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    stats: Tensor<2>,
+    eps: f64,
+) -> Tensor<D> {
+    let (x, weight, bias, stats) =
+        (x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), stats.into_dispatch());
+    Tensor::from_dispatch(<Dispatch as FusedBatchNorm>::bn_train_normalize(x, weight, bias, stats, eps))
+}
+
+impl FusedBatchNorm for Flex {
+    fn bn_batch_stats(x: FlexTensor) -> FlexTensor {
+        Self::bn_stats(x)
+    }
+
+    fn bn_train_normalize(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stats: FlexTensor,
+        eps: f64,
+    ) -> FlexTensor {
+        Self::bn_forward(x, weight, bias, stats, eps)
+    }
+}
+
+/// A contiguous float32 map seen as `(outer, C, inner)` planes, C = axis 1.
+struct Planes {
+    outer: usize,
+    c: usize,
+    inner: usize,
+}
+
+impl Planes {
+    fn of(x: &FlexTensor) -> Self {
+        assert!(x.dtype() == DType::F32, "fused BatchNorm is float32, got {:?}", x.dtype());
+        let s = x.layout().shape();
+        assert!(s.num_dims() >= 2, "BatchNorm needs a channel axis");
+        Self { outer: s[0], c: s[1], inner: s.iter().skip(2).product() }
+    }
+
+    fn count(&self) -> f64 {
+        (self.outer * self.inner) as f64
+    }
+
+    /// The planes of channel `c`, each `inner` values.
+    fn of_channel<'a>(&self, v: &'a [f32], c: usize) -> impl Iterator<Item = &'a [f32]> {
+        (0..self.outer).map(move |n| &v[(n * self.c + c) * self.inner..][..self.inner])
+    }
+
+    /// `f(channel, plane of out)` for every plane, in parallel.
+    fn map(&self, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+        out.par_chunks_mut(self.inner.max(1)).enumerate().for_each(|(i, plane)| f(i % self.c, i, plane));
+    }
+}
+
+/// Per channel `(μ, a, β)` with `γ·x̂ + β = a·(x − μ) + β`: centring first keeps the precision
+/// of maps whose mean is large next to their spread (folding μ into the shift would cancel).
+fn channel_maps(stats: &[f32], weight: &[f32], bias: &[f32], eps: f64) -> Vec<(f32, f32, f32)> {
+    let c = weight.len();
+    (0..c)
+        .map(|k| {
+            let inv_std = 1.0 / (stats[c + k] as f64 + eps).sqrt();
+            (stats[k], (weight[k] as f64 * inv_std) as f32, bias[k])
+        })
+        .collect()
+}
+
+fn data(x: FlexTensor) -> FlexTensor {
+    x.to_contiguous()
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous float32 tensor")
+}
+
+fn vector(v: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+fn check_channels(t: &FlexTensor, shape: &[usize], what: &str) {
+    assert!(t.dtype() == DType::F32, "fused BatchNorm: {what} is {:?}, not float32", t.dtype());
+    assert_eq!(t.layout().shape().as_slice(), shape, "fused BatchNorm: {what} shape");
+}
+
+impl BatchNormKernels for Flex {
+    fn bn_stats(x: FlexTensor) -> FlexTensor {
+        let x = data(x);
+        let (p, v) = (Planes::of(&x), slice(&x));
+        let n = p.count();
+        let per_channel: Vec<(f32, f32)> = (0..p.c)
+            .into_par_iter()
+            .map(|c| {
+                let sum: f64 = p.of_channel(v, c).map(|pl| pl.iter().sum::<f32>() as f64).sum();
+                let mean = (sum / n) as f32;
+                let sq: f64 =
+                    p.of_channel(v, c).map(|pl| pl.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() as f64).sum();
+                (mean, (sq / n) as f32)
+            })
+            .collect();
+        let (mean, var): (Vec<f32>, Vec<f32>) = per_channel.into_iter().unzip();
+        vector([mean, var].concat(), Shape::new([2, p.c]))
+    }
+
+    fn bn_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stats: FlexTensor, eps: f64) -> FlexTensor {
+        let x = data(x);
+        let p = Planes::of(&x);
+        let (weight, bias, stats) = (data(weight), data(bias), data(stats));
+        check_channels(&weight, &[p.c], "weight");
+        check_channels(&bias, &[p.c], "bias");
+        check_channels(&stats, &[2, p.c], "statistics");
+        let maps = channel_maps(slice(&stats), slice(&weight), slice(&bias), eps);
+        let mut y = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let v = slice(&x);
+        p.map(y.storage_mut::<f32>(), |c, i, out| {
+            let (mean, a, b) = maps[c];
+            for (o, &x) in out.iter_mut().zip(&v[i * p.inner..][..p.inner]) {
+                *o = a * (x - mean) + b;
+            }
+        });
+        y
+    }
+
+    fn bn_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        stats: FlexTensor,
+        eps: f64,
+        dy: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (x, dy, weight, stats) = (data(x), data(dy), data(weight), data(stats));
+        let p = Planes::of(&x);
+        let (v, g, w, s) = (slice(&x), slice(&dy), slice(&weight), slice(&stats));
+        let n = p.count();
+        // Σdy and Σdy·(x − μ) per channel, in f64 across planes.
+        let sums: Vec<(f64, f64)> = (0..p.c)
+            .into_par_iter()
+            .map(|c| {
+                let mean = s[c];
+                p.of_channel(v, c).zip(p.of_channel(g, c)).fold((0.0, 0.0), |(sd, sdx), (xp, gp)| {
+                    let (a, b) = xp.iter().zip(gp).fold((0f32, 0f32), |(a, b), (&x, &d)| (a + d, b + d * (x - mean)));
+                    (sd + a as f64, sdx + b as f64)
+                })
+            })
+            .collect();
+        // dx = k1·dy + k2·(x − μ) + k3 per channel.
+        let coefficients: Vec<(f32, f32, f32)> = (0..p.c)
+            .map(|c| {
+                let inv_std = 1.0 / (s[p.c + c] as f64 + eps).sqrt();
+                let (sum_dy, sum_dy_xc) = sums[c];
+                let k1 = w[c] as f64 * inv_std;
+                let k2 = -(w[c] as f64) * inv_std.powi(3) * sum_dy_xc / n;
+                (k1 as f32, k2 as f32, (-k1 * sum_dy / n) as f32)
+            })
+            .collect();
+        let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        p.map(dx.storage_mut::<f32>(), |c, i, out| {
+            let (k1, k2, k3) = coefficients[c];
+            let mean = s[c];
+            let (xp, gp) = (&v[i * p.inner..][..p.inner], &g[i * p.inner..][..p.inner]);
+            for ((o, &x), &d) in out.iter_mut().zip(xp).zip(gp) {
+                *o = k1 * d + k2 * (x - mean) + k3;
+            }
+        });
+        let dweight: Vec<f32> = (0..p.c).map(|c| (sums[c].1 / (s[p.c + c] as f64 + eps).sqrt()) as f32).collect();
+        let dbias: Vec<f32> = sums.iter().map(|&(d, _)| d as f32).collect();
+        (dx, vector(dweight, Shape::new([p.c])), vector(dbias, Shape::new([p.c])))
+    }
+}
+
+#[derive(Debug)]
+struct NormalizeBackward;
+
+impl<B: BatchNormKernels> Backward<B, 4> for NormalizeBackward {
+    /// Input, weight and statistics (kept alive, not copied) and epsilon.
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weight, stats, eps) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let (dx, dw, db) = B::bn_backward(x, weight, stats, eps, dy);
+        let [px, pw, pb, _] = ops.parents.map(|p| p.map(|n| n.id));
+        for (id, grad) in [(px, dx), (pw, dw), (pb, db)] {
+            if let Some(id) = id {
+                grads.register::<B>(id, grad);
+            }
+        }
+    }
+}
+
+impl<B: BatchNormKernels, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C> {
+    fn bn_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // A new leaf that needs no gradient: the statistics are constants to autodiff (the
+        // normalisation's backward accounts for their dependence on `x`).
+        FloatTensor::<Self>::new(B::bn_stats(x.into_primitive()))
+    }
+
+    fn bn_train_normalize(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), weight.node(), bias.node(), stats.node()];
+        let prep = NormalizeBackward.prepare::<C>(nodes).compute_bound().stateful();
+        let (x, weight, bias, stats) =
+            (x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stats.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let y = B::bn_forward(x.clone(), weight.clone(), bias, stats.clone(), eps);
+                prep.finish((x, weight, stats, eps), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::bn_forward(x, weight, bias, stats, eps)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::tensor::{Distribution, Tensor, TensorData, Tolerance};
+
+    use super::*;
+    use crate::model::layers::BatchNorm;
+
+    fn rel(ours: TensorData, reference: TensorData) -> f32 {
+        let (err, scale) = crate::model::temporal::parity::max_errors(&ours, &reference).expect("same shapes");
+        err / scale
+    }
+
+    /// A training BatchNorm with the given affine parameters and fresh running statistics of
+    /// its own (clones of a module share theirs).
+    fn bn(weight: &Tensor<1>, bias: &Tensor<1>) -> BatchNorm {
+        let mut bn = BatchNorm::new(weight.dims()[0], &weight.device());
+        bn.weight = Param::from_tensor(weight.clone());
+        bn.bias = Param::from_tensor(bias.clone());
+        bn
+    }
+
+    /// Output, every gradient and the running statistics of the fused op match the composed
+    /// reference (4-D maps, and a 5-D one as GSM's composed BatchNorm3d sees), including a
+    /// channel whose values are nearly constant and maps with a large mean.
+    fn compare<const D: usize>(shape: [usize; D], offset: f32) {
+        let device = Device::flex().autodiff();
+        let c = shape[1];
+        let rand = |lo, hi| Tensor::<1>::random([c], Distribution::Uniform(lo, hi), &device);
+        let (weight, bias) = (rand(-2.0, 2.0), rand(-1.0, 1.0));
+        let x = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.5), &device).add_scalar(offset);
+        let upstream = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        assert!(applies(&x));
+        let run = |fused: bool| {
+            let module = bn(&weight, &bias);
+            let x = x.clone().require_grad();
+            let y = if fused { module.forward(x.clone()) } else { module.forward_composed(x.clone()) };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            let grad = |t: Option<Tensor<1>>| t.expect("gradient").into_data();
+            let stats = [module.running_mean.value_sync(), module.running_var.value_sync()].map(|t| t.into_data());
+            (
+                y.into_data(),
+                x.grad(&grads).expect("dx").into_data(),
+                grad(module.weight.grad(&grads)),
+                grad(module.bias.grad(&grads)),
+                stats,
+            )
+        };
+        let (fused, composed) = (run(true), run(false));
+        let errors = [
+            ("y", rel(fused.0, composed.0)),
+            ("dx", rel(fused.1, composed.1)),
+            ("dweight", rel(fused.2, composed.2)),
+            ("dbias", rel(fused.3, composed.3)),
+        ];
+        for (what, e) in errors {
+            assert!(e <= 2e-5, "{shape:?} offset {offset}: {what} rel {e:e}");
+        }
+        for (f, r) in fused.4.into_iter().zip(composed.4) {
+            let e = rel(f, r);
+            assert!(e <= 1e-5, "{shape:?} offset {offset}: running statistics rel {e:e}");
+        }
+    }
+
+    #[test]
+    fn matches_the_composed_batch_norm() {
+        compare([4, 8, 5, 7], 0.0);
+        compare([3, 5, 1, 1], 2.0);
+        compare([2, 16, 3, 4, 6], 0.0);
+        compare([8, 3, 9, 9], 50.0);
+    }
+
+    /// The statistics are the batch mean and biased variance per channel; a frozen-weight
+    /// input (no gradient wanted for weight and bias) still gets its input gradient.
+    #[test]
+    fn statistics_and_untracked_parameters() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::from_floats([[[[1.0, 3.0]], [[2.0, 2.0]]], [[[5.0, 7.0]], [[0.0, 4.0]]]], &device);
+        let stats = batch_stats(x.clone()).into_data();
+        stats.assert_approx_eq::<f32>(&TensorData::from([[4.0f32, 2.0], [5.0, 2.0]]), Tolerance::absolute(1e-6));
+        let x = x.require_grad();
+        let (w, b) = (Tensor::<1>::ones([2], &device), Tensor::<1>::zeros([2], &device));
+        let y = normalize(x.clone(), w, b, batch_stats(x.clone()), 1e-5);
+        let grads = (y.clone() * y).sum().backward();
+        let dx = x.grad(&grads).expect("input gradient");
+        // d Σ x̂² / dx = 0: the squared normalised values always sum to n per channel.
+        assert!(dx.abs().max().into_scalar::<f32>() < 1e-3);
+    }
+}
