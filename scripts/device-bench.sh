@@ -9,7 +9,9 @@
 # (the first run, 2026-11-27 on an H200, is in docs/PERFORMANCE.md; its CubeCL rows took the
 # whole budget without finishing, so they now come after the tch-cuda target rows and checks,
 # with one row of their own):
-#   1. GSM module parity against the official fixture, fused and composed, on both routes;
+#   1. GSM module parity against the official fixture, fused and composed, on both routes
+#      (on tch-cuda this includes the inference unit's CUDA kernels: NCHW, channels-last
+#      `unit_*_nhwc`, and both in bf16);
 #   2. the targets' rows on tch-cuda: BN-Inception GSM and TSN, 8 segments, batch 32, bf16,
 #      infer and train, with the defaults (libtorch's own convolution and batch norm,
 #      src/model/torch_layers.rs; channels-last; BN folded into the convolutions in
