@@ -126,6 +126,7 @@ for mode in infer train; do
 done
 # What the 10 GSM modules cost alone (fused against composed): GSM's overhead over TSN.
 row "$bin" bench gsm --backend tch-cuda --batch 32 --mode infer --iters 10
+row "$bin" bench gsm --backend tch-cuda --batch 32 --mode infer --iters 10 --precision bf16
 echo "== 3. a whole training step against flex (logits, loss, every gradient)" | log
 NVIDIA_TF32_OVERRIDE=0 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm
 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm

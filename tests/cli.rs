@@ -178,6 +178,10 @@ fn bench_gsm_compares_fused_and_composed() {
         let numbers = rows[10].split_whitespace().skip(2).count();
         assert_eq!(numbers, columns + usize::from(mode == "infer"), "{mode}: {}", rows[10]);
     }
+    // flex has float32 kernels only: bf16 is refused with a message, not run composed.
+    let out = gateshift(&["bench", "gsm", "--iters", "1", "--precision", "bf16"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no bf16 fused GSM kernels"), "{stderr}");
 }
 
 /// `check backend` on the one backend every build has: the whole comparison pipeline (state

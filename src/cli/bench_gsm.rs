@@ -10,10 +10,11 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::{DType, Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 use clap::Args;
 use gateshift::model::layers::{self, BatchNorm};
-use gateshift::model::temporal::{Gsm, gsm_fused};
+use gateshift::model::temporal::{Gsm, gsm_fused, gsm_unit};
+use gateshift::train::precision::{CastAll, CastFloats, Precision};
 
 use super::bench::BenchMode;
 
@@ -44,18 +45,35 @@ pub struct GsmBench {
     pub iters: usize,
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// fp32, or bf16 (modules and maps in bf16; training keeps fp32 master weights): the
+    /// fused kernels have bf16 versions on `tch-cuda` and CubeCL `cuda`.
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 pub fn run(a: GsmBench) -> Result<()> {
     let base = gateshift::backend::device(&a.backend)?;
-    if !gsm_fused::available(&base, DType::F32) {
-        bail!("backend {} has no fused GSM kernels to compare (they exist for flex)", a.backend);
+    let (dtype, float) = match a.precision {
+        Precision::Fp32 => (DType::F32, FloatDType::F32),
+        Precision::Bf16 => (DType::BF16, FloatDType::BF16),
+    };
+    if !gsm_fused::available(&base, dtype) {
+        bail!(
+            "backend {} has no {} fused GSM kernels to compare (float32: flex, tch, tch-cuda, CubeCL; bfloat16: tch-cuda, cuda)",
+            a.backend,
+            a.precision.name()
+        );
     }
     let train = a.mode == BenchMode::Train;
     let device = if train { base.clone().autodiff() } else { base.clone() };
     println!(
-        "GSM of BN-Inception, {:?}, batch {} × {} segments, backend {}: median ms over {} runs",
-        a.mode, a.batch, a.segments, a.backend, a.iters
+        "GSM of BN-Inception, {:?}, batch {} × {} segments, {}, backend {}: median ms over {} runs",
+        a.mode,
+        a.batch,
+        a.segments,
+        a.precision.name(),
+        a.backend,
+        a.iters
     );
     // Inference also times the whole unit ReLU(BN(GSM(x))): op by op (the fused GSM, then
     // BN and ReLU) and fused (`Gsm::forward_unit` with both BNs in affine form).
@@ -74,8 +92,15 @@ pub fn run(a: GsmBench) -> Result<()> {
             Distribution::Normal(0.0, 0.05),
             &device,
         ));
-        let gsm = if train { gsm } else { gsm.valid() };
+        let bf16 = a.precision == Precision::Bf16;
+        let gsm = match (train, bf16) {
+            (true, true) => gsm.map(&mut CastFloats(float)),
+            (true, false) => gsm,
+            (false, true) => gsm.valid().map(&mut CastAll(float)),
+            (false, false) => gsm.valid(),
+        };
         let post = BatchNorm::new(c, &device).valid();
+        let post = if bf16 { post.map(&mut CastAll(float)) } else { post };
         let (mut gsm_affine, mut post_affine) = (gsm.clone(), post.clone());
         if !train {
             gsm_affine.bn.into_affine();
@@ -85,6 +110,9 @@ pub fn run(a: GsmBench) -> Result<()> {
         // Through an identity 1×1 convolution, so that the map comes in the memory order a
         // backbone's convolution gives it (channels-last on libtorch, `torch_layers`).
         let x = layers::conv2d(&identity_conv(c, &device), x).detach();
+        // In bf16 the map is cast, then put back in the backbone's order should the cast
+        // have changed it.
+        let x = if bf16 { gsm_unit::backbone_order(x.cast(float)) } else { x };
         let run = |column: usize| -> Tensor<4> {
             match column {
                 0 | 1 => gsm.forward_path(x.clone(), column == 0),

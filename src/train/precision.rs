@@ -47,6 +47,16 @@ impl ModuleMapper for CastFloats {
     }
 }
 
+/// Casts every float tensor of a module, buffers included (inference in bf16 throughout).
+pub struct CastAll(pub FloatDType);
+
+impl ModuleMapper for CastAll {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
+    }
+}
+
 /// Logits (fp32) of `model` computed in bf16.
 pub fn forward_bf16(model: &Recognizer, x: Tensor<4>) -> Tensor<2> {
     let half = model.clone().map(&mut CastFloats(FloatDType::BF16));

@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::activation::relu;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 use super::{Gsm, TemporalShift, gsm_fused, gsm_unit};
+use crate::train::precision::CastAll;
 
 /// One compared quantity: `rel` = max|ours − official| / max|official|.
 #[derive(Clone, Debug)]
@@ -52,15 +53,6 @@ fn get<'a>(f: &'a BTreeMap<String, TensorData>, key: &str) -> Result<&'a TensorD
 /// Relative error allowed to the bfloat16 unit: inputs, parameters and output each rounded to
 /// 8 mantissa bits (3.9e-3 relative per value).
 const BF16_TOLERANCE: f32 = 2e-2;
-
-/// Casts every float tensor of a module to bfloat16.
-struct CastAll;
-
-impl ModuleMapper for CastAll {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        param.map(|t| t.cast(DType::BF16))
-    }
-}
 
 /// Runs the GSM checks on `device`, through the fused kernels (`fused`) or the composed
 /// reference.
@@ -132,7 +124,8 @@ pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device, fused: bool
     // module and map rounded to bf16, computed in float32, the output rounded to bf16.
     let x16 = Tensor::<4>::from_data(x_data.clone(), device).cast(DType::BF16);
     if gsm_unit::applies(&x16) {
-        let (unit16, post16) = (unit.map(&mut CastAll), unit_post.map(&mut CastAll));
+        let (unit16, post16) =
+            (unit.map(&mut CastAll(FloatDType::BF16)), unit_post.map(&mut CastAll(FloatDType::BF16)));
         let y = unit16.forward_unit(x16.clone(), &post16, f32::INFINITY).cast(DType::F32);
         out.push(check("bf16 unit", y.into_data(), &reference.clone().into_data(), BF16_TOLERANCE)?);
         let y = unit16.forward_unit(gsm_unit::backbone_order(x16), &post16, f32::INFINITY).cast(DType::F32);
