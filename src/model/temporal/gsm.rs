@@ -73,9 +73,7 @@ impl Gsm {
             // over (B·T, H, W): the fused convolution reads the 4-D map as it is.
             self.gate_conv_fused(relu(self.bn.forward(x)))
         } else {
-            if cost::is_recording() {
-                cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
-            }
+            self.record_gate_macs(&x);
             // (B, T, C, H, W) → (B, C, T, H, W): time becomes the Conv3d depth axis.
             let x = x.reshape([bt / t, t, c, h, w]).swap_dims(1, 2);
             self.conv3D.forward(relu(self.bn.forward(x)))
@@ -88,12 +86,18 @@ impl Gsm {
 
     /// The fused gate convolution on `r` = ReLU(BN3d(x)), `(B·T, C, H, W)`.
     fn gate_conv_fused(&self, r: Tensor<4>) -> Tensor<5> {
-        if cost::is_recording() {
-            let [bt, _, h, w] = r.dims();
-            cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
-        }
+        self.record_gate_macs(&r);
         let bias = self.gate_bias(&r);
         gsm_fused::gate_conv(r, self.conv3D.weight.val(), bias, self.num_segments)
+    }
+
+    /// Counts the gate convolution's multiply-accumulates on a `(B·T, C, H, W)` map while
+    /// `info` records the model's cost.
+    fn record_gate_macs(&self, x: &Tensor<4>) {
+        if cost::is_recording() {
+            let [bt, _, h, w] = x.dims();
+            cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
+        }
     }
 
     /// The gate convolution's bias (zeros without one) in `x`'s dtype, for the fused kernels.
@@ -109,10 +113,7 @@ impl Gsm {
     /// and `post` + `act` ride along in the fused passes (`gsm_unit`); otherwise op by op.
     pub fn forward_unit(&self, x: Tensor<4>, post: &BatchNorm, max: f32) -> Tensor<4> {
         if self.bn.affine && post.affine && gsm_unit::applies(&x) {
-            let [bt, _, h, w] = x.dims();
-            if cost::is_recording() {
-                cost::add((bt * 2 * h * w * (self.f_plane / 2) * 27) as u64);
-            }
+            self.record_gate_macs(&x);
             let gate = (self.conv3D.weight.val(), self.gate_bias(&x));
             let bn = [self.bn.weight.val(), self.bn.bias.val()];
             let post = [post.weight.val(), post.bias.val()];

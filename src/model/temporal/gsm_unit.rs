@@ -218,38 +218,6 @@ pub fn backbone_order(x: Tensor<4>) -> Tensor<4> {
     x
 }
 
-/// [`GateShiftUnit::affine_act`] on high-level tensors.
-pub fn affine(x: Tensor<4>, scale: Tensor<1>, shift: Tensor<1>, max: f32, segments: usize) -> Tensor<4> {
-    let y = <Dispatch as GateShiftUnit>::affine_act(
-        x.into_dispatch(),
-        scale.into_dispatch(),
-        shift.into_dispatch(),
-        max,
-        segments,
-    );
-    Tensor::from_dispatch(y)
-}
-
-/// [`GateShiftUnit::gate_shift_affine`] on high-level tensors.
-pub fn gate_shift_affine(
-    x: Tensor<4>,
-    gate_logits: Tensor<5>,
-    scale: Tensor<1>,
-    shift: Tensor<1>,
-    max: f32,
-    segments: usize,
-) -> Tensor<4> {
-    let y = <Dispatch as GateShiftUnit>::gate_shift_affine(
-        x.into_dispatch(),
-        gate_logits.into_dispatch(),
-        scale.into_dispatch(),
-        shift.into_dispatch(),
-        max,
-        segments,
-    );
-    Tensor::from_dispatch(y)
-}
-
 #[cfg(test)]
 mod tests {
     use burn::module::{Module, Param};
