@@ -53,6 +53,7 @@ pub struct GsmBench {
 
 pub fn run(a: GsmBench) -> Result<()> {
     let base = gateshift::backend::device(&a.backend)?;
+    let bf16 = a.precision == Precision::Bf16;
     let (dtype, float) = match a.precision {
         Precision::Fp32 => (DType::F32, FloatDType::F32),
         Precision::Bf16 => (DType::BF16, FloatDType::BF16),
@@ -92,7 +93,6 @@ pub fn run(a: GsmBench) -> Result<()> {
             Distribution::Normal(0.0, 0.05),
             &device,
         ));
-        let bf16 = a.precision == Precision::Bf16;
         let gsm = match (train, bf16) {
             (true, true) => gsm.map(&mut CastFloats(float)),
             (true, false) => gsm,

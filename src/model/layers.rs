@@ -74,12 +74,11 @@ impl BatchNorm {
     fn forward_fused<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let (device, dims) = (x.device(), x.dims());
         let channels = dims[1];
-        let n = (dims.iter().product::<usize>() / channels) as f64;
         let stats = bn_fused::batch_stats(x.clone());
         let y = bn_fused::normalize(x, self.weight.val(), self.bias.val(), stats.clone(), self.epsilon);
         let mean = stats.clone().slice([0..1, 0..channels]).reshape([channels]);
         let var = stats.slice([1..2, 0..channels]).reshape([channels]);
-        self.update_running(mean, var, if n > 1.0 { n / (n - 1.0) } else { 1.0 }, &device);
+        self.update_running(mean, var, &dims, &device);
         y
     }
 
@@ -100,8 +99,6 @@ impl BatchNorm {
         }
         let dims = x.dims();
         let channels = dims[1];
-        let n = (dims.iter().product::<usize>() / channels) as f64;
-        let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         // Batch statistics over every axis but the channel axis, composed from plain ops so
         // that autodiff derives the exact backward.
         let axes: Vec<usize> = (0..D).filter(|&d| d != 1).collect();
@@ -114,13 +111,16 @@ impl BatchNorm {
         let scale = self.weight.val().reshape(stat_shape);
         let shift = self.bias.val().reshape(stat_shape);
         let out = centered * inv_std * scale + shift;
-        self.update_running(mean.detach().reshape([channels]), var.detach().reshape([channels]), unbiased, &device);
+        self.update_running(mean.detach().reshape([channels]), var.detach().reshape([channels]), &dims, &device);
         out
     }
 
-    /// PyTorch's running-statistics rule from the batch mean and variance (C): the variance
-    /// enters times `unbiased` (n / (n − 1) for a biased one), in the statistics' own dtype.
-    fn update_running(&self, batch_mean: Tensor<1>, batch_var: Tensor<1>, unbiased: f64, device: &Device) {
+    /// PyTorch's running-statistics rule from the batch mean and biased variance (C) of a map
+    /// of sizes `dims`: the variance enters unbiased (times n / (n − 1), n the values per
+    /// channel), in the statistics' own dtype.
+    fn update_running(&self, batch_mean: Tensor<1>, batch_var: Tensor<1>, dims: &[usize], device: &Device) {
+        let n = (dims.iter().product::<usize>() / dims[1]) as f64;
+        let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         let m = self.momentum;
         let running_mean = self.running_mean.value_sync().to_device(device);
         let running_var = self.running_var.value_sync().to_device(device);
