@@ -10,7 +10,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::temporal::Temporal;
-use crate::model::{bn_fused, cost};
+use crate::model::{bn_fused, conv_gemm, cost};
 
 /// BatchNorm over dimension 1 with PyTorch's parameter names (`weight`, `bias`,
 /// `running_mean`, `running_var`) and PyTorch's running-statistics rule: the running
@@ -265,13 +265,18 @@ impl ConvSpec {
 
 /// Runs a convolution and books its multiply-accumulates in the cost counter.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(feature = "tch")]
-    let y = match crate::model::torch_layers::geometry(conv) {
-        Some(g) if crate::model::torch_layers::applies(&x) => crate::model::torch_layers::conv2d(conv, g, x),
-        _ => conv.forward(x),
+    let y = if let Some(g) = conv_gemm::applies(conv, &x) {
+        conv_gemm::conv2d(conv, g, x)
+    } else {
+        #[cfg(feature = "tch")]
+        let y = match crate::model::torch_layers::geometry(conv) {
+            Some(g) if crate::model::torch_layers::applies(&x) => crate::model::torch_layers::conv2d(conv, g, x),
+            _ => conv.forward(x),
+        };
+        #[cfg(not(feature = "tch"))]
+        let y = conv.forward(x);
+        y
     };
-    #[cfg(not(feature = "tch"))]
-    let y = conv.forward(x);
     if cost::is_recording() {
         let [n, cout, h, w] = y.dims();
         let [_, cin_g, kh, kw] = conv.weight.dims();

@@ -2,6 +2,7 @@
 
 pub mod backbone;
 pub mod bn_fused;
+pub mod conv_gemm;
 pub mod cost;
 pub mod i3d;
 pub mod layers;
