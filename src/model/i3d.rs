@@ -22,6 +22,7 @@ use crate::checkpoint::StateDict;
 use crate::checkpoint::npickle::Array;
 use crate::model::InputSpec;
 use crate::model::layers::BatchNorm;
+use crate::model::pool2d;
 
 /// Input normalisation: RGB, `p · 2/255 − 1`, 224² centre crop of a 256 short side.
 pub const INPUT: InputSpec = InputSpec { size: 224, bgr: false, range: 2.0, mean: [1.0; 3], std: [1.0; 3] };
@@ -98,13 +99,13 @@ pub fn max_pool3d_same(x: Tensor<5>, kernel: [usize; 3], stride: [usize; 3]) -> 
     let x = if pads.iter().any(|&(a, z)| a + z > 0) { x.pad(pads, PadMode::Constant(f32::NEG_INFINITY)) } else { x };
     let [_, _, tp, hp, wp] = x.dims();
     let spatial = MaxPool2dConfig::new([kernel[1], kernel[2]]).with_strides([stride[1], stride[2]]).init();
-    let y = spatial.forward(x.reshape([b, c * tp, hp, wp]));
+    let y = pool2d::max(&spatial, x.reshape([b, c * tp, hp, wp]));
     let [_, _, ho, wo] = y.dims();
     let y = if kernel[0] == 1 && stride[0] == 1 {
         y.reshape([b, c, tp, ho * wo])
     } else {
         let temporal = MaxPool2dConfig::new([kernel[0], 1]).with_strides([stride[0], 1]).init();
-        temporal.forward(y.reshape([b, c, tp, ho * wo]))
+        pool2d::max(&temporal, y.reshape([b, c, tp, ho * wo]))
     };
     let to = y.dims()[2];
     y.reshape([b, c, to, ho, wo])

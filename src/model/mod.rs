@@ -6,6 +6,7 @@ pub mod conv_gemm;
 pub mod cost;
 pub mod i3d;
 pub mod layers;
+pub mod pool2d;
 pub mod probe;
 pub mod recognizer;
 pub mod temporal;

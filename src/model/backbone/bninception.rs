@@ -8,9 +8,9 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::model::cost;
 use crate::model::layers::{ConvBn, ConvSpec};
 use crate::model::temporal::{TemporalKind, TemporalOpts};
+use crate::model::{cost, pool2d};
 
 /// Feature width after global pooling.
 pub const FEATURES: usize = 1024;
@@ -193,9 +193,9 @@ impl BnInception {
     /// `(N, 3, 224, 224)` → `(N, 1024)` pooled features.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.conv1_7x7_s2.forward(x);
-        let x = self.pool_s2.forward(x);
+        let x = pool2d::max(&self.pool_s2, x);
         let x = self.conv2_3x3.forward(self.conv2_3x3_reduce.forward(x));
-        let x = self.pool_s2.forward(x);
+        let x = pool2d::max(&self.pool_s2, x);
         cost::stage("inception_3");
         let x = self.mixed(x, self.block_3a());
         let x = self.mixed(x, self.block_3b());
@@ -306,7 +306,7 @@ impl BnInception {
         let a = m.b1x1.forward(x.clone());
         let b = m.b3x3[1].forward(m.b3x3[0].forward(x.clone()));
         let c = m.double[2].forward(m.double[1].forward(m.double[0].forward(x.clone())));
-        let pooled = if m.max_pool { self.pool_max.forward(x) } else { self.pool_avg.forward(x) };
+        let pooled = if m.max_pool { pool2d::max(&self.pool_max, x) } else { pool2d::avg(&self.pool_avg, x) };
         let d = m.pool_proj.forward(pooled);
         Tensor::cat(vec![a, b, c, d], 1)
     }
@@ -315,7 +315,7 @@ impl BnInception {
     fn reduction(&self, x: Tensor<4>, b3x3: [&ConvBn; 2], double: [&ConvBn; 3]) -> Tensor<4> {
         let a = b3x3[1].forward(b3x3[0].forward(x.clone()));
         let b = double[2].forward(double[1].forward(double[0].forward(x.clone())));
-        let c = self.pool_s2.forward(x);
+        let c = pool2d::max(&self.pool_s2, x);
         Tensor::cat(vec![a, b, c], 1)
     }
 

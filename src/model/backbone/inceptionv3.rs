@@ -12,9 +12,9 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::model::cost;
 use crate::model::layers::{ConvBn, ConvSpec};
 use crate::model::temporal::{TemporalKind, TemporalOpts};
+use crate::model::{cost, pool2d};
 
 /// Feature width after global pooling.
 pub const FEATURES: usize = 2048;
@@ -61,23 +61,23 @@ impl Units<'_> {
 
 /// Caffe pooling, 3×3, ceil mode; stride-1 pools are padded by 1 (average counts the padding).
 fn avg_pool_3x3(x: Tensor<4>) -> Tensor<4> {
-    AvgPool2dConfig::new([3, 3])
+    let pool = AvgPool2dConfig::new([3, 3])
         .with_strides([1, 1])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .with_count_include_pad(true)
         .with_ceil_mode(true)
-        .init()
-        .forward(x)
+        .init();
+    pool2d::avg(&pool, x)
 }
 
 fn max_pool_3x3(x: Tensor<4>, stride: usize) -> Tensor<4> {
     let pad = if stride == 1 { 1 } else { 0 };
-    MaxPool2dConfig::new([3, 3])
+    let pool = MaxPool2dConfig::new([3, 3])
         .with_strides([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_ceil_mode(true)
-        .init()
-        .forward(x)
+        .init();
+    pool2d::max(&pool, x)
 }
 
 /// 35×35 block (`mixed`, `mixed_1`, `mixed_2`): 1x1 | 1x1→5x5 | 1x1→3x3→3x3 | avg pool→1x1.

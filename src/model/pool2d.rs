@@ -1,0 +1,433 @@
+//! 2D max and average pooling on `flex` as separable row passes, forward and backward,
+//! registered with burn's autodiff.
+//!
+//! burn-flex pools each output value with a scalar loop over its window (a dependent `addss`
+//! chain for the average, a compare-and-index chain for the maximum, with bounds checks): a
+//! profile of BN-Inception inference put about a third of the time in those two loops. A box
+//! maximum or sum is separable, so here each output row reduces its window's input rows into
+//! one padded row (element-wise over the whole row, vectorised), then reduces that row's
+//! columns, as slices when the stride is 1. Semantics are PyTorch's (and burn's): padding
+//! never wins a maximum, NaN propagates, `ceil_mode` drops a last window that would start in
+//! the padding, the average's divisor counts the padding or not (`count_include_pad`), and
+//! a maximum's gradient goes to the first maximal element of its window in row-major order.
+//!
+//! Float32 on flex, dilation 1 and symmetric padding (what the backbones use); anything else
+//! stays with burn's own. `GATESHIFT_FAST_POOL=0` turns it off, to compare.
+
+use std::sync::OnceLock;
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::pool::{AvgPool2d, MaxPool2d};
+use burn::tensor::{DType, Device, Shape, Tensor};
+use rayon::prelude::*;
+
+/// What a window reduces to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    Max,
+    /// The mean; the divisor counts the padded positions inside the window if `count_include_pad`.
+    Avg {
+        count_include_pad: bool,
+    },
+}
+
+/// A pooling window: kernel, stride, symmetric padding (rows, columns), output rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub reduce: Reduce,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub ceil_mode: bool,
+}
+
+/// The op, routed by burn to the backend a tensor lives on (with or without autodiff).
+#[backend_extension(Flex, Autodiff)]
+pub trait FastPool: Backend {
+    /// `x` (N, C, H, W) → (N, C, H', W').
+    fn fast_pool2d(x: FloatTensor<Self>, window: Window) -> FloatTensor<Self>;
+}
+
+/// The kernels a backend provides so that `Autodiff<B>` can differentiate the op.
+pub trait PoolKernels: Backend {
+    fn pool_forward(x: FloatTensor<Self>, window: Window) -> FloatTensor<Self>;
+    /// `dx` from the input, the forward's output and its gradient.
+    fn pool_backward(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        window: Window,
+    ) -> FloatTensor<Self>;
+}
+
+fn symmetric(padding: &PaddingConfig2d) -> Option<[usize; 2]> {
+    match *padding {
+        PaddingConfig2d::Valid => Some([0, 0]),
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => Some([top, left]),
+        _ => None,
+    }
+}
+
+fn takes(x: &Tensor<4>) -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| std::env::var("GATESHIFT_FAST_POOL").as_deref() != Ok("0"));
+    let device = x.device();
+    enabled && x.dtype() == DType::F32 && (device == Device::flex() || device == Device::flex().autodiff())
+}
+
+fn pool(x: Tensor<4>, window: Window) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FastPool>::fast_pool2d(x.into_dispatch(), window))
+}
+
+/// `pool.forward(x)`, by this op where it takes `x`.
+pub fn max(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    match symmetric(&pool_.padding) {
+        Some(padding) if pool_.dilation == [1, 1] && takes(&x) => {
+            let (kernel, stride, ceil_mode) = (pool_.kernel_size, pool_.stride, pool_.ceil_mode);
+            pool(x, Window { reduce: Reduce::Max, kernel, stride, padding, ceil_mode })
+        }
+        _ => pool_.forward(x),
+    }
+}
+
+/// `pool.forward(x)`, by this op where it takes `x`.
+pub fn avg(pool_: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {
+    match symmetric(&pool_.padding) {
+        Some(padding) if takes(&x) => {
+            let reduce = Reduce::Avg { count_include_pad: pool_.count_include_pad };
+            let (kernel, stride, ceil_mode) = (pool_.kernel_size, pool_.stride, pool_.ceil_mode);
+            pool(x, Window { reduce, kernel, stride, padding, ceil_mode })
+        }
+        _ => pool_.forward(x),
+    }
+}
+
+impl FastPool for Flex {
+    fn fast_pool2d(x: FlexTensor, window: Window) -> FlexTensor {
+        Self::pool_forward(x, window)
+    }
+}
+
+/// PyTorch's output size along one axis.
+fn output_size(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode: bool) -> usize {
+    assert!(kernel > 0 && stride > 0, "pool: kernel and stride must be positive");
+    assert!(input + 2 * pad >= kernel, "pool: kernel {kernel} larger than the padded input {input}+2·{pad}");
+    let span = input + 2 * pad - kernel;
+    if !ceil_mode {
+        return span / stride + 1;
+    }
+    let out = span.div_ceil(stride) + 1;
+    if (out - 1) * stride >= input + pad { out - 1 } else { out }
+}
+
+/// One axis of a window: input size, kernel, stride, padding and output size.
+#[derive(Clone, Copy, Debug)]
+struct Axis {
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    output: usize,
+}
+
+impl Axis {
+    fn new(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode: bool) -> Self {
+        Self { input, kernel, stride, pad, output: output_size(input, kernel, stride, pad, ceil_mode) }
+    }
+    /// The input positions window `o` covers (never empty: a window starting in the trailing
+    /// padding is dropped by [`output_size`]).
+    fn valid(&self, o: usize) -> std::ops::Range<usize> {
+        let start = o * self.stride;
+        start.saturating_sub(self.pad)..(start + self.kernel).saturating_sub(self.pad).min(self.input)
+    }
+    /// The window's length inside the padded input (PyTorch's divisor with the padding counted).
+    fn padded_len(&self, o: usize) -> usize {
+        self.kernel.min(self.input + 2 * self.pad - o * self.stride)
+    }
+    /// Length of a row padded on both sides so that every window indexes inside it.
+    fn padded_row(&self) -> usize {
+        (self.input + 2 * self.pad).max((self.output - 1) * self.stride + self.kernel)
+    }
+}
+
+/// The maximum that propagates NaN (PyTorch's `val > max || isnan(val)`).
+#[inline(always)]
+fn max_nan(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() { b } else { a }
+}
+
+/// Pools one plane `x (h, w)` into `y (h', w')`; `row` is scratch of `cols.padded_row()`.
+fn forward_plane(win: &Window, rows: &Axis, cols: &Axis, x: &[f32], y: &mut [f32], row: &mut [f32]) {
+    let is_max = win.reduce == Reduce::Max;
+    let fill = if is_max { f32::NEG_INFINITY } else { 0.0 };
+    let (w, pw) = (cols.input, cols.pad);
+    for (oh, out) in y.chunks_exact_mut(cols.output).enumerate() {
+        // Rows: the window's input rows reduced element-wise into the padded row.
+        let valid = rows.valid(oh);
+        row.fill(fill);
+        let inner = &mut row[pw..pw + w];
+        inner.copy_from_slice(&x[valid.start * w..][..w]);
+        for ih in valid.clone().skip(1) {
+            let src = &x[ih * w..][..w];
+            if is_max {
+                inner.iter_mut().zip(src).for_each(|(a, &b)| *a = max_nan(*a, b));
+            } else {
+                inner.iter_mut().zip(src).for_each(|(a, &b)| *a += b);
+            }
+        }
+        // Columns: each output reduces `kernel` neighbours of the padded row.
+        let s = cols.stride;
+        let first = &row[..];
+        if s == 1 {
+            out.copy_from_slice(&first[..cols.output]);
+            for j in 1..cols.kernel {
+                let shifted = &first[j..][..cols.output];
+                if is_max {
+                    out.iter_mut().zip(shifted).for_each(|(a, &b)| *a = max_nan(*a, b));
+                } else {
+                    out.iter_mut().zip(shifted).for_each(|(a, &b)| *a += b);
+                }
+            }
+        } else {
+            for (ow, o) in out.iter_mut().enumerate() {
+                let window = &first[ow * s..][..cols.kernel];
+                *o = if is_max { window.iter().copied().fold(f32::NEG_INFINITY, max_nan) } else { window.iter().sum() };
+            }
+        }
+        if let Reduce::Avg { count_include_pad } = win.reduce {
+            let height = if count_include_pad { rows.padded_len(oh) } else { valid.len() };
+            for (ow, o) in out.iter_mut().enumerate() {
+                let width = if count_include_pad { cols.padded_len(ow) } else { cols.valid(ow).len() };
+                *o /= (height * width) as f32;
+            }
+        }
+    }
+}
+
+/// The gradient of one plane: `dx (h, w)` from `x`, `y`, `dy (h', w')`; `row` as above.
+#[allow(clippy::too_many_arguments)]
+fn backward_plane(
+    win: &Window,
+    rows: &Axis,
+    cols: &Axis,
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    row: &mut [f32],
+) {
+    dx.fill(0.0);
+    let (w, wo) = (cols.input, cols.output);
+    match win.reduce {
+        Reduce::Max => {
+            for oh in 0..rows.output {
+                for ow in 0..wo {
+                    let (m, g) = (y[oh * wo + ow], dy[oh * wo + ow]);
+                    let hit = rows.valid(oh).flat_map(|ih| cols.valid(ow).map(move |iw| ih * w + iw)).find(|&i| {
+                        let v = x[i];
+                        v == m || (m.is_nan() && v.is_nan())
+                    });
+                    if let Some(i) = hit {
+                        dx[i] += g;
+                    }
+                }
+            }
+        }
+        Reduce::Avg { count_include_pad } => {
+            let pw = cols.pad;
+            for oh in 0..rows.output {
+                // Spread each output's share over its window's columns, then add to its rows.
+                let valid = rows.valid(oh);
+                let height = if count_include_pad { rows.padded_len(oh) } else { valid.len() };
+                row.fill(0.0);
+                for ow in 0..wo {
+                    let width = if count_include_pad { cols.padded_len(ow) } else { cols.valid(ow).len() };
+                    let share = dy[oh * wo + ow] / (height * width) as f32;
+                    row[ow * cols.stride..][..cols.kernel].iter_mut().for_each(|r| *r += share);
+                }
+                for ih in valid {
+                    dx[ih * w..][..w].iter_mut().zip(&row[pw..pw + w]).for_each(|(d, &r)| *d += r);
+                }
+            }
+        }
+    }
+}
+
+fn float32(t: FlexTensor, what: &str) -> FlexTensor {
+    assert!(t.dtype() == DType::F32, "pool2d: {what} is {:?}, not float32", t.dtype());
+    t.to_contiguous()
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous float32 tensor")
+}
+
+/// `(planes, rows, columns)` of a pooling of `x`.
+fn axes(x: &FlexTensor, win: &Window) -> (usize, Axis, Axis) {
+    let s = x.layout().shape();
+    assert!(s.num_dims() == 4, "pool2d: 4-D input, got {:?}", s.as_slice());
+    let [k, st, p] = [win.kernel, win.stride, win.padding];
+    let rows = Axis::new(s[2], k[0], st[0], p[0], win.ceil_mode);
+    let cols = Axis::new(s[3], k[1], st[1], p[1], win.ceil_mode);
+    (s[0] * s[1], rows, cols)
+}
+
+impl PoolKernels for Flex {
+    fn pool_forward(x: FlexTensor, win: Window) -> FlexTensor {
+        let x = float32(x, "input");
+        let (planes, rows, cols) = axes(&x, &win);
+        let s = x.layout().shape();
+        let mut y = FlexTensor::empty(Shape::new([s[0], s[1], rows.output, cols.output]), DType::F32);
+        let (xv, plane) = (slice(&x), rows.input * cols.input);
+        y.storage_mut::<f32>().par_chunks_mut(rows.output * cols.output).enumerate().for_each_init(
+            || vec![0f32; cols.padded_row()],
+            |row, (i, out)| forward_plane(&win, &rows, &cols, &xv[i * plane..][..plane], out, row),
+        );
+        debug_assert_eq!(planes * rows.output * cols.output, y.layout().shape().num_elements());
+        y
+    }
+
+    fn pool_backward(x: FlexTensor, y: FlexTensor, dy: FlexTensor, win: Window) -> FlexTensor {
+        let (x, y, dy) = (float32(x, "input"), float32(y, "output"), float32(dy, "output gradient"));
+        let (_, rows, cols) = axes(&x, &win);
+        assert_eq!(dy.layout().shape(), y.layout().shape(), "pool2d: output gradient shape");
+        let (plane, out) = (rows.input * cols.input, rows.output * cols.output);
+        let (xv, yv, gv) = (slice(&x), slice(&y), slice(&dy));
+        let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        dx.storage_mut::<f32>().par_chunks_mut(plane).enumerate().for_each_init(
+            || vec![0f32; cols.padded_row()],
+            |row, (i, dx)| {
+                let (x, y, g) = (&xv[i * plane..][..plane], &yv[i * out..][..out], &gv[i * out..][..out]);
+                backward_plane(&win, &rows, &cols, x, y, g, dx, row)
+            },
+        );
+        dx
+    }
+}
+
+#[derive(Debug)]
+struct PoolBackward;
+
+impl<B: PoolKernels> Backward<B, 1> for PoolBackward {
+    /// Input and output (kept alive, not copied) and the window.
+    type State = (FloatTensor<B>, FloatTensor<B>, Window);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, y, window) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        if let [Some(parent)] = ops.parents {
+            grads.register::<B>(parent.id, B::pool_backward(x, y, dy, window));
+        }
+    }
+}
+
+impl<B: PoolKernels, C: CheckpointStrategy> FastPool for Autodiff<B, C> {
+    fn fast_pool2d(x: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
+        let prep = PoolBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let x = x.into_primitive();
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let y = B::pool_forward(x.clone(), window);
+                prep.finish((x, y.clone(), window), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::pool_forward(x, window)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
+    use burn::tensor::activation::relu;
+    use burn::tensor::{Distribution, TensorData};
+
+    use super::*;
+
+    fn rel(ours: TensorData, reference: TensorData) -> f32 {
+        let (err, scale) = crate::model::temporal::parity::max_errors(&ours, &reference).expect("same shapes");
+        err / scale.max(f32::MIN_POSITIVE)
+    }
+
+    /// Output and input gradient of this op against burn's pooling for one window, on a map
+    /// with ties (after ReLU about half the values are 0, so many windows hold several maxima).
+    fn compare(shape: [usize; 4], kernel: usize, stride: usize, pad: usize, ceil_mode: bool) {
+        let device = Device::flex().autodiff();
+        let padding = PaddingConfig2d::Explicit(pad, pad, pad, pad);
+        let max_pool = MaxPool2dConfig::new([kernel, kernel])
+            .with_strides([stride, stride])
+            .with_padding(padding.clone())
+            .with_ceil_mode(ceil_mode)
+            .init();
+        let avg_pools = [true, false].map(|count_include_pad| {
+            AvgPool2dConfig::new([kernel, kernel])
+                .with_strides([stride, stride])
+                .with_padding(padding.clone())
+                .with_count_include_pad(count_include_pad)
+                .with_ceil_mode(ceil_mode)
+                .init()
+        });
+        let x = relu(Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device));
+        let run = |ours: bool, which: usize| {
+            let x = x.clone().require_grad();
+            let y = match (which, ours) {
+                (0, true) => max(&max_pool, x.clone()),
+                (0, false) => max_pool.forward(x.clone()),
+                (i, true) => avg(&avg_pools[i - 1], x.clone()),
+                (i, false) => avg_pools[i - 1].forward(x.clone()),
+            };
+            let upstream = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let grads = (y.clone() * upstream).sum().backward();
+            (y.into_data(), x.grad(&grads).expect("dx").into_data())
+        };
+        for (which, name) in ["max", "avg counting padding", "avg"].iter().enumerate() {
+            // Same seed for both runs' upstream gradient.
+            <burn::backend::Flex as Backend>::seed(&Default::default(), 7);
+            let ours = run(true, which);
+            <burn::backend::Flex as Backend>::seed(&Default::default(), 7);
+            let theirs = run(false, which);
+            let what = format!("{name} {shape:?} kernel {kernel} stride {stride} pad {pad} ceil {ceil_mode}");
+            assert_eq!(ours.0.shape(), theirs.0.shape(), "{what}: output shape");
+            assert!(rel(ours.0, theirs.0) <= 1e-6, "{what}: output");
+            let e = rel(ours.1, theirs.1);
+            assert!(e <= 1e-6, "{what}: dx rel {e:e}");
+        }
+    }
+
+    #[test]
+    fn matches_burns_pooling() {
+        for ceil_mode in [false, true] {
+            compare([2, 3, 9, 9], 3, 2, 0, ceil_mode); // BN-Inception's and InceptionV3's reductions
+            compare([2, 3, 8, 10], 3, 2, 0, ceil_mode); // even sizes: ceil mode adds a window
+            compare([2, 3, 7, 6], 3, 1, 1, ceil_mode); // the inception blocks' pool branch
+            compare([1, 2, 10, 11], 3, 2, 1, ceil_mode); // ResNet's stem pool
+            compare([1, 2, 7, 7], 7, 1, 0, ceil_mode); // a global pool
+            compare([1, 2, 6, 9], 2, 2, 0, ceil_mode);
+            compare([1, 2, 11, 5], 5, 3, 2, ceil_mode);
+        }
+    }
+
+    /// NaN wins a maximum (PyTorch's rule), and a window whose values are all below zero
+    /// ignores its padding.
+    #[test]
+    fn nan_propagates_and_padding_never_wins() {
+        let device = Device::flex();
+        let pool = MaxPool2dConfig::new([3, 3])
+            .with_strides([1, 1])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init();
+        let x = Tensor::<4>::from_floats([[[[-3.0, -2.0, -5.0], [-4.0, f32::NAN, -1.0], [-6.0, -7.0, -8.0]]]], &device);
+        let y: Vec<f32> = max(&pool, x).into_data().try_to_vec::<f32>().expect("f32");
+        assert!(y.iter().all(|v| v.is_nan()), "{y:?}");
+        let x = Tensor::<4>::from_floats([[[[-3.0, -2.0], [-4.0, -1.0]]]], &device);
+        let y = max(&pool, x).into_data();
+        y.assert_eq(&TensorData::from([[[[-1.0f32, -1.0], [-1.0, -1.0]]]]), true);
+    }
+}
