@@ -148,46 +148,39 @@ impl Sizes {
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.g.stride == [1, 1] && self.g.padding == [0, 0]
     }
-    /// For kernel column `j` and output row `oh` of kernel row `i`: the input row (if any) and
-    /// the range of output columns whose input column lies inside the image.
-    fn span(&self, i: usize, j: usize, oh: usize) -> Option<(usize, std::ops::Range<usize>)> {
-        let [sh, sw] = self.g.stride;
-        let [ph, pw] = self.g.padding;
-        let ih = (oh * sh + i).checked_sub(ph).filter(|&ih| ih < self.h)?;
-        // ow·sw + j − pw ∈ [0, w)  ⇔  ow ∈ [⌈(pw − j)/sw⌉, ⌊(w − 1 + pw − j)/sw⌋]
-        let lo = pw.saturating_sub(j).div_ceil(sw).min(self.wo);
-        let hi = if self.w + pw > j { ((self.w - 1 + pw - j) / sw + 1).min(self.wo) } else { 0 };
-        Some((ih, lo..hi.max(lo)))
-    }
-    /// The input column of output column `ow` at kernel column `j` (inside the span).
-    fn input_col(&self, j: usize, ow: usize) -> usize {
-        ow * self.g.stride[1] + j - self.g.padding[1]
+    /// The output rows and columns at which kernel tap `(i, j)` reads inside the image (not
+    /// the padding).
+    fn tap(&self, i: usize, j: usize) -> [std::ops::Range<usize>; 2] {
+        // o·s + k − pad ∈ [0, size)  ⇔  o ∈ [⌈(pad − k)/s⌉, ⌊(size − 1 + pad − k)/s⌋]
+        let inside = |outputs: usize, size: usize, k: usize, s: usize, pad: usize| {
+            let lo = pad.saturating_sub(k).div_ceil(s).min(outputs);
+            let hi = if size + pad > k { ((size - 1 + pad - k) / s + 1).min(outputs) } else { 0 };
+            lo..hi.max(lo)
+        };
+        let ([sh, sw], [ph, pw]) = (self.g.stride, self.g.padding);
+        [inside(self.ho, self.h, i, sh, ph), inside(self.wo, self.w, j, sw, pw)]
     }
 }
 
 /// `cols (k, p)` of one image `x (c, h, w)`; zero where the kernel reads padding.
 fn im2col(s: &Sizes, x: &[f32], cols: &mut [f32]) {
-    let (p, plane) = (s.p(), s.h * s.w);
-    for c in 0..s.c {
-        let x = &x[c * plane..][..plane];
-        for i in 0..s.kh {
-            for j in 0..s.kw {
+    let (p, plane, [sh, sw], [ph, pw]) = (s.p(), s.h * s.w, s.g.stride, s.g.padding);
+    for i in 0..s.kh {
+        for j in 0..s.kw {
+            let [rows, span] = s.tap(i, j);
+            for c in 0..s.c {
                 let row = &mut cols[((c * s.kh + i) * s.kw + j) * p..][..p];
-                for (oh, out) in row.chunks_exact_mut(s.wo).enumerate() {
-                    let Some((ih, span)) = s.span(i, j, oh) else {
-                        out.fill(0.0);
-                        continue;
-                    };
-                    let src = &x[ih * s.w..][..s.w];
+                row[..rows.start * s.wo].fill(0.0);
+                row[rows.end * s.wo..].fill(0.0);
+                for oh in rows.clone() {
+                    let out = &mut row[oh * s.wo..][..s.wo];
+                    let src = &x[c * plane + (oh * sh + i - ph) * s.w..][..s.w];
                     out[..span.start].fill(0.0);
                     out[span.end..].fill(0.0);
-                    if s.g.stride[1] == 1 {
-                        let from = s.input_col(j, span.start);
-                        out[span.clone()].copy_from_slice(&src[from..][..span.len()]);
+                    if sw == 1 {
+                        out[span.clone()].copy_from_slice(&src[span.start + j - pw..][..span.len()]);
                     } else {
-                        for ow in span {
-                            out[ow] = src[s.input_col(j, ow)];
-                        }
+                        span.clone().for_each(|ow| out[ow] = src[ow * sw + j - pw]);
                     }
                 }
             }
@@ -199,24 +192,20 @@ fn im2col(s: &Sizes, x: &[f32], cols: &mut [f32]) {
 /// (which it overwrites first).
 fn col2im(s: &Sizes, cols: &[f32], dx: &mut [f32]) {
     dx.fill(0.0);
-    let (p, plane) = (s.p(), s.h * s.w);
-    for c in 0..s.c {
-        let dx = &mut dx[c * plane..][..plane];
-        for i in 0..s.kh {
-            for j in 0..s.kw {
+    let (p, plane, [sh, sw], [ph, pw]) = (s.p(), s.h * s.w, s.g.stride, s.g.padding);
+    for i in 0..s.kh {
+        for j in 0..s.kw {
+            let [rows, span] = s.tap(i, j);
+            for c in 0..s.c {
                 let row = &cols[((c * s.kh + i) * s.kw + j) * p..][..p];
-                for (oh, g) in row.chunks_exact(s.wo).enumerate() {
-                    let Some((ih, span)) = s.span(i, j, oh) else { continue };
-                    let dst = &mut dx[ih * s.w..][..s.w];
-                    if s.g.stride[1] == 1 {
-                        let from = s.input_col(j, span.start);
-                        for (d, &v) in dst[from..][..span.len()].iter_mut().zip(&g[span]) {
-                            *d += v;
-                        }
+                for oh in rows.clone() {
+                    let g = &row[oh * s.wo..][..s.wo];
+                    let dst = &mut dx[c * plane + (oh * sh + i - ph) * s.w..][..s.w];
+                    if sw == 1 {
+                        let dst = &mut dst[span.start + j - pw..][..span.len()];
+                        dst.iter_mut().zip(&g[span.clone()]).for_each(|(d, &v)| *d += v);
                     } else {
-                        for ow in span {
-                            dst[s.input_col(j, ow)] += g[ow];
-                        }
+                        span.clone().for_each(|ow| dst[ow * sw + j - pw] += g[ow]);
                     }
                 }
             }
