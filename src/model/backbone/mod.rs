@@ -115,24 +115,35 @@ impl Arch {
         }
     }
 
-    /// Refuses an input side the backbone cannot take, naming sizes it can. BN-Inception's
-    /// `inception_3c` and `4e` concatenate a stride-2 convolution with a ceil-mode pooling,
-    /// whose output sizes agree only on even maps: the stem's output side must be a multiple
-    /// of 4 (224 gives 28).
+    /// Refuses an input side the backbone cannot take, naming sizes it can. The reduction
+    /// blocks of BN-Inception (`inception_3c`, `4e`) and InceptionV3 (`mixed_3`, `mixed_8`)
+    /// concatenate a stride-2 convolution with a ceil-mode pooling, whose output sizes agree
+    /// only on maps of one parity: BN-Inception's stem output side must be a multiple of 4
+    /// (224 gives 28), InceptionV3's must be odd at both reductions (229 gives 27, then 13),
+    /// and InceptionV3's unpadded stem convolutions need at least 3 × 3 to work on.
     pub fn check_input_size(self, size: usize) -> anyhow::Result<()> {
         if size == 0 {
             anyhow::bail!("input size must be positive");
         }
-        if self == Self::BnInception && !bninception_takes(size) {
-            let near: Vec<String> = (size.saturating_sub(16)..=size + 16)
-                .filter(|&s| s > 0 && bninception_takes(s))
-                .map(|s| s.to_string())
-                .collect();
-            anyhow::bail!(
-                "BN-Inception cannot take {size}² input: its reduction blocks need the 28²-stage map \
-                 (224 → 28) to be a multiple of 4 on each side; sizes near {size} that work: {}",
-                near.join(", ")
-            );
+        let (name, takes, why): (&str, fn(usize) -> bool, &str) = match self {
+            Self::BnInception => (
+                "BN-Inception",
+                bninception_takes,
+                "its reduction blocks need the 28²-stage map (224 → 28) to be a multiple of 4 on each side",
+            ),
+            Self::InceptionV3 => (
+                "InceptionV3",
+                inceptionv3_takes,
+                "its reduction blocks need odd maps at the 35²- and 17²-stages (229 → 27 → 13), \
+                 and its unpadded stem convolutions at least 3 × 3",
+            ),
+            _ => return Ok(()),
+        };
+        if !takes(size) {
+            let near: Vec<String> =
+                (size.saturating_sub(16)..=size + 16).filter(|&s| s > 0 && takes(s)).map(|s| s.to_string()).collect();
+            let near = if near.is_empty() { "none within 16".to_string() } else { near.join(", ") };
+            anyhow::bail!("{name} cannot take {size}² input: {why}; sizes near {size} that work: {near}");
         }
         Ok(())
     }
@@ -215,6 +226,15 @@ impl Backbone {
 
 /// Whether BN-Inception's stem (7×7 stride-2 convolution, two ceil-mode 3×3 stride-2 poolings)
 /// turns a `size` side into a map its two reduction blocks can halve twice.
+/// Whether InceptionV3's layers fit a `size`² input (see [`Arch::check_input_size`]).
+fn inceptionv3_takes(size: usize) -> bool {
+    let conv = |h: usize, stride: usize| (h >= 3).then(|| (h - 3) / stride + 1);
+    let pool = |h: usize| (h >= 3).then(|| (h - 3).div_ceil(2) + 1);
+    let reduce = |h: usize| (h >= 3 && h % 2 == 1).then(|| (h - 3) / 2 + 1);
+    let stem = conv(size, 2).and_then(|h| conv(h, 1)).and_then(pool).and_then(|h| conv(h, 1)).and_then(pool);
+    stem.and_then(reduce).and_then(reduce).is_some()
+}
+
 fn bninception_takes(size: usize) -> bool {
     let conv = (size + 2 * 3 - 7) / 2 + 1;
     let pool = |h: usize| if h < 3 { 0 } else { (h - 3).div_ceil(2) + 1 };
@@ -237,5 +257,17 @@ mod tests {
         let msg = Arch::BnInception.check_input_size(112).unwrap_err().to_string();
         assert!(msg.contains("112") && msg.contains("128"), "{msg}");
         assert!(Arch::Resnet18.check_input_size(112).is_ok());
+    }
+
+    #[test]
+    fn inceptionv3_input_sizes() {
+        for ok in [229, 299, 197, 165, 133, 101, 75, 69] {
+            assert!(Arch::InceptionV3.check_input_size(ok).is_ok(), "{ok}");
+        }
+        for bad in [224, 228, 40, 77, 100, 3, 1] {
+            assert!(Arch::InceptionV3.check_input_size(bad).is_err(), "{bad}");
+        }
+        let msg = Arch::InceptionV3.check_input_size(224).unwrap_err().to_string();
+        assert!(msg.contains("InceptionV3") && msg.contains("224") && msg.contains("229"), "{msg}");
     }
 }
