@@ -1,22 +1,23 @@
-//! 2D convolution on `flex` as im2col + one GEMM per image, forward and backward, registered
-//! with burn's autodiff.
+//! 2D and 3D convolution on `flex` as im2col + GEMM, forward and backward, registered with
+//! burn's autodiff.
 //!
 //! burn-flex's generic convolution (kernels other than 1×1) first copies the whole input to
 //! NHWC on one thread, then per tile of 512 output positions fills a freshly zeroed im2col
 //! buffer, multiplies into a fresh result buffer and copies that out with strided writes; its
 //! backward runs as a transposed convolution and as a convolution whose "kernel" is the
-//! feature map. A profile of BN-Inception inference put about 45% of the time outside the
-//! GEMM micro-kernels. Here, for `groups = 1`, dilation 1 and symmetric padding, in float32:
-//! - forward: per image, the columns `(C·kh·kw, H'·W')` are built straight from NCHW (contiguous
-//!   row spans, reused buffer), and one GEMM `W (Cout, C·kh·kw) · cols` writes the image's
-//!   output in place, bias pre-filled; 1×1 stride-1 convolutions multiply the input directly;
-//! - backward: `dW = Σ_images dy · colsᵀ`, `dx = col2im(Wᵀ · dy)`, `db = Σ dy`, each GEMM on
-//!   the image's own slices.
+//! feature map. Here, for `groups = 1`, dilation 1 and symmetric padding, in float32:
+//! - forward: per image, the columns `(C·kd·kh·kw, positions)` are built straight from NCHW /
+//!   NCDHW (`im2col.rs`, in tiles of output lines of at most 8 MiB, reused per thread), and
+//!   GEMMs `W · cols` write the image's output in place, bias pre-filled; 1×1 stride-1
+//!   convolutions multiply the input directly;
+//! - backward: `dW = Σ_images dy · colsᵀ` (images in a fixed grouping, so the rounding does not
+//!   depend on scheduling), `dx = col2im(Wᵀ · dy)`, `db = Σ dy`.
 //!
-//! Images run in parallel (the GEMMs single-threaded); a batch of fewer images than threads
-//! runs them in turn with the GEMM parallel. `GATESHIFT_GEMM_CONV=0` restores burn's own.
+//! Images run in parallel (the GEMMs single-threaded); with fewer images than threads (a 3D
+//! clip, one frame) the forward runs an image's tiles in parallel, the backward its GEMMs.
+//! `layers::conv2d` and I3D (`conv_gemm::forward_3d`) use it; `GATESHIFT_GEMM_CONV=0` restores
+//! burn's own. On BN-Inception it halves the training step (docs/PERFORMANCE.md).
 
-use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use burn::backend::autodiff::Autodiff;
@@ -27,24 +28,28 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2d;
+use burn::nn::conv::{Conv2d, Conv3d};
+use burn::nn::{PaddingConfig2d, PaddingConfig3d};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-/// Stride and symmetric padding (rows, columns) of a convolution this op takes.
+use crate::model::im2col::{Sizes, col2im, im2col, with_scratch};
+
+/// Stride and symmetric padding (depth, rows, columns) of a convolution this op takes; a 2D
+/// convolution has depth stride 1 and no depth padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
+    pub stride: [usize; 3],
+    pub padding: [usize; 3],
 }
 
 /// The op, routed by burn to the backend a tensor lives on (with or without autodiff).
 #[backend_extension(Flex, Autodiff)]
 pub trait GemmConv: Backend {
-    /// `x` (N, C, H, W), `weight` (Cout, C, kh, kw), `bias` (Cout) → (N, Cout, H', W').
-    fn gemm_conv2d(
+    /// `x` (N, C, H, W), `weight` (Cout, C, kh, kw), `bias` (Cout) → (N, Cout, H', W'); or
+    /// the same with a depth axis after the channels (3D).
+    fn gemm_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -70,14 +75,18 @@ pub trait ConvKernels: Backend {
     ) -> [Option<FloatTensor<Self>>; 3];
 }
 
-/// The geometry of `conv` when this op takes it and `x` (float32 on flex, groups 1, dilation
-/// 1, symmetric padding, unless `GATESHIFT_GEMM_CONV=0`), else `None`.
-pub fn applies(conv: &Conv2d, x: &Tensor<4>) -> Option<Geometry> {
+/// Whether the op takes `x` at all: float32 on flex, unless `GATESHIFT_GEMM_CONV=0`.
+fn takes<const D: usize>(x: &Tensor<D>) -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| std::env::var("GATESHIFT_GEMM_CONV").as_deref() != Ok("0"));
     let device = x.device();
-    let flex = device == Device::flex() || device == Device::flex().autodiff();
-    if !(enabled && flex && x.dtype() == DType::F32 && conv.groups == 1 && conv.dilation == [1, 1]) {
+    enabled && x.dtype() == DType::F32 && (device == Device::flex() || device == Device::flex().autodiff())
+}
+
+/// The geometry of `conv` when this op takes it and `x` ([`takes`]; groups 1, dilation 1,
+/// symmetric padding), else `None`.
+pub fn applies(conv: &Conv2d, x: &Tensor<4>) -> Option<Geometry> {
+    if !(takes(x) && conv.groups == 1 && conv.dilation == [1, 1]) {
         return None;
     }
     let padding = match conv.padding {
@@ -85,151 +94,50 @@ pub fn applies(conv: &Conv2d, x: &Tensor<4>) -> Option<Geometry> {
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
         _ => return None,
     };
+    Some(Geometry { stride: [1, conv.stride[0], conv.stride[1]], padding: [0, padding[0], padding[1]] })
+}
+
+/// The same for a 3D convolution.
+pub fn applies_3d(conv: &Conv3d, x: &Tensor<5>) -> Option<Geometry> {
+    if !(takes(x) && conv.groups == 1 && conv.dilation == [1, 1, 1]) {
+        return None;
+    }
+    let padding = match conv.padding {
+        PaddingConfig3d::Valid => [0, 0, 0],
+        PaddingConfig3d::Explicit(d, h, w) => [d, h, w],
+        PaddingConfig3d::Same => return None,
+    };
     Some(Geometry { stride: conv.stride, padding })
+}
+
+fn run<const D: usize>(x: Tensor<D>, weight: Tensor<D>, bias: Option<Tensor<1>>, geometry: Geometry) -> Tensor<D> {
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()));
+    let (x, weight, bias) = (x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch());
+    Tensor::from_dispatch(<Dispatch as GemmConv>::gemm_conv(x, weight, bias, geometry))
 }
 
 /// `conv` applied to `x` by this op (see [`applies`]).
 pub fn conv2d(conv: &Conv2d, geometry: Geometry, x: Tensor<4>) -> Tensor<4> {
-    let weight = conv.weight.val();
-    let bias = match &conv.bias {
-        Some(b) => b.val(),
-        None => Tensor::zeros([weight.dims()[0]], &weight.device()),
-    };
-    let (x, weight, bias) = (x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch());
-    Tensor::from_dispatch(<Dispatch as GemmConv>::gemm_conv2d(x, weight, bias, geometry))
+    run(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), geometry)
+}
+
+/// `conv` applied to `x` by this op (see [`applies_3d`]).
+pub fn conv3d(conv: &Conv3d, geometry: Geometry, x: Tensor<5>) -> Tensor<5> {
+    run(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), geometry)
+}
+
+/// `conv.forward(x)`, by this op where it takes `x`.
+pub fn forward_3d(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
+    match applies_3d(conv, &x) {
+        Some(g) => conv3d(conv, g, x),
+        None => conv.forward(x),
+    }
 }
 
 impl GemmConv for Flex {
-    fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: Geometry) -> FlexTensor {
+    fn gemm_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: Geometry) -> FlexTensor {
         Self::conv_forward(x, weight, bias, geometry)
     }
-}
-
-/// Sizes of one convolution: input (n, c, h, w), kernel (o, kh, kw), output (ho, wo).
-#[derive(Clone, Copy, Debug)]
-struct Sizes {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    ho: usize,
-    wo: usize,
-    g: Geometry,
-}
-
-impl Sizes {
-    fn of(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Self {
-        let (xs, ws) = (x.layout().shape(), weight.layout().shape());
-        assert!(xs.num_dims() == 4 && ws.num_dims() == 4, "conv2d: 4-D input and weight");
-        assert_eq!(xs[1], ws[1], "conv2d: input channels {} against the weight's {}", xs[1], ws[1]);
-        let (n, c, h, w, o, kh, kw) = (xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3]);
-        let out = |size: usize, k: usize, s: usize, p: usize| {
-            assert!(size + 2 * p >= k && s > 0, "conv2d: kernel {k} larger than the padded input {size}+2·{p}");
-            (size + 2 * p - k) / s + 1
-        };
-        let (ho, wo) = (out(h, kh, g.stride[0], g.padding[0]), out(w, kw, g.stride[1], g.padding[1]));
-        Self { n, c, h, w, o, kh, kw, ho, wo, g }
-    }
-    /// Rows of the columns matrix (the GEMM's inner dimension).
-    fn k(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-    /// Output positions per image.
-    fn p(&self) -> usize {
-        self.ho * self.wo
-    }
-    fn image(&self) -> usize {
-        self.c * self.h * self.w
-    }
-    /// A 1×1, stride-1, unpadded convolution: the input image already is its columns matrix.
-    fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.g.stride == [1, 1] && self.g.padding == [0, 0]
-    }
-    /// The output rows and columns at which kernel tap `(i, j)` reads inside the image (not
-    /// the padding).
-    fn tap(&self, i: usize, j: usize) -> [std::ops::Range<usize>; 2] {
-        // o·s + k − pad ∈ [0, size)  ⇔  o ∈ [⌈(pad − k)/s⌉, ⌊(size − 1 + pad − k)/s⌋]
-        let inside = |outputs: usize, size: usize, k: usize, s: usize, pad: usize| {
-            let lo = pad.saturating_sub(k).div_ceil(s).min(outputs);
-            let hi = if size + pad > k { ((size - 1 + pad - k) / s + 1).min(outputs) } else { 0 };
-            lo..hi.max(lo)
-        };
-        let ([sh, sw], [ph, pw]) = (self.g.stride, self.g.padding);
-        [inside(self.ho, self.h, i, sh, ph), inside(self.wo, self.w, j, sw, pw)]
-    }
-}
-
-/// `cols (k, p)` of one image `x (c, h, w)`; zero where the kernel reads padding.
-fn im2col(s: &Sizes, x: &[f32], cols: &mut [f32]) {
-    let (p, plane, [sh, sw], [ph, pw]) = (s.p(), s.h * s.w, s.g.stride, s.g.padding);
-    for i in 0..s.kh {
-        for j in 0..s.kw {
-            let [rows, span] = s.tap(i, j);
-            for c in 0..s.c {
-                let row = &mut cols[((c * s.kh + i) * s.kw + j) * p..][..p];
-                row[..rows.start * s.wo].fill(0.0);
-                row[rows.end * s.wo..].fill(0.0);
-                for oh in rows.clone() {
-                    let out = &mut row[oh * s.wo..][..s.wo];
-                    let src = &x[c * plane + (oh * sh + i - ph) * s.w..][..s.w];
-                    out[..span.start].fill(0.0);
-                    out[span.end..].fill(0.0);
-                    if sw == 1 {
-                        out[span.clone()].copy_from_slice(&src[span.start + j - pw..][..span.len()]);
-                    } else {
-                        span.clone().for_each(|ow| out[ow] = src[ow * sw + j - pw]);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of [`im2col`]: adds `cols (k, p)` back onto one image's gradient `dx (c, h, w)`
-/// (which it overwrites first).
-fn col2im(s: &Sizes, cols: &[f32], dx: &mut [f32]) {
-    dx.fill(0.0);
-    let (p, plane, [sh, sw], [ph, pw]) = (s.p(), s.h * s.w, s.g.stride, s.g.padding);
-    for i in 0..s.kh {
-        for j in 0..s.kw {
-            let [rows, span] = s.tap(i, j);
-            for c in 0..s.c {
-                let row = &cols[((c * s.kh + i) * s.kw + j) * p..][..p];
-                for oh in rows.clone() {
-                    let g = &row[oh * s.wo..][..s.wo];
-                    let dst = &mut dx[c * plane + (oh * sh + i - ph) * s.w..][..s.w];
-                    if sw == 1 {
-                        let dst = &mut dst[span.start + j - pw..][..span.len()];
-                        dst.iter_mut().zip(&g[span.clone()]).for_each(|(d, &v)| *d += v);
-                    } else {
-                        span.clone().for_each(|ow| dst[ow * sw + j - pw] += g[ow]);
-                    }
-                }
-            }
-        }
-    }
-}
-
-thread_local! {
-    /// Per-thread column buffers (two: the backward needs the input's and the gradient's).
-    static SCRATCH: [RefCell<Vec<f32>>; 2] = const { [RefCell::new(Vec::new()), RefCell::new(Vec::new())] };
-}
-
-/// `f` with a per-thread buffer of `len` values (contents unspecified); a fresh one if this
-/// thread's is in use (a task run while another waits inside a parallel GEMM).
-fn with_scratch<R>(slot: usize, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|s| match s[slot].try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => f(&mut vec![0.0; len]),
-    })
 }
 
 /// A row-major matrix view for [`matmul`]: pointer, row stride, column stride.
@@ -246,11 +154,12 @@ impl View {
     }
 }
 
-/// `dst (m, n) = [dst +] a (m, k) · b (k, n)`, `dst` row-major.
-fn matmul(dst: &mut [f32], accumulate: bool, a: View, b: View, [m, k, n]: [usize; 3], par: Parallelism) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: `dst` holds m·n values; the views were made from slices of at least the sizes
-    // their strides address for (m, k) and (k, n).
+/// `dst (m, n) = [dst +] a (m, k) · b (k, n)`, `dst` row-major with row stride `dst_rs`.
+#[allow(clippy::too_many_arguments)]
+fn matmul(dst: &mut [f32], dst_rs: usize, accumulate: bool, a: View, b: View, [m, k, n]: [usize; 3], par: Parallelism) {
+    assert!(n <= dst_rs && (m == 0 || dst.len() >= (m - 1) * dst_rs + n));
+    // SAFETY: `dst` holds the m rows of n values at stride dst_rs; the views were made from
+    // slices of at least the sizes their strides address for (m, k) and (k, n).
     unsafe {
         gemm(
             m,
@@ -258,7 +167,7 @@ fn matmul(dst: &mut [f32], accumulate: bool, a: View, b: View, [m, k, n]: [usize
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.0,
             a.2,
@@ -273,6 +182,48 @@ fn matmul(dst: &mut [f32], accumulate: bool, a: View, b: View, [m, k, n]: [usize
             false,
             par,
         );
+    }
+}
+
+/// An image's output rows, written by several tasks at once, each in its own columns.
+#[derive(Clone, Copy)]
+struct SharedRows(*mut f32, usize);
+
+// SAFETY: only `matmul`, whose callers give each task disjoint columns, writes through it.
+unsafe impl Send for SharedRows {}
+unsafe impl Sync for SharedRows {}
+
+impl SharedRows {
+    /// `rows[first..][r·rs + col] += a (m, k) · b (k, n)` for r < m, col < n.
+    ///
+    /// # Safety
+    /// No other task may touch these (row, column) positions meanwhile.
+    unsafe fn matmul(self, first: usize, rs: usize, a: View, b: View, [m, k, n]: [usize; 3]) {
+        assert!(n <= rs && (m == 0 || first + (m - 1) * rs + n <= self.1));
+        // SAFETY: inside the allocation (checked above); exclusive per the caller's contract.
+        unsafe {
+            gemm(
+                m,
+                n,
+                k,
+                self.0.add(first),
+                1,
+                rs as isize,
+                true,
+                a.0,
+                a.2,
+                a.1,
+                b.0,
+                b.2,
+                b.1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
     }
 }
 
@@ -297,7 +248,7 @@ fn slice(t: &FlexTensor) -> &[f32] {
 }
 
 fn float32(t: FlexTensor, what: &str) -> FlexTensor {
-    assert!(t.dtype() == DType::F32, "conv2d: {what} is {:?}, not float32", t.dtype());
+    assert!(t.dtype() == DType::F32, "conv: {what} is {:?}, not float32", t.dtype());
     t.to_contiguous()
 }
 
@@ -305,29 +256,50 @@ impl ConvKernels for Flex {
     fn conv_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, g: Geometry) -> FlexTensor {
         let (x, weight, bias) = (float32(x, "input"), float32(weight, "weight"), float32(bias, "bias"));
         let s = Sizes::of(&x, &weight, g);
-        assert_eq!(bias.layout().shape().as_slice(), [s.o], "conv2d: bias shape");
+        assert_eq!(bias.layout().shape().as_slice(), [s.o], "conv: bias shape");
         let (xv, wv, bv) = (slice(&x), slice(&weight), slice(&bias));
         let (k, p) = (s.k(), s.p());
-        let mut y = FlexTensor::empty(Shape::new([s.n, s.o, s.ho, s.wo]), DType::F32);
+        let mut y = FlexTensor::empty(s.output_shape(), DType::F32);
         let image = |(b, out): (usize, &mut [f32]), par: Parallelism| {
             for (row, &bias) in out.chunks_exact_mut(p).zip(bv) {
                 row.fill(bias);
             }
             let x = &xv[b * s.image()..][..s.image()];
             if s.pointwise() {
-                matmul(out, true, View::rows(wv, k), View::rows(x, p), [s.o, k, p], par);
-            } else {
-                with_scratch(0, k * p, |cols| {
-                    im2col(&s, x, cols);
-                    matmul(out, true, View::rows(wv, k), View::rows(cols, p), [s.o, k, p], par);
+                matmul(out, p, true, View::rows(wv, k), View::rows(x, p), [s.o, k, p], par);
+                return;
+            }
+            for lines in s.tiles(1) {
+                let (first, tile) = (lines.start * s.output[2], lines.len() * s.output[2]);
+                with_scratch(0, k * tile, |cols| {
+                    im2col(&s, x, lines, cols);
+                    matmul(&mut out[first..], p, true, View::rows(wv, k), View::rows(cols, tile), [s.o, k, tile], par);
                 });
             }
         };
         let out = y.storage_mut::<f32>();
         if images_parallel(s.n) {
             out.par_chunks_mut(s.o * p).enumerate().for_each(|t| image(t, Parallelism::None));
-        } else {
+        } else if s.pointwise() {
             out.chunks_mut(s.o * p).enumerate().for_each(|t| image(t, gemm_par(false)));
+        } else {
+            // Fewer images than threads (a 3D clip, a single frame): the tiles of each image
+            // in parallel, each writing its own columns of the output rows.
+            for (b, out) in out.chunks_mut(s.o * p).enumerate() {
+                let x = &xv[b * s.image()..][..s.image()];
+                out.chunks_exact_mut(p).zip(bv).for_each(|(row, &bias)| row.fill(bias));
+                let out = SharedRows(out.as_mut_ptr(), out.len());
+                let tiles: Vec<_> = s.tiles(rayon::current_num_threads()).collect();
+                tiles.into_par_iter().for_each(|lines| {
+                    let (first, tile) = (lines.start * s.output[2], lines.len() * s.output[2]);
+                    with_scratch(0, k * tile, |cols| {
+                        im2col(&s, x, lines, cols);
+                        // SAFETY: the tiles' column ranges are disjoint, so no two tasks write
+                        // one value; the rows at stride p stay inside `out`.
+                        unsafe { out.matmul(first, p, View::rows(wv, k), View::rows(cols, tile), [s.o, k, tile]) };
+                    });
+                });
+            }
         }
         y
     }
@@ -341,7 +313,7 @@ impl ConvKernels for Flex {
     ) -> [Option<FlexTensor>; 3] {
         let (x, weight, dy) = (float32(x, "input"), float32(weight, "weight"), float32(dy, "output gradient"));
         let s = Sizes::of(&x, &weight, g);
-        assert_eq!(dy.layout().shape().as_slice(), [s.n, s.o, s.ho, s.wo], "conv2d: output gradient shape");
+        assert_eq!(dy.layout().shape(), &s.output_shape(), "conv: output gradient shape");
         let (xv, wv, gv) = (slice(&x), slice(&weight), slice(&dy));
         let (k, p) = (s.k(), s.p());
         let parallel = images_parallel(s.n);
@@ -350,14 +322,17 @@ impl ConvKernels for Flex {
         let dx = want_dx.then(|| {
             let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
             let image = |(b, dx): (usize, &mut [f32])| {
-                let dy = &gv[b * s.o * p..][..s.o * p];
-                let (wt, dy) = (View::transposed(wv, k), View::rows(dy, p));
+                let (dy, wt) = (&gv[b * s.o * p..][..s.o * p], View::transposed(wv, k));
                 if s.pointwise() {
-                    matmul(dx, false, wt, dy, [k, s.o, p], gemm_par(parallel));
-                } else {
-                    with_scratch(1, k * p, |cols| {
-                        matmul(cols, false, wt, dy, [k, s.o, p], gemm_par(parallel));
-                        col2im(&s, cols, dx);
+                    matmul(dx, p, false, wt, View::rows(dy, p), [k, s.o, p], gemm_par(parallel));
+                    return;
+                }
+                dx.fill(0.0);
+                for lines in s.tiles(1) {
+                    let (first, tile) = (lines.start * s.output[2], lines.len() * s.output[2]);
+                    with_scratch(1, k * tile, |cols| {
+                        matmul(cols, tile, false, wt, View::rows(&dy[first..], p), [k, s.o, tile], gemm_par(parallel));
+                        col2im(&s, cols, lines, dx);
                     });
                 }
             };
@@ -375,13 +350,17 @@ impl ConvKernels for Flex {
         // rounding on every run (rayon's own fold would split where threads steal).
         let dw = want_dw.then(|| {
             let add_image = |acc: &mut [f32], b: usize, par: Parallelism| {
-                let (x, dy) = (&xv[b * s.image()..][..s.image()], View::rows(&gv[b * s.o * p..][..s.o * p], p));
+                let (x, dy) = (&xv[b * s.image()..][..s.image()], &gv[b * s.o * p..][..s.o * p]);
                 if s.pointwise() {
-                    matmul(acc, true, dy, View::transposed(x, p), [s.o, p, k], par);
-                } else {
-                    with_scratch(0, k * p, |cols| {
-                        im2col(&s, x, cols);
-                        matmul(acc, true, dy, View::transposed(cols, p), [s.o, p, k], par);
+                    matmul(acc, k, true, View::rows(dy, p), View::transposed(x, p), [s.o, p, k], par);
+                    return;
+                }
+                for lines in s.tiles(1) {
+                    let (first, tile) = (lines.start * s.output[2], lines.len() * s.output[2]);
+                    with_scratch(0, k * tile, |cols| {
+                        im2col(&s, x, lines, cols);
+                        let dy = View::rows(&dy[first..], p);
+                        matmul(acc, k, true, dy, View::transposed(cols, tile), [s.o, tile, k], par);
                     });
                 }
             };
@@ -443,7 +422,7 @@ impl<B: ConvKernels> Backward<B, 3> for ConvBackward {
 }
 
 impl<B: ConvKernels, C: CheckpointStrategy> GemmConv for Autodiff<B, C> {
-    fn gemm_conv2d(
+    fn gemm_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -464,7 +443,7 @@ impl<B: ConvKernels, C: CheckpointStrategy> GemmConv for Autodiff<B, C> {
 
 #[cfg(test)]
 mod tests {
-    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::conv::{Conv2dConfig, Conv3dConfig};
     use burn::tensor::{Distribution, TensorData};
 
     use super::*;
@@ -531,6 +510,62 @@ mod tests {
             compare(n, [4, 4], [9, 6], [3, 1], [1, 1], [1, 0], false);
             compare(n, [2, 3], [5, 5], [3, 3], [2, 2], [0, 0], true); // no padding, stride 2
             compare(n, [2, 3], [4, 4], [5, 5], [1, 1], [2, 2], true); // kernel wider than the map's half
+            compare(n, [64, 4], [120, 121], [3, 3], [1, 1], [1, 1], true); // columns in several tiles
+            compare(n, [64, 3], [121, 120], [3, 3], [2, 2], [1, 1], false);
+        }
+    }
+
+    /// The same for a 3D convolution (I3D's units): `kernel`, `stride`, `padding` per (depth,
+    /// rows, columns).
+    fn compare_3d(
+        n: usize,
+        [c, o]: [usize; 2],
+        size: [usize; 3],
+        kernel: [usize; 3],
+        stride: [usize; 3],
+        padding: [usize; 3],
+    ) {
+        let device = Device::flex().autodiff();
+        let conv = Conv3dConfig::new([c, o], kernel)
+            .with_stride(stride)
+            .with_padding(PaddingConfig3d::Explicit(padding[0], padding[1], padding[2]))
+            .with_bias(true)
+            .init(&device);
+        let [d, h, w] = size;
+        let x = Tensor::<5>::random([n, c, d, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let g = applies_3d(&conv, &x).expect("the op takes this convolution");
+        let upstream = Tensor::<5>::random(conv.forward(x.clone()).dims(), Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let y = if ours { conv3d(&conv, g, x.clone()) } else { conv.forward(x.clone()) };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            let grad = |t: Option<Tensor<1>>| t.expect("bias gradient").into_data();
+            [
+                y.into_data(),
+                x.grad(&grads).expect("dx").into_data(),
+                conv.weight.grad(&grads).expect("dw").into_data(),
+                grad(conv.bias.as_ref().and_then(|b| b.grad(&grads))),
+            ]
+        };
+        let (ours, burn) = (run(true), run(false));
+        for (name, (a, b)) in ["y", "dx", "dw", "db"].iter().zip(ours.into_iter().zip(burn)) {
+            let e = rel(a, b);
+            assert!(
+                e <= 1e-5,
+                "3D n {n}, {c}→{o}, {size:?}, kernel {kernel:?} stride {stride:?} padding {padding:?}: {name} rel {e:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_burns_3d_convolution() {
+        for n in [1, rayon::current_num_threads() + 1] {
+            compare_3d(n, [3, 4], [5, 6, 7], [1, 1, 1], [1, 1, 1], [0, 0, 0]);
+            compare_3d(n, [3, 4], [5, 6, 7], [3, 3, 3], [1, 1, 1], [1, 1, 1]);
+            compare_3d(n, [2, 5], [9, 11, 10], [7, 7, 7], [2, 2, 2], [0, 0, 0]); // I3D's stem (input padded first)
+            compare_3d(n, [4, 3], [4, 7, 6], [1, 3, 3], [1, 2, 2], [0, 1, 1]);
+            compare_3d(n, [2, 3], [6, 5, 5], [3, 1, 1], [2, 1, 1], [1, 0, 0]);
+            compare_3d(n, [8, 4], [5, 64, 63], [3, 3, 3], [1, 1, 1], [1, 1, 1]); // several tiles
         }
     }
 

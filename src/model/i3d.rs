@@ -22,7 +22,7 @@ use crate::checkpoint::StateDict;
 use crate::checkpoint::npickle::Array;
 use crate::model::InputSpec;
 use crate::model::layers::BatchNorm;
-use crate::model::pool2d;
+use crate::model::{conv_gemm, pool2d};
 
 /// Input normalisation: RGB, `p · 2/255 − 1`, 224² centre crop of a 256 short side.
 pub const INPUT: InputSpec = InputSpec { size: 224, bgr: false, range: 2.0, mean: [1.0; 3], std: [1.0; 3] };
@@ -87,7 +87,7 @@ impl Unit3d {
                 .collect();
             x.pad(pads, PadMode::Constant(0.0))
         };
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(self.bn.forward(conv_gemm::forward_3d(&self.conv, x)))
     }
 }
 
@@ -223,7 +223,7 @@ impl I3d {
         };
         let mean = windows.mean_dims(&[2, 3]).reshape([b, c, 1, 1, 1]);
         let classes = self.logits.weight.dims()[0];
-        self.logits.forward(mean).reshape([b, classes])
+        conv_gemm::forward_3d(&self.logits, mean).reshape([b, classes])
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bn_fused;
 pub mod conv_gemm;
 pub mod cost;
 pub mod i3d;
+pub mod im2col;
 pub mod layers;
 pub mod pool2d;
 pub mod probe;
