@@ -158,14 +158,33 @@ impl View {
 #[allow(clippy::too_many_arguments)]
 fn matmul(dst: &mut [f32], dst_rs: usize, accumulate: bool, a: View, b: View, [m, k, n]: [usize; 3], par: Parallelism) {
     assert!(n <= dst_rs && (m == 0 || dst.len() >= (m - 1) * dst_rs + n));
-    // SAFETY: `dst` holds the m rows of n values at stride dst_rs; the views were made from
-    // slices of at least the sizes their strides address for (m, k) and (k, n).
+    // SAFETY: `dst` holds the m rows of n values at stride dst_rs, and is borrowed mutably.
+    unsafe { gemm_at(dst.as_mut_ptr(), dst_rs, accumulate, a, b, [m, k, n], par) }
+}
+
+/// [`matmul`] on a raw destination.
+///
+/// # Safety
+/// `dst` must address m rows of n writable values at stride `dst_rs` that no one else touches
+/// meanwhile; the views must have been made from slices of at least the sizes their strides
+/// address for (m, k) and (k, n).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_at(
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: View,
+    b: View,
+    [m, k, n]: [usize; 3],
+    par: Parallelism,
+) {
+    // SAFETY: as the caller guarantees.
     unsafe {
         gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
@@ -198,32 +217,10 @@ impl SharedRows {
     ///
     /// # Safety
     /// No other task may touch these (row, column) positions meanwhile.
-    unsafe fn matmul(self, first: usize, rs: usize, a: View, b: View, [m, k, n]: [usize; 3]) {
+    unsafe fn matmul(self, first: usize, rs: usize, a: View, b: View, dims @ [m, _, n]: [usize; 3]) {
         assert!(n <= rs && (m == 0 || first + (m - 1) * rs + n <= self.1));
         // SAFETY: inside the allocation (checked above); exclusive per the caller's contract.
-        unsafe {
-            gemm(
-                m,
-                n,
-                k,
-                self.0.add(first),
-                1,
-                rs as isize,
-                true,
-                a.0,
-                a.2,
-                a.1,
-                b.0,
-                b.2,
-                b.1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
+        unsafe { gemm_at(self.0.add(first), rs, true, a, b, dims, Parallelism::None) }
     }
 }
 
