@@ -108,6 +108,12 @@ fn cuda_ready(index: usize) -> Result<()> {
     Ok(())
 }
 
+/// Whether `device` is burn's pure-Rust CPU backend (with or without autodiff), where
+/// gateshift's own CPU ops (`conv_gemm`, `pool2d`) run.
+pub fn is_flex(device: &Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
 /// Whether `device` computes on this machine's CPU (flex, libtorch's CPU), where many small
 /// ops on cache-resident tensors beat a few large ones; on GPUs (and on CubeCL runtimes,
 /// whose every op is a kernel launch) the opposite holds.

@@ -24,7 +24,7 @@ fn main() {
 /// (about a fifth of EfficientNet-Lite's inference in a profile). Maps up to 32 MiB (glibc's
 /// maximum) now come from the heap, which keeps up to 1 GiB of freed memory for reuse:
 /// EfficientNet-Lite0 + GSM inference takes a quarter less time, BN-Inception + GSM a tenth,
-/// at about 30 MiB more peak RSS (docs/PERFORMANCE.md).
+/// at 25–95 MiB more peak RSS (docs/PERFORMANCE.md).
 fn keep_freed_maps() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called at start-up before any thread exists.

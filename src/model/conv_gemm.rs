@@ -18,6 +18,7 @@
 //! `layers::conv2d` and I3D (`conv_gemm::forward_3d`) use it; `GATESHIFT_GEMM_CONV=0` restores
 //! burn's own. On BN-Inception it halves the training step (docs/PERFORMANCE.md).
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use burn::backend::autodiff::Autodiff;
@@ -30,7 +31,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::conv::{Conv2d, Conv3d};
 use burn::nn::{PaddingConfig2d, PaddingConfig3d};
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Shape, Tensor, TensorData};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
@@ -79,8 +80,7 @@ pub trait ConvKernels: Backend {
 fn takes<const D: usize>(x: &Tensor<D>) -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| std::env::var("GATESHIFT_GEMM_CONV").as_deref() != Ok("0"));
-    let device = x.device();
-    enabled && x.dtype() == DType::F32 && (device == Device::flex() || device == Device::flex().autodiff())
+    enabled && x.dtype() == DType::F32 && crate::backend::is_flex(&x.device())
 }
 
 /// The geometry of `conv` when this op takes it and `x` ([`takes`]; groups 1, dilation 1,
@@ -138,6 +138,20 @@ impl GemmConv for Flex {
     fn gemm_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: Geometry) -> FlexTensor {
         Self::conv_forward(x, weight, bias, geometry)
     }
+}
+
+/// `f(columns, row stride)` with the columns `(k, tile)` of output `lines` of image `x`: the
+/// image itself for a pointwise convolution, else built by [`im2col`] in this thread's
+/// buffer `slot`.
+fn with_columns<R>(s: &Sizes, x: &[f32], lines: Range<usize>, slot: usize, f: impl FnOnce(&[f32], usize) -> R) -> R {
+    if s.pointwise() {
+        return f(&x[lines.start * s.output[2]..], s.p());
+    }
+    let tile = lines.len() * s.output[2];
+    with_scratch(slot, s.k() * tile, |cols| {
+        im2col(s, x, lines, cols);
+        f(cols, tile)
+    })
 }
 
 /// A row-major matrix view for [`matmul`]: pointer, row stride, column stride.
@@ -257,46 +271,32 @@ impl ConvKernels for Flex {
         let (xv, wv, bv) = (slice(&x), slice(&weight), slice(&bias));
         let (k, p) = (s.k(), s.p());
         let mut y = FlexTensor::empty(s.output_shape(), DType::F32);
-        let image = |(b, out): (usize, &mut [f32]), par: Parallelism| {
-            for (row, &bias) in out.chunks_exact_mut(p).zip(bv) {
-                row.fill(bias);
-            }
+        // Per image: bias rows, then W · columns tile by tile, each GEMM on one thread. With
+        // fewer images than threads (a 3D clip, a single frame) an image's tiles run in
+        // parallel, each writing its own columns of the output rows.
+        let image = |b: usize, out: &mut [f32], tiles_in_parallel: bool| {
+            out.chunks_exact_mut(p).zip(bv).for_each(|(row, &bias)| row.fill(bias));
             let x = &xv[b * s.image()..][..s.image()];
-            if s.pointwise() {
-                matmul(out, p, true, View::rows(wv, k), View::rows(x, p), [s.o, k, p], par);
-                return;
-            }
-            for lines in s.tiles(1) {
-                let (first, tile) = (lines.start * s.output[2], lines.len() * s.output[2]);
-                with_scratch(0, k * tile, |cols| {
-                    im2col(&s, x, lines, cols);
-                    matmul(&mut out[first..], p, true, View::rows(wv, k), View::rows(cols, tile), [s.o, k, tile], par);
-                });
+            let rows = SharedRows(out.as_mut_ptr(), out.len());
+            let tile = |lines: Range<usize>| {
+                let (first, n) = (lines.start * s.output[2], lines.len() * s.output[2]);
+                with_columns(&s, x, lines, 0, |cols, rs| {
+                    // SAFETY: the tiles' column ranges are disjoint, so no two tasks write one
+                    // value; the rows at stride p stay inside `out` (checked by `matmul`).
+                    unsafe { rows.matmul(first, p, View::rows(wv, k), View::rows(cols, rs), [s.o, k, n]) }
+                })
+            };
+            if tiles_in_parallel {
+                s.tiles(rayon::current_num_threads()).collect::<Vec<_>>().into_par_iter().for_each(tile);
+            } else {
+                s.tiles(1).for_each(tile);
             }
         };
         let out = y.storage_mut::<f32>();
         if images_parallel(s.n) {
-            out.par_chunks_mut(s.o * p).enumerate().for_each(|t| image(t, Parallelism::None));
-        } else if s.pointwise() {
-            out.chunks_mut(s.o * p).enumerate().for_each(|t| image(t, gemm_par(false)));
+            out.par_chunks_mut(s.o * p).enumerate().for_each(|(b, out)| image(b, out, false));
         } else {
-            // Fewer images than threads (a 3D clip, a single frame): the tiles of each image
-            // in parallel, each writing its own columns of the output rows.
-            for (b, out) in out.chunks_mut(s.o * p).enumerate() {
-                let x = &xv[b * s.image()..][..s.image()];
-                out.chunks_exact_mut(p).zip(bv).for_each(|(row, &bias)| row.fill(bias));
-                let out = SharedRows(out.as_mut_ptr(), out.len());
-                let tiles: Vec<_> = s.tiles(rayon::current_num_threads()).collect();
-                tiles.into_par_iter().for_each(|lines| {
-                    let (first, tile) = (lines.start * s.output[2], lines.len() * s.output[2]);
-                    with_scratch(0, k * tile, |cols| {
-                        im2col(&s, x, lines, cols);
-                        // SAFETY: the tiles' column ranges are disjoint, so no two tasks write
-                        // one value; the rows at stride p stay inside `out`.
-                        unsafe { out.matmul(first, p, View::rows(wv, k), View::rows(cols, tile), [s.o, k, tile]) };
-                    });
-                });
-            }
+            out.chunks_mut(s.o * p).enumerate().for_each(|(b, out)| image(b, out, true));
         }
         y
     }
@@ -348,16 +348,10 @@ impl ConvKernels for Flex {
         let dw = want_dw.then(|| {
             let add_image = |acc: &mut [f32], b: usize, par: Parallelism| {
                 let (x, dy) = (&xv[b * s.image()..][..s.image()], &gv[b * s.o * p..][..s.o * p]);
-                if s.pointwise() {
-                    matmul(acc, k, true, View::rows(dy, p), View::transposed(x, p), [s.o, p, k], par);
-                    return;
-                }
                 for lines in s.tiles(1) {
-                    let (first, tile) = (lines.start * s.output[2], lines.len() * s.output[2]);
-                    with_scratch(0, k * tile, |cols| {
-                        im2col(&s, x, lines, cols);
-                        let dy = View::rows(&dy[first..], p);
-                        matmul(acc, k, true, dy, View::transposed(cols, tile), [s.o, tile, k], par);
+                    let (first, n) = (lines.start * s.output[2], lines.len() * s.output[2]);
+                    with_columns(&s, x, lines, 0, |cols, rs| {
+                        matmul(acc, k, true, View::rows(&dy[first..], p), View::transposed(cols, rs), [s.o, n, k], par)
                     });
                 }
             };
@@ -442,6 +436,8 @@ impl<B: ConvKernels, C: CheckpointStrategy> GemmConv for Autodiff<B, C> {
 mod tests {
     use burn::nn::conv::{Conv2dConfig, Conv3dConfig};
     use burn::tensor::{Distribution, TensorData};
+
+    use burn::tensor::Device;
 
     use super::*;
 

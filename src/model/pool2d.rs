@@ -26,7 +26,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::pool::{AvgPool2d, MaxPool2d};
-use burn::tensor::{DType, Device, Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
 /// What a window reduces to.
@@ -79,8 +79,7 @@ fn symmetric(padding: &PaddingConfig2d) -> Option<[usize; 2]> {
 fn takes(x: &Tensor<4>) -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| std::env::var("GATESHIFT_FAST_POOL").as_deref() != Ok("0"));
-    let device = x.device();
-    enabled && x.dtype() == DType::F32 && (device == Device::flex() || device == Device::flex().autodiff())
+    enabled && x.dtype() == DType::F32 && crate::backend::is_flex(&x.device())
 }
 
 fn pool(x: Tensor<4>, window: Window) -> Tensor<4> {
@@ -356,6 +355,8 @@ mod tests {
     use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
     use burn::tensor::activation::relu;
     use burn::tensor::{Distribution, TensorData};
+
+    use burn::tensor::Device;
 
     use super::*;
 
