@@ -238,8 +238,9 @@ impl SharedRows {
     }
 }
 
-/// Runs `f(image, parallelism)` over the images: in parallel (GEMMs on one thread each) when
-/// there are at least as many images as threads, else in turn with the GEMMs parallel.
+/// Whether a batch of `n` images runs its images in parallel (GEMMs on one thread each): when
+/// there are at least as many images as threads; else the forward runs an image's tiles in
+/// parallel and the backward its GEMMs.
 fn images_parallel(n: usize) -> bool {
     n >= rayon::current_num_threads()
 }
