@@ -189,12 +189,17 @@ fn bench_gsm_compares_fused_and_composed() {
 /// error is exactly zero; an unknown backend is an error, not a panic.
 #[test]
 fn check_backend_compares_every_gradient() {
-    let out = gateshift(&["check", "backend", "--backend", "flex", "--arch", "resnet-mini", "--size", "32"]);
+    let out = gateshift(&["check", "backend", "--backend", "flex", "--arch", "resnet-mini", "--size", "32", "--bf16"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     print!("{stdout}");
     assert!(stdout.contains("logits") && stdout.contains("rel 0.000e0"), "{stdout}");
     assert!(stdout.contains("38 gradients; largest relative error 0.000e0"), "{stdout}");
+    // Inference (BN folded) against itself: exact in fp32; bf16 off by its rounding, not 0.
+    let line = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+    assert!(line("inference logits, fp32").contains("rel 0.000e0  tol 1e-4  ok"), "{stdout}");
+    let bf16 = line("inference logits, bf16");
+    assert!(bf16.ends_with("ok") && !bf16.contains("rel 0.000e0"), "{stdout}");
     let out = gateshift(&["check", "backend", "--backend", "nonesuch"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not compiled into this binary"));

@@ -94,6 +94,13 @@ fn i3d_recognises_real_clips() {
     // Several windows, averaged: still the right class.
     let v = predict(&clips.join("R6llTwEh07w.mp4"), &["--clips", "3", "--window", "32"]);
     assert_eq!(v["top"][0]["label"], "using segway", "{}", v["top"]);
+    // In bf16 (weights and activations): the same class, the probability within bf16's rounding.
+    let clip = clips.join("hmdb51_Turnk_r_Pippi_Michel_cartwheel_f_cm_np2_le_med_6.avi");
+    let (full, half) = (predict(&clip, &[]), predict(&clip, &["--precision", "bf16"]));
+    let p = |v: &serde_json::Value| v["top"][0]["probability"].as_f64().unwrap();
+    println!("cartwheel: fp32 {:.4}, bf16 {:.4}", p(&full), p(&half));
+    assert_eq!(half["top"][0]["label"], "cartwheeling", "bf16 top-3 {}", half["top"]);
+    assert!((p(&full) - p(&half)).abs() < 0.05 && p(&full) != p(&half), "fp32 {} bf16 {}", p(&full), p(&half));
 }
 
 #[test]

@@ -203,6 +203,24 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
         assert!(top.iter().all(|t| names.contains(&t["label"].as_str().unwrap().to_string())));
         let plain = ok(bin().arg("predict").arg(&input).arg("--checkpoint").arg(&ckpt).output().unwrap());
         println!("{plain}");
+        // bf16 inference: the same classes, probabilities within bf16's rounding.
+        let out = bin()
+            .arg("predict")
+            .arg(&input)
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .args(["--json", "--topk", "5", "--precision", "bf16"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let half: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let prob = |v: &serde_json::Value, label: &serde_json::Value| {
+            v["top"].as_array().unwrap().iter().find(|t| &t["label"] == label).unwrap()["probability"].as_f64().unwrap()
+        };
+        for t in top {
+            let (full, bf16) = (prob(&v, &t["label"]), prob(&half, &t["label"]));
+            assert!((full - bf16).abs() < 0.02, "{}: fp32 {full} bf16 {bf16}", t["label"]);
+        }
     }
 }
 

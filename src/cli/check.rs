@@ -29,8 +29,8 @@ pub enum CheckCommand {
         #[arg(long, value_enum, default_value = "both")]
         path: GsmPath,
     },
-    /// One training step of a whole recognizer on a backend against the same step on flex:
-    /// logits, loss and every parameter's gradient.
+    /// One training step of a whole recognizer on a backend against the same step on flex
+    /// (logits, loss, every parameter's gradient), then its inference against flex's.
     Backend(super::check_backend::BackendCheck),
 }
 

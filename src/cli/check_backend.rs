@@ -1,6 +1,7 @@
 //! `gateshift check backend --backend B`: one training step of a whole recognizer on backend
 //! `B` against the same step on `flex` (itself checked against the official fixtures): logits,
-//! loss and the gradient of every parameter. It needs no fixture, so it is how a GPU build is
+//! loss and the gradient of every parameter; then inference as `test` runs it (fp32, and bf16
+//! with `--bf16`) against flex's. It needs no fixture, so it is how a GPU build is
 //! checked end to end (`scripts/device-bench.sh`).
 
 use anyhow::{Result, bail};
@@ -12,6 +13,7 @@ use gateshift::checkpoint;
 use gateshift::model::temporal::parity::max_errors;
 use gateshift::model::{Arch, ModelConfig, Recognizer, TemporalKind};
 use gateshift::train::optim::cross_entropy;
+use gateshift::train::precision::{self, Precision};
 
 #[derive(Args, Debug)]
 pub struct BackendCheck {
@@ -36,7 +38,17 @@ pub struct BackendCheck {
     /// not rounding.
     #[arg(long, default_value_t = 1e-1)]
     pub grad_tol: f32,
+    /// Also run the inference comparison in bf16 (weights and activations bf16), against
+    /// flex's fp32 logits within bf16's rounding.
+    #[arg(long)]
+    pub bf16: bool,
 }
+
+/// Relative error allowed to bf16 inference logits against fp32 ones: every weight and
+/// activation rounded to 8 significant bits (3.9e-3 each) through the whole network. On
+/// libtorch's CPU (2026-11-27) BN-Inception, ResNet-18, ResNet-Mini and EfficientNet-Lite0,
+/// with and without GSM or TSM, stay within 2.7e-3 to 4.6e-3; a wrong kernel is off by O(1).
+const BF16_LOGITS_TOL: f32 = 2e-2;
 
 /// Every parameter's gradient by path, copied out at once (see `model::probe`).
 struct Grads<'a> {
@@ -143,9 +155,24 @@ pub fn run(a: BackendCheck) -> Result<()> {
     }
     let at = if worst.0.is_empty() { "all equal".to_string() } else { worst.0 };
     println!("{} gradients; largest relative error {:.3e} ({at})", expected.len() - 2, worst.1);
+    // Inference as `test` and `predict` run it (BN folded, fused GSM units, channels-last on
+    // libtorch), with the running statistics that step left, against flex's.
+    let expected_eval = reference.inference().forward(Tensor::from_data(input.clone(), &Device::flex())).into_data();
+    let precisions: &[Precision] = if a.bf16 { &[Precision::Fp32, Precision::Bf16] } else { &[Precision::Fp32] };
+    for &p in precisions {
+        let got = precision::inference(&model, p).forward(Tensor::from_data(input.clone(), &target)).into_data();
+        let (err, scale) = max_errors(&got, &expected_eval)?;
+        let rel = err / scale.max(f32::MIN_POSITIVE);
+        let tol = if p == Precision::Bf16 { BF16_LOGITS_TOL } else { 1e-4 };
+        let name = format!("inference logits, {}", p.name());
+        println!("{name:<48} rel {rel:.3e}  tol {tol:.0e}  {}", if rel <= tol { "ok" } else { "FAIL" });
+        if rel > tol {
+            failed.push(name);
+        }
+    }
     if !failed.is_empty() {
         bail!("{} of {} quantities differ from flex on backend {}", failed.len(), expected.len(), a.backend);
     }
-    println!("{} + {} training step on {} matches flex", a.arch.name(), a.temporal.name(), a.backend);
+    println!("{} + {} training step and inference on {} match flex", a.arch.name(), a.temporal.name(), a.backend);
     Ok(())
 }

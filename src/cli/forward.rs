@@ -1,5 +1,6 @@
 //! `gateshift forward`: stored input → logits, the way anyone checks parity.
 
+use gateshift::train::precision::{self, Precision};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -29,12 +30,16 @@ pub struct ForwardArgs {
     /// Allow a checkpoint that fills only part of the model.
     #[arg(long)]
     pub partial: bool,
+    /// Inference arithmetic: fp32, or bf16 (weights and activations in bf16, scores f32; fast
+    /// on GPUs, slower than fp32 on the CPU backends).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 pub fn run(a: ForwardArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
     let (model, _, _) = load_model(&a.model, &a.checkpoint, a.partial, &device)?;
-    let model = model.inference();
+    let model = precision::inference(&model, a.precision);
     let (tensors, _) = safetensors::read(&a.input)?;
     let input = tensors
         .get("input")

@@ -1,5 +1,6 @@
 //! `gateshift predict`: top-k classes of one video file or rawframe folder.
 
+use gateshift::train::precision::{self, Precision};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,6 +51,10 @@ pub struct PredictArgs {
     pub sizes: SizeArgs,
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// Inference arithmetic: fp32, or bf16 (weights and activations in bf16, scores f32; fast
+    /// on GPUs, slower than fp32 on the CPU backends).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 /// Pretrained models runnable without a checkpoint.
@@ -104,8 +109,9 @@ fn entry(a: &PredictArgs) -> Result<Entry> {
     }
 }
 
-/// DeepMind's Kinetics-400 I3D from the asset cache (`gateshift assets fetch i3d-kinetics400`).
-pub fn load_i3d(device: &Device) -> Result<i3d::I3d> {
+/// DeepMind's Kinetics-400 I3D from the asset cache (`gateshift assets fetch i3d-kinetics400`),
+/// in `precision` (bf16: every float tensor cast).
+pub fn load_i3d(device: &Device, precision: Precision) -> Result<i3d::I3d> {
     let asset = &gateshift::assets::I3D_KINETICS400;
     let root = gateshift::assets::cache_dir();
     if !asset.is_cached(&root) {
@@ -113,7 +119,11 @@ pub fn load_i3d(device: &Device) -> Result<i3d::I3d> {
     }
     let weights = asset.file(&root, "i3d-kinetics-400.safetensors");
     let sd = StateDict::read(&weights)?;
-    i3d::load(i3d::I3d::new(400, device), &sd).with_context(|| format!("loading {}", weights.display()))
+    let model = i3d::load(i3d::I3d::new(400, device), &sd).with_context(|| format!("loading {}", weights.display()))?;
+    Ok(match precision {
+        Precision::Fp32 => model,
+        Precision::Bf16 => burn::module::Module::map(model, &mut precision::CastAll(burn::tensor::FloatDType::BF16)),
+    })
 }
 
 /// I3D: `--clips` windows of `--window` consecutive frames, short side 256, centre crop
@@ -122,7 +132,7 @@ fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>
     if a.window == 0 || a.clips == 0 {
         bail!("--window and --clips must be at least 1");
     }
-    let model = load_i3d(device)?;
+    let model = load_i3d(device, a.precision)?;
     let mut pipeline = Pipeline::test(i3d::INPUT, 224, 256, a.window, a.crops, a.clips);
     pipeline.sampling = Sampling::Window;
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
@@ -152,7 +162,7 @@ fn recognizer_scores(
     device: &Device,
 ) -> Result<(Vec<f32>, Option<Vec<String>>)> {
     let (model, cfg, meta) = load_model(&a.model_args, checkpoint, false, device)?;
-    let model = model.inference();
+    let model = precision::inference(&model, a.precision);
     let names = super::test::class_names(a.labels.as_deref(), &meta)?;
     if let Some(n) = &names
         && n.len() != cfg.classes

@@ -2,6 +2,7 @@
 //! video file, a frame folder, or a live source ffmpeg reads (URL, capture device), printed as
 //! each window is scored (`gateshift::stream`).
 
+use gateshift::train::precision::{self, Precision};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -64,6 +65,10 @@ pub struct StreamArgs {
     pub sizes: SizeArgs,
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// Inference arithmetic: fp32, or bf16 (weights and activations in bf16, scores f32; fast
+    /// on GPUs, slower than fp32 on the CPU backends).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 /// Where frames come from.
@@ -101,7 +106,7 @@ pub fn run(a: StreamArgs) -> Result<()> {
     let input = open(&a)?;
     let (model, names, prep) = match (a.model, &a.checkpoint) {
         (Some(Pretrained::I3dKinetics400), _) => {
-            let model = WindowModel::I3d { model: Box::new(load_i3d(&device)?), length: a.window };
+            let model = WindowModel::I3d { model: Box::new(load_i3d(&device, a.precision)?), length: a.window };
             (model, Some(i3d::kinetics400_names()), Prep { scale: 256, size: 224, spec: i3d::INPUT })
         }
         (None, Some(checkpoint)) => {
@@ -113,7 +118,11 @@ pub fn run(a: StreamArgs) -> Result<()> {
                 bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
             }
             let (size, scale) = a.sizes.resolve(&cfg, &meta)?;
-            (WindowModel::Recognizer(Box::new(model.inference())), names, Prep { scale, size, spec: cfg.arch.input() })
+            (
+                WindowModel::Recognizer(Box::new(precision::inference(&model, a.precision))),
+                names,
+                Prep { scale, size, spec: cfg.arch.input() },
+            )
         }
         (None, None) => bail!("give --checkpoint or --model"),
     };

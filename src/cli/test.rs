@@ -3,6 +3,7 @@
 //! per-video score dumps, and the frame-order diagnostic (`--frame-order shuffle|reverse`
 //! also runs the normal order and reports the drop).
 
+use gateshift::train::precision::{self, Precision};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -80,6 +81,10 @@ pub struct TestArgs {
     pub dump_scores: Option<PathBuf>,
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// Inference arithmetic: fp32, or bf16 (weights and activations in bf16, scores f32; fast
+    /// on GPUs, slower than fp32 on the CPU backends).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -134,7 +139,7 @@ pub fn run_once(
 pub fn run(a: TestArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
     let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, false, &device)?;
-    let model = model.inference();
+    let model = precision::inference(&model, a.precision);
     let names = class_names(a.data.class_names.as_deref(), &meta)?;
     let normal_ds = dataset(&a.data, &cfg, &meta, a.clips, a.crops)?;
     let mut ds = normal_ds.clone();

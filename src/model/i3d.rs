@@ -189,8 +189,10 @@ impl I3d {
         }
     }
 
-    /// `(batch, 3, T, H, W)` → logits `(batch, classes)`, averaged over time.
+    /// `(batch, 3, T, H, W)` → logits `(batch, classes)`, averaged over time. The input is cast
+    /// to the model's float type (bf16 inference takes f32 clips) and the logits come back f32.
     pub fn forward(&self, x: Tensor<5>) -> Tensor<2> {
+        let x = x.cast(self.logits.weight.val().dtype());
         let x = self.conv3d_1a_7x7.forward(x);
         let x = max_pool3d_same(x, [1, 3, 3], [1, 2, 2]);
         let x = self.conv3d_2c_3x3.forward(self.conv3d_2b_1x1.forward(x));
@@ -203,7 +205,7 @@ impl I3d {
             };
             x = block.forward(x);
         }
-        self.head(x)
+        self.head(x).cast(burn::tensor::DType::F32)
     }
 
     /// The official head: VALID average pool (2, 7, 7) with stride 1, the 1x1x1 classifier

@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::backbone::{Arch, Backbone, ShiftPlace};
@@ -112,8 +112,12 @@ impl Recognizer {
         frames.mean_dim(1).reshape([b, k])
     }
 
-    /// Per-frame class scores `(batch, segments, classes)` before the consensus.
+    /// Per-frame class scores `(batch, segments, classes)` before the consensus. The input is
+    /// cast to the model's float type (a bf16 model, `precision::inference`, takes the
+    /// loaders' f32 clips) and the scores come back as f32.
     pub fn forward_frames(&self, input: Tensor<4>) -> Tensor<3> {
+        let dtype = self.new_fc.weight.val().dtype();
+        let input = input.cast(dtype);
         let [b, c, h, w] = input.dims();
         let t = self.num_segments;
         assert_eq!(c, t * 3, "input has {c} channels, expected segments·3 = {}", t * 3);
@@ -125,6 +129,7 @@ impl Recognizer {
             cost::add((n * f * self.new_fc.weight.dims()[0]) as u64);
         }
         let k = scores.dims()[1];
+        let scores = scores.cast(DType::F32);
         scores.reshape([b, t, k])
     }
 }

@@ -57,6 +57,18 @@ impl ModuleMapper for CastAll {
     }
 }
 
+/// The model for inference in `precision` (`test`, `predict`, `stream`, `forward`):
+/// [`Recognizer::inference`] (BN folded in fp32, once), then for bf16 every float tensor cast
+/// to bf16 — weights and activations in bf16, f32 clips in and f32 scores out
+/// (`Recognizer::forward_frames` casts at both ends).
+pub fn inference(model: &Recognizer, precision: Precision) -> Recognizer {
+    let model = model.inference();
+    match precision {
+        Precision::Fp32 => model,
+        Precision::Bf16 => model.map(&mut CastAll(FloatDType::BF16)),
+    }
+}
+
 /// Logits (fp32) of `model` computed in bf16.
 pub fn forward_bf16(model: &Recognizer, x: Tensor<4>) -> Tensor<2> {
     let half = model.clone().map(&mut CastFloats(FloatDType::BF16));
@@ -96,5 +108,27 @@ mod tests {
         let err = full.iter().zip(&mixed).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         // bf16 keeps 8 significant bits: a few per cent after a dozen layers.
         assert!(scale > 0.0 && err / scale < 0.1, "bf16 gradient off by {} of {scale}", err / scale);
+    }
+
+    /// A bf16 inference model takes f32 clips, computes in bf16 and returns f32 scores close
+    /// to the fp32 ones; the model it came from keeps its fp32 weights.
+    #[test]
+    fn bf16_inference_takes_and_gives_f32() {
+        let device = crate::backend::device("flex").unwrap();
+        let cfg = ModelConfig::new(Arch::ResnetMini, TemporalKind::Gsm, 4, 5);
+        let model = cfg.init(&device);
+        let x = Tensor::<4>::random([2, 12, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let full = inference(&model, Precision::Fp32).forward(x.clone());
+        let half_model = inference(&model, Precision::Bf16);
+        assert_eq!(half_model.new_fc.weight.val().dtype(), burn::tensor::DType::BF16);
+        assert_eq!(model.new_fc.weight.val().dtype(), burn::tensor::DType::F32);
+        let half = half_model.forward(x);
+        assert_eq!(half.dtype(), burn::tensor::DType::F32);
+        let (full, half) =
+            (full.into_data().try_into_vec::<f32>().unwrap(), half.into_data().try_into_vec::<f32>().unwrap());
+        let scale = full.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = full.iter().zip(&half).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(scale > 0.0 && err / scale < 5e-2, "bf16 scores off by {} of {scale}", err / scale);
+        assert!(err > 0.0, "bf16 scores equal the fp32 ones: nothing ran in bf16");
     }
 }
