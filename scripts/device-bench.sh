@@ -11,18 +11,20 @@
 # with one row of their own):
 #   1. GSM module parity against the official fixture, fused and composed, on both routes
 #      (on tch-cuda this includes the inference unit's CUDA kernels: NCHW, channels-last
-#      `unit_*_nhwc`, and both in bf16);
+#      `unit_*_nhwc`, and both in bf16); the whole BN-Inception against flex (`check backend`:
+#      a training step, then fp32 and bf16 inference), TF32 off, with and without cuDNN's fused
+#      convolution + ReLU (GATESHIFT_CONV_RELU=1);
 #   2. the targets' rows on tch-cuda: BN-Inception GSM and TSN, 8 segments, batch 32, bf16,
 #      infer and train, with the defaults (libtorch's own convolution and batch norm,
 #      src/model/torch_layers.rs; channels-last; BN folded into the convolutions in
 #      inference, src/model/layers.rs), then each turned off alone on the GSM rows
 #      (GATESHIFT_CHANNELS_LAST=0, GATESHIFT_FOLD_BN=0, GATESHIFT_TORCH_LAYERS=0 as in the
 #      first run); a training step's phases with the flat and the per-parameter clip + SGD;
-#      PyTorch eager (scripts/torch_gpu_bench.py) on the same card, NCHW and channels_last;
+#      inference with GATESHIFT_CONV_RELU=1; PyTorch eager (scripts/torch_gpu_bench.py) on the
+#      same card, NCHW and channels_last;
 #      the 10 GSM modules alone in inference, and the whole GSM unit op by op against fused
 #      (`bench gsm`);
-#   3. a whole training step against flex on the CPU, with TF32 off (NVIDIA_TF32_OVERRIDE=0)
-#      and with libtorch's default;
+#   3. the whole-network check with libtorch's TF32 default, and on ResNet-18 + TSM;
 #   4. CubeCL cuda: a training step against flex, `bench gsm` (its BN-Inception row, with the
 #      warm-up time, runs in section 2 after the default target rows);
 #   5. the rest of the tch-cuda table: fp32, composed GSM, TSM ResNet-50, `bench gsm`.
@@ -71,7 +73,7 @@ row() {
     return
   fi
   local env=""
-  for v in GATESHIFT_TORCH_LAYERS GATESHIFT_CHANNELS_LAST GATESHIFT_FOLD_BN NVIDIA_TF32_OVERRIDE; do
+  for v in GATESHIFT_TORCH_LAYERS GATESHIFT_CHANNELS_LAST GATESHIFT_FOLD_BN GATESHIFT_CONV_RELU NVIDIA_TF32_OVERRIDE; do
     [ -n "${!v:-}" ] && env+="$v=${!v} "
   done
   echo "-- $env$*" | log
@@ -94,6 +96,11 @@ for path in fused composed; do
     row "$bin" check gsm-module device/gsm_module.safetensors --backend "$backend" --path "$path"
   done
 done
+# The whole network against flex: a training step (every gradient), then inference as `test`
+# runs it (BN folded, fused GSM units, channels-last) in fp32 and bf16; TF32 off, so that fp32
+# means fp32. Then the same with cuDNN's fused convolution + ReLU (GATESHIFT_CONV_RELU=1).
+NVIDIA_TF32_OVERRIDE=0 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm --bf16
+GATESHIFT_CONV_RELU=1 NVIDIA_TF32_OVERRIDE=0 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm --bf16
 echo "== 2. target rows: BN-Inception, 8 segments, batch 32, bf16 (tch-cuda; PyTorch eager)" | log
 # Defaults: libtorch conv/BN (torch_layers), channels-last, BN folded into convs in inference.
 for mode in infer train; do
@@ -106,6 +113,10 @@ done
 # the budget cannot skip it.
 limit=${CUBE_ROW_S:-150} row "$bin" bench model --arch bninception --temporal gsm --segments 8 --batch 32 \
   --mode infer --precision fp32 --backend cuda --warmup 1 --iters 2
+# cuDNN's convolution with the bias and ReLU fused (off by default until measured here).
+for temporal in gsm none; do
+  GATESHIFT_CONV_RELU=1 model tch-cuda bninception "$temporal" infer bf16
+done
 # Where a training step's time goes (synchronised phases), with the flat clip + SGD of
 # `Sgd::step_clipped` (the GPU default) and with the per-parameter one.
 model tch-cuda bninception gsm train bf16 --phases --sgd flat
@@ -127,8 +138,7 @@ done
 # What the 10 GSM modules cost alone (fused against composed): GSM's overhead over TSN.
 row "$bin" bench gsm --backend tch-cuda --batch 32 --mode infer --iters 10
 row "$bin" bench gsm --backend tch-cuda --batch 32 --mode infer --iters 10 --precision bf16
-echo "== 3. a whole training step against flex (logits, loss, every gradient)" | log
-NVIDIA_TF32_OVERRIDE=0 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm
+echo "== 3. a whole training step against flex (logits, loss, every gradient), TF32 on; ResNet-18" | log
 row "$bin" check backend --backend tch-cuda --arch bninception --temporal gsm
 NVIDIA_TF32_OVERRIDE=0 row "$bin" check backend --backend tch-cuda --arch resnet18 --temporal tsm
 echo "== 4. CubeCL cuda" | log

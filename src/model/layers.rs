@@ -234,6 +234,19 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     bn.forward(conv2d(conv, x))
 }
 
+/// ReLU(BN(conv(x))). With the BN folded, in inference on libtorch, one call where
+/// `torch_layers::conv2d_relu` applies (cuDNN's convolution with the ReLU fused).
+pub fn conv_bn_relu(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    if bn.folded
+        && let Some(y) = crate::model::torch_layers::conv2d_relu(conv, &x)
+    {
+        book(conv, &y);
+        return y;
+    }
+    relu(conv_bn(conv, bn, x))
+}
+
 /// Geometry of a 2D convolution, as written in the official layer lists.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvSpec {
@@ -277,12 +290,17 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         let y = conv.forward(x);
         y
     };
+    book(conv, &y);
+    y
+}
+
+/// Books the multiply-accumulates of `conv` giving `y` while the cost counter records.
+fn book(conv: &Conv2d, y: &Tensor<4>) {
     if cost::is_recording() {
         let [n, cout, h, w] = y.dims();
         let [_, cin_g, kh, kw] = conv.weight.dims();
         cost::add((n * cout * h * w * cin_g * kh * kw) as u64);
     }
-    y
 }
 
 /// One Caffe-style unit: conv, then the optional temporal module (GSM sits between a
@@ -308,7 +326,7 @@ impl ConvBn {
         match &self.temporal {
             Some(Temporal::Gsm(g)) => g.forward_unit(conv2d(&self.conv, x), &self.bn, f32::INFINITY),
             Some(t) => relu(self.bn.forward(t.forward(conv2d(&self.conv, x)))),
-            None => relu(conv_bn(&self.conv, &self.bn, x)),
+            None => conv_bn_relu(&self.conv, &self.bn, x),
         }
     }
 

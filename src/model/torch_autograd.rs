@@ -53,6 +53,16 @@ mod ffi {
             eps: f64,
             out: *mut *mut C_tensor,
         ) -> *mut c_char;
+        pub fn gs_conv2d_bias_relu(
+            x: *const C_tensor,
+            w: *const C_tensor,
+            b: *const C_tensor,
+            stride: *const i64,
+            padding: *const i64,
+            dilation: *const i64,
+            groups: i64,
+            out: *mut *mut C_tensor,
+        ) -> *mut c_char;
         pub fn gs_parallel_for(
             n: i64,
             body: extern "C" fn(*mut std::ffi::c_void, i64, i64),
@@ -121,6 +131,41 @@ fn shim(
     }
     // SAFETY: each non-null entry is a heap tensor the shim allocated for us to own.
     out.map(|p| (!p.is_null()).then(|| unsafe { tch::Tensor::from_ptr(p) }))
+}
+
+/// relu(conv2d(x, w) + b) in one libtorch call (`gs_conv2d_bias_relu`: cuDNN's fused
+/// convolution on CUDA), `x` already in the memory order the geometry asks for; `Err` with
+/// libtorch's message where cuDNN has no fused engine for the shape.
+pub(crate) fn conv2d_bias_relu(
+    x: &tch::Tensor,
+    w: &tch::Tensor,
+    b: &tch::Tensor,
+    g: ConvGeometry,
+) -> Result<tch::Tensor, String> {
+    let mut out = [std::ptr::null_mut(); 1];
+    let (stride, padding, dilation) = (ints(g.stride), ints(g.padding), ints(g.dilation));
+    // SAFETY: the pointers are live tensors and arrays of two; the shim writes one tensor or
+    // returns an error message.
+    let err = unsafe {
+        ffi::gs_conv2d_bias_relu(
+            ptr(x),
+            ptr(w),
+            ptr(b),
+            stride.as_ptr(),
+            padding.as_ptr(),
+            dilation.as_ptr(),
+            g.groups as i64,
+            out.as_mut_ptr(),
+        )
+    };
+    if !err.is_null() {
+        // SAFETY: a NUL-terminated strdup'd message, freed once here.
+        let message = unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        unsafe { ffi::gs_free(err) };
+        return Err(message);
+    }
+    // SAFETY: a heap tensor the shim allocated for us to own.
+    Ok(unsafe { tch::Tensor::from_ptr(out[0]) })
 }
 
 fn ptr(t: &tch::Tensor) -> *const torch_sys::C_tensor {
@@ -358,6 +403,18 @@ impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C
             }
             OpsKind::UnTracked(prep) => prep.finish(B::torch_conv2d_bias(x, w, b, geometry)),
         }
+    }
+
+    /// Inference only in practice (`torch_layers::conv2d_relu` declines tracked inputs); under
+    /// autodiff the two ops apart, so that a gradient is still right.
+    fn torch_conv2d_bias_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        let y = <Self as TorchLayers>::torch_conv2d_bias(x, weight, bias, geometry);
+        <Self as burn::backend::ops::ActivationOps<Self>>::relu(y)
     }
 
     fn torch_batch_norm_train(

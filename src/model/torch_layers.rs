@@ -17,6 +17,7 @@
 #![allow(deprecated)]
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::libtorch::TchTensor;
 use burn::backend::tensor::FloatTensor;
@@ -44,6 +45,14 @@ pub trait TorchLayers: Backend {
     fn torch_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, geometry: ConvGeometry) -> FloatTensor<Self>;
     /// The same with a bias (Cout).
     fn torch_conv2d_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self>;
+    /// relu(conv2d(x, weight) + bias), for inference: on CUDA one cuDNN call with the bias and
+    /// ReLU fused ([`conv2d_relu`]).
+    fn torch_conv2d_bias_relu(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -142,6 +151,34 @@ pub fn conv2d(conv: &Conv2d, geometry: ConvGeometry, x: Tensor<4>) -> Tensor<4> 
         None => <Dispatch as TorchLayers>::torch_conv2d(x, w, geometry),
     };
     Tensor::from_dispatch(y)
+}
+
+/// Whether [`conv2d_relu`] fuses (`GATESHIFT_CONV_RELU=1`; off by default until measured on a
+/// GPU, docs/PERFORMANCE.md); turned off for the process if cuDNN finds no fused engine.
+static CONV_RELU: OnceLock<AtomicBool> = OnceLock::new();
+
+fn conv_relu_flag() -> &'static AtomicBool {
+    CONV_RELU.get_or_init(|| AtomicBool::new(switch("GATESHIFT_CONV_RELU") == Some(true)))
+}
+
+/// Turns the fused convolution + ReLU on or off process-wide (tests; `GATESHIFT_CONV_RELU`).
+pub fn set_conv_relu(on: bool) {
+    conv_relu_flag().store(on, Ordering::Relaxed);
+}
+
+/// ReLU(conv(x)) in one libtorch call where it applies: the fusion turned on, `x` not tracked
+/// by autodiff (inference), [`applies`], a convolution with a bias and a [`geometry`] (in
+/// inference a folded BN leaves every conv → BN → ReLU unit in this form). On CUDA that is
+/// cuDNN's convolution with the bias and ReLU in its epilogue: one pass over the output fewer
+/// per unit. `None` where it does not apply.
+pub fn conv2d_relu(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+    let (bias, geometry) = (conv.bias.as_ref()?, geometry(conv)?);
+    if !conv_relu_flag().load(Ordering::Relaxed) || x.device().is_autodiff() || !applies(x) {
+        return None;
+    }
+    let geometry = ConvGeometry { channels_last: channels_last(x), ..geometry };
+    let (x, w, b) = (x.clone().into_dispatch(), conv.weight.val().into_dispatch(), bias.val().into_dispatch());
+    Some(Tensor::from_dispatch(<Dispatch as TorchLayers>::torch_conv2d_bias_relu(x, w, b, geometry)))
 }
 
 /// BatchNorm of `x` with the given (2, C) running statistics.
@@ -251,6 +288,24 @@ impl TorchLayers for LibTorch {
         TchTensor::new(conv(&x.tensor, &weight.tensor, Some(&bias.tensor), geometry))
     }
 
+    fn torch_conv2d_bias_relu(x: TchTensor, weight: TchTensor, bias: TchTensor, geometry: ConvGeometry) -> TchTensor {
+        let converted;
+        let input = if geometry.channels_last {
+            converted = to_channels_last(&x.tensor);
+            &converted
+        } else {
+            &x.tensor
+        };
+        match crate::model::torch_autograd::conv2d_bias_relu(input, &weight.tensor, &bias.tensor, geometry) {
+            Ok(y) => TchTensor::new(y),
+            Err(message) => {
+                set_conv_relu(false);
+                eprintln!("fused convolution + ReLU unavailable, running them apart from now on: {message}");
+                TchTensor::new(conv(&x.tensor, &weight.tensor, Some(&bias.tensor), geometry).relu())
+            }
+        }
+    }
+
     fn torch_batch_norm_train(
         x: TchTensor,
         weight: TchTensor,
@@ -333,6 +388,35 @@ mod tests {
     /// A channels-last convolution gives the NCHW one's output and gradients, writes
     /// channels-last output, and BatchNorm and ReLU keep that order (what makes the
     /// conversion a no-op after the first layer).
+    /// The fused convolution + ReLU (on the CPU the shim's two ops, so this checks the
+    /// plumbing: memory order, bias, geometry; cuDNN's fused kernel is checked on a GPU by
+    /// `check backend`) equals burn's convolution then ReLU, and is declined for a bias-less
+    /// convolution and under autodiff.
+    #[test]
+    fn conv_relu_matches_conv_then_relu() {
+        let device = burn::tensor::Device::libtorch();
+        set_conv_relu(true);
+        for (cin, cout, k, s, p, groups) in [(3, 8, 7, 2, 3, 1), (8, 8, 3, 2, 1, 2), (6, 4, 1, 1, 0, 1)] {
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .with_groups(groups)
+                .init(&device);
+            let x = normal([2, cin, 11, 9], &device);
+            let reference = burn::tensor::activation::relu(conv.forward(x.clone()));
+            let y = conv2d_relu(&conv, &x).unwrap_or_else(|| panic!("declined {cin}->{cout} k{k}"));
+            assert!(!y.clone().lower_elem(0.0).any().into_scalar::<bool>(), "negative values after ReLU");
+            let e = rel(y.into_data(), reference.into_data());
+            assert!(e <= 1e-5, "{cin}->{cout} k{k} s{s} p{p} g{groups}: rel {e:e}");
+        }
+        let no_bias = Conv2dConfig::new([2, 2], [1, 1]).with_bias(false).init(&device);
+        assert!(conv2d_relu(&no_bias, &normal([1, 2, 3, 3], &device)).is_none());
+        let autodiff = device.clone().autodiff();
+        let conv = Conv2dConfig::new([2, 2], [1, 1]).init(&autodiff);
+        assert!(conv2d_relu(&conv, &normal([1, 2, 3, 3], &autodiff)).is_none());
+        set_conv_relu(false);
+    }
+
     #[test]
     fn channels_last_conv_matches_and_keeps_the_order() {
         let g = ConvGeometry { stride: [2, 2], padding: [1, 1], dilation: [1, 1], groups: 2, channels_last: false };

@@ -98,6 +98,26 @@ char* gs_batch_norm_backward(const at::Tensor* dy, const at::Tensor* x, const at
   }
 }
 
+// relu(conv2d(x, w) + b) for inference (no backward). On CUDA tensors one cuDNN call with the
+// bias and the ReLU fused into the convolution's epilogue (`at::cudnn_convolution_relu`, what
+// PyTorch's frozen-graph conv + ReLU fusion runs), so the ReLU is not a separate pass over the
+// output; elsewhere the convolution, then an in-place ReLU. cuDNN may find no fused engine for
+// a shape: the caller then falls back to the two ops.
+char* gs_conv2d_bias_relu(const at::Tensor* x, const at::Tensor* w, const at::Tensor* b, const int64_t* stride,
+                          const int64_t* padding, const int64_t* dilation, int64_t groups, at::Tensor** out) {
+  try {
+    at::IntArrayRef s(stride, 2), p(padding, 2), d(dilation, 2);
+    if (x->is_cuda()) {
+      out[0] = new at::Tensor(at::cudnn_convolution_relu(*x, *w, *b, s, p, d, groups));
+    } else {
+      out[0] = new at::Tensor(at::conv2d(*x, *w, *b, s, p, d, groups).relu_());
+    }
+    return nullptr;
+  } catch (const std::exception& e) {
+    return error_message(e.what());
+  }
+}
+
 // Runs `body(ctx, begin, end)` over [0, n) on libtorch's intra-op thread pool (OpenMP in the
 // PyPI builds), so that gateshift's CPU kernels between libtorch ops use the threads libtorch
 // keeps spinning instead of competing with them. `body` must not throw (the Rust side catches

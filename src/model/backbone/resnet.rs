@@ -16,7 +16,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv2d};
+use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv_bn_relu, conv2d};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
 use crate::model::{cost, pool2d};
 
@@ -62,7 +62,7 @@ impl Block {
         };
         let y = match &self.temporal {
             Some(Temporal::Gsm(g)) => g.forward_unit(conv2d(&self.conv1, branch_in), &self.bn1, f32::INFINITY),
-            _ => relu(conv_bn(&self.conv1, &self.bn1, branch_in)),
+            _ => conv_bn_relu(&self.conv1, &self.bn1, branch_in),
         };
         // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`).
         let last = |conv: &Conv2d, bn: &BatchNorm, y: Tensor<4>| match &self.temporal {
@@ -70,7 +70,7 @@ impl Block {
             _ => conv_bn(conv, bn, y),
         };
         let y = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => last(conv3, bn3, relu(conv_bn(&self.conv2, &self.bn2, y))),
+            (Some(conv3), Some(bn3)) => last(conv3, bn3, conv_bn_relu(&self.conv2, &self.bn2, y)),
             _ => last(&self.conv2, &self.bn2, y),
         };
         let identity = match &self.downsample {
@@ -247,7 +247,7 @@ impl ResNet {
 
     /// Runs the stem and the four stages, returning each stage's output.
     pub fn forward_stages(&self, x: Tensor<4>) -> [Tensor<4>; 4] {
-        let x = pool2d::max(&self.maxpool, relu(conv_bn(&self.conv1, &self.bn1, x)));
+        let x = pool2d::max(&self.maxpool, conv_bn_relu(&self.conv1, &self.bn1, x));
         let run = |name: &str, blocks: &[Block], x: Tensor<4>| {
             cost::stage(name);
             blocks.iter().fold(x, |x, b| b.forward(x))
