@@ -4,6 +4,7 @@ pub mod backbone;
 pub mod bn_fused;
 pub mod conv_gemm;
 pub mod cost;
+pub mod depthwise;
 pub mod i3d;
 pub mod im2col;
 pub mod layers;

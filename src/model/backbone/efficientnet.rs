@@ -15,9 +15,9 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::cost;
-use crate::model::layers::{BatchNorm, conv_bn, conv2d};
+use crate::model::layers::{BatchNorm, book, conv_bn, conv2d};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
+use crate::model::{cost, depthwise};
 
 /// Which Lite model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,10 +101,28 @@ impl SameConv {
         conv_bn(&self.conv, bn, self.pad(x))
     }
 
-    fn pad(&self, x: Tensor<4>) -> Tensor<4> {
+    /// ReLU6(BN(conv(x))). In inference on flex, with the BN folded, a depthwise convolution
+    /// takes one pass (`model::depthwise`: the SAME padding, bias and clamp inside the kernel).
+    pub fn forward_bn_relu6(&self, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+        if bn.folded && depthwise::applies(&self.conv, &x) {
+            let [top, bottom, left, right] = self.padding(&x);
+            let y = depthwise::forward(&self.conv, x, [top, bottom, left, right], Some(6.0));
+            book(&self.conv, &y);
+            return y;
+        }
+        relu6(self.forward_bn(bn, x))
+    }
+
+    /// SAME padding of `x` (top, bottom, left, right): the smaller half before.
+    fn padding(&self, x: &Tensor<4>) -> [usize; 4] {
         let [_, _, h, w] = x.dims();
         let (ph, pw) = (self.pad_total(h), self.pad_total(w));
-        if ph + pw > 0 { x.pad((pw / 2, pw - pw / 2, ph / 2, ph - ph / 2), PadMode::Constant(0.0)) } else { x }
+        [ph / 2, ph - ph / 2, pw / 2, pw - pw / 2]
+    }
+
+    fn pad(&self, x: Tensor<4>) -> Tensor<4> {
+        let [top, bottom, left, right] = self.padding(&x);
+        if top + bottom + left + right > 0 { x.pad((left, right, top, bottom), PadMode::Constant(0.0)) } else { x }
     }
 }
 
@@ -135,7 +153,7 @@ impl MbBlock {
                 None => relu6(conv.forward_bn(bn, y)),
             };
         }
-        let y = relu6(self.depthwise_conv.forward_bn(&self.bn1, y));
+        let y = self.depthwise_conv.forward_bn_relu6(&self.bn1, y);
         let y = self.project_conv.forward_bn(&self.bn2, y);
         if self.residual { y + x } else { y }
     }
