@@ -234,17 +234,35 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     bn.forward(conv2d(conv, x))
 }
 
-/// ReLU(BN(conv(x))). With the BN folded, in inference on libtorch, one call where
-/// `torch_layers::conv2d_relu` applies (cuDNN's convolution with the ReLU fused).
+/// ReLU(BN(conv(x))). With the BN folded, in inference, the ReLU goes into the convolution:
+/// on flex applied to each output tile as the GEMM writes it (`conv_gemm`, `Geometry::max`),
+/// on libtorch one call where `torch_layers::conv2d_relu` applies (cuDNN's fused
+/// convolution). Either way one pass over the unit's output fewer.
 pub fn conv_bn_relu(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    conv_bn_clamp(conv, bn, x, f32::INFINITY)
+}
+
+/// `clamp(BN(conv(x)), 0, max)`: ReLU with ∞, ReLU6 with 6; see [`conv_bn_relu`] (cuDNN's
+/// fusion is ReLU only).
+pub fn conv_bn_clamp(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, max: f32) -> Tensor<4> {
+    if bn.folded
+        && !x.device().is_autodiff()
+        && let Some(g) = conv_gemm::applies(conv, &x)
+    {
+        let y = conv_gemm::conv2d(conv, g.clamped(max), x);
+        book(conv, &y);
+        return y;
+    }
     #[cfg(feature = "tch")]
     if bn.folded
+        && max == f32::INFINITY
         && let Some(y) = crate::model::torch_layers::conv2d_relu(conv, &x)
     {
         book(conv, &y);
         return y;
     }
-    relu(conv_bn(conv, bn, x))
+    let y = conv_bn(conv, bn, x);
+    if max == f32::INFINITY { relu(y) } else { y.clamp(0.0, max) }
 }
 
 /// Geometry of a 2D convolution, as written in the official layer lists.

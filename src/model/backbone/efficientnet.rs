@@ -15,7 +15,7 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::layers::{BatchNorm, book, conv_bn, conv2d};
+use crate::model::layers::{BatchNorm, book, conv_bn, conv_bn_clamp, conv2d};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
 use crate::model::{cost, depthwise};
 
@@ -102,7 +102,8 @@ impl SameConv {
     }
 
     /// ReLU6(BN(conv(x))). In inference on flex, with the BN folded, a depthwise convolution
-    /// takes one pass (`model::depthwise`: the SAME padding, bias and clamp inside the kernel).
+    /// takes one pass (`model::depthwise`: the SAME padding, bias and clamp inside the kernel)
+    /// and the others clamp as they are computed (`layers::conv_bn_clamp`).
     pub fn forward_bn_relu6(&self, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         if bn.folded && depthwise::applies(&self.conv, &x) {
             let [top, bottom, left, right] = self.padding(&x);
@@ -110,7 +111,7 @@ impl SameConv {
             book(&self.conv, &y);
             return y;
         }
-        relu6(self.forward_bn(bn, x))
+        conv_bn_clamp(&self.conv, bn, self.pad(x), 6.0)
     }
 
     /// SAME padding of `x` (top, bottom, left, right): the smaller half before.
@@ -150,7 +151,7 @@ impl MbBlock {
             y = match &self.temporal {
                 Some(Temporal::Gsm(g)) => g.forward_unit(conv.forward(y), bn, 6.0),
                 Some(t) => relu6(bn.forward(t.forward(conv.forward(y)))),
-                None => relu6(conv.forward_bn(bn, y)),
+                None => conv.forward_bn_relu6(bn, y),
             };
         }
         let y = self.depthwise_conv.forward_bn_relu6(&self.bn1, y);
@@ -231,13 +232,13 @@ impl EfficientNet {
     /// `(N, 3, H, W)` → `(N, 1280, 1, 1)` globally average-pooled features.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         cost::stage("stem");
-        let mut x = relu6(self.conv_stem.forward_bn(&self.bn0, x));
+        let mut x = self.conv_stem.forward_bn_relu6(&self.bn0, x);
         cost::stage("blocks");
         for b in &self.blocks {
             x = b.forward(x);
         }
         cost::stage("head");
-        let x = relu6(self.conv_head.forward_bn(&self.bn1, x));
+        let x = self.conv_head.forward_bn_relu6(&self.bn1, x);
         x.mean_dims(&[2, 3])
     }
 }
