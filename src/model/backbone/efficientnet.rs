@@ -15,7 +15,7 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::layers::{BatchNorm, book, conv_bn, conv_bn_clamp, conv2d};
+use crate::model::layers::{BatchNorm, book, conv_bn_clamp, conv2d};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
 use crate::model::{cost, depthwise};
 
@@ -92,22 +92,33 @@ impl SameConv {
         ((out - 1) * self.stride + self.kernel).saturating_sub(n)
     }
 
+    /// conv(x) with SAME padding; a depthwise convolution on flex pads inside the op
+    /// (`model::depthwise`) instead of copying the padded map.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if depthwise::applies(&self.conv, &x) {
+            let padding = self.padding(&x);
+            let y = depthwise::forward(&self.conv, x, padding, None);
+            book(&self.conv, &y);
+            return y;
+        }
         conv2d(&self.conv, self.pad(x))
     }
 
     /// BN(conv(x)) (the BN skipped once folded, `layers::conv_bn`).
     pub fn forward_bn(&self, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-        conv_bn(&self.conv, bn, self.pad(x))
+        bn.forward(self.forward(x))
     }
 
     /// ReLU6(BN(conv(x))). In inference on flex, with the BN folded, a depthwise convolution
     /// takes one pass (`model::depthwise`: the SAME padding, bias and clamp inside the kernel)
     /// and the others clamp as they are computed (`layers::conv_bn_clamp`).
     pub fn forward_bn_relu6(&self, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-        if bn.folded && depthwise::applies(&self.conv, &x) {
-            let [top, bottom, left, right] = self.padding(&x);
-            let y = depthwise::forward(&self.conv, x, [top, bottom, left, right], Some(6.0));
+        if depthwise::applies(&self.conv, &x) {
+            if !bn.folded || x.device().is_autodiff() {
+                return relu6(self.forward_bn(bn, x));
+            }
+            let padding = self.padding(&x);
+            let y = depthwise::forward(&self.conv, x, padding, Some(6.0));
             book(&self.conv, &y);
             return y;
         }
