@@ -151,6 +151,44 @@ impl GemmConv for Flex {
     }
 }
 
+/// In inference, the end of a residual block as one op (flex, no autodiff).
+#[backend_extension(Flex)]
+pub trait GemmConvResidual: Backend {
+    /// `conv(x) + bias + residual`, clamped to `[0, geometry.max]` where given.
+    fn gemm_conv_residual(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        geometry: Geometry,
+    ) -> FloatTensor<Self>;
+}
+
+impl GemmConvResidual for Flex {
+    fn gemm_conv_residual(x: FlexTensor, w: FlexTensor, b: FlexTensor, r: FlexTensor, g: Geometry) -> FlexTensor {
+        forward(x, w, b, Some(r), g)
+    }
+}
+
+/// ReLU(conv(x) + residual) in one op, for a residual block's last convolution with its BN
+/// folded, in inference ([`applies`] holds for `x`, `residual` is a flex float32 tensor of the
+/// output's shape and autodiff tracks neither): the residual and the bias pre-fill the output
+/// the GEMMs add to, and each tile is clamped as it is written — no separate add and ReLU
+/// passes over the block's output.
+pub fn conv2d_residual_relu(conv: &Conv2d, geometry: Geometry, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+    let bias =
+        conv.bias.as_ref().map(|b| b.val()).unwrap_or_else(|| Tensor::zeros([conv.weight.dims()[0]], &x.device()));
+    let (x, w, b, r) =
+        (x.into_dispatch(), conv.weight.val().into_dispatch(), bias.into_dispatch(), residual.into_dispatch());
+    Tensor::from_dispatch(<Dispatch as GemmConvResidual>::gemm_conv_residual(
+        x,
+        w,
+        b,
+        r,
+        geometry.clamped(f32::INFINITY),
+    ))
+}
+
 /// `f(columns, row stride)` with the columns `(k, tile)` of output `lines` of image `x`: the
 /// image itself for a pointwise convolution, else built by [`im2col`] in this thread's
 /// buffer `slot`.
@@ -290,46 +328,69 @@ fn float32(t: FlexTensor, what: &str) -> FlexTensor {
     t.to_contiguous()
 }
 
+/// The forward: `conv(x) + bias`, plus `residual` (the output's shape) where given, clamped
+/// to `[0, geometry.max]` where given.
+fn forward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+    residual: Option<FlexTensor>,
+    g: Geometry,
+) -> FlexTensor {
+    let (x, weight, bias) = (float32(x, "input"), float32(weight, "weight"), float32(bias, "bias"));
+    let s = Sizes::of(&x, &weight, g);
+    assert_eq!(bias.layout().shape().as_slice(), [s.o], "conv: bias shape");
+    let residual = residual.map(|r| float32(r, "residual"));
+    if let Some(r) = &residual {
+        assert_eq!(r.layout().shape(), &s.output_shape(), "conv: residual shape");
+    }
+    let (xv, wv, bv, rv) = (slice(&x), slice(&weight), slice(&bias), residual.as_ref().map(slice));
+    let (k, p) = (s.k(), s.p());
+    let mut y = FlexTensor::empty(s.output_shape(), DType::F32);
+    // Per image: bias (+ residual) rows, then W · columns tile by tile, each GEMM on one
+    // thread. With fewer images than threads (a 3D clip, a single frame) an image's tiles run
+    // in parallel, each writing its own columns of the output rows.
+    let image = |b: usize, out: &mut [f32], tiles_in_parallel: bool| {
+        match rv {
+            Some(r) => out
+                .chunks_exact_mut(p)
+                .zip(r[b * s.o * p..].chunks_exact(p))
+                .zip(bv)
+                .for_each(|((row, res), &bias)| row.iter_mut().zip(res).for_each(|(v, &r)| *v = r + bias)),
+            None => out.chunks_exact_mut(p).zip(bv).for_each(|(row, &bias)| row.fill(bias)),
+        }
+        let x = &xv[b * s.image()..][..s.image()];
+        let rows = SharedRows(out.as_mut_ptr(), out.len());
+        let tile = |lines: Range<usize>| {
+            let (first, n) = (lines.start * s.output[2], lines.len() * s.output[2]);
+            with_columns(&s, x, lines, 0, |cols, rs| {
+                // SAFETY: the tiles' column ranges are disjoint, so no two tasks write one
+                // value; the rows at stride p stay inside `out` (checked by `matmul`).
+                unsafe { rows.matmul(first, p, View::rows(wv, k), View::rows(cols, rs), [s.o, k, n]) };
+                if let Some(max) = g.max {
+                    // SAFETY: the same positions, just written by this task.
+                    unsafe { rows.clamp(first, p, [s.o, n], max) }
+                }
+            })
+        };
+        if tiles_in_parallel {
+            s.tiles(rayon::current_num_threads()).collect::<Vec<_>>().into_par_iter().for_each(tile);
+        } else {
+            s.tiles(1).for_each(tile);
+        }
+    };
+    let out = y.storage_mut::<f32>();
+    if images_parallel(s.n) {
+        out.par_chunks_mut(s.o * p).enumerate().for_each(|(b, out)| image(b, out, false));
+    } else {
+        out.chunks_mut(s.o * p).enumerate().for_each(|(b, out)| image(b, out, true));
+    }
+    y
+}
+
 impl ConvKernels for Flex {
     fn conv_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, g: Geometry) -> FlexTensor {
-        let (x, weight, bias) = (float32(x, "input"), float32(weight, "weight"), float32(bias, "bias"));
-        let s = Sizes::of(&x, &weight, g);
-        assert_eq!(bias.layout().shape().as_slice(), [s.o], "conv: bias shape");
-        let (xv, wv, bv) = (slice(&x), slice(&weight), slice(&bias));
-        let (k, p) = (s.k(), s.p());
-        let mut y = FlexTensor::empty(s.output_shape(), DType::F32);
-        // Per image: bias rows, then W · columns tile by tile, each GEMM on one thread. With
-        // fewer images than threads (a 3D clip, a single frame) an image's tiles run in
-        // parallel, each writing its own columns of the output rows.
-        let image = |b: usize, out: &mut [f32], tiles_in_parallel: bool| {
-            out.chunks_exact_mut(p).zip(bv).for_each(|(row, &bias)| row.fill(bias));
-            let x = &xv[b * s.image()..][..s.image()];
-            let rows = SharedRows(out.as_mut_ptr(), out.len());
-            let tile = |lines: Range<usize>| {
-                let (first, n) = (lines.start * s.output[2], lines.len() * s.output[2]);
-                with_columns(&s, x, lines, 0, |cols, rs| {
-                    // SAFETY: the tiles' column ranges are disjoint, so no two tasks write one
-                    // value; the rows at stride p stay inside `out` (checked by `matmul`).
-                    unsafe { rows.matmul(first, p, View::rows(wv, k), View::rows(cols, rs), [s.o, k, n]) };
-                    if let Some(max) = g.max {
-                        // SAFETY: the same positions, just written by this task.
-                        unsafe { rows.clamp(first, p, [s.o, n], max) }
-                    }
-                })
-            };
-            if tiles_in_parallel {
-                s.tiles(rayon::current_num_threads()).collect::<Vec<_>>().into_par_iter().for_each(tile);
-            } else {
-                s.tiles(1).for_each(tile);
-            }
-        };
-        let out = y.storage_mut::<f32>();
-        if images_parallel(s.n) {
-            out.par_chunks_mut(s.o * p).enumerate().for_each(|(b, out)| image(b, out, false));
-        } else {
-            out.chunks_mut(s.o * p).enumerate().for_each(|(b, out)| image(b, out, true));
-        }
-        y
+        forward(x, weight, bias, None, g)
     }
 
     fn conv_backward(

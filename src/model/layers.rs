@@ -242,6 +242,23 @@ pub fn conv_bn_relu(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     conv_bn_clamp(conv, bn, x, f32::INFINITY)
 }
 
+/// ReLU(BN(conv(x)) + residual), the end of a residual block. With the BN folded, in
+/// inference on flex, one op: the residual and bias pre-fill the output the GEMMs add to,
+/// clamped per tile (`conv_gemm::conv2d_residual_relu`).
+pub fn conv_bn_add_relu(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+    if bn.folded
+        && !x.device().is_autodiff()
+        && residual.device() == x.device()
+        && residual.dtype() == x.dtype()
+        && let Some(g) = conv_gemm::applies(conv, &x)
+    {
+        let y = conv_gemm::conv2d_residual_relu(conv, g, x, residual);
+        book(conv, &y);
+        return y;
+    }
+    relu(conv_bn(conv, bn, x) + residual)
+}
+
 /// `clamp(BN(conv(x)), 0, max)`: ReLU with ∞, ReLU6 with 6; see [`conv_bn_relu`] (cuDNN's
 /// fusion is ReLU only).
 pub fn conv_bn_clamp(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, max: f32) -> Tensor<4> {

@@ -16,7 +16,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv_bn_relu, conv2d};
+use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv_bn_add_relu, conv_bn_relu, conv2d};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
 use crate::model::{cost, pool2d};
 
@@ -64,20 +64,19 @@ impl Block {
             Some(Temporal::Gsm(g)) => g.forward_unit(conv2d(&self.conv1, branch_in), &self.bn1, f32::INFINITY),
             _ => conv_bn_relu(&self.conv1, &self.bn1, branch_in),
         };
-        // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`).
-        let last = |conv: &Conv2d, bn: &BatchNorm, y: Tensor<4>| match &self.temporal {
-            Some(Temporal::Gsf(g)) => bn.forward(g.forward(conv2d(conv, y))),
-            _ => conv_bn(conv, bn, y),
-        };
-        let y = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => last(conv3, bn3, conv_bn_relu(&self.conv2, &self.bn2, y)),
-            _ => last(&self.conv2, &self.bn2, y),
+        let (last_conv, last_bn, y) = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => (conv3, bn3, conv_bn_relu(&self.conv2, &self.bn2, y)),
+            _ => (&self.conv2, &self.bn2, y),
         };
         let identity = match &self.downsample {
             Some(d) => conv_bn(&d.conv, &d.bn, x),
             None => x,
         };
-        relu(y + identity)
+        match &self.temporal {
+            // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`).
+            Some(Temporal::Gsf(g)) => relu(last_bn.forward(g.forward(conv2d(last_conv, y))) + identity),
+            _ => conv_bn_add_relu(last_conv, last_bn, y, identity),
+        }
     }
 
     /// Folds each BN into the conv before it for inference, where no temporal module sits

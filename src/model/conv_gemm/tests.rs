@@ -192,3 +192,26 @@ fn clamped_equals_convolution_then_clamp() {
         }
     }
 }
+
+/// The residual form (a residual block's end in inference) equals ReLU(conv(x) + residual),
+/// with images or tiles in parallel.
+#[test]
+fn residual_equals_convolution_plus_residual_then_relu() {
+    let device = Device::flex();
+    for n in [1, rayon::current_num_threads() + 1] {
+        for (c, o, size, k, s, p) in [(5, 7, 9, 1, 1, 0), (4, 6, 11, 3, 2, 1), (64, 4, 120, 3, 1, 1)] {
+            let conv = Conv2dConfig::new([c, o], [k, k])
+                .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .init(&device);
+            let x = Tensor::<4>::random([n, c, size, size], Distribution::Normal(0.0, 1.0), &device);
+            let g = applies(&conv, &x).expect("the op takes this convolution");
+            let plain = conv.forward(x.clone());
+            let residual = Tensor::<4>::random(plain.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let reference = burn::tensor::activation::relu(plain + residual.clone());
+            let y = conv2d_residual_relu(&conv, g, x, residual);
+            let e = rel(y.into_data(), reference.into_data());
+            assert!(e <= 1e-5, "n {n}, {c}→{o}, {size}², k{k} s{s} p{p}: rel {e:e}");
+        }
+    }
+}
