@@ -168,11 +168,12 @@ fn declines_what_it_does_not_compute() {
     assert!(applies(&config().init(&device), &x.clone().cast(DType::F64)).is_none());
 }
 
-/// The clamped convolution (inference's conv → folded BN → ReLU / ReLU6) equals the
-/// convolution then the clamp, with images or tiles in parallel, for maps in one tile and in
-/// several.
+/// The inference forms equal their compositions, with images or tiles in parallel, for maps
+/// in one tile and in several: the clamped convolution (conv → folded BN → ReLU / ReLU6)
+/// equals the convolution then the clamp, and the residual form (a ResNet block's end)
+/// equals ReLU(conv(x) + residual).
 #[test]
-fn clamped_equals_convolution_then_clamp() {
+fn inference_forms_equal_their_compositions() {
     let device = Device::flex();
     let threads = rayon::current_num_threads();
     for n in [1, threads + 1] {
@@ -183,35 +184,17 @@ fn clamped_equals_convolution_then_clamp() {
                 .init(&device);
             let x = Tensor::<4>::random([n, c, size, size], Distribution::Normal(0.0, 1.0), &device);
             let g = applies(&conv, &x).expect("the op takes this convolution");
-            for max in [6.0, f32::INFINITY, 0.5] {
-                let reference = conv.forward(x.clone()).clamp(0.0, max.min(f32::MAX));
-                let y = conv2d(&conv, g.clamped(max), x.clone());
-                let e = rel(y.into_data(), reference.into_data());
-                assert!(e <= 1e-5, "n {n}, {c}→{o}, {size}², k{k} s{s} p{p}, max {max}: rel {e:e}");
-            }
-        }
-    }
-}
-
-/// The residual form (a residual block's end in inference) equals ReLU(conv(x) + residual),
-/// with images or tiles in parallel.
-#[test]
-fn residual_equals_convolution_plus_residual_then_relu() {
-    let device = Device::flex();
-    for n in [1, rayon::current_num_threads() + 1] {
-        for (c, o, size, k, s, p) in [(5, 7, 9, 1, 1, 0), (4, 6, 11, 3, 2, 1), (64, 4, 120, 3, 1, 1)] {
-            let conv = Conv2dConfig::new([c, o], [k, k])
-                .with_stride([s, s])
-                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-                .init(&device);
-            let x = Tensor::<4>::random([n, c, size, size], Distribution::Normal(0.0, 1.0), &device);
-            let g = applies(&conv, &x).expect("the op takes this convolution");
+            let what = format!("n {n}, {c}→{o}, {size}², k{k} s{s} p{p}");
             let plain = conv.forward(x.clone());
+            for max in [6.0, f32::INFINITY, 0.5] {
+                let reference = plain.clone().clamp(0.0, max.min(f32::MAX));
+                let e = rel(conv2d(&conv, g.clamped(max), x.clone()).into_data(), reference.into_data());
+                assert!(e <= 1e-5, "{what}, max {max}: rel {e:e}");
+            }
             let residual = Tensor::<4>::random(plain.dims(), Distribution::Normal(0.0, 1.0), &device);
             let reference = burn::tensor::activation::relu(plain + residual.clone());
-            let y = conv2d_residual_relu(&conv, g, x, residual);
-            let e = rel(y.into_data(), reference.into_data());
-            assert!(e <= 1e-5, "n {n}, {c}→{o}, {size}², k{k} s{s} p{p}: rel {e:e}");
+            let e = rel(conv2d_residual_relu(&conv, g, x, residual).into_data(), reference.into_data());
+            assert!(e <= 1e-5, "{what}, residual: rel {e:e}");
         }
     }
 }
