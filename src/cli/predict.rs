@@ -120,10 +120,7 @@ pub fn load_i3d(device: &Device, precision: Precision) -> Result<i3d::I3d> {
     let weights = asset.file(&root, "i3d-kinetics-400.safetensors");
     let sd = StateDict::read(&weights)?;
     let model = i3d::load(i3d::I3d::new(400, device), &sd).with_context(|| format!("loading {}", weights.display()))?;
-    Ok(match precision {
-        Precision::Fp32 => model,
-        Precision::Bf16 => burn::module::Module::map(model, &mut precision::CastAll(burn::tensor::FloatDType::BF16)),
-    })
+    Ok(precision::cast(model, precision))
 }
 
 /// I3D: `--clips` windows of `--window` consecutive frames, short side 256, centre crop

@@ -62,7 +62,11 @@ impl ModuleMapper for CastAll {
 /// to bf16 — weights and activations in bf16, f32 clips in and f32 scores out
 /// (`Recognizer::forward_frames` casts at both ends).
 pub fn inference(model: &Recognizer, precision: Precision) -> Recognizer {
-    let model = model.inference();
+    cast(model.inference(), precision)
+}
+
+/// `model` with every float tensor in `precision` (bf16: cast; fp32: as it is).
+pub fn cast<M: Module>(model: M, precision: Precision) -> M {
     match precision {
         Precision::Fp32 => model,
         Precision::Bf16 => model.map(&mut CastAll(FloatDType::BF16)),
