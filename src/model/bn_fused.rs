@@ -17,6 +17,7 @@
 
 use std::sync::OnceLock;
 
+use crate::model::flex_alloc;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -25,7 +26,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Device, Shape, Tensor};
 use rayon::prelude::*;
 
 /// The fused ops, routed by burn to the backend a tensor lives on (with or without autodiff).
@@ -158,10 +159,6 @@ fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous float32 tensor")
 }
 
-fn vector(v: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape))
-}
-
 fn check_channels(t: &FlexTensor, shape: &[usize], what: &str) {
     assert!(t.dtype() == DType::F32, "fused BatchNorm: {what} is {:?}, not float32", t.dtype());
     assert_eq!(t.layout().shape().as_slice(), shape, "fused BatchNorm: {what} shape");
@@ -183,7 +180,7 @@ impl BatchNormKernels for Flex {
             })
             .collect();
         let (mean, var): (Vec<f32>, Vec<f32>) = per_channel.into_iter().unzip();
-        vector([mean, var].concat(), Shape::new([2, p.c]))
+        flex_alloc::from_vec([mean, var].concat(), Shape::new([2, p.c]))
     }
 
     fn bn_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stats: FlexTensor, eps: f64) -> FlexTensor {
@@ -194,7 +191,7 @@ impl BatchNormKernels for Flex {
         check_channels(&bias, &[p.c], "bias");
         check_channels(&stats, &[2, p.c], "statistics");
         let maps = channel_maps(slice(&stats), slice(&weight), slice(&bias), eps);
-        let mut y = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let mut y = flex_alloc::zeros(x.layout().shape().clone());
         let v = slice(&x);
         p.map(y.storage_mut::<f32>(), |c, i, out| {
             let (mean, a, b) = maps[c];
@@ -237,7 +234,7 @@ impl BatchNormKernels for Flex {
                 (k1 as f32, k2 as f32, (-k1 * sum_dy / n) as f32)
             })
             .collect();
-        let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let mut dx = flex_alloc::zeros(x.layout().shape().clone());
         p.map(dx.storage_mut::<f32>(), |c, i, out| {
             let (k1, k2, k3) = coefficients[c];
             let mean = s[c];
@@ -248,7 +245,7 @@ impl BatchNormKernels for Flex {
         });
         let dweight: Vec<f32> = (0..p.c).map(|c| (sums[c].1 / (s[p.c + c] as f64 + eps).sqrt()) as f32).collect();
         let dbias: Vec<f32> = sums.iter().map(|&(d, _)| d as f32).collect();
-        (dx, vector(dweight, Shape::new([p.c])), vector(dbias, Shape::new([p.c])))
+        (dx, flex_alloc::from_vec(dweight, Shape::new([p.c])), flex_alloc::from_vec(dbias, Shape::new([p.c])))
     }
 }
 

@@ -31,10 +31,11 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::conv::{Conv2d, Conv3d};
 use burn::nn::{PaddingConfig2d, PaddingConfig3d};
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
+use crate::model::flex_alloc;
 use crate::model::im2col::{Sizes, col2im, im2col, with_scratch};
 
 /// Stride and symmetric padding (depth, rows, columns) of a convolution this op takes; a 2D
@@ -346,7 +347,7 @@ fn forward(
     }
     let (xv, wv, bv, rv) = (slice(&x), slice(&weight), slice(&bias), residual.as_ref().map(slice));
     let (k, p) = (s.k(), s.p());
-    let mut y = FlexTensor::empty(s.output_shape(), DType::F32);
+    let mut y = flex_alloc::zeros(s.output_shape());
     // Per image: bias (+ residual) rows, then W · columns tile by tile, each GEMM on one
     // thread. With fewer images than threads (a 3D clip, a single frame) an image's tiles run
     // in parallel, each writing its own columns of the output rows.
@@ -409,7 +410,7 @@ impl ConvKernels for Flex {
 
         // dx: per image, Wᵀ (k, o) · dy (o, p), folded back by col2im.
         let dx = want_dx.then(|| {
-            let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+            let mut dx = flex_alloc::zeros(x.layout().shape().clone());
             let image = |(b, dx): (usize, &mut [f32])| {
                 let (dy, wt) = (&gv[b * s.o * p..][..s.o * p], View::transposed(wv, k));
                 if s.pointwise() {
@@ -466,7 +467,7 @@ impl ConvKernels for Flex {
             } else {
                 (0..s.n).for_each(|b| add_image(&mut sum, b, gemm_par(false)));
             }
-            FlexTensor::from_data(TensorData::new(sum, weight.layout().shape().clone()))
+            flex_alloc::from_vec(sum, weight.layout().shape().clone())
         });
 
         // db: Σ dy per output channel.
@@ -478,7 +479,7 @@ impl ConvKernels for Flex {
                     total as f32
                 })
                 .collect();
-            FlexTensor::from_data(TensorData::new(sums, Shape::new([s.o])))
+            flex_alloc::from_vec(sums, Shape::new([s.o]))
         });
         [dx, dw, db]
     }

@@ -19,6 +19,7 @@
 
 use std::sync::OnceLock;
 
+use crate::model::flex_alloc;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -303,7 +304,7 @@ impl DepthwiseKernels for Flex {
             (contiguous_f32(x, "input"), contiguous_f32(weight, "weight"), contiguous_f32(bias, "bias"));
         let (n, c, p) = plan(&x, &weight, g);
         assert_eq!(bias.layout().shape().num_elements(), c, "depthwise: bias");
-        let mut y = FlexTensor::empty(Shape::new([n, c, p.out_h, p.out_w]), DType::F32);
+        let mut y = flex_alloc::zeros(Shape::new([n, c, p.out_h, p.out_w]));
         if n * c * p.out_h * p.out_w == 0 {
             return y;
         }
@@ -331,7 +332,7 @@ impl DepthwiseKernels for Flex {
         let (plane_in, plane_out) = (p.h * p.w, p.out_h * p.out_w);
         assert_eq!(dyv.len(), n * c * plane_out, "depthwise: output gradient size");
         let dx = wanted[0].then(|| {
-            let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+            let mut dx = flex_alloc::zeros(x.layout().shape().clone());
             dx.storage_mut::<f32>().par_chunks_mut(plane_in.max(1)).enumerate().for_each_init(
                 Vec::new,
                 |scratch, (i, out)| {
@@ -356,10 +357,9 @@ impl DepthwiseKernels for Flex {
                 .into_par_iter()
                 .map(|ch| (0..n).map(|b| dyv[(b * c + ch) * plane_out..][..plane_out].iter().sum::<f32>()).sum())
                 .collect();
-            FlexTensor::from_data(burn::tensor::TensorData::new(sums, [c]))
+            flex_alloc::from_vec(sums, Shape::new([c]))
         });
-        let dw = wanted[1]
-            .then(|| FlexTensor::from_data(burn::tensor::TensorData::new(dw, weight.layout().shape().clone())));
+        let dw = wanted[1].then(|| flex_alloc::from_vec(dw, weight.layout().shape().clone()));
         [dx, dw, db]
     }
 }

@@ -5,6 +5,7 @@ pub mod bn_fused;
 pub mod conv_gemm;
 pub mod cost;
 pub mod depthwise;
+pub mod flex_alloc;
 pub mod i3d;
 pub mod im2col;
 pub mod layers;

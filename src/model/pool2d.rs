@@ -16,6 +16,7 @@
 
 use std::sync::OnceLock;
 
+use crate::model::flex_alloc;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -287,7 +288,7 @@ impl PoolKernels for Flex {
         let x = float32(x, "input");
         let (planes, rows, cols) = axes(&x, &win);
         let s = x.layout().shape();
-        let mut y = FlexTensor::empty(Shape::new([s[0], s[1], rows.output, cols.output]), DType::F32);
+        let mut y = flex_alloc::zeros(Shape::new([s[0], s[1], rows.output, cols.output]));
         if planes * rows.output * cols.output == 0 {
             return y;
         }
@@ -305,7 +306,7 @@ impl PoolKernels for Flex {
         assert_eq!(dy.layout().shape(), y.layout().shape(), "pool2d: output gradient shape");
         let (plane, out) = (rows.input * cols.input, rows.output * cols.output);
         let (xv, yv, gv) = (slice(&x), slice(&y), slice(&dy));
-        let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let mut dx = flex_alloc::zeros(x.layout().shape().clone());
         if plane == 0 {
             return dx;
         }

@@ -35,6 +35,7 @@ use burn::tensor::{DType, Device, Shape, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::gsm_kernels::{self as kernels, Dims};
+use crate::model::flex_alloc;
 
 /// The fused ops, routed by burn to the backend a tensor lives on (with or without autodiff).
 #[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Cube: cfg(any(feature = "cuda", feature = "wgpu")), Autodiff)]
@@ -134,7 +135,7 @@ impl GateShiftKernels for Flex {
         check_shape(&weight, [2, d.c / 2, 3, 3, 3], "gate weight");
         check_shape(&bias, [2], "gate bias");
         let (r, weight, bias) = (r.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
-        let mut out = FlexTensor::empty(Shape::new([d.b, 2, d.t, d.h, d.w]), DType::F32);
+        let mut out = flex_alloc::zeros(Shape::new([d.b, 2, d.t, d.h, d.w]));
         kernels::gate_conv_forward(d, slice(&r), slice(&weight), slice(&bias), out.storage_mut::<f32>());
         out
     }
@@ -147,16 +148,16 @@ impl GateShiftKernels for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let d = dims(&r, segments);
         let (r, weight, da) = (r.to_contiguous(), weight.to_contiguous(), da.to_contiguous());
-        let mut dr = FlexTensor::empty(r.layout().shape().clone(), DType::F32);
+        let mut dr = flex_alloc::zeros(r.layout().shape().clone());
         let (dw, db) = kernels::gate_conv_backward(d, slice(&r), slice(&weight), slice(&da), dr.storage_mut::<f32>());
-        (dr, vec_tensor(dw, weight.layout().shape().clone()), vec_tensor(db, Shape::new([2])))
+        (dr, flex_alloc::from_vec(dw, weight.layout().shape().clone()), flex_alloc::from_vec(db, Shape::new([2])))
     }
 
     fn gate_shift_forward(x: FlexTensor, gate_logits: FlexTensor, segments: usize) -> FlexTensor {
         let d = dims(&x, segments);
         check_shape(&gate_logits, [d.b, 2, d.t, d.h, d.w], "gate logits");
         let (x, a) = (x.to_contiguous(), gate_logits.to_contiguous());
-        let mut y = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let mut y = flex_alloc::zeros(x.layout().shape().clone());
         kernels::shift_forward(d, slice(&x), slice(&a), None, y.storage_mut::<f32>());
         y
     }
@@ -169,8 +170,8 @@ impl GateShiftKernels for Flex {
     ) -> (FlexTensor, FlexTensor) {
         let d = dims(&x, segments);
         let (x, a, dy) = (x.to_contiguous(), gate_logits.to_contiguous(), dy.to_contiguous());
-        let mut dx = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
-        let mut da = FlexTensor::empty(a.layout().shape().clone(), DType::F32);
+        let mut dx = flex_alloc::zeros(x.layout().shape().clone());
+        let mut da = flex_alloc::zeros(a.layout().shape().clone());
         kernels::shift_backward(d, slice(&x), slice(&a), slice(&dy), dx.storage_mut::<f32>(), da.storage_mut::<f32>());
         (dx, da)
     }
@@ -259,10 +260,6 @@ pub(super) fn check_shape<const D: usize>(x: &FlexTensor, expected: [usize; D], 
 
 pub(super) fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous float32 tensor")
-}
-
-fn vec_tensor(v: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::from_data(burn::tensor::TensorData::new(v, shape))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use burn::tensor::{DType, Device, Tensor};
 
 use super::gsm_fused::{GateShiftKernels, check_shape, dims, slice};
 use super::gsm_kernels::{self as kernels, Dims, for_each_chunk};
+use crate::model::flex_alloc;
 use crate::model::probe;
 
 /// An inference BatchNorm in affine form followed by its activation, per channel `c`:
@@ -138,7 +139,7 @@ impl GateShiftUnit for Flex {
         let (x, scale, shift) = (x.to_contiguous(), scale.to_contiguous(), shift.to_contiguous());
         check_shape(&scale, [d.c], "scale");
         check_shape(&shift, [d.c], "shift");
-        let mut out = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let mut out = flex_alloc::zeros(x.layout().shape().clone());
         let a = Affine { scale: slice(&scale), shift: slice(&shift), max };
         affine_act(d, slice(&x), &a, false, out.storage_mut::<f32>());
         out
@@ -158,7 +159,7 @@ impl GateShiftUnit for Flex {
         check_shape(&shift, [d.c], "shift");
         let (x, a) = (x.to_contiguous(), gate_logits.to_contiguous());
         let (scale, shift) = (scale.to_contiguous(), shift.to_contiguous());
-        let mut y = FlexTensor::empty(x.layout().shape().clone(), DType::F32);
+        let mut y = flex_alloc::zeros(x.layout().shape().clone());
         let post = Affine { scale: slice(&scale), shift: slice(&shift), max };
         kernels::shift_forward(d, slice(&x), slice(&a), Some(&post), y.storage_mut::<f32>());
         y
