@@ -138,14 +138,31 @@ fn training_step(
     // Float32 gradients of early layers carry rounding noise of ~1e-2 of their maximum in
     // this network (PyTorch's own float32 result is that far from float64): compare ours
     // and the official float32 gradients with a float64 reference, and require ours to be
-    // about as close to it as PyTorch's.
+    // about as close to it as PyTorch's. The recorded gradients are clipped, i.e. scaled by
+    // 20 / norm, and the norm sums that noise over every parameter into one number whose
+    // float32 rounding (PyTorch: 8.8e-5 of it in the fixture, 1.3e-4 when rebuilt) would
+    // swamp a well-conditioned gradient such as new_fc's: so each gradient is compared
+    // unclipped (times its own run's norm), and the norm alone against float64's with the
+    // models issue's 1e-3.
     if let Some(exact) = exact {
+        let exact_norm = scalar(&exact["grad_norm"]);
+        let official_norm = scalar(&io["train.grad_norm"]);
+        let rel = |a: f64| (a - exact_norm).abs() / exact_norm;
+        println!(
+            "parity {name} pre-clip grad norm vs float64: ours rel {:.3e}, official float32 rel {:.3e}",
+            rel(norm),
+            rel(official_norm)
+        );
+        assert!(rel(norm) <= 1e-3, "pre-clip norm {norm} against float64 {exact_norm}");
         for (key, get, _) in &all {
             let Some(reference) = exact.get(*key) else { continue };
-            let (ours, scale) = common::errors(&get(&model, Some(&grads)), reference);
-            let (official, _) = common::errors(&io[&format!("grad.{key}")], reference);
+            let reference = scaled(reference, exact_norm);
+            let (ours, scale) = common::errors(&scaled(&get(&model, Some(&grads)), norm), &reference);
+            let (official, _) = common::errors(&scaled(&io[&format!("grad.{key}")], official_norm), &reference);
             let (ours, official) = (ours / scale, official / scale);
-            println!("parity {name} grad {key} vs float64: ours rel {ours:.3e}, official float32 rel {official:.3e}");
+            println!(
+                "parity {name} unclipped grad {key} vs float64: ours rel {ours:.3e}, official float32 rel {official:.3e}"
+            );
             assert!(ours <= 1.5 * official + 1e-5, "{key}: {ours:.3e} from float64, PyTorch float32 {official:.3e}");
         }
     }
@@ -154,6 +171,19 @@ fn training_step(
         let after = &io[&format!("after_step.{key}")];
         common::check_data(&format!("{name} after step {key}"), &get(&model, None), after, 1e-3);
     }
+}
+
+/// The one value of a (1)-shaped tensor.
+fn scalar(t: &TensorData) -> f64 {
+    let v = t.try_to_vec::<f32>().unwrap();
+    assert_eq!(v.len(), 1, "a single value expected");
+    f64::from(v[0])
+}
+
+/// `t · factor`, in float32.
+fn scaled(t: &TensorData, factor: f64) -> TensorData {
+    let v: Vec<f32> = t.try_to_vec::<f32>().unwrap().iter().map(|&x| (f64::from(x) * factor) as f32).collect();
+    TensorData::new(v, t.shape().clone())
 }
 
 fn bninception(m: &Recognizer) -> &gateshift::model::backbone::BnInception {

@@ -34,6 +34,7 @@ use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::tensor::{DType, Device, Shape, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::gate_gemm::{self, Layout};
 use super::gsm_kernels::{self as kernels, Dims};
 use crate::model::flex_alloc;
 
@@ -136,7 +137,7 @@ impl GateShiftKernels for Flex {
         check_shape(&bias, [2], "gate bias");
         let (r, weight, bias) = (r.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
         let mut out = flex_alloc::zeros(Shape::new([d.b, 2, d.t, d.h, d.w]));
-        kernels::gate_conv_forward(d, slice(&r), slice(&weight), slice(&bias), out.storage_mut::<f32>());
+        gate_gemm::forward(d, Layout::Nchw, slice(&r), slice(&weight), slice(&bias), out.storage_mut::<f32>());
         out
     }
 
@@ -149,7 +150,7 @@ impl GateShiftKernels for Flex {
         let d = dims(&r, segments);
         let (r, weight, da) = (r.to_contiguous(), weight.to_contiguous(), da.to_contiguous());
         let mut dr = flex_alloc::zeros(r.layout().shape().clone());
-        let (dw, db) = kernels::gate_conv_backward(d, slice(&r), slice(&weight), slice(&da), dr.storage_mut::<f32>());
+        let (dw, db) = gate_gemm::backward(d, slice(&r), slice(&weight), slice(&da), dr.storage_mut::<f32>());
         (dr, flex_alloc::from_vec(dw, weight.layout().shape().clone()), flex_alloc::from_vec(db, Shape::new([2])))
     }
 

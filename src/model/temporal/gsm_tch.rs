@@ -12,6 +12,7 @@ use burn::backend::{DispatchDevice, LibTorch, LibTorchDevice};
 use burn::tensor::Device;
 use tch::{Device as TchDevice, Kind, Tensor};
 
+use super::gate_gemm::{self, Layout};
 use super::gsm_cuda::{self, Elem, Kernels};
 use super::gsm_fused::{GateShift, GateShiftKernels};
 use super::gsm_kernels::{self as kernels, Dims};
@@ -52,7 +53,7 @@ impl GateShiftKernels for LibTorch {
             let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], Kind::Float, "gate weight");
             let b = operand(&bias, &[2], Kind::Float, "gate bias");
             let out = Tensor::empty(gate_shape(d), (Kind::Float, TchDevice::Cpu));
-            torch_pool(|| kernels::gate_conv_forward_nhwc(d, cpu_any(&r), cpu(&w), cpu(&b), cpu_mut(&out)));
+            torch_pool(|| gate_gemm::forward(d, Layout::ChannelsLast, cpu_any(&r), cpu(&w), cpu(&b), cpu_mut(&out)));
             return TchTensor::new(out);
         }
         let (r, d, e) = feature_map(&r, segments);
@@ -60,7 +61,7 @@ impl GateShiftKernels for LibTorch {
         let b = operand(&bias, &[2], r.kind(), "gate bias");
         let out = Tensor::empty(gate_shape(d), (r.kind(), r.device()));
         match on(&r) {
-            None => torch_pool(|| kernels::gate_conv_forward(d, cpu(&r), cpu(&w), cpu(&b), cpu_mut(&out))),
+            None => torch_pool(|| gate_gemm::forward(d, Layout::Nchw, cpu(&r), cpu(&w), cpu(&b), cpu_mut(&out))),
             Some(k) => k.gate_conv_forward(d, e, ptr(&r), ptr(&w), ptr(&b), ptr(&out)),
         }
         TchTensor::new(out)
@@ -78,7 +79,7 @@ impl GateShiftKernels for LibTorch {
         let dr = Tensor::empty(r.size(), (r.kind(), r.device()));
         let (dw, db) = match on(&r) {
             None => {
-                let (dw, db) = torch_pool(|| kernels::gate_conv_backward(d, cpu(&r), cpu(&w), cpu(&da), cpu_mut(&dr)));
+                let (dw, db) = torch_pool(|| gate_gemm::backward(d, cpu(&r), cpu(&w), cpu(&da), cpu_mut(&dr)));
                 (Tensor::from_slice(&dw).reshape(w.size()), Tensor::from_slice(&db))
             }
             Some(k) => {

@@ -1,6 +1,7 @@
 //! Temporal modules: each maps `(batch*segments, C, H, W)` to the same shape, mixing
 //! information across the segments of a clip inside a 2D backbone.
 
+pub mod gate_gemm;
 pub mod gsf;
 pub mod gsm;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
