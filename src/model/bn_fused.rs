@@ -12,6 +12,11 @@
 //! - backward: one pass for `Σdy` and `Σdy·(x − μ)` (the bias and weight gradients), one for
 //!   `dx = γ·σ̂⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n)`, the statistics' dependence on `x` included.
 //!
+//! The ReLU or ReLU6 after a BN can ride along (`clamp`: `y = min(max(z, 0), max)` with
+//! `z = γ·x̂ + β`): the forward clamps as it writes, and the backward recomputes `z` from `x` and
+//! lets `dy` through only where `0 < z < max` (PyTorch's ReLU and hardtanh rule) in both of its
+//! passes — where burn's clamp or ReLU alone is a pass forward and a masking pass backward.
+//!
 //! Float32 on flex; `BatchNorm` uses the composed reference elsewhere (libtorch has its own
 //! fused op, `torch_layers.rs`). `GATESHIFT_FUSED_BN=0` turns it off, to compare.
 
@@ -35,33 +40,37 @@ pub trait FusedBatchNorm: Backend {
     /// `(2, C)`: the mean and biased variance of `x` per channel (axis 1) over every other
     /// axis. Never differentiated.
     fn bn_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// `(x − mean)/√(var + eps)·weight + bias` per channel, `stats` = `bn_batch_stats(x)`;
-    /// differentiated as training-mode BatchNorm (through the batch statistics too).
+    /// `(x − mean)/√(var + eps)·weight + bias` per channel, `stats` = `bn_batch_stats(x)`,
+    /// then clamped to `[0, max]` if `clamp` is `Some(max)` (∞: ReLU); differentiated as
+    /// training-mode BatchNorm (through the batch statistics too) and the clamp.
     fn bn_train_normalize(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         eps: f64,
+        clamp: Option<f32>,
     ) -> FloatTensor<Self>;
 }
 
 /// The kernels a backend provides so that `Autodiff<B>` can differentiate the fused op.
 pub trait BatchNormKernels: Backend {
     fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `affine`: weight and bias.
     fn bn_forward(
         x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
+        affine: [FloatTensor<Self>; 2],
         stats: FloatTensor<Self>,
         eps: f64,
+        clamp: Option<f32>,
     ) -> FloatTensor<Self>;
-    /// Returns `(dx, dweight, dbias)`.
+    /// `affine`: weight and bias. Returns `(dx, dweight, dbias)`.
     fn bn_backward(
         x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
+        affine: [FloatTensor<Self>; 2],
         stats: FloatTensor<Self>,
         eps: f64,
+        clamp: Option<f32>,
         dy: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -83,14 +92,14 @@ pub fn batch_stats<const D: usize>(x: Tensor<D>) -> Tensor<2> {
 /// [`FusedBatchNorm::bn_train_normalize`] on high-level tensors.
 pub fn normalize<const D: usize>(
     x: Tensor<D>,
-    weight: Tensor<1>,
-    bias: Tensor<1>,
+    [weight, bias]: [Tensor<1>; 2],
     stats: Tensor<2>,
     eps: f64,
+    clamp: Option<f32>,
 ) -> Tensor<D> {
     let (x, weight, bias, stats) =
         (x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), stats.into_dispatch());
-    Tensor::from_dispatch(<Dispatch as FusedBatchNorm>::bn_train_normalize(x, weight, bias, stats, eps))
+    Tensor::from_dispatch(<Dispatch as FusedBatchNorm>::bn_train_normalize(x, weight, bias, stats, eps, clamp))
 }
 
 impl FusedBatchNorm for Flex {
@@ -104,8 +113,9 @@ impl FusedBatchNorm for Flex {
         bias: FlexTensor,
         stats: FlexTensor,
         eps: f64,
+        clamp: Option<f32>,
     ) -> FlexTensor {
-        Self::bn_forward(x, weight, bias, stats, eps)
+        Self::bn_forward(x, [weight, bias], stats, eps, clamp)
     }
 }
 
@@ -151,6 +161,24 @@ fn channel_maps(stats: &[f32], weight: &[f32], bias: &[f32], eps: f64) -> Vec<(f
         .collect()
 }
 
+/// The clamp of [`FusedBatchNorm::bn_train_normalize`] on `z`: NaN stays NaN.
+#[inline(always)]
+fn clamped(z: f32, max: f32) -> f32 {
+    if z < 0.0 {
+        0.0
+    } else if z > max {
+        max
+    } else {
+        z
+    }
+}
+
+/// Whether the clamp lets the gradient at `z` through: inside `(0, max)`.
+#[inline(always)]
+fn passes(z: f32, max: f32) -> bool {
+    z > 0.0 && z < max
+}
+
 fn data(x: FlexTensor) -> FlexTensor {
     x.to_contiguous()
 }
@@ -183,7 +211,13 @@ impl BatchNormKernels for Flex {
         flex_alloc::from_vec([mean, var].concat(), Shape::new([2, p.c]))
     }
 
-    fn bn_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stats: FlexTensor, eps: f64) -> FlexTensor {
+    fn bn_forward(
+        x: FlexTensor,
+        [weight, bias]: [FlexTensor; 2],
+        stats: FlexTensor,
+        eps: f64,
+        clamp: Option<f32>,
+    ) -> FlexTensor {
         let x = data(x);
         let p = Planes::of(&x);
         let (weight, bias, stats) = (data(weight), data(bias), data(stats));
@@ -195,8 +229,10 @@ impl BatchNormKernels for Flex {
         let v = slice(&x);
         p.map(y.storage_mut::<f32>(), |c, i, out| {
             let (mean, a, b) = maps[c];
-            for (o, &x) in out.iter_mut().zip(&v[i * p.inner..][..p.inner]) {
-                *o = a * (x - mean) + b;
+            let xs = &v[i * p.inner..][..p.inner];
+            match clamp {
+                None => out.iter_mut().zip(xs).for_each(|(o, &x)| *o = a * (x - mean) + b),
+                Some(max) => out.iter_mut().zip(xs).for_each(|(o, &x)| *o = clamped(a * (x - mean) + b, max)),
             }
         });
         y
@@ -204,62 +240,92 @@ impl BatchNormKernels for Flex {
 
     fn bn_backward(
         x: FlexTensor,
-        weight: FlexTensor,
+        [weight, bias]: [FlexTensor; 2],
         stats: FlexTensor,
         eps: f64,
+        clamp: Option<f32>,
         dy: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (x, dy, weight, stats) = (data(x), data(dy), data(weight), data(stats));
+        let (x, dy, weight, bias, stats) = (data(x), data(dy), data(weight), data(bias), data(stats));
         let p = Planes::of(&x);
-        let (v, g, w, s) = (slice(&x), slice(&dy), slice(&weight), slice(&stats));
-        let n = p.count();
-        // Σdy and Σdy·(x − μ) per channel, in f64 across planes.
-        let sums: Vec<(f64, f64)> = (0..p.c)
-            .into_par_iter()
-            .map(|c| {
-                let mean = s[c];
-                p.of_channel(v, c).zip(p.of_channel(g, c)).fold((0.0, 0.0), |(sd, sdx), (xp, gp)| {
-                    let (a, b) = xp.iter().zip(gp).fold((0f32, 0f32), |(a, b), (&x, &d)| (a + d, b + d * (x - mean)));
-                    (sd + a as f64, sdx + b as f64)
-                })
-            })
-            .collect();
-        // dx = k1·dy + k2·(x − μ) + k3 per channel.
-        let coefficients: Vec<(f32, f32, f32)> = (0..p.c)
-            .map(|c| {
-                let inv_std = 1.0 / (s[p.c + c] as f64 + eps).sqrt();
-                let (sum_dy, sum_dy_xc) = sums[c];
-                let k1 = w[c] as f64 * inv_std;
-                let k2 = -(w[c] as f64) * inv_std.powi(3) * sum_dy_xc / n;
-                (k1 as f32, k2 as f32, (-k1 * sum_dy / n) as f32)
-            })
-            .collect();
+        let (s, w) = (slice(&stats), slice(&weight));
         let mut dx = flex_alloc::zeros(x.layout().shape().clone());
-        p.map(dx.storage_mut::<f32>(), |c, i, out| {
-            let (k1, k2, k3) = coefficients[c];
-            let mean = s[c];
-            let (xp, gp) = (&v[i * p.inner..][..p.inner], &g[i * p.inner..][..p.inner]);
-            for ((o, &x), &d) in out.iter_mut().zip(xp).zip(gp) {
-                *o = k1 * d + k2 * (x - mean) + k3;
+        let (v, g, out) = (slice(&x), slice(&dy), dx.storage_mut::<f32>());
+        let sums = match clamp {
+            None => backward_planes(&p, [v, g], s, w, eps, out, |_, _, d| d),
+            Some(max) => {
+                // The clamp's gradient mask, from z recomputed as the forward computed it.
+                let maps = channel_maps(s, w, slice(&bias), eps);
+                backward_planes(&p, [v, g], s, w, eps, out, |c, x, d| {
+                    let (mean, a, b) = maps[c];
+                    if passes(a * (x - mean) + b, max) { d } else { 0.0 }
+                })
             }
-        });
+        };
         let dweight: Vec<f32> = (0..p.c).map(|c| (sums[c].1 / (s[p.c + c] as f64 + eps).sqrt()) as f32).collect();
         let dbias: Vec<f32> = sums.iter().map(|&(d, _)| d as f32).collect();
         (dx, flex_alloc::from_vec(dweight, Shape::new([p.c])), flex_alloc::from_vec(dbias, Shape::new([p.c])))
     }
 }
 
+/// The backward's two passes with `dy` replaced by `through(channel, x, dy)` (the clamp's
+/// mask, or `dy` itself): `dx` into `out`; returns `(Σdy, Σdy·(x − μ))` per channel, summed
+/// in f64 across planes.
+fn backward_planes(
+    p: &Planes,
+    [v, g]: [&[f32]; 2],
+    s: &[f32],
+    w: &[f32],
+    eps: f64,
+    out: &mut [f32],
+    through: impl Fn(usize, f32, f32) -> f32 + Sync,
+) -> Vec<(f64, f64)> {
+    let n = p.count();
+    let sums: Vec<(f64, f64)> = (0..p.c)
+        .into_par_iter()
+        .map(|c| {
+            let mean = s[c];
+            p.of_channel(v, c).zip(p.of_channel(g, c)).fold((0.0, 0.0), |(sd, sdx), (xp, gp)| {
+                let (a, b) = xp.iter().zip(gp).fold((0f32, 0f32), |(a, b), (&x, &d)| {
+                    let d = through(c, x, d);
+                    (a + d, b + d * (x - mean))
+                });
+                (sd + a as f64, sdx + b as f64)
+            })
+        })
+        .collect();
+    // dx = k1·dy + k2·(x − μ) + k3 per channel.
+    let coefficients: Vec<(f32, f32, f32)> = (0..p.c)
+        .map(|c| {
+            let inv_std = 1.0 / (s[p.c + c] as f64 + eps).sqrt();
+            let (sum_dy, sum_dy_xc) = sums[c];
+            let k1 = w[c] as f64 * inv_std;
+            let k2 = -(w[c] as f64) * inv_std.powi(3) * sum_dy_xc / n;
+            (k1 as f32, k2 as f32, (-k1 * sum_dy / n) as f32)
+        })
+        .collect();
+    p.map(out, |c, i, out| {
+        let (k1, k2, k3) = coefficients[c];
+        let mean = s[c];
+        let (xp, gp) = (&v[i * p.inner..][..p.inner], &g[i * p.inner..][..p.inner]);
+        for ((o, &x), &d) in out.iter_mut().zip(xp).zip(gp) {
+            *o = k1 * through(c, x, d) + k2 * (x - mean) + k3;
+        }
+    });
+    sums
+}
+
 #[derive(Debug)]
 struct NormalizeBackward;
 
 impl<B: BatchNormKernels> Backward<B, 4> for NormalizeBackward {
-    /// Input, weight and statistics (kept alive, not copied) and epsilon.
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64);
+    /// Input, weight and bias, statistics (kept alive, not copied), epsilon and clamp.
+    type State = (FloatTensor<B>, [FloatTensor<B>; 2], FloatTensor<B>, f64, Option<f32>);
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, weight, stats, eps) = ops.state;
+        let (x, affine, stats, eps, clamp) = ops.state;
         let dy = grads.consume::<B>(&ops.node);
-        let (dx, dw, db) = B::bn_backward(x, weight, stats, eps, dy);
+        let (dx, dw, db) = B::bn_backward(x, affine, stats, eps, clamp, dy);
         let [px, pw, pb, _] = ops.parents.map(|p| p.map(|n| n.id));
         for (id, grad) in [(px, dx), (pw, dw), (pb, db)] {
             if let Some(id) = id {
@@ -282,6 +348,7 @@ impl<B: BatchNormKernels, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, 
         bias: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         eps: f64,
+        clamp: Option<f32>,
     ) -> FloatTensor<Self> {
         let nodes = [x.node(), weight.node(), bias.node(), stats.node()];
         let prep = NormalizeBackward.prepare::<C>(nodes).compute_bound().stateful();
@@ -289,10 +356,10 @@ impl<B: BatchNormKernels, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, 
             (x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stats.into_primitive());
         match prep {
             OpsKind::Tracked(prep) => {
-                let y = B::bn_forward(x.clone(), weight.clone(), bias, stats.clone(), eps);
-                prep.finish((x, weight, stats, eps), y)
+                let y = B::bn_forward(x.clone(), [weight.clone(), bias.clone()], stats.clone(), eps, clamp);
+                prep.finish((x, [weight, bias], stats, eps, clamp), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::bn_forward(x, weight, bias, stats, eps)),
+            OpsKind::UnTracked(prep) => prep.finish(B::bn_forward(x, [weight, bias], stats, eps, clamp)),
         }
     }
 }
@@ -321,8 +388,9 @@ mod tests {
 
     /// Output, every gradient and the running statistics of the fused op match the composed
     /// reference (4-D maps, and a 5-D one as GSM's composed BatchNorm3d sees), including a
-    /// channel whose values are nearly constant and maps with a large mean.
-    fn compare<const D: usize>(shape: [usize; D], offset: f32) {
+    /// channel whose values are nearly constant and maps with a large mean; with `clamp`, the
+    /// fused activation matches burn's ReLU / clamp after the composed BN.
+    fn compare<const D: usize>(shape: [usize; D], offset: f32, clamp: Option<f32>) {
         let device = Device::flex().autodiff();
         let c = shape[1];
         let rand = |lo, hi| Tensor::<1>::random([c], Distribution::Uniform(lo, hi), &device);
@@ -333,7 +401,12 @@ mod tests {
         let run = |fused: bool| {
             let module = bn(&weight, &bias);
             let x = x.clone().require_grad();
-            let y = if fused { module.forward(x.clone()) } else { module.forward_composed(x.clone()) };
+            let y = match (fused, clamp) {
+                (true, None) => module.forward(x.clone()),
+                (true, Some(max)) => module.forward_clamp(x.clone(), max),
+                (false, None) => module.forward_composed(x.clone()),
+                (false, Some(max)) => crate::model::layers::clamp(module.forward_composed(x.clone()), max),
+            };
             let grads = (y.clone() * upstream.clone()).sum().backward();
             let grad = |t: Option<Tensor<1>>| t.expect("gradient").into_data();
             let stats = [module.running_mean.value_sync(), module.running_var.value_sync()].map(|t| t.into_data());
@@ -353,7 +426,7 @@ mod tests {
             ("dbias", rel(fused.3, composed.3)),
         ];
         for (what, e) in errors {
-            assert!(e <= 2e-5, "{shape:?} offset {offset}: {what} rel {e:e}");
+            assert!(e <= 2e-5, "{shape:?} offset {offset} clamp {clamp:?}: {what} rel {e:e}");
         }
         for (f, r) in fused.4.into_iter().zip(composed.4) {
             let e = rel(f, r);
@@ -363,10 +436,20 @@ mod tests {
 
     #[test]
     fn matches_the_composed_batch_norm() {
-        compare([4, 8, 5, 7], 0.0);
-        compare([3, 5, 1, 1], 2.0);
-        compare([2, 16, 3, 4, 6], 0.0);
-        compare([8, 3, 9, 9], 50.0);
+        compare([4, 8, 5, 7], 0.0, None);
+        compare([3, 5, 1, 1], 2.0, None);
+        compare([2, 16, 3, 4, 6], 0.0, None);
+        compare([8, 3, 9, 9], 50.0, None);
+    }
+
+    /// With the ReLU, and with a clamp low enough (0.5) that both of its bounds cut.
+    #[test]
+    fn fused_activation_matches_bn_then_activation() {
+        for clamp in [f32::INFINITY, 0.5, 6.0] {
+            compare([4, 8, 5, 7], 0.0, Some(clamp));
+            compare([2, 16, 3, 4, 6], 0.0, Some(clamp));
+            compare([8, 3, 9, 9], 50.0, Some(clamp));
+        }
     }
 
     /// The statistics are the batch mean and biased variance per channel; a frozen-weight
@@ -379,7 +462,7 @@ mod tests {
         stats.assert_approx_eq::<f32>(&TensorData::from([[4.0f32, 2.0], [5.0, 2.0]]), Tolerance::absolute(1e-6));
         let x = x.require_grad();
         let (w, b) = (Tensor::<1>::ones([2], &device), Tensor::<1>::zeros([2], &device));
-        let y = normalize(x.clone(), w, b, batch_stats(x.clone()), 1e-5);
+        let y = normalize(x.clone(), [w, b], batch_stats(x.clone()), 1e-5, None);
         let grads = (y.clone() * y).sum().backward();
         let dx = x.grad(&grads).expect("input gradient");
         // d Σ x̂² / dx = 0: the squared normalised values always sum to n per channel.

@@ -14,7 +14,6 @@ use burn::nn::PaddingConfig3d;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::store::{ModuleSnapshot, bridge};
-use burn::tensor::activation::relu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -87,7 +86,7 @@ impl Unit3d {
                 .collect();
             x.pad(pads, PadMode::Constant(0.0))
         };
-        relu(self.bn.forward(conv_gemm::forward_3d(&self.conv, x)))
+        self.bn.forward_clamp(conv_gemm::forward_3d(&self.conv, x), f32::INFINITY)
     }
 }
 

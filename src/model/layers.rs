@@ -63,19 +63,37 @@ impl BatchNorm {
         if crate::model::torch_layers::applies(&x) {
             return self.forward_torch(x);
         }
-        if x.device().is_autodiff() && self.training.is_enabled() && bn_fused::applies(&x) {
-            return self.forward_fused(x);
+        if self.takes_fused(&x) {
+            return self.forward_fused(x, None);
         }
         self.forward_composed(x)
     }
 
+    /// `clamp(BN(x), 0, max)`: ReLU with ∞, ReLU6 with 6. In training on flex the activation
+    /// goes inside the fused BN's passes, forward and backward (`bn_fused.rs`).
+    pub fn forward_clamp<const D: usize>(&self, x: Tensor<D>, max: f32) -> Tensor<D> {
+        if self.takes_fused(&x) {
+            return self.forward_fused(x, Some(max));
+        }
+        clamp(self.forward(x), max)
+    }
+
+    /// Whether [`BatchNorm::forward`] runs `x` through the fused training op.
+    fn takes_fused<const D: usize>(&self, x: &Tensor<D>) -> bool {
+        #[cfg(feature = "tch")]
+        if crate::model::torch_layers::applies(x) {
+            return false;
+        }
+        x.device().is_autodiff() && self.training.is_enabled() && bn_fused::applies(x)
+    }
+
     /// Training mode in two passes forward and two backward (`bn_fused.rs`, flex float32),
-    /// what `forward_composed` computes op by op.
-    fn forward_fused<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    /// what `forward_composed` computes op by op; with `clamp`, the activation in them too.
+    fn forward_fused<const D: usize>(&self, x: Tensor<D>, clamp: Option<f32>) -> Tensor<D> {
         let (device, dims) = (x.device(), x.dims());
         let channels = dims[1];
         let stats = bn_fused::batch_stats(x.clone());
-        let y = bn_fused::normalize(x, self.weight.val(), self.bias.val(), stats.clone(), self.epsilon);
+        let y = bn_fused::normalize(x, [self.weight.val(), self.bias.val()], stats.clone(), self.epsilon, clamp);
         let mean = stats.clone().slice([0..1, 0..channels]).reshape([channels]);
         let var = stats.slice([1..2, 0..channels]).reshape([channels]);
         self.update_running(mean, var, &dims, &device);
@@ -229,6 +247,11 @@ impl BatchNorm {
     }
 }
 
+/// `clamp(x, 0, max)`: ReLU with ∞ (burn's own ReLU), ReLU6 with 6.
+pub fn clamp<const D: usize>(x: Tensor<D>, max: f32) -> Tensor<D> {
+    if max == f32::INFINITY { relu(x) } else { x.clamp(0.0, max) }
+}
+
 /// BN(conv(x)); a BN folded by [`BatchNorm::fold_into`] is skipped in inference.
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     bn.forward(conv2d(conv, x))
@@ -278,8 +301,7 @@ pub fn conv_bn_clamp(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, max: f32) -> T
         book(conv, &y);
         return y;
     }
-    let y = conv_bn(conv, bn, x);
-    if max == f32::INFINITY { relu(y) } else { y.clamp(0.0, max) }
+    bn.forward_clamp(conv2d(conv, x), max)
 }
 
 /// Geometry of a 2D convolution, as written in the official layer lists.
@@ -360,7 +382,7 @@ impl ConvBn {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.temporal {
             Some(Temporal::Gsm(g)) => g.forward_unit(conv2d(&self.conv, x), &self.bn, f32::INFINITY),
-            Some(t) => relu(self.bn.forward(t.forward(conv2d(&self.conv, x)))),
+            Some(t) => self.bn.forward_clamp(t.forward(conv2d(&self.conv, x)), f32::INFINITY),
             None => conv_bn_relu(&self.conv, &self.bn, x),
         }
     }

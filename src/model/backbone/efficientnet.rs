@@ -115,7 +115,7 @@ impl SameConv {
     pub fn forward_bn_relu6(&self, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         if depthwise::applies(&self.conv, &x) {
             if !bn.folded || x.device().is_autodiff() {
-                return relu6(self.forward_bn(bn, x));
+                return bn.forward_clamp(self.forward(x), 6.0);
             }
             let padding = self.padding(&x);
             let y = depthwise::forward(&self.conv, x, padding, Some(6.0));
@@ -138,10 +138,6 @@ impl SameConv {
     }
 }
 
-fn relu6(x: Tensor<4>) -> Tensor<4> {
-    x.clamp(0.0, 6.0)
-}
-
 /// An inverted residual (MBConv without squeeze-excite).
 #[derive(Module, Debug)]
 pub struct MbBlock {
@@ -161,7 +157,7 @@ impl MbBlock {
         if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
             y = match &self.temporal {
                 Some(Temporal::Gsm(g)) => g.forward_unit(conv.forward(y), bn, 6.0),
-                Some(t) => relu6(bn.forward(t.forward(conv.forward(y)))),
+                Some(t) => bn.forward_clamp(t.forward(conv.forward(y)), 6.0),
                 None => conv.forward_bn_relu6(bn, y),
             };
         }

@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::nn::Initializer;
 use burn::nn::PaddingConfig3d;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
-use burn::tensor::activation::{relu, tanh};
+use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 
 use super::{from_future, from_past, gsm_fused, gsm_unit};
@@ -71,12 +71,12 @@ impl Gsm {
         let gate_logits = if fused {
             // BatchNorm3d's per-channel statistics over (B, T, H, W) are those of a BatchNorm
             // over (B·T, H, W): the fused convolution reads the 4-D map as it is.
-            self.gate_conv_fused(relu(self.bn.forward(x)))
+            self.gate_conv_fused(self.bn.forward_clamp(x, f32::INFINITY))
         } else {
             self.record_gate_macs(&x);
             // (B, T, C, H, W) → (B, C, T, H, W): time becomes the Conv3d depth axis.
             let x = x.reshape([bt / t, t, c, h, w]).swap_dims(1, 2);
-            self.conv3D.forward(relu(self.bn.forward(x)))
+            self.conv3D.forward(self.bn.forward_clamp(x, f32::INFINITY))
         };
         if probe::active() {
             probe::tap("gsm.tanh", &tanh(gate_logits.clone()));
@@ -119,8 +119,7 @@ impl Gsm {
             let post = [post.weight.val(), post.bias.val()];
             return gsm_unit::unit(x, gate, bn, post, max, self.num_segments);
         }
-        let y = post.forward(self.forward(x));
-        if max.is_finite() { y.clamp(0.0, max) } else { relu(y) }
+        post.forward_clamp(self.forward(x), max)
     }
 
     /// The reference composition of tanh, gated shift, residual and re-interleave, op by op
