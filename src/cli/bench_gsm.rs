@@ -1,5 +1,6 @@
-//! `gateshift bench gsm`: the Gate-Shift Modules of BN-Inception alone (the 10 official
-//! places, 8 segments at 224² input), fused kernels against the composed reference,
+//! `gateshift bench gsm`: the Gate-Shift Modules of BN-Inception (the 10 official places) or
+//! EfficientNet-Lite0 (its 15 expanded blocks) alone, 8 segments at 224² input, fused kernels
+//! against the composed reference,
 //! inference and forward+backward; in inference also the whole GSM unit ReLU(BN(GSM(x))), op
 //! by op against fused (`Gsm::forward_unit`). Less noisy than whole-model timings for seeing what GSM
 //! itself costs.
@@ -9,17 +10,20 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 use clap::Args;
+use gateshift::model::Arch;
 use gateshift::model::layers::{self, BatchNorm};
 use gateshift::model::temporal::{Gsm, gsm_fused, gsm_unit};
 use gateshift::train::precision::{CastAll, CastFloats, Precision};
 
 use super::bench::BenchMode;
 
-/// BN-Inception's GSM places: (layer, channels, side) at 224² input.
-const PLACES: [(&str, usize, usize); 10] = [
+/// A GSM place: (layer, channels, side) at 224² input.
+type Place = (&'static str, usize, usize);
+
+/// BN-Inception's GSM places.
+const BNINCEPTION_PLACES: [Place; 10] = [
     ("inception_3a_1x1", 64, 28),
     ("inception_3b_1x1", 64, 28),
     ("inception_3c_3x3_reduce", 128, 28),
@@ -32,8 +36,40 @@ const PLACES: [(&str, usize, usize); 10] = [
     ("inception_5b_1x1", 352, 7),
 ];
 
+/// EfficientNet-Lite0's GSM places (`efficientnet.rs`: on the expanded features of every
+/// block that expands, before its depthwise convolution): (block, channels, side) at 224².
+const LITE0_PLACES: [Place; 15] = [
+    ("blocks.1", 96, 112),
+    ("blocks.2", 144, 56),
+    ("blocks.3", 144, 56),
+    ("blocks.4", 240, 28),
+    ("blocks.5", 240, 28),
+    ("blocks.6", 480, 14),
+    ("blocks.7", 480, 14),
+    ("blocks.8", 480, 14),
+    ("blocks.9", 672, 14),
+    ("blocks.10", 672, 14),
+    ("blocks.11", 672, 14),
+    ("blocks.12", 1152, 7),
+    ("blocks.13", 1152, 7),
+    ("blocks.14", 1152, 7),
+    ("blocks.15", 1152, 7),
+];
+
+/// The GSM places of `arch` and the clamp of its units (∞: ReLU, 6: ReLU6).
+fn places(arch: Arch) -> Result<(&'static [Place], f32)> {
+    match arch {
+        Arch::BnInception => Ok((&BNINCEPTION_PLACES, f32::INFINITY)),
+        Arch::EfficientnetLite0 => Ok((&LITE0_PLACES, 6.0)),
+        other => bail!("bench gsm knows the GSM places of bninception and efficientnet-lite0, not {other:?}"),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct GsmBench {
+    /// Whose GSM places: bninception or efficientnet-lite0.
+    #[arg(long, value_enum, default_value = "bninception")]
+    pub arch: Arch,
     #[arg(long, default_value_t = 8)]
     pub segments: usize,
     /// Clips per batch.
@@ -65,10 +101,12 @@ pub fn run(a: GsmBench) -> Result<()> {
             a.precision.name()
         );
     }
+    let (places, max) = places(a.arch)?;
     let train = a.mode == BenchMode::Train;
     let device = if train { base.clone().autodiff() } else { base.clone() };
     println!(
-        "GSM of BN-Inception, {:?}, batch {} × {} segments, {}, backend {}: median ms over {} runs",
+        "GSM of {:?}, {:?}, batch {} × {} segments, {}, backend {}: median ms over {} runs",
+        a.arch,
         a.mode,
         a.batch,
         a.segments,
@@ -85,7 +123,7 @@ pub fn run(a: GsmBench) -> Result<()> {
     }
     println!(" {:>7}", "ratio");
     let mut totals = vec![0f64; columns.len()];
-    for (name, c, side) in PLACES {
+    for &(name, c, side) in places {
         let mut gsm = Gsm::new(c, a.segments, &device);
         // A non-zero gate (the official init is zero), as after training.
         gsm.conv3D.weight = burn::module::Param::from_tensor(Tensor::random(
@@ -116,8 +154,8 @@ pub fn run(a: GsmBench) -> Result<()> {
         let run = |column: usize| -> Tensor<4> {
             match column {
                 0 | 1 => gsm.forward_path(x.clone(), column == 0),
-                2 => relu(post.forward(gsm.forward_path(x.clone(), true))),
-                _ => gsm_affine.forward_unit(x.clone(), &post_affine, f32::INFINITY),
+                2 => layers::clamp(post.forward(gsm.forward_path(x.clone(), true)), max),
+                _ => gsm_affine.forward_unit(x.clone(), &post_affine, max),
             }
         };
         // Round-robin over the columns, so that each sees the same cache and allocator state.
@@ -154,7 +192,7 @@ pub fn run(a: GsmBench) -> Result<()> {
         }
         print_row(&format!("{} ({c}, {side})", name.trim_start_matches("inception_")), &medians);
     }
-    print_row("all 10", &totals);
+    print_row(&format!("all {}", places.len()), &totals);
     Ok(())
 }
 
@@ -177,4 +215,33 @@ fn identity_conv(c: usize, device: &Device) -> Conv2d {
     let eye: Tensor<2> = Tensor::eye(c, device);
     conv.weight = burn::module::Param::from_tensor(eye.reshape([c, c, 1, 1]));
     conv
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+    use gateshift::model::TemporalKind;
+    use gateshift::model::backbone::efficientnet::{EfficientNet, Lite};
+    use gateshift::model::temporal::{Temporal, TemporalOpts};
+
+    use super::*;
+
+    /// The table's places, channel counts and sides are those of the GSMs EfficientNet-Lite0
+    /// builds: a GSM on block i's expanded features sees the block's input side, 112 after the
+    /// stem at 224² input, halved by every earlier block's depthwise stride.
+    #[test]
+    fn lite0_places_are_the_models() {
+        let opts = TemporalOpts { shift_div: 8, gsf_ratio: 100 };
+        let m = EfficientNet::new(Lite::Lite0, TemporalKind::Gsm, 8, opts, &Device::flex());
+        let mut side = 224 / m.conv_stem.stride;
+        let mut built = Vec::new();
+        for (i, b) in m.blocks.iter().enumerate() {
+            if let Some(Temporal::Gsm(g)) = &b.temporal {
+                built.push((format!("blocks.{i}"), g.f_plane, side));
+            }
+            side /= b.depthwise_conv.stride;
+        }
+        let table: Vec<(String, usize, usize)> = LITE0_PLACES.iter().map(|&(n, c, s)| (n.to_string(), c, s)).collect();
+        assert_eq!(built, table);
+    }
 }
