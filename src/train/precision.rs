@@ -88,6 +88,12 @@ mod tests {
     use crate::model::{Arch, ModelConfig, TemporalKind};
     use crate::train::optim::cross_entropy;
 
+    /// `‖b − a‖ / ‖a‖`.
+    fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
+        let norm = |v: &mut dyn Iterator<Item = f32>| v.map(|x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        norm(&mut a.iter().zip(b).map(|(a, b)| b - a)) / norm(&mut a.iter().copied())
+    }
+
     #[test]
     fn bf16_gradients_reach_the_fp32_masters() {
         let device = crate::backend::device("flex").unwrap().autodiff();
@@ -108,10 +114,11 @@ mod tests {
         assert!(sd.tensors.values().all(|t| t.dtype() == burn::tensor::DType::F32));
         assert_eq!(mixed.dtype(), burn::tensor::DType::F32, "master gradients are fp32");
         let (full, mixed) = (full.try_into_vec::<f32>().unwrap(), mixed.try_into_vec::<f32>().unwrap());
-        let scale = full.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let err = full.iter().zip(&mixed).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        // bf16 keeps 8 significant bits: a few per cent after a dozen layers.
-        assert!(scale > 0.0 && err / scale < 0.1, "bf16 gradient off by {} of {scale}", err / scale);
+        // bf16 keeps 8 significant bits: a few per cent after a dozen layers (2.5% on average,
+        // 3.6% at most in 300 random models; the largest single entry reached 14%, so the
+        // bound is on the whole gradient).
+        let rel = relative_l2(&full, &mixed);
+        assert!(rel < 0.08, "bf16 gradient off by {rel} of its norm");
     }
 
     /// A bf16 inference model takes f32 clips, computes in bf16 and returns f32 scores close
