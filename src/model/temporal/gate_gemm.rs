@@ -22,7 +22,6 @@
 use gemm::{Parallelism, gemm};
 
 use super::gsm_kernels::{Dims, for_each_chunk};
-use super::gsm_unit::Affine;
 use crate::model::im2col::with_scratch;
 
 /// Memory order of a `(B·T, C, H, W)` feature map.
@@ -111,68 +110,16 @@ fn add_row(out: &mut [f32], [p0, p1, p2]: [&[f32]; 3], w: usize) {
     }
 }
 
-/// `pre(X_k[b, u])` written into `block`: GSM's BN3d in affine form and its ReLU applied to
-/// gate `k`'s channels of one frame of `x`, as a (C/2, H·W) matrix in `x`'s memory order.
-fn activated<'a>(
-    d: Dims,
-    layout: Layout,
-    x: &[f32],
-    pre: &Affine,
-    [b, u, k]: [usize; 3],
-    block: &'a mut [f32],
-) -> Mat<'a> {
-    let (half, hw, frame) = (d.c / 2, d.hw(), (b * d.t + u) * d.c * d.hw());
-    match layout {
-        Layout::Nchw => {
-            for (i, row) in block.chunks_exact_mut(hw).enumerate() {
-                row.copy_from_slice(&x[frame + (k * half + i) * hw..][..hw]);
-                pre.plane(k * half + i, row);
-            }
-            Mat::new(block, hw, 1, [half, hw])
-        }
-        Layout::ChannelsLast => {
-            let channels = k * half..(k + 1) * half;
-            let pre = Affine { scale: &pre.scale[channels.clone()], shift: &pre.shift[channels], max: pre.max };
-            for (p, v) in block.chunks_exact_mut(half).enumerate() {
-                v.copy_from_slice(&x[frame + p * d.c + k * half..][..half]);
-                pre.vector(v);
-            }
-            Mat::new(block, 1, half, [half, hw])
-        }
-    }
-}
-
-/// Gate convolution: `x` (B·T, C, H, W) in `layout`, `weight` (2, C/2, 3, 3, 3), `bias` (2) →
-/// logits (B, 2, T, H, W). It convolves `r = pre(x)` when `pre` is given (the inference unit:
-/// GSM's BN3d in affine form and its ReLU), computed a frame's half at a time into this
-/// thread's scratch just before its GEMM reads it, so that `r` is never written out whole;
-/// `x` itself otherwise.
-pub fn forward(
-    d: Dims,
-    layout: Layout,
-    x: &[f32],
-    pre: Option<&Affine>,
-    weight: &[f32],
-    bias: &[f32],
-    out: &mut [f32],
-) {
+/// Gate convolution: `r` (B·T, C, H, W) in `layout`, `weight` (2, C/2, 3, 3, 3), `bias` (2) →
+/// logits (B, 2, T, H, W).
+pub fn forward(d: Dims, layout: Layout, r: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
     let (hw, half, plane) = (d.hw(), d.c / 2, 27 * d.hw());
-    if let Some(pre) = pre {
-        assert!(pre.scale.len() == d.c && pre.shift.len() == d.c, "gate convolution: one scale and shift per channel");
-    }
     // One clip at a time, so that the taps' scratch is T·54·H·W values however large the batch.
     with_scratch(1, 2 * d.t * plane, |taps| {
         for (b, clip) in out.chunks_mut(2 * d.t * hw).enumerate() {
             for_each_chunk(taps, plane, |n, p| {
                 let (u, k) = (n / 2, n % 2);
-                let w = weights(weight, k, half);
-                match pre {
-                    None => matmul(p, (hw, 1), false, w, channels(d, layout, x, b, u, k), [27, half, hw]),
-                    Some(pre) => with_scratch(0, half * hw, |block| {
-                        let r = activated(d, layout, x, pre, [b, u, k], block);
-                        matmul(p, (hw, 1), false, w, r, [27, half, hw])
-                    }),
-                }
+                matmul(p, (hw, 1), false, weights(weight, k, half), channels(d, layout, r, b, u, k), [27, half, hw]);
             });
             let taps = &*taps;
             for_each_chunk(clip, hw, |n, acc| {
@@ -339,8 +286,8 @@ mod tests {
         }
     }
 
-    /// Forward (both memory orders, of `x` and of `pre(x)`) and backward against the
-    /// definition, on planes 1 wide or high, clips of 1 and 2 frames and several clips.
+    /// Forward (both memory orders) and backward against the definition, on planes 1 wide or
+    /// high, clips of 1 and 2 frames and several clips.
     #[test]
     fn gemm_gate_conv_matches_its_definition() {
         for d in [
@@ -354,27 +301,11 @@ mod tests {
             let (r, weight, bias, da) = (values(n, 1), values(d.c * 27, 2), values(2, 3), values(gates, 4));
             let [logits, dr, dw, db] = reference(d, &r, &weight, &bias, &da);
             let mut out = vec![f32::NAN; gates];
-            forward(d, Layout::Nchw, &r, None, &weight, &bias, &mut out);
+            forward(d, Layout::Nchw, &r, &weight, &bias, &mut out);
             assert_close("logits", &out, &logits);
             out.fill(f32::NAN);
-            forward(d, Layout::ChannelsLast, &to_channels_last(d, &r), None, &weight, &bias, &mut out);
+            forward(d, Layout::ChannelsLast, &to_channels_last(d, &r), &weight, &bias, &mut out);
             assert_close("logits, channels-last", &out, &logits);
-            // Through `pre`: the same convolution of max(scale·x + shift, 0), x never activated whole.
-            let (scale, shift) = (values(d.c, 5), values(d.c, 6));
-            let pre = Affine { scale: &scale, shift: &shift, max: f32::INFINITY };
-            let activated: Vec<f32> = r
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v * scale[(i / d.hw()) % d.c] + shift[(i / d.hw()) % d.c]).max(0.0))
-                .collect();
-            assert!(activated.contains(&0.0) && activated.iter().any(|&v| v > 0.0));
-            let [logits, ..] = reference(d, &activated, &weight, &bias, &da);
-            for layout in [Layout::Nchw, Layout::ChannelsLast] {
-                let x = if layout == Layout::Nchw { r.clone() } else { to_channels_last(d, &r) };
-                out.fill(f32::NAN);
-                forward(d, layout, &x, Some(&pre), &weight, &bias, &mut out);
-                assert_close(&format!("logits of pre(x), {layout:?}"), &out, &logits);
-            }
             let mut got_dr = vec![f32::NAN; n];
             let (got_dw, got_db) = backward(d, &r, &weight, &da, &mut got_dr);
             assert_close("dr", &got_dr, &dr);

@@ -137,7 +137,7 @@ impl GateShiftKernels for Flex {
         check_shape(&bias, [2], "gate bias");
         let (r, weight, bias) = (r.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
         let mut out = flex_alloc::zeros(Shape::new([d.b, 2, d.t, d.h, d.w]));
-        gate_gemm::forward(d, Layout::Nchw, slice(&r), None, slice(&weight), slice(&bias), out.storage_mut::<f32>());
+        gate_gemm::forward(d, Layout::Nchw, slice(&r), slice(&weight), slice(&bias), out.storage_mut::<f32>());
         out
     }
 

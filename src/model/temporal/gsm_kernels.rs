@@ -318,8 +318,8 @@ mod tests {
         let x_nhwc = to_nhwc(d, &x);
         let run = || {
             let mut out = vec![vec![0f32; gate_len], vec![0f32; gate_len], vec![0f32; n], vec![0f32; n], vec![0f32; n]];
-            gate_gemm::forward(d, Layout::Nchw, &x, None, &weight, &bias, &mut out[0]);
-            gate_gemm::forward(d, Layout::ChannelsLast, &x_nhwc, None, &weight, &bias, &mut out[1]);
+            gate_gemm::forward(d, Layout::Nchw, &x, &weight, &bias, &mut out[0]);
+            gate_gemm::forward(d, Layout::ChannelsLast, &x_nhwc, &weight, &bias, &mut out[1]);
             shift_forward(d, &x, &da, None, &mut out[2]);
             shift_forward_nhwc(d, &x_nhwc, &da, None, &mut out[3]);
             let (dw, db) = gate_gemm::backward(d, &x, &weight, &da, &mut out[4]);

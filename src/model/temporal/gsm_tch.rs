@@ -53,9 +53,7 @@ impl GateShiftKernels for LibTorch {
             let w = operand(&weight, &[2, d.c as i64 / 2, 3, 3, 3], Kind::Float, "gate weight");
             let b = operand(&bias, &[2], Kind::Float, "gate bias");
             let out = Tensor::empty(gate_shape(d), (Kind::Float, TchDevice::Cpu));
-            torch_pool(|| {
-                gate_gemm::forward(d, Layout::ChannelsLast, cpu_any(&r), None, cpu(&w), cpu(&b), cpu_mut(&out))
-            });
+            torch_pool(|| gate_gemm::forward(d, Layout::ChannelsLast, cpu_any(&r), cpu(&w), cpu(&b), cpu_mut(&out)));
             return TchTensor::new(out);
         }
         let (r, d, e) = feature_map(&r, segments);
@@ -63,7 +61,7 @@ impl GateShiftKernels for LibTorch {
         let b = operand(&bias, &[2], r.kind(), "gate bias");
         let out = Tensor::empty(gate_shape(d), (r.kind(), r.device()));
         match on(&r) {
-            None => torch_pool(|| gate_gemm::forward(d, Layout::Nchw, cpu(&r), None, cpu(&w), cpu(&b), cpu_mut(&out))),
+            None => torch_pool(|| gate_gemm::forward(d, Layout::Nchw, cpu(&r), cpu(&w), cpu(&b), cpu_mut(&out))),
             Some(k) => k.gate_conv_forward(d, e, ptr(&r), ptr(&w), ptr(&b), ptr(&out)),
         }
         TchTensor::new(out)
@@ -167,18 +165,6 @@ impl GateShiftUnit for LibTorch {
             let inputs = [&x, &w, &b, &s, &sh].map(ptr);
             on(&x).expect("a CUDA tensor").unit_nhwc((d, e), inputs, [ptr(&ps), ptr(&pb)], [ptr(&gates), ptr(&y)], max);
             return TchTensor::new(y);
-        }
-        if x.tensor.device() == TchDevice::Cpu {
-            // The gate convolution applies BN3d + ReLU as it reads, in either memory order.
-            let (map, d, channels_last) = cpu_map(&x, segments);
-            let w = operand(&gate_weight, &[2, d.c as i64 / 2, 3, 3, 3], Kind::Float, "gate weight");
-            let b = operand(&gate_bias, &[2], Kind::Float, "gate bias");
-            let (scale, shift) = (unit_operand(&scale, d, "scale"), unit_operand(&shift, d, "shift"));
-            let gates = Tensor::empty(gate_shape(d), (Kind::Float, TchDevice::Cpu));
-            let pre = Affine { scale: cpu(&scale), shift: cpu(&shift), max: f32::INFINITY };
-            let layout = if channels_last { Layout::ChannelsLast } else { Layout::Nchw };
-            torch_pool(|| gate_gemm::forward(d, layout, cpu_any(&map), Some(&pre), cpu(&w), cpu(&b), cpu_mut(&gates)));
-            return Self::gate_shift_affine(x, TchTensor::new(gates), post_scale, post_shift, max, segments);
         }
         let r = Self::affine_act(x.clone(), scale, shift, f32::INFINITY, segments);
         let gate_logits = Self::gate_conv_forward(r, gate_weight, gate_bias, segments);
@@ -437,8 +423,7 @@ mod tests {
 
     /// The unit's ops on libtorch's CPU, NCHW and channels-last: `affine_act` is
     /// clamp(s·x + b, 0, max) per channel, `gate_shift_affine` is the same map on the shift's
-    /// output, and the whole `gsm_unit` is those ops with the gate convolution between them;
-    /// channels-last stays channels-last with the same values.
+    /// output; channels-last stays channels-last with the same values.
     #[test]
     fn unit_ops_in_both_memory_orders() {
         use super::*;
@@ -469,34 +454,6 @@ mod tests {
             assert_eq!(is_channels_last(&y) && !y.is_contiguous(), cl);
             assert!(f64::try_from((&r - &expected).abs().max()).unwrap() <= 1e-6, "affine_act, channels-last {cl}");
             assert!(f64::try_from((&y - &expected_shift).abs().max()).unwrap() <= 1e-6, "shift, channels-last {cl}");
-            // The whole unit (BN3d + ReLU applied inside the gate convolution) is its ops in turn.
-            let gate = (Tensor::randn([2, c / 2, 3, 3, 3], opts) * 0.2, Tensor::randn([2], opts));
-            let unit = <LibTorch as GateShiftUnit>::gsm_unit(
-                tt(&input),
-                tt(&gate.0),
-                tt(&gate.1),
-                tt(&scale),
-                tt(&shift),
-                tt(&scale),
-                tt(&shift),
-                max,
-                t as usize,
-            )
-            .tensor;
-            let r =
-                <LibTorch as GateShiftUnit>::affine_act(tt(&input), tt(&scale), tt(&shift), f32::INFINITY, t as usize);
-            let logits = <LibTorch as GateShiftKernels>::gate_conv_forward(r, tt(&gate.0), tt(&gate.1), t as usize);
-            let ops = <LibTorch as GateShiftUnit>::gate_shift_affine(
-                tt(&input),
-                logits,
-                tt(&scale),
-                tt(&shift),
-                max,
-                t as usize,
-            );
-            assert_eq!(is_channels_last(&unit) && !unit.is_contiguous(), cl);
-            let err = f64::try_from((&unit - &ops.tensor).abs().max()).unwrap();
-            assert!(err <= 1e-5 && f64::try_from(unit.abs().max()).unwrap() > 0.1, "unit, channels-last {cl}: {err:e}");
         }
     }
 }

@@ -3,10 +3,8 @@
 //! `conv1` → GSM → `bn1` → ReLU, EfficientNet's expansion with ReLU6). With both BatchNorms in
 //! affine form (`BatchNorm::into_affine`, done by `Recognizer::inference`) each is a
 //! per-channel map, and the fused GSM absorbs them:
-//! - GSM's BN3d + ReLU before the gate convolution are applied by the convolution itself on
-//!   CPU, a frame's half of the channels at a time just before its GEMM reads them
-//!   (`gate_gemm::forward` with `pre`), so `ReLU(BN3d(x))` is never written out; on libtorch's
-//!   CUDA devices they are one pass ([`affine_act`]) instead of a BN op and a ReLU op;
+//! - GSM's BN3d + ReLU before the gate convolution become one pass ([`affine_act`]) instead
+//!   of a BN op and a ReLU op;
 //! - the unit's BN + activation are applied by the shift kernel to each output plane (or
 //!   position) while it is in cache, instead of two more passes over the map.
 //!
@@ -20,10 +18,9 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::tensor::{DType, Device, Shape, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
-use super::gate_gemm::{self, Layout};
-use super::gsm_fused::{check_shape, dims, slice};
+use super::gsm_fused::{GateShiftKernels, check_shape, dims, slice};
 use super::gsm_kernels::{self as kernels, Dims, for_each_chunk};
 use crate::model::flex_alloc;
 use crate::model::probe;
@@ -78,10 +75,9 @@ pub fn affine_act(d: Dims, x: &[f32], a: &Affine, channels_last: bool, out: &mut
 pub trait GateShiftUnit: Backend {
     /// The whole unit `min(max(post(GSM(x)), 0), max)` with GSM's BN3d (`scale`, `shift`) and
     /// the unit's BN (`post_scale`, `post_shift`) in affine form. On libtorch's CUDA devices a
-    /// channels-last `x` takes two passes (`gsm_cuda.rs`, `unit_*_nhwc`), an NCHW one
+    /// channels-last `x` takes two passes (`gsm_cuda.rs`, `unit_*_nhwc`); elsewhere it is
     /// [`affine_act`](Self::affine_act), the fused gate convolution and
-    /// [`gate_shift_affine`](Self::gate_shift_affine); on CPU, the gate convolution with the
-    /// BN3d and ReLU applied as it reads (`gate_gemm::forward`), then `gate_shift_affine`.
+    /// [`gate_shift_affine`](Self::gate_shift_affine).
     #[allow(clippy::too_many_arguments)]
     fn gsm_unit(
         x: FloatTensor<Self>,
@@ -133,17 +129,8 @@ impl GateShiftUnit for Flex {
         max: f32,
         segments: usize,
     ) -> FlexTensor {
-        let d = dims(&x, segments);
-        check_shape(&gate_weight, [2, d.c / 2, 3, 3, 3], "gate weight");
-        check_shape(&gate_bias, [2], "gate bias");
-        check_shape(&scale, [d.c], "scale");
-        check_shape(&shift, [d.c], "shift");
-        let x = x.to_contiguous();
-        let [w, b, scale, shift] = [gate_weight, gate_bias, scale, shift].map(|t| t.to_contiguous());
-        let mut gate_logits = flex_alloc::zeros(Shape::new([d.b, 2, d.t, d.h, d.w]));
-        let pre = Affine { scale: slice(&scale), shift: slice(&shift), max: f32::INFINITY };
-        let out = gate_logits.storage_mut::<f32>();
-        gate_gemm::forward(d, Layout::Nchw, slice(&x), Some(&pre), slice(&w), slice(&b), out);
+        let r = Self::affine_act(x.clone(), scale, shift, f32::INFINITY, segments);
+        let gate_logits = <Self as GateShiftKernels>::gate_conv_forward(r, gate_weight, gate_bias, segments);
         Self::gate_shift_affine(x, gate_logits, post_scale, post_shift, max, segments)
     }
 
