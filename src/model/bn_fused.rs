@@ -7,10 +7,15 @@
 //! Here,
 //! per channel `c` over the `n` values of every other axis, with `x̂ = (x − μ)·σ̂⁻¹`,
 //! `σ̂⁻¹ = 1/√(σ² + ε)` (μ, σ² the batch mean and biased variance):
-//! - forward: one pass for μ and σ² ([`batch_stats`], two reads: mean, then centred squares,
-//!   summed in f64), one for `y = γ·x̂ + β`;
+//! - forward: one pass for μ and σ² ([`batch_stats`], two reads: mean, then centred squares),
+//!   one for `y = γ·x̂ + β`;
 //! - backward: one pass for `Σdy` and `Σdy·(x − μ)` (the bias and weight gradients), one for
 //!   `dx = γ·σ̂⁻¹·(dy − Σdy/n − x̂·Σ(dy·x̂)/n)`, the statistics' dependence on `x` included.
+//!
+//! Every sum runs in 8 float32 partial sums per plane (so that the adds need not wait on each
+//! other), the planes' sums added in f64. The plane loops take their channel's constants as
+//! arguments, so they vectorise; they are compiled for AVX2 as well, chosen at run time
+//! (`avx2.rs`).
 //!
 //! The ReLU or ReLU6 after a BN can ride along (`clamp`: `y = min(max(z, 0), max)` with
 //! `z = γ·x̂ + β`): the forward clamps as it writes, and the backward recomputes `z` from `x` and
@@ -22,6 +27,7 @@
 
 use std::sync::OnceLock;
 
+use crate::model::avx2::with_avx2;
 use crate::model::flex_alloc;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -200,10 +206,9 @@ impl BatchNormKernels for Flex {
         let per_channel: Vec<(f32, f32)> = (0..p.c)
             .into_par_iter()
             .map(|c| {
-                let sum: f64 = p.of_channel(v, c).map(|pl| pl.iter().sum::<f32>() as f64).sum();
+                let sum: f64 = p.of_channel(v, c).map(|pl| plane_stats(pl, None).0 as f64).sum();
                 let mean = (sum / n) as f32;
-                let sq: f64 =
-                    p.of_channel(v, c).map(|pl| pl.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() as f64).sum();
+                let sq: f64 = p.of_channel(v, c).map(|pl| plane_stats(pl, Some(mean)).1 as f64).sum();
                 (mean, (sq / n) as f32)
             })
             .collect();
@@ -229,11 +234,7 @@ impl BatchNormKernels for Flex {
         let v = slice(&x);
         p.map(y.storage_mut::<f32>(), |c, i, out| {
             let (mean, a, b) = maps[c];
-            let xs = &v[i * p.inner..][..p.inner];
-            match clamp {
-                None => out.iter_mut().zip(xs).for_each(|(o, &x)| *o = a * (x - mean) + b),
-                Some(max) => out.iter_mut().zip(xs).for_each(|(o, &x)| *o = clamped(a * (x - mean) + b, max)),
-            }
+            plane_forward(&v[i * p.inner..][..p.inner], out, [mean, a, b], clamp);
         });
         y
     }
@@ -251,26 +252,38 @@ impl BatchNormKernels for Flex {
         let (s, w) = (slice(&stats), slice(&weight));
         let mut dx = flex_alloc::zeros(x.layout().shape().clone());
         let (v, g, out) = (slice(&x), slice(&dy), dx.storage_mut::<f32>());
-        let sums = match clamp {
-            None => backward_planes(&p, [v, g], s, w, eps, out, |_, _, d| d),
-            Some(max) => {
-                // The clamp's gradient mask, from z recomputed as the forward computed it.
-                let maps = channel_maps(s, w, slice(&bias), eps);
-                backward_planes(&p, [v, g], s, w, eps, out, |c, x, d| {
-                    let (mean, a, b) = maps[c];
-                    if passes(a * (x - mean) + b, max) { d } else { 0.0 }
-                })
-            }
-        };
+        // The clamp's gradient mask, from z recomputed as the forward computed it.
+        let masks: Option<Vec<Mask>> = clamp.map(|max| {
+            let maps = channel_maps(s, w, slice(&bias), eps);
+            maps.into_iter().map(|(mean, a, b)| Mask { mean, a, b, max }).collect()
+        });
+        let sums = backward_planes(&p, [v, g], s, w, eps, out, masks.as_deref());
         let dweight: Vec<f32> = (0..p.c).map(|c| (sums[c].1 / (s[p.c + c] as f64 + eps).sqrt()) as f32).collect();
         let dbias: Vec<f32> = sums.iter().map(|&(d, _)| d as f32).collect();
         (dx, flex_alloc::from_vec(dweight, Shape::new([p.c])), flex_alloc::from_vec(dbias, Shape::new([p.c])))
     }
 }
 
-/// The backward's two passes with `dy` replaced by `through(channel, x, dy)` (the clamp's
-/// mask, or `dy` itself): `dx` into `out`; returns `(Σdy, Σdy·(x − μ))` per channel, summed
+/// The clamp's gradient mask on one channel: `dy` passes where `0 < a·(x − μ) + β < max`.
+#[derive(Clone, Copy)]
+struct Mask {
+    mean: f32,
+    a: f32,
+    b: f32,
+    max: f32,
+}
+
+impl Mask {
+    #[inline(always)]
+    fn apply(self, x: f32, d: f32) -> f32 {
+        if passes(self.a * (x - self.mean) + self.b, self.max) { d } else { 0.0 }
+    }
+}
+
+/// The backward's two passes with `dy` masked by the channel's clamp (`masks`, one per
+/// channel) or as it is: `dx` into `out`; returns `(Σdy, Σdy·(x − μ))` per channel, summed
 /// in f64 across planes.
+#[allow(clippy::too_many_arguments)]
 fn backward_planes(
     p: &Planes,
     [v, g]: [&[f32]; 2],
@@ -278,42 +291,108 @@ fn backward_planes(
     w: &[f32],
     eps: f64,
     out: &mut [f32],
-    through: impl Fn(usize, f32, f32) -> f32 + Sync,
+    masks: Option<&[Mask]>,
 ) -> Vec<(f64, f64)> {
     let n = p.count();
+    let mask = |c: usize| masks.map(|m| m[c]);
     let sums: Vec<(f64, f64)> = (0..p.c)
         .into_par_iter()
         .map(|c| {
-            let mean = s[c];
             p.of_channel(v, c).zip(p.of_channel(g, c)).fold((0.0, 0.0), |(sd, sdx), (xp, gp)| {
-                let (a, b) = xp.iter().zip(gp).fold((0f32, 0f32), |(a, b), (&x, &d)| {
-                    let d = through(c, x, d);
-                    (a + d, b + d * (x - mean))
-                });
+                let (a, b) = plane_sums(xp, gp, s[c], mask(c));
                 (sd + a as f64, sdx + b as f64)
             })
         })
         .collect();
     // dx = k1·dy + k2·(x − μ) + k3 per channel.
-    let coefficients: Vec<(f32, f32, f32)> = (0..p.c)
+    let coefficients: Vec<[f32; 3]> = (0..p.c)
         .map(|c| {
             let inv_std = 1.0 / (s[p.c + c] as f64 + eps).sqrt();
             let (sum_dy, sum_dy_xc) = sums[c];
             let k1 = w[c] as f64 * inv_std;
             let k2 = -(w[c] as f64) * inv_std.powi(3) * sum_dy_xc / n;
-            (k1 as f32, k2 as f32, (-k1 * sum_dy / n) as f32)
+            [k1 as f32, k2 as f32, (-k1 * sum_dy / n) as f32]
         })
         .collect();
     p.map(out, |c, i, out| {
-        let (k1, k2, k3) = coefficients[c];
-        let mean = s[c];
         let (xp, gp) = (&v[i * p.inner..][..p.inner], &g[i * p.inner..][..p.inner]);
-        for ((o, &x), &d) in out.iter_mut().zip(xp).zip(gp) {
-            *o = k1 * through(c, x, d) + k2 * (x - mean) + k3;
-        }
+        plane_dx(xp, gp, out, coefficients[c], s[c], mask(c));
     });
     sums
 }
+
+/// Independent partial sums per plane: the adds of a sum in order wait on each other, 8
+/// of them fill the vector registers (AVX2: one 8-wide add per step).
+const LANES: usize = 8;
+
+/// `(Σ f(x, y), Σ g(x, y))` over two equally long slices, in [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sums(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> [f32; 2]) -> (f32, f32) {
+    let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
+    let (xc, yc) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (x, y) in xc.zip(yc) {
+        for i in 0..LANES {
+            let [u, v] = f(x[i], y[i]);
+            a[i] += u;
+            b[i] += v;
+        }
+    }
+    for (i, (&x, &y)) in xr.iter().zip(yr).enumerate() {
+        let [u, v] = f(x, y);
+        a[i] += u;
+        b[i] += v;
+    }
+    (a.iter().sum(), b.iter().sum())
+}
+
+/// `(Σdy, Σdy·(x − μ))` over one plane, `dy` masked.
+#[inline(always)]
+fn sums_body(xs: &[f32], gs: &[f32], mean: f32, mask: Option<Mask>) -> (f32, f32) {
+    match mask {
+        None => lane_sums(xs, gs, |x, d| [d, d * (x - mean)]),
+        Some(m) => lane_sums(xs, gs, |x, d| {
+            let d = m.apply(x, d);
+            [d, d * (x - mean)]
+        }),
+    }
+}
+
+/// `(Σx, Σ(x − μ)²)` over one plane (`mean` = None: the first sum only).
+#[inline(always)]
+fn stats_body(xs: &[f32], mean: Option<f32>) -> (f32, f32) {
+    match mean {
+        None => lane_sums(xs, xs, |x, _| [x, 0.0]),
+        Some(m) => lane_sums(xs, xs, |x, _| [0.0, (x - m) * (x - m)]),
+    }
+}
+
+/// `y = a·(x − μ) + β` over one plane, clamped if `clamp` is given.
+#[inline(always)]
+fn forward_body(xs: &[f32], out: &mut [f32], [mean, a, b]: [f32; 3], clamp: Option<f32>) {
+    let pairs = out.iter_mut().zip(xs);
+    match clamp {
+        None => pairs.for_each(|(o, &x)| *o = a * (x - mean) + b),
+        Some(max) => pairs.for_each(|(o, &x)| *o = clamped(a * (x - mean) + b, max)),
+    }
+}
+
+with_avx2!(plane_forward, forward_body, (xs: &[f32], out: &mut [f32], map: [f32; 3], clamp: Option<f32>));
+with_avx2!(plane_stats, stats_body, (xs: &[f32], mean: Option<f32>) -> (f32, f32));
+
+/// `dx = k1·dy + k2·(x − μ) + k3` over one plane, `dy` masked. The per-channel constants are
+/// arguments, so the loop has no lookups and vectorises.
+#[inline(always)]
+fn dx_body(xs: &[f32], gs: &[f32], out: &mut [f32], [k1, k2, k3]: [f32; 3], mean: f32, mask: Option<Mask>) {
+    let triples = out.iter_mut().zip(xs).zip(gs);
+    match mask {
+        None => triples.for_each(|((o, &x), &d)| *o = k1 * d + k2 * (x - mean) + k3),
+        Some(m) => triples.for_each(|((o, &x), &d)| *o = k1 * m.apply(x, d) + k2 * (x - mean) + k3),
+    }
+}
+
+with_avx2!(plane_sums, sums_body, (xs: &[f32], gs: &[f32], mean: f32, mask: Option<Mask>) -> (f32, f32));
+with_avx2!(plane_dx, dx_body, (xs: &[f32], gs: &[f32], out: &mut [f32], k: [f32; 3], mean: f32, mask: Option<Mask>));
 
 #[derive(Debug)]
 struct NormalizeBackward;

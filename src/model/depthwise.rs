@@ -19,6 +19,7 @@
 
 use std::sync::OnceLock;
 
+use crate::model::avx2::with_avx2;
 use crate::model::flex_alloc;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -185,24 +186,6 @@ impl Plan {
 
 /// Output columns per register block.
 const BLOCK: usize = 8;
-
-/// Runs `body` compiled for AVX2 where the CPU has it (chosen at run time), else baseline.
-macro_rules! with_avx2 {
-    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { avx2($($arg),*) };
-            }
-            $body($($arg),*)
-        }
-    };
-}
 
 with_avx2!(plane_forward, forward_body, (x: &[f32], kernel: &[f32], bias: f32, p: &Plan, scratch: &mut Vec<f32>, y: &mut [f32]));
 with_avx2!(plane_dx, dx_body, (dy: &[f32], kernel: &[f32], p: &Plan, scratch: &mut Vec<f32>, dx: &mut [f32]));

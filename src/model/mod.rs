@@ -1,5 +1,6 @@
 //! The recognizer, its backbones and temporal modules.
 
+pub(crate) mod avx2;
 pub mod backbone;
 pub mod bn_fused;
 pub mod conv_gemm;
