@@ -283,7 +283,6 @@ impl Mask {
 /// The backward's two passes with `dy` masked by the channel's clamp (`masks`, one per
 /// channel) or as it is: `dx` into `out`; returns `(Σdy, Σdy·(x − μ))` per channel, summed
 /// in f64 across planes.
-#[allow(clippy::too_many_arguments)]
 fn backward_planes(
     p: &Planes,
     [v, g]: [&[f32]; 2],

@@ -119,6 +119,7 @@ mod tests {
         // bound is on the whole gradient).
         let rel = relative_l2(&full, &mixed);
         assert!(rel < 0.08, "bf16 gradient off by {rel} of its norm");
+        assert!(rel > 0.0, "bf16 gradient equals the fp32 one: nothing ran in bf16");
     }
 
     /// A bf16 inference model takes f32 clips, computes in bf16 and returns f32 scores close
