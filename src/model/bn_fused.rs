@@ -206,9 +206,9 @@ impl BatchNormKernels for Flex {
         let per_channel: Vec<(f32, f32)> = (0..p.c)
             .into_par_iter()
             .map(|c| {
-                let sum: f64 = p.of_channel(v, c).map(|pl| plane_stats(pl, None).0 as f64).sum();
+                let sum: f64 = p.of_channel(v, c).map(|pl| plane_stats(pl, None) as f64).sum();
                 let mean = (sum / n) as f32;
-                let sq: f64 = p.of_channel(v, c).map(|pl| plane_stats(pl, Some(mean)).1 as f64).sum();
+                let sq: f64 = p.of_channel(v, c).map(|pl| plane_stats(pl, Some(mean)) as f64).sum();
                 (mean, (sq / n) as f32)
             })
             .collect();
@@ -357,12 +357,12 @@ fn sums_body(xs: &[f32], gs: &[f32], mean: f32, mask: Option<Mask>) -> (f32, f32
     }
 }
 
-/// `(Σx, Σ(x − μ)²)` over one plane (`mean` = None: the first sum only).
+/// `Σx` over one plane, or `Σ(x − μ)²` given `mean` = μ.
 #[inline(always)]
-fn stats_body(xs: &[f32], mean: Option<f32>) -> (f32, f32) {
+fn stats_body(xs: &[f32], mean: Option<f32>) -> f32 {
     match mean {
-        None => lane_sums(xs, xs, |x, _| [x, 0.0]),
-        Some(m) => lane_sums(xs, xs, |x, _| [0.0, (x - m) * (x - m)]),
+        None => lane_sums(xs, xs, |x, _| [x, 0.0]).0,
+        Some(m) => lane_sums(xs, xs, |x, _| [(x - m) * (x - m), 0.0]).0,
     }
 }
 
@@ -377,7 +377,7 @@ fn forward_body(xs: &[f32], out: &mut [f32], [mean, a, b]: [f32; 3], clamp: Opti
 }
 
 with_avx2!(plane_forward, forward_body, (xs: &[f32], out: &mut [f32], map: [f32; 3], clamp: Option<f32>));
-with_avx2!(plane_stats, stats_body, (xs: &[f32], mean: Option<f32>) -> (f32, f32));
+with_avx2!(plane_stats, stats_body, (xs: &[f32], mean: Option<f32>) -> f32);
 
 /// `dx = k1·dy + k2·(x − μ) + k3` over one plane, `dy` masked. The per-channel constants are
 /// arguments, so the loop has no lookups and vectorises.
