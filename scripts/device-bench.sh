@@ -27,7 +27,8 @@
 #   3. the whole-network check with libtorch's TF32 default, and on ResNet-18 + TSM;
 #   4. CubeCL cuda: a training step against flex, `bench gsm` (its BN-Inception row, with the
 #      warm-up time, runs in section 2 after the default target rows);
-#   5. the rest of the tch-cuda table: fp32, composed GSM, TSM ResNet-50, `bench gsm`.
+#   5. the rest of the tch-cuda table: fp32, composed GSM, TSM ResNet-50 (and PyTorch's),
+#      `bench gsm`.
 # Rows stop being started after $BUDGET_S seconds (default 400); each row is cut at
 # $ROW_S seconds (default 120; CubeCL's model row gets $CUBE_ROW_S, default 150). Each result
 # is appended to $OUT/results.txt as it comes; $OUT/card.txt names the card.
@@ -158,6 +159,8 @@ for mode in infer train; do
   for temporal in gsm none; do
     torch_ref "$temporal" "$mode" fp32
   done
+  # TSM ResNet-50 in PyTorch eager on the same card (scripts/torch_tsm_resnet.py's model).
+  torch_ref tsm "$mode" bf16 --arch resnet50
 done
 row "$bin" bench gsm --backend tch-cuda --batch 32 --mode train --iters 10
 echo "done in $((SECONDS - start)) s" | log

@@ -140,6 +140,21 @@ class BnInceptionGsm(nn.Module):
         self.load_state_dict(mine, strict=True)
 
 
+def check_against_fixture(model, fixture, name):
+    """`model` loaded from the official-format checkpoint `fixture`.pth.tar gives the logits of
+    `fixture`_io.safetensors in eval mode; returns it in eval mode."""
+    ckpt = torch.load(f"{fixture}.pth.tar", map_location="cpu", weights_only=False)
+    model.load_official(ckpt["state_dict"])
+    model.eval()
+    io = load_file(f"{fixture}_io.safetensors")
+    with torch.no_grad():
+        logits = model(io["input"])
+    err = ((logits - io["logits"]).abs().max() / io["logits"].abs().max()).item()
+    print(f"parity: {name} logits rel err {err:.2e} vs the official fixture")
+    assert err < 1e-4, "reference model does not match the official code"
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("fixtures")
@@ -147,16 +162,7 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    model = BnInceptionGsm()
-    ckpt = torch.load(f"{a.fixtures}/gsm_bninception_seg8.pth.tar", map_location="cpu", weights_only=True)
-    model.load_official(ckpt["state_dict"])
-    model.eval()
-    io = load_file(f"{a.fixtures}/gsm_bninception_seg8_io.safetensors")
-    with torch.no_grad():
-        logits = model(io["input"])
-    err = (logits - io["logits"]).abs().max() / io["logits"].abs().max()
-    print(f"parity: logits rel err {err:.2e} vs the official fixture")
-    assert err < 1e-4, "reference model does not match the official code"
+    model = check_against_fixture(BnInceptionGsm(), f"{a.fixtures}/gsm_bninception_seg8", "bninception+gsm")
     x = torch.randn(1, 24, 224, 224)
     times = []
     with torch.no_grad():

@@ -1,9 +1,11 @@
 """PyTorch GPU eager reference for `docs/PERFORMANCE.md`, run by `scripts/device-bench.sh` on
 the same card and in the same run as `gateshift bench model`: BN-Inception with GSM (or TSN,
-no temporal module), 8 segments, 174 classes, random weights, synthetic input, timed with the
-same protocol (warm-up, median of timed iterations, synchronised).
+no temporal module), or ResNet-50 with TSM (or TSN), 8 segments, 174 classes, random weights,
+synthetic input, timed with the same protocol (warm-up, median of timed iterations,
+synchronised).
 
-The model is `torch_cpu_bench.py`'s, which checks itself against the official fixture logits.
+The models are `torch_cpu_bench.py`'s and `torch_tsm_resnet.py`'s, which check themselves
+against the official fixture logits.
 bf16 is autocast (fp32 weights) for both modes; training is one SGD step with momentum.
 It needs torch with CUDA; it is never a project dependency.
     python3 scripts/torch_gpu_bench.py --temporal gsm --mode train --precision bf16
@@ -19,11 +21,13 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_cpu_bench import BnInceptionGsm  # noqa: E402
+from torch_tsm_resnet import TsmResNet  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--temporal", choices=["gsm", "none"], default="gsm")
+    ap.add_argument("--arch", choices=["bninception", "resnet50"], default="bninception")
+    ap.add_argument("--temporal", choices=["gsm", "tsm", "none"], default="gsm")
     ap.add_argument("--mode", choices=["infer", "train"], default="infer")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--batch", type=int, default=32)
@@ -38,9 +42,16 @@ def main():
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    model = BnInceptionGsm(segments=a.segments)
-    if a.temporal == "none":
-        model.gsm = nn.ModuleDict()
+    if a.arch == "resnet50":
+        if a.temporal == "gsm":
+            ap.error("--arch resnet50 takes --temporal tsm or none")
+        model = TsmResNet(depth=50, segments=a.segments, shift=a.temporal == "tsm")
+    else:
+        if a.temporal == "tsm":
+            ap.error("--arch bninception takes --temporal gsm or none")
+        model = BnInceptionGsm(segments=a.segments)
+        if a.temporal == "none":
+            model.gsm = nn.ModuleDict()
     model = model.to(dev)
     if a.channels_last:
         # channels_last 2D conv weights make cuDNN run the first convolution, and so the whole
@@ -76,10 +87,10 @@ def main():
     ms = 1000 * statistics.median(times)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
     card = torch.cuda.get_device_name() if cuda else "cpu"
-    name = "gsm" if a.temporal == "gsm" else "tsn"
+    name = "tsn" if a.temporal == "none" else a.temporal
     order = ", channels_last" if a.channels_last else ""
     print(
-        f"pytorch {torch.__version__} eager{order} {card}: bninception+{name} "
+        f"pytorch {torch.__version__} eager{order} {card}: {a.arch}+{name} "
         f"{a.mode} {a.precision} batch {a.batch}x{a.segments}x{a.size}^2: median {ms:.1f} ms/iter, "
         f"{a.batch / ms * 1000:.1f} clips/s, peak allocated {peak:.0f} MiB"
     )

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use gateshift::data::list::{List, ListFormat};
 use gateshift::data::transform::FlipMap;
 use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Loader, Mode, Pipeline, Sampling};
-use gateshift::model::temporal::gsm_fused;
+use gateshift::model::temporal::{gsm_fused, tsm_fused};
 use gateshift::model::{Arch, ModelConfig, ShiftPlace, TemporalKind};
 use gateshift::train::optim::{clip_grad_norm, cross_entropy};
 use gateshift::train::precision::Precision;
@@ -241,6 +241,11 @@ fn model(a: ModelBench) -> Result<()> {
     let gsm = match a.temporal {
         TemporalKind::Gsm if a.gsm == GsmImpl::Fused && gsm_fused::available(&base, dtype) => " (fused)",
         TemporalKind::Gsm => " (composed)",
+        // GATESHIFT_FUSED_TSM=0 runs the composed shift, for comparison.
+        TemporalKind::Tsm if tsm_fused::enabled() && dtype == DType::F32 && gateshift::backend::is_flex(&base) => {
+            " (fused)"
+        }
+        TemporalKind::Tsm => " (composed)",
         _ => "",
     };
     println!(

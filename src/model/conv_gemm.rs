@@ -17,6 +17,11 @@
 //! clip, one frame) the forward runs an image's tiles in parallel, the backward its GEMMs.
 //! `layers::conv2d` and I3D (`conv_gemm::forward_3d`) use it; `GATESHIFT_GEMM_CONV=0` restores
 //! burn's own. On BN-Inception it halves the training step (docs/PERFORMANCE.md).
+//!
+//! A pointwise convolution can also read its input through TSM's shift (ResNet's residual
+//! shift, [`shifted`]): image n's columns are then three channel ranges of three images, so
+//! the GEMM is split along its inner dimension into one GEMM per range, and the shifted map
+//! is never written; the backward splits the same way.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -37,17 +42,19 @@ use rayon::prelude::*;
 
 use crate::model::flex_alloc;
 use crate::model::im2col::{Sizes, col2im, im2col, with_scratch};
+use crate::model::temporal::tsm_fused::Shift;
 
 /// Stride and symmetric padding (depth, rows, columns) of a convolution this op takes; a 2D
 /// convolution has depth stride 1 and no depth padding. `max`: in inference, the outputs
 /// clamped to `[0, max]` as each tile is computed (the ReLU or ReLU6 after a folded BN:
 /// `layers::conv_bn_relu`), which saves the activation's pass over the map; the autodiff op
-/// refuses it.
+/// refuses it. `shift`: the input is read shifted in time (pointwise convolutions only).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Geometry {
     pub stride: [usize; 3],
     pub padding: [usize; 3],
     pub max: Option<f32>,
+    pub shift: Option<Shift>,
 }
 
 impl Geometry {
@@ -106,7 +113,19 @@ pub fn applies(conv: &Conv2d, x: &Tensor<4>) -> Option<Geometry> {
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
         _ => return None,
     };
-    Some(Geometry { stride: [1, conv.stride[0], conv.stride[1]], padding: [0, padding[0], padding[1]], max: None })
+    Some(Geometry {
+        stride: [1, conv.stride[0], conv.stride[1]],
+        padding: [0, padding[0], padding[1]],
+        max: None,
+        shift: None,
+    })
+}
+
+/// `g` (of `conv`, from [`applies`]) reading its input shifted by `shift`, where `conv` is
+/// pointwise (1×1, stride 1, unpadded); else `None` (shift the map, then convolve).
+pub fn shifted(conv: &Conv2d, g: Geometry, shift: Shift) -> Option<Geometry> {
+    let [_, _, kh, kw] = conv.weight.dims();
+    ([kh, kw] == [1, 1] && g.stride == [1; 3] && g.padding == [0; 3]).then_some(Geometry { shift: Some(shift), ..g })
 }
 
 /// The same for a 3D convolution.
@@ -119,7 +138,7 @@ pub fn applies_3d(conv: &Conv3d, x: &Tensor<5>) -> Option<Geometry> {
         PaddingConfig3d::Explicit(d, h, w) => [d, h, w],
         PaddingConfig3d::Same => return None,
     };
-    Some(Geometry { stride: conv.stride, padding, max: None })
+    Some(Geometry { stride: conv.stride, padding, max: None, shift: None })
 }
 
 fn run<const D: usize>(x: Tensor<D>, weight: Tensor<D>, bias: Option<Tensor<1>>, geometry: Geometry) -> Tensor<D> {
@@ -329,6 +348,16 @@ fn float32(t: FlexTensor, what: &str) -> FlexTensor {
     t.to_contiguous()
 }
 
+/// The sizes of a call, its shift (if any) checked against them.
+fn sizes(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> Sizes {
+    let s = Sizes::of(x, weight, g);
+    if let Some(shift) = g.shift {
+        assert!(s.pointwise() && s.dims == 4, "conv: only a pointwise 2D convolution reads a shifted input");
+        shift.check(s.n, s.c);
+    }
+    s
+}
+
 /// The forward: `conv(x) + bias`, plus `residual` (the output's shape) where given, clamped
 /// to `[0, geometry.max]` where given.
 fn forward(
@@ -339,7 +368,7 @@ fn forward(
     g: Geometry,
 ) -> FlexTensor {
     let (x, weight, bias) = (float32(x, "input"), float32(weight, "weight"), float32(bias, "bias"));
-    let s = Sizes::of(&x, &weight, g);
+    let s = sizes(&x, &weight, g);
     assert_eq!(bias.layout().shape().as_slice(), [s.o], "conv: bias shape");
     let residual = residual.map(|r| float32(r, "residual"));
     if let Some(r) = &residual {
@@ -362,17 +391,27 @@ fn forward(
         }
         let x = &xv[b * s.image()..][..s.image()];
         let rows = SharedRows(out.as_mut_ptr(), out.len());
+        // SAFETY (each `matmul` and `clamp` below): the tiles' column ranges are disjoint, so
+        // no two tasks write one value; the rows at stride p stay inside `out` (checked).
         let tile = |lines: Range<usize>| {
             let (first, n) = (lines.start * s.output[2], lines.len() * s.output[2]);
-            with_columns(&s, x, lines, 0, |cols, rs| {
-                // SAFETY: the tiles' column ranges are disjoint, so no two tasks write one
-                // value; the rows at stride p stay inside `out` (checked by `matmul`).
-                unsafe { rows.matmul(first, p, View::rows(wv, k), View::rows(cols, rs), [s.o, k, n]) };
-                if let Some(max) = g.max {
-                    // SAFETY: the same positions, just written by this task.
-                    unsafe { rows.clamp(first, p, [s.o, n], max) }
+            match g.shift {
+                None => with_columns(&s, x, lines, 0, |cols, rs| unsafe {
+                    rows.matmul(first, p, View::rows(wv, k), View::rows(cols, rs), [s.o, k, n])
+                }),
+                // Pointwise: the columns of channels r are the planes r of image `from`.
+                Some(shift) => {
+                    for (r, from) in shift.sources(b, s.c) {
+                        if let (Some(from), false) = (from, r.is_empty()) {
+                            let cols = View::rows(&xv[from * s.image() + r.start * p + first..], p);
+                            unsafe { rows.matmul(first, p, View::rows(&wv[r.start..], k), cols, [s.o, r.len(), n]) }
+                        }
+                    }
                 }
-            })
+            }
+            if let Some(max) = g.max {
+                unsafe { rows.clamp(first, p, [s.o, n], max) }
+            }
         };
         if tiles_in_parallel {
             s.tiles(rayon::current_num_threads()).collect::<Vec<_>>().into_par_iter().for_each(tile);
@@ -402,7 +441,7 @@ impl ConvKernels for Flex {
         [want_dx, want_dw, want_db]: [bool; 3],
     ) -> [Option<FlexTensor>; 3] {
         let (x, weight, dy) = (float32(x, "input"), float32(weight, "weight"), float32(dy, "output gradient"));
-        let s = Sizes::of(&x, &weight, g);
+        let s = sizes(&x, &weight, g);
         assert_eq!(dy.layout().shape(), &s.output_shape(), "conv: output gradient shape");
         let (xv, wv, gv) = (slice(&x), slice(&weight), slice(&dy));
         let (k, p) = (s.k(), s.p());
@@ -412,7 +451,19 @@ impl ConvKernels for Flex {
         let dx = want_dx.then(|| {
             let mut dx = flex_alloc::zeros(x.layout().shape().clone());
             let image = |(b, dx): (usize, &mut [f32])| {
-                let (dy, wt) = (&gv[b * s.o * p..][..s.o * p], View::transposed(wv, k));
+                let dy_of = |b: usize| &gv[b * s.o * p..][..s.o * p];
+                let (dy, wt) = (dy_of(b), View::transposed(wv, k));
+                if let Some(shift) = g.shift {
+                    // Channels r of this image were read by image `reader` (zero where none).
+                    for (r, reader) in shift.adjoint().sources(b, s.c) {
+                        if let (Some(reader), false) = (reader, r.is_empty()) {
+                            let (wt, dy) = (View::transposed(&wv[r.start..], k), View::rows(dy_of(reader), p));
+                            let dst = &mut dx[r.start * p..r.end * p];
+                            matmul(dst, p, false, wt, dy, [r.len(), s.o, p], gemm_par(parallel));
+                        }
+                    }
+                    return;
+                }
                 if s.pointwise() {
                     matmul(dx, p, false, wt, View::rows(dy, p), [k, s.o, p], gemm_par(parallel));
                     return;
@@ -441,6 +492,16 @@ impl ConvKernels for Flex {
         let dw = want_dw.then(|| {
             let add_image = |acc: &mut [f32], b: usize, par: Parallelism| {
                 let (x, dy) = (&xv[b * s.image()..][..s.image()], &gv[b * s.o * p..][..s.o * p]);
+                if let Some(shift) = g.shift {
+                    // Columns k of dW take the planes k of the image the shift read them from.
+                    for (r, from) in shift.sources(b, s.c) {
+                        if let (Some(from), false) = (from, r.is_empty()) {
+                            let cols = View::transposed(&xv[from * s.image() + r.start * p..], p);
+                            matmul(&mut acc[r.start..], k, true, View::rows(dy, p), cols, [s.o, p, r.len()], par);
+                        }
+                    }
+                    return;
+                }
                 for lines in s.tiles(1) {
                     let (first, n) = (lines.start * s.output[2], lines.len() * s.output[2]);
                     with_columns(&s, x, lines, 0, |cols, rs| {

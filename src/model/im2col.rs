@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn large_maps_are_tiled() {
         let sizes = |c, input: [usize; 3], kernel: [usize; 3], stride: [usize; 3], padding: [usize; 3]| {
-            let g = Geometry { stride, padding, max: None };
+            let g = Geometry { stride, padding, max: None, shift: None };
             let output = std::array::from_fn(|a| (input[a] + 2 * padding[a] - kernel[a]) / stride[a] + 1);
             Sizes { n: 1, c, o: 4, input, kernel, output, dims: 5, g }
         };

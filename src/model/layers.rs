@@ -9,7 +9,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::model::temporal::Temporal;
+use crate::model::temporal::{Temporal, TemporalShift, tsm_fused};
 use crate::model::{bn_fused, conv_gemm, cost};
 
 /// BatchNorm over dimension 1 with PyTorch's parameter names (`weight`, `bias`,
@@ -302,6 +302,28 @@ pub fn conv_bn_clamp(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, max: f32) -> T
         return y;
     }
     bn.forward_clamp(conv2d(conv, x), max)
+}
+
+/// ReLU(BN(conv(TSM(x)))): ResNet's residual shift, where the shifted map feeds only the
+/// branch's first convolution. Where that convolution is pointwise and runs on `flex` in
+/// float32, it reads `x` through the shift (`conv_gemm::shifted`): the shifted map is never
+/// written, forward or backward; elsewhere the shift, then [`conv_bn_relu`].
+pub fn shift_conv_bn_relu(tsm: &TemporalShift, conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let channels = x.dims()[1];
+    if tsm_fused::enabled()
+        && channels / tsm.shift_div > 0
+        && let Some(g) = conv_gemm::applies(conv, &x)
+        && let Some(g) = conv_gemm::shifted(conv, g, tsm.shift(channels))
+    {
+        let y = if bn.folded && !x.device().is_autodiff() {
+            conv_gemm::conv2d(conv, g.clamped(f32::INFINITY), x)
+        } else {
+            bn.forward_clamp(conv_gemm::conv2d(conv, g, x), f32::INFINITY)
+        };
+        book(conv, &y);
+        return y;
+    }
+    conv_bn_relu(conv, bn, tsm.forward(x))
 }
 
 /// Geometry of a 2D convolution, as written in the official layer lists.

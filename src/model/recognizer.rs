@@ -59,6 +59,10 @@ impl ModelConfig {
                 anyhow::bail!("--gsf-ratio must be a percentage in 1..=100, got {r}");
             }
         }
+        if self.temporal == TemporalKind::Tsm && self.shift_div < 2 {
+            // 1/shift_div of the channels shift each way, so at most half may.
+            anyhow::bail!("--shift-div must be at least 2, got {}", self.shift_div);
+        }
         Ok(())
     }
 

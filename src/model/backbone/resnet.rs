@@ -16,7 +16,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv_bn_add_relu, conv_bn_relu, conv2d};
+use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv_bn_add_relu, conv_bn_relu, conv2d, shift_conv_bn_relu};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
 use crate::model::{cost, pool2d};
 
@@ -52,17 +52,15 @@ pub struct Block {
 
 impl Block {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let (x, branch_in) = match (&self.temporal, self.shift_block) {
-            (Some(Temporal::Tsm(t)), true) => {
-                let s = t.forward(x);
-                (s.clone(), s)
-            }
-            (Some(Temporal::Tsm(t)), false) => (x.clone(), t.forward(x)),
-            _ => (x.clone(), x),
+        let x = match (&self.temporal, self.shift_block) {
+            (Some(Temporal::Tsm(t)), true) => t.forward(x),
+            _ => x,
         };
-        let y = match &self.temporal {
-            Some(Temporal::Gsm(g)) => g.forward_unit(conv2d(&self.conv1, branch_in), &self.bn1, f32::INFINITY),
-            _ => conv_bn_relu(&self.conv1, &self.bn1, branch_in),
+        let y = match (&self.temporal, self.shift_block) {
+            // The residual shift: the shifted map feeds `conv1` alone.
+            (Some(Temporal::Tsm(t)), false) => shift_conv_bn_relu(t, &self.conv1, &self.bn1, x.clone()),
+            (Some(Temporal::Gsm(g)), _) => g.forward_unit(conv2d(&self.conv1, x.clone()), &self.bn1, f32::INFINITY),
+            _ => conv_bn_relu(&self.conv1, &self.bn1, x.clone()),
         };
         let (last_conv, last_bn, y) = match (&self.conv3, &self.bn3) {
             (Some(conv3), Some(bn3)) => (conv3, bn3, conv_bn_relu(&self.conv2, &self.bn2, y)),

@@ -198,3 +198,68 @@ fn inference_forms_equal_their_compositions() {
         }
     }
 }
+
+/// A pointwise convolution reading its input through TSM's shift equals the convolution of the
+/// shifted map (burn's, on the composed shift): output and the input, weight and bias
+/// gradients; one clip and several, one segment, every channel shifted, a single image.
+#[test]
+fn shifted_pointwise_convolution_equals_convolving_the_shifted_map() {
+    use crate::model::temporal::TemporalShift;
+    let device = Device::flex().autodiff();
+    let threads = rayon::current_num_threads();
+    for (clips, segments, [c, o], div) in
+        [(1, 8, [16, 5], 8), (threads + 1, 3, [8, 6], 2), (2, 1, [8, 3], 4), (1, 1, [6, 4], 3), (2, 4, [5, 7], 8)]
+    {
+        let (n, (h, w)) = (clips * segments, (5, 7));
+        let conv = Conv2dConfig::new([c, o], [1, 1]).init(&device);
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let tsm = TemporalShift::new(segments, div);
+        let g = shifted(&conv, applies(&conv, &x).expect("pointwise"), tsm.shift(c)).expect("pointwise");
+        let upstream = Tensor::<4>::random([n, o, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let y = if ours { conv2d(&conv, g, x.clone()) } else { conv.forward(tsm.forward_composed(x.clone())) };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            let db = conv.bias.as_ref().expect("bias").grad(&grads).expect("bias gradient").into_data();
+            (
+                y.into_data(),
+                x.grad(&grads).expect("dx").into_data(),
+                conv.weight.grad(&grads).expect("dw").into_data(),
+                db,
+            )
+        };
+        let (ours, burn) = (run(true), run(false));
+        let (db_bound, dw_bound) = sum_bounds(&x, &upstream);
+        let what = format!("{clips} clips × {segments}, {c}→{o}, 1/{div} shifted");
+        let errors = [
+            ("y", rel(ours.0, burn.0)),
+            ("dx", rel(ours.1, burn.1)),
+            ("dw / Σ|x·dy|", sum_rel(ours.2, burn.2, dw_bound)),
+            ("db / Σ|dy|", sum_rel(ours.3, burn.3, db_bound)),
+        ];
+        for (name, e) in errors {
+            assert!(e <= 1e-5, "{what}: {name} rel {e:e}");
+        }
+        // Inference, clamped as after a folded BN.
+        let (conv, x) = (burn::module::Module::valid(&conv), x.inner());
+        let reference = conv.forward(tsm.forward_composed(x.clone())).clamp(0.0, 6.0);
+        let e = rel(conv2d(&conv, g.clamped(6.0), x).into_data(), reference.into_data());
+        assert!(e <= 1e-5, "{what}, inference: rel {e:e}");
+    }
+}
+
+/// Only pointwise, stride-1, unpadded convolutions read a shifted input.
+#[test]
+fn only_pointwise_convolutions_take_a_shift() {
+    let device = Device::flex();
+    let x = Tensor::<4>::zeros([8, 8, 6, 6], &device);
+    let shift = Shift::tsm(8, 1);
+    for (k, s, p, takes) in [(1, 1, 0, true), (1, 2, 0, false), (3, 1, 1, false), (1, 1, 1, false)] {
+        let conv = Conv2dConfig::new([8, 4], [k, k])
+            .with_stride([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .init(&device);
+        let g = applies(&conv, &x).expect("the op takes this convolution");
+        assert_eq!(shifted(&conv, g, shift).is_some(), takes, "kernel {k}, stride {s}, padding {p}");
+    }
+}

@@ -17,6 +17,7 @@ pub mod gsm_tch;
 pub mod gsm_unit;
 pub mod parity;
 pub mod tsm;
+pub mod tsm_fused;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

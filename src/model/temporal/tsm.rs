@@ -1,10 +1,12 @@
 //! Temporal Shift Module (Lin, Gan, Han, ICCV 2019): 1/`shift_div` of the channels take
 //! the next frame's values, the next 1/`shift_div` the previous frame's, the rest stay;
-//! zero padded at the clip ends. Exactly the official `TemporalShift.shift`.
+//! zero padded at the clip ends. Exactly the official `TemporalShift.shift`. On `flex` in
+//! float32 the shift is one op (`tsm_fused.rs`); the composed version is its reference.
 
 use burn::module::Module;
 use burn::tensor::Tensor;
 
+use super::tsm_fused::{self, Shift};
 use super::{from_future, from_past};
 
 #[derive(Module, Debug)]
@@ -18,11 +20,29 @@ impl TemporalShift {
         Self { num_segments, shift_div }
     }
 
+    /// The shift this module makes on a map of `channels` channels.
+    pub fn shift(&self, channels: usize) -> Shift {
+        Shift::tsm(self.num_segments, channels / self.shift_div)
+    }
+
     /// `(batch*segments, C, H, W)` → same shape.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [bt, c, h, w] = x.dims();
+        let [bt, c, ..] = x.dims();
         let t = self.num_segments;
         assert_eq!(bt % t, 0, "TSM: {bt} frames is not a multiple of {t} segments");
+        if c / self.shift_div == 0 {
+            return x;
+        }
+        if tsm_fused::applies(&x) {
+            return tsm_fused::time_shift(x, self.shift(c));
+        }
+        self.forward_composed(x)
+    }
+
+    /// The shift as burn ops: narrow, zero frame, concatenate (the reference of the fused op).
+    pub fn forward_composed(&self, x: Tensor<4>) -> Tensor<4> {
+        let [bt, c, h, w] = x.dims();
+        let t = self.num_segments;
         let fold = c / self.shift_div;
         if fold == 0 {
             return x;
@@ -30,7 +50,10 @@ impl TemporalShift {
         let x = x.reshape([bt / t, t, c, h, w]);
         let left = from_future(x.clone().narrow(2, 0, fold), 1);
         let right = from_past(x.clone().narrow(2, fold, fold), 1);
-        let rest = x.narrow(2, 2 * fold, c - 2 * fold);
-        Tensor::cat(vec![left, right, rest], 2).reshape([bt, c, h, w])
+        let mut parts = vec![left, right];
+        if c > 2 * fold {
+            parts.push(x.narrow(2, 2 * fold, c - 2 * fold));
+        }
+        Tensor::cat(parts, 2).reshape([bt, c, h, w])
     }
 }
