@@ -3,6 +3,8 @@
 
 Run as a script, it checks the model: ResNet-18 loaded from the official-format TSM fixture
 checkpoint must give the fixture's logits (ResNet-50 is the same code with bottleneck blocks).
+With `--write-reference DIR` it then writes a random-weight TSM ResNet-50 checkpoint in the
+official layout with an input and its logits, for `gateshift forward` (docs/FIDELITY.md).
 `torch_gpu_bench.py --arch resnet50` times it, on a GPU or with `--device cpu`.
 
 Run in a throwaway virtualenv, never as a project dependency:
@@ -104,11 +106,44 @@ class TsmResNet(nn.Module):
         self.load_state_dict(mine, strict=True)
 
 
+def write_reference(out, depth, segments, clips=2):
+    """A random-weight TSM ResNet-`depth` in the official checkpoint layout (`module.base_model.*`,
+    `module.new_fc.*`, `.pth.tar`), its BNs calibrated on one random batch, with an input and
+    its eval-mode logits (`tsm_resnet{depth}_io.safetensors`): for `gateshift forward`."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = TsmResNet(depth=depth, segments=segments)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0  # running statistics = this batch's
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    x = torch.randn(clips, 3 * segments, 224, 224)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    prefix = lambda k: f"module.{k}" if k.startswith("new_fc.") else f"module.base_model.{k}"  # noqa: E731
+    state = {prefix(k): v for k, v in model.state_dict().items()}
+    name = f"{out}/tsm_resnet{depth}_seg{segments}"
+    torch.save({"state_dict": state, "arch": f"resnet{depth}"}, f"{name}.pth.tar")
+    save_file({"input": x.contiguous(), "logits": logits.contiguous()}, f"{name}_io.safetensors")
+    print(f"wrote {name}.pth.tar and {name}_io.safetensors (logits max |x| {logits.abs().max():.3f})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("fixtures")
-    fixture = f"{ap.parse_args().fixtures}/tsm_resnet18_shift8_blockres_seg8"
+    ap.add_argument("--write-reference", metavar="DIR", help="also write a random TSM ResNet-50 and its logits there")
+    ap.add_argument("--segments", type=int, default=8)
+    a = ap.parse_args()
+    fixture = f"{a.fixtures}/tsm_resnet18_shift8_blockres_seg8"
     check_against_fixture(TsmResNet(depth=18), fixture, "resnet18+tsm")
+    if a.write_reference:
+        write_reference(a.write_reference, 50, a.segments)
 
 
 if __name__ == "__main__":

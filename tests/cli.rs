@@ -118,6 +118,24 @@ fn truncated_checkpoint_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// A stored input whose channels do not match the segments is refused with the file named and
+/// the segment count it would fit, not a panic.
+#[test]
+fn forward_input_of_other_segments_is_a_clear_error() {
+    let Some(shared) = common::shared() else { return };
+    let input = tmp("sixteen_segments.safetensors");
+    let mut tensors = std::collections::BTreeMap::new();
+    tensors.insert("input".to_string(), burn::tensor::TensorData::new(vec![0f32; 48 * 64 * 64], [1, 48, 64, 64]));
+    gateshift::checkpoint::safetensors::write(&input, &tensors, &Default::default()).unwrap();
+    let ckpt = shared.join("fixtures/tsm_resnet18_shift8_blockres_seg8.pth.tar");
+    let (ckpt, input_s, out) = (ckpt.to_str().unwrap(), input.to_str().unwrap(), tmp("o.safetensors"));
+    let args = ["forward", "--checkpoint", ckpt, "--arch", "resnet18", "--temporal", "tsm", "--input", input_s];
+    let o = gateshift(&[&args[..], &["--output", out.to_str().unwrap()]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("sixteen_segments.safetensors"), "{err}");
+    assert!(err.contains("48 channels") && err.contains("--segments 16") && !err.contains("panicked"), "{err}");
+}
+
 /// An input side BN-Inception cannot take is refused up front, with sizes that work.
 #[test]
 fn unusable_input_size_is_a_clear_error() {

@@ -38,7 +38,7 @@ pub struct ForwardArgs {
 
 pub fn run(a: ForwardArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
-    let (model, _, _) = load_model(&a.model, &a.checkpoint, a.partial, &device)?;
+    let (model, cfg, _) = load_model(&a.model, &a.checkpoint, a.partial, &device)?;
     let model = precision::inference(&model, a.precision);
     let (tensors, _) = safetensors::read(&a.input)?;
     let input = tensors
@@ -49,6 +49,23 @@ pub fn run(a: ForwardArgs) -> Result<()> {
     let shape = input.shape().to_vec();
     if shape.len() != 4 {
         return Err(anyhow!("{}: `input` must be 4-D (batch, segments·3, H, W), got {shape:?}", a.input.display()));
+    }
+    if shape[1] != 3 * cfg.segments {
+        let hint = if shape[1] % 3 == 0 {
+            format!(" (for {} segments pass --segments {})", shape[1] / 3, shape[1] / 3)
+        } else {
+            String::new()
+        };
+        return Err(anyhow!(
+            "{}: `input` has {} channels, but the model takes {} segments × 3 = {}{hint}",
+            a.input.display(),
+            shape[1],
+            cfg.segments,
+            3 * cfg.segments
+        ));
+    }
+    for side in [shape[2], shape[3]] {
+        cfg.arch.check_input_size(side).with_context(|| format!("{}: `input` is {shape:?}", a.input.display()))?;
     }
     let x: Tensor<4> = Tensor::from_data(input, &device);
     let logits = model.forward(x).into_data().convert::<f32>();
