@@ -143,7 +143,7 @@ class BnInceptionGsm(nn.Module):
 def check_against_fixture(model, fixture, name):
     """`model` loaded from the official-format checkpoint `fixture`.pth.tar gives the logits of
     `fixture`_io.safetensors in eval mode; returns it in eval mode."""
-    ckpt = torch.load(f"{fixture}.pth.tar", map_location="cpu", weights_only=False)
+    ckpt = torch.load(f"{fixture}.pth.tar", map_location="cpu", weights_only=True)
     model.load_official(ckpt["state_dict"])
     model.eval()
     io = load_file(f"{fixture}_io.safetensors")

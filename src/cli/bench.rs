@@ -242,9 +242,7 @@ fn model(a: ModelBench) -> Result<()> {
         TemporalKind::Gsm if a.gsm == GsmImpl::Fused && gsm_fused::available(&base, dtype) => " (fused)",
         TemporalKind::Gsm => " (composed)",
         // GATESHIFT_FUSED_TSM=0 runs the composed shift, for comparison.
-        TemporalKind::Tsm if tsm_fused::enabled() && dtype == DType::F32 && gateshift::backend::is_flex(&base) => {
-            " (fused)"
-        }
+        TemporalKind::Tsm if tsm_fused::available(&base, dtype) => " (fused)",
         TemporalKind::Tsm => " (composed)",
         _ => "",
     };

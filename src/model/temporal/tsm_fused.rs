@@ -17,7 +17,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::model::flex_alloc;
@@ -66,11 +66,16 @@ impl Shift {
     }
 }
 
-/// Whether `TemporalShift::forward` takes the fused op for `x`: float32 on flex, unless
+/// Whether `TemporalShift::forward` takes the fused op for `x` ([`available`]).
+pub fn applies(x: &Tensor<4>) -> bool {
+    available(&x.device(), x.dtype())
+}
+
+/// Whether the fused shift runs on maps of `dtype` on `device`: float32 on flex, unless
 /// `GATESHIFT_FUSED_TSM=0` (which also turns off the shifted convolution: `bench` compares
 /// against the composed version that way).
-pub fn applies(x: &Tensor<4>) -> bool {
-    enabled() && x.dtype() == DType::F32 && crate::backend::is_flex(&x.device())
+pub fn available(device: &Device, dtype: DType) -> bool {
+    enabled() && dtype == DType::F32 && crate::backend::is_flex(device)
 }
 
 /// `GATESHIFT_FUSED_TSM` is not `0`.
@@ -156,7 +161,7 @@ impl<B: TimeShiftKernels, C: CheckpointStrategy> TimeShift for Autodiff<B, C> {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, Distribution, Tensor, TensorData};
+    use burn::tensor::{Distribution, Tensor, TensorData};
 
     use super::*;
     use crate::model::temporal::TemporalShift;
