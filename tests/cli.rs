@@ -145,6 +145,29 @@ fn unusable_input_size_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Settings that cannot be built or would silently train something else are refused before
+/// any work, with the setting named: zero counts at the command line, and in the training
+/// configuration a dropout that is not a probability, momentum ≥ 1, a negative clip bound
+/// (it would flip the gradient's sign) or a scale smaller than the crop.
+#[test]
+fn nonsense_settings_are_refused_naming_the_setting() {
+    let cases: [(&[&str], &str); 8] = [
+        (&["bench", "model", "--segments", "0"], "--segments"),
+        (&["bench", "model", "--arch", "resnet-mini", "--iters", "0"], "--iters"),
+        (&["info", "--arch", "resnet-mini", "--temporal", "gsm", "--classes", "0"], "--classes"),
+        (&["predict", "clip.mp4", "--topk", "0"], "--topk"),
+        (&["train", "--train-list", "x.txt", "--dropout", "1.5"], "dropout"),
+        (&["train", "--train-list", "x.txt", "--momentum", "1"], "momentum"),
+        (&["train", "--train-list", "x.txt", "--clip-gradient=-1"], "clip_gradient"),
+        (&["train", "--train-list", "x.txt", "--input-size", "64", "--scale-size", "32"], "scale_size 32"),
+    ];
+    for (args, says) in cases {
+        let o = gateshift(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 fn info(args: &[&str]) -> (f64, f64) {
     let o = gateshift(&[&["info"], args].concat());
     let text = String::from_utf8_lossy(&o.stdout);

@@ -44,7 +44,7 @@ fn dataset(list: &Path, mode: Mode) -> ClipDataset {
 }
 
 fn train_mode() -> Mode {
-    Mode::Train { scale: 32, flip: true, flip_map: FlipMap::parse("0:1").unwrap() }
+    Mode::Train { scale: 32, flip: true, flip_map: FlipMap::parse("0:1", 2).unwrap() }
 }
 
 #[test]

@@ -41,11 +41,16 @@ fn train_cmd(data: &Path, out: &Path) -> Command {
 }
 
 fn train_cmd_epochs(data: &Path, out: &Path, epochs: usize) -> Command {
+    train_cmd_swap(data, out, epochs, "0:1")
+}
+
+/// Training with `flip_swap` as the label swaps under flipping.
+fn train_cmd_swap(data: &Path, out: &Path, epochs: usize, flip_swap: &str) -> Command {
     let mut c = bin();
     c.args(["train", "--arch", "resnet-mini", "--temporal", "gsm", "--segments", "4", "--epochs"])
         .arg(epochs.to_string())
         .args(["--batch-size", "4", "--input-size", "32", "--scale-size", "32", "--workers", "2", "--seed", "3"])
-        .args(["--warmup-epochs", "1", "--flip-swap", "0:1", "--quiet", "--train-list"])
+        .args(["--warmup-epochs", "1", "--flip-swap", flip_swap, "--quiet", "--train-list"])
         .arg(data.join("train.txt"))
         .arg("--val-list")
         .arg(data.join("val.txt"))
@@ -222,6 +227,27 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
             assert!((full - bf16).abs() < 0.02, "{}: fp32 {full} bf16 {bf16}", t["label"]);
         }
     }
+}
+
+/// An input given on the command line that cannot be read is named alone (no "list line"),
+/// and a flip label swap naming a class the data does not have is refused before training.
+#[test]
+fn unreadable_predict_input_and_bad_flip_swap_are_clear_errors() {
+    let dir = common::tmp("refusals");
+    let data = toy_data(&dir);
+    let out = train_cmd_swap(&data, &dir.join("swap_run"), 1, "0:1,2:9").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("\"2:9\"") && text.contains("outside the 4 classes"), "{text}");
+    assert!(!dir.join("swap_run/last.safetensors").exists());
+    let run = dir.join("run");
+    ok(train_cmd_epochs(&data, &run, 1).output().unwrap());
+    let garbage = dir.join("not a video.mp4");
+    std::fs::write(&garbage, b"\x00\x00\x00\x18ftypmp42 no video here").unwrap();
+    let out =
+        bin().arg("predict").arg(&garbage).arg("--checkpoint").arg(run.join("last.safetensors")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("not a video.mp4") && !text.contains("list line"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
 }
 
 #[test]

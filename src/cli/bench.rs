@@ -48,10 +48,10 @@ pub struct ModelBench {
     pub arch: Arch,
     #[arg(long, value_enum, default_value = "gsm")]
     pub temporal: TemporalKind,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub segments: usize,
     /// Clips per batch.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one::<usize>)]
     pub batch: usize,
     #[arg(long, value_enum, default_value = "infer")]
     pub mode: BenchMode,
@@ -60,15 +60,15 @@ pub struct ModelBench {
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: Precision,
     /// Input side (default: the backbone's).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub size: Option<usize>,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::at_least_one::<usize>)]
     pub iters: usize,
     #[arg(long, default_value = "flex")]
     pub backend: String,
-    #[arg(long, default_value_t = 174)]
+    #[arg(long, default_value_t = 174, value_parser = super::at_least_one::<usize>)]
     pub classes: usize,
     /// GSM implementation: the fused kernels where the backend has them (flex, fp32), or
     /// the composed reference.
@@ -106,16 +106,17 @@ pub struct DataBench {
     pub root: Option<PathBuf>,
     #[arg(long, default_value = "img_{:05d}.jpg")]
     pub template: String,
+    /// Decoding threads (0: decode in the calling thread).
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub segments: usize,
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = super::at_least_one::<u32>)]
     pub size: u32,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = super::at_least_one::<u32>)]
     pub scale: u32,
     /// Clips to read per pipeline (default: the whole list).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub limit: Option<usize>,
 }
 
@@ -328,13 +329,15 @@ fn data(a: DataBench) -> Result<()> {
             clips += b?.len();
         }
         let s = t.elapsed().as_secs_f64();
+        let rate = clips as f64 / s;
+        // `--workers 0` decodes in the calling thread.
+        let who = match a.workers {
+            0 => "in the calling thread".to_string(),
+            w => format!("with {w} worker(s) · {:.1} clips/s per worker", rate / w as f64),
+        };
         println!(
-            "{name:<5} pipeline: {clips} clips × {} frames at {}² in {s:.2} s · {:.1} clips/s with {} worker(s) · {:.1} clips/s per worker",
-            a.segments,
-            a.size,
-            clips as f64 / s,
-            a.workers,
-            clips as f64 / s / a.workers as f64
+            "{name:<5} pipeline: {clips} clips × {} frames at {}² in {s:.2} s · {rate:.1} clips/s {who}",
+            a.segments, a.size
         );
     }
     Ok(())

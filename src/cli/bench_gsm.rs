@@ -70,14 +70,14 @@ pub struct GsmBench {
     /// Whose GSM places: bninception or efficientnet-lite0.
     #[arg(long, value_enum, default_value = "bninception")]
     pub arch: Arch,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub segments: usize,
     /// Clips per batch.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one::<usize>)]
     pub batch: usize,
     #[arg(long, value_enum, default_value = "infer")]
     pub mode: BenchMode,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::at_least_one::<usize>)]
     pub iters: usize,
     #[arg(long, default_value = "flex")]
     pub backend: String,

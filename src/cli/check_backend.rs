@@ -24,13 +24,13 @@ pub struct BackendCheck {
     pub arch: Arch,
     #[arg(long, value_enum, default_value = "tsm")]
     pub temporal: TemporalKind,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub segments: usize,
     /// Clips in the batch.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::at_least_one::<usize>)]
     pub batch: usize,
     /// Frame side (default: the architecture's input size).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub size: Option<usize>,
     /// Largest relative error allowed on a gradient. A random-weight network amplifies float32
     /// rounding in the backward pass: libtorch's CPU gradients differ from flex's by up to

@@ -23,7 +23,7 @@ pub struct ClassifyArgs {
     /// ImageNet weights (default: the cached `efficientnet-lite0` asset).
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::at_least_one::<usize>)]
     pub topk: usize,
     /// Class names, one per line (ImageNet order).
     #[arg(long)]

@@ -43,9 +43,10 @@ pub struct ExtractArgs {
     #[command(flatten)]
     pub frames: FrameArgs,
     /// Scale frames to this short side (default: keep the size).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<u32>)]
     pub short_side: Option<u32>,
-    #[arg(long, default_value_t = 95)]
+    /// JPEG quality, 1–100.
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub quality: u8,
     /// Write the rawframe list here (default: OUT/list.txt).
     #[arg(long)]
@@ -83,7 +84,7 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub frames: FrameArgs,
     /// Entries with fewer frames than this are reported as short.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub segments: usize,
 }
 

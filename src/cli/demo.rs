@@ -27,22 +27,22 @@ pub struct DemoArgs {
     /// Temporal modules to compare.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [TemporalKind::None, TemporalKind::Gsm, TemporalKind::Tsm])]
     pub models: Vec<TemporalKind>,
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_parser = super::at_least_one::<usize>)]
     pub epochs: usize,
     /// Reversal pairs (classes = 2 × pairs), in this order: left/right, up/down,
     /// appearing/disappearing, approaching/receding, clockwise/counter-clockwise.
     #[arg(long, default_value_t = 3)]
     pub pairs: usize,
     /// Frame side in pixels (frames are generated at this size and trained at it).
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = 48, value_parser = super::at_least_one::<u32>)]
     pub size: u32,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = super::at_least_one::<usize>)]
     pub train_per_class: usize,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = super::at_least_one::<usize>)]
     pub val_per_class: usize,
     #[arg(long, default_value_t = 0.01)]
     pub lr: f64,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -72,6 +72,12 @@ fn display(t: TemporalKind) -> &'static str {
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
+    gateshift::synth::check_pairs(a.pairs)?;
+    // Each model trains into its own folder, OUT/<module>: naming one twice would only
+    // report the same run twice.
+    if let Some((i, t)) = a.models.iter().enumerate().find(|(i, t)| a.models[..*i].contains(t)) {
+        anyhow::bail!("--models names {} twice (entry {})", t.name(), i + 1);
+    }
     super::install_sigint();
     let start = Instant::now();
     let data_dir = a.out.join("data");

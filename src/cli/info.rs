@@ -13,7 +13,7 @@ pub struct InfoArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Input size (default: the backbone's own, e.g. 224).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub size: Option<usize>,
 }
 

@@ -103,6 +103,16 @@ pub fn install_sigint() {
     });
 }
 
+/// clap parser for a count or size that must be at least 1 (segments, classes, batch
+/// sizes, crop sides, top-k, …): zero is refused with the flag named, before any work.
+pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(_) => Err("not a whole number".into()),
+    }
+}
+
 /// How the frames of rawframe folders are named (shared by the data-reading commands).
 #[derive(Args, Debug, Clone)]
 pub struct FrameArgs {
@@ -125,11 +135,11 @@ impl FrameArgs {
 pub struct SizeArgs {
     /// Side of the centre crop the model sees (default: the checkpoint's training input, else
     /// the backbone's).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u32>)]
     pub input_size: Option<u32>,
     /// Short side frames are scaled to before the crop (default: the checkpoint's, else
     /// input size × 256/224).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u32>)]
     pub scale_size: Option<u32>,
 }
 
@@ -156,10 +166,10 @@ pub struct ModelArgs {
     #[arg(long, value_enum)]
     pub temporal: Option<TemporalKind>,
     /// Number of segments (frames per clip; default: the checkpoint's own, else 8).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub segments: Option<usize>,
     /// Number of classes (default: from the checkpoint's `new_fc`, else 174).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub classes: Option<usize>,
     /// TSM: fraction 1/shift_div of channels shifted each way (default: the checkpoint's, else 8).
     #[arg(long)]

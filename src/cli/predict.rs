@@ -29,21 +29,21 @@ pub struct PredictArgs {
     #[arg(long, value_enum, conflicts_with = "checkpoint")]
     pub model: Option<Pretrained>,
     /// `--model i3d-kinetics400`: frames per window (consecutive, at the video's rate).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::at_least_one::<usize>)]
     pub window: usize,
     #[command(flatten)]
     pub model_args: ModelArgs,
     /// Class names, one per line (default: the names stored in the checkpoint).
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::at_least_one::<usize>)]
     pub topk: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub frames: FrameArgs,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one::<usize>)]
     pub clips: usize,
     #[arg(long, default_value_t = 1)]
     pub crops: usize,
@@ -90,7 +90,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// The input as a one-entry list: a frame folder (counted) or a video file.
+/// The input as a one-entry list: a frame folder (counted) or a video file (line 0: not read
+/// from a list, so messages name the input alone).
 fn entry(a: &PredictArgs) -> Result<Entry> {
     if a.input.is_dir() {
         let naming = a.frames.naming()?;
@@ -99,11 +100,11 @@ fn entry(a: &PredictArgs) -> Result<Entry> {
             start: 0,
             num_frames: Some(naming.count(&a.input)?),
             label: 0,
-            line: 1,
+            line: 0,
             is_video: false,
         })
     } else if a.input.is_file() {
-        Ok(Entry { path: a.input.clone(), start: 0, num_frames: None, label: 0, line: 1, is_video: true })
+        Ok(Entry { path: a.input.clone(), start: 0, num_frames: None, label: 0, line: 0, is_video: true })
     } else {
         bail!("{} is neither a video file nor a frame folder", a.input.display());
     }

@@ -51,7 +51,7 @@ pub struct StreamArgs {
     /// Class names, one per line (default: the names stored in the checkpoint).
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::at_least_one::<usize>)]
     pub topk: usize,
     /// One JSON object per window instead of text lines.
     #[arg(long)]
@@ -59,7 +59,7 @@ pub struct StreamArgs {
     #[command(flatten)]
     pub frames: FrameArgs,
     /// Frame rate of a frame folder, for times in the output (videos report their own).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_fps)]
     pub fps: Option<f64>,
     #[command(flatten)]
     pub sizes: SizeArgs,
@@ -243,4 +243,13 @@ fn report(s: &Summary, fps: Option<f64>, wall_s: f64) {
          {wall_s:.1} s in all{realtime}",
         s.frames, s.windows, s.skipped
     );
+}
+
+/// `--fps`: a frame rate, finite and above zero (times are frame index / fps).
+fn positive_fps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f.is_finite() => Ok(f),
+        Ok(_) => Err("must be a frame rate above 0".into()),
+        Err(_) => Err("not a number".into()),
+    }
 }

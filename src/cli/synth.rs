@@ -11,9 +11,9 @@ pub struct SynthArgs {
     /// Output folder (frames/, train.txt, val.txt, classes.txt).
     #[arg(long, default_value = "runs/synth")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = super::at_least_one::<usize>)]
     pub train_per_class: usize,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = super::at_least_one::<usize>)]
     pub val_per_class: usize,
     /// Number of reversal pairs (classes = 2 × pairs), at most 5.
     #[arg(long, default_value_t = 5)]

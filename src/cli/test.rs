@@ -39,11 +39,11 @@ pub struct DataArgs {
     pub sizes: SizeArgs,
     #[arg(long, value_enum, default_value = "tsn")]
     pub sampling: Sampling,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::at_least_one::<usize>)]
     pub interval: usize,
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub batch_size: usize,
     /// Skip (and report) unreadable videos instead of stopping.
     #[arg(long)]

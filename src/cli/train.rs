@@ -27,9 +27,9 @@ pub struct TrainArgs {
     pub arch: Option<Arch>,
     #[arg(long, value_enum)]
     pub temporal: Option<TemporalKind>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub segments: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub classes: Option<usize>,
     #[arg(long)]
     pub dropout: Option<f64>,
@@ -62,9 +62,9 @@ pub struct TrainArgs {
     pub first_index: Option<usize>,
     #[arg(long)]
     pub class_names: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<u32>)]
     pub input_size: Option<u32>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<u32>)]
     pub scale_size: Option<u32>,
     #[arg(long, value_enum)]
     pub sampling: Option<Sampling>,
@@ -78,11 +78,11 @@ pub struct TrainArgs {
     /// Skip (and report) samples that cannot be read instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub iter_size: Option<usize>,
     #[arg(long)]
     pub lr: Option<f64>,
@@ -99,7 +99,7 @@ pub struct TrainArgs {
     /// Partial BN on (every BN but the first frozen).
     #[arg(long)]
     pub partial_bn: bool,
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub eval_every: Option<usize>,
     #[arg(long)]
     pub val_crops: Option<usize>,

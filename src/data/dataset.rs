@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use image::RgbImage;
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -111,21 +111,28 @@ impl ClipDataset {
         self.list.entries.is_empty()
     }
 
-    fn origin(&self, e: &Entry) -> String {
-        e.origin(&self.list.file)
+    /// "list.txt:12: ", where an entry was read, as a message prefix; empty for an entry given
+    /// on the command line (line 0), whose path the message names already.
+    fn at(&self, e: &Entry) -> String {
+        if e.line == 0 { String::new() } else { format!("{}: ", e.origin(&self.list.file)) }
+    }
+
+    /// `err` with the list line it happened at, if the entry came from a list.
+    fn locate(&self, e: &Entry, err: anyhow::Error) -> anyhow::Error {
+        if e.line == 0 { err } else { err.context(format!("list line {}", e.origin(&self.list.file))) }
     }
 
     fn open(&self, e: &Entry) -> Result<Opened> {
         if e.is_video {
-            let info = video::probe_cached(&e.path).with_context(|| format!("list line {}", self.origin(e)))?;
+            let info = video::probe_cached(&e.path).map_err(|err| self.locate(e, err))?;
             if info.frames == 0 {
-                bail!("{}: video {} has no frames", self.origin(e), e.path.display());
+                bail!("{}video {} has no frames", self.at(e), e.path.display());
             }
             Ok(Opened::Video { path: e.path.clone(), info })
         } else {
             let frames = e.num_frames.unwrap_or(0);
             if frames == 0 {
-                bail!("{}: {} lists 0 frames", self.origin(e), e.path.display());
+                bail!("{}{} lists 0 frames", self.at(e), e.path.display());
             }
             Ok(Opened::Frames { dir: e.path.clone(), start: e.start, frames })
         }
@@ -157,8 +164,9 @@ impl ClipDataset {
     /// Reads frames `indices` of an opened entry.
     fn read(&self, e: &Entry, opened: &Opened, indices: &[usize], short: u32) -> Result<Vec<RgbImage>> {
         match opened {
-            Opened::Video { path, info } => video::read_frames(path, info, indices, Some(short))
-                .with_context(|| format!("list line {}", self.origin(e))),
+            Opened::Video { path, info } => {
+                video::read_frames(path, info, indices, Some(short)).map_err(|err| self.locate(e, err))
+            }
             Opened::Frames { dir, start, frames } => {
                 let mut unique: Vec<usize> = indices.to_vec();
                 unique.sort_unstable();
@@ -167,8 +175,14 @@ impl ClipDataset {
                 for &i in &unique {
                     debug_assert!(i < *frames);
                     let file = self.naming.path(dir, *start, i);
-                    let img = read_rgb(&file)
-                        .with_context(|| format!("frame {i} of {} (list line {})", dir.display(), self.origin(e)))?;
+                    let img = read_rgb(&file).map_err(|err| {
+                        let at = if e.line == 0 {
+                            String::new()
+                        } else {
+                            format!(" (list line {})", e.origin(&self.list.file))
+                        };
+                        err.context(format!("frame {i} of {}{at}", dir.display()))
+                    })?;
                     let (w, h) = img.dimensions();
                     images.push(if w.min(h) == short { img } else { transform::resize_short(&img, short) });
                 }

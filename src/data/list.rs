@@ -37,7 +37,7 @@ pub struct Entry {
     /// Frame count from the list (videos: `None`, counted when opened).
     pub num_frames: Option<usize>,
     pub label: usize,
-    /// 1-based line number in the list file.
+    /// 1-based line number in the list file; 0 for an input given on the command line.
     pub line: usize,
     pub is_video: bool,
 }

@@ -131,12 +131,18 @@ impl FlipMap {
         Self(vec![(86, 87), (93, 94), (166, 167)])
     }
 
-    /// Parses "86:87,93:94".
-    pub fn parse(s: &str) -> anyhow::Result<Self> {
+    /// Parses "86:87,93:94" for a dataset of `classes` classes: every label must be a class.
+    pub fn parse(s: &str, classes: usize) -> anyhow::Result<Self> {
         let mut v = Vec::new();
         for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let (a, b) = pair.split_once(':').ok_or_else(|| anyhow::anyhow!("flip swap {pair:?}: expected A:B"))?;
-            v.push((a.trim().parse()?, b.trim().parse()?));
+            let bad = |why: &str| anyhow::anyhow!("flip swap {s:?}: pair {:?} {why}", pair.trim());
+            let (a, b) = pair.split_once(':').ok_or_else(|| bad("is not A:B"))?;
+            let label = |x: &str| x.trim().parse::<usize>().map_err(|_| bad("holds a label that is not a number"));
+            let (a, b) = (label(a)?, label(b)?);
+            if a >= classes || b >= classes {
+                return Err(bad(&format!("names a label outside the {classes} classes")));
+            }
+            v.push((a, b));
         }
         Ok(Self(v))
     }
@@ -233,7 +239,11 @@ mod tests {
     fn flip_map_swaps_pairs() {
         let m = FlipMap::something_v1();
         assert_eq!((m.apply(86), m.apply(87), m.apply(93), m.apply(5)), (87, 86, 94, 5));
-        assert_eq!(FlipMap::parse("0:1, 2:3").unwrap().apply(3), 2);
+        assert_eq!(FlipMap::parse("0:1, 2:3", 4).unwrap().apply(3), 2);
+        for (bad, says) in [("0:1,2", "not A:B"), ("a:b", "not a number"), ("0:99", "outside the 4 classes")] {
+            let e = FlipMap::parse(bad, 4).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains(says), "{e:?}");
+        }
     }
 
     #[test]

@@ -50,9 +50,16 @@ impl ModelConfig {
         }
     }
 
-    /// Refuses configurations gateshift cannot build, with the reason (GSF gates a
-    /// multiple of 4 channels at every place: `--gsf-ratio` must allow that).
+    /// Refuses configurations gateshift cannot build, with the reason: no segments or
+    /// classes, a dropout that is not a probability, a GSF ratio outside 1..=100 or a TSM
+    /// shift of more than half the channels each way.
     pub fn check(&self) -> anyhow::Result<()> {
+        if self.segments == 0 || self.classes == 0 {
+            anyhow::bail!("segments and classes must be at least 1, got {} and {}", self.segments, self.classes);
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            anyhow::bail!("dropout must be a probability in [0, 1), got {}", self.dropout);
+        }
         if self.temporal == TemporalKind::Gsf {
             let r = self.temporal_opts().gsf_ratio;
             if r == 0 || r > 100 {
@@ -145,6 +152,34 @@ mod tests {
 
     use super::ModelConfig;
     use crate::model::{Arch, TemporalKind};
+
+    /// Configurations that cannot be built are refused with the setting named, before any
+    /// tensor is made (they used to panic inside burn: a zero-sized reshape or dropout's own
+    /// assertion).
+    #[test]
+    fn check_refuses_what_cannot_be_built() {
+        let ok = ModelConfig::new(Arch::ResnetMini, TemporalKind::Tsm, 8, 10);
+        ok.check().unwrap();
+        let refused = |edit: &dyn Fn(&mut ModelConfig), says: &str| {
+            let mut c = ok.clone();
+            edit(&mut c);
+            let e = c.check().expect_err(says).to_string();
+            assert!(e.contains(says), "{e:?} should mention {says:?}");
+        };
+        refused(&|c| c.segments = 0, "segments");
+        refused(&|c| c.classes = 0, "classes");
+        for p in [1.0, 1.5, -0.1, f64::NAN] {
+            refused(&|c| c.dropout = p, "dropout");
+        }
+        refused(&|c| c.shift_div = 1, "--shift-div");
+        refused(
+            &|c| {
+                c.temporal = TemporalKind::Gsf;
+                c.gsf_ratio = Some(0);
+            },
+            "--gsf-ratio",
+        );
+    }
 
     /// `inference()` folds BNs into convolutions without changing the outputs, on every
     /// backbone and wherever a temporal module sits (between a conv and its BN nothing is

@@ -152,6 +152,14 @@ pub struct Written {
     pub clips: usize,
 }
 
+/// Refuses a pair count the motions cannot fill.
+pub fn check_pairs(pairs: usize) -> Result<()> {
+    if pairs == 0 || pairs > Motion::ALL.len() {
+        bail!("--pairs must be 1..={}", Motion::ALL.len());
+    }
+    Ok(())
+}
+
 /// Writes the dataset under `out`: `frames/<split>/<clip>/img_00001.jpg`, `train.txt`,
 /// `val.txt` (`<dir> <num_frames> <label>`, relative to `out`), `classes.txt`,
 /// `synth.toml`. Training clips use the Fashion-MNIST training items, validation clips
@@ -162,9 +170,7 @@ pub fn generate(
     out: &Path,
     progress: &(dyn Fn() + Sync),
 ) -> Result<Written> {
-    if cfg.pairs == 0 || cfg.pairs > Motion::ALL.len() {
-        bail!("--pairs must be 1..={}", Motion::ALL.len());
-    }
+    check_pairs(cfg.pairs)?;
     if cfg.min_frames == 0 || cfg.min_frames > cfg.max_frames || cfg.size < 16 {
         bail!("bad synth settings: frames {}..={}, size {}", cfg.min_frames, cfg.max_frames, cfg.size);
     }

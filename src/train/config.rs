@@ -208,6 +208,26 @@ impl TrainConfig {
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             bail!("lr must be positive");
         }
+        if !(0.0..1.0).contains(&o.momentum) {
+            bail!("momentum must be in [0, 1), got {}", o.momentum);
+        }
+        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
+            bail!("weight_decay must be zero or positive, got {}", o.weight_decay);
+        }
+        // A negative bound would flip the gradient's sign; `inf` turns clipping off.
+        if o.clip_gradient.is_nan() || o.clip_gradient <= 0.0 {
+            bail!("clip_gradient must be positive (inf for no clipping), got {}", o.clip_gradient);
+        }
+        if self.eval_every == 0 || self.data.interval == 0 {
+            bail!("eval_every and interval must be at least 1");
+        }
+        if self.scale_size() < self.input_size() {
+            bail!(
+                "scale_size {} is smaller than input_size {}: frames are scaled to scale_size before the input_size crop",
+                self.scale_size(),
+                self.input_size()
+            );
+        }
         if ![1, 3, 5, 10].contains(&self.val_crops) {
             bail!("val_crops must be 1, 3, 5 or 10");
         }
@@ -227,6 +247,37 @@ mod tests {
         let back: TrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back, c);
         assert!(toml::from_str::<TrainConfig>("[optim]\nlr = 0.1\nbogus = 1\n").is_err(), "unknown keys are errors");
+    }
+
+    /// Settings that would train something other than what was asked (a negative clip
+    /// bound flips the gradient, momentum ≥ 1 diverges) are refused, naming the setting.
+    #[test]
+    fn validate_refuses_nonsense_settings() {
+        let mut ok = TrainConfig::default();
+        ok.data.train_list = "train.txt".into();
+        ok.validate().unwrap();
+        type Edit = dyn Fn(&mut TrainConfig);
+        let cases: [(&Edit, &str); 10] = [
+            (&|c| c.optim.momentum = -0.1, "momentum"),
+            (&|c| c.optim.momentum = 1.0, "momentum"),
+            (&|c| c.optim.weight_decay = -1e-4, "weight_decay"),
+            (&|c| c.optim.weight_decay = f64::NAN, "weight_decay"),
+            (&|c| c.optim.clip_gradient = -1.0, "clip_gradient"),
+            (&|c| c.optim.clip_gradient = 0.0, "clip_gradient"),
+            (&|c| c.eval_every = 0, "eval_every"),
+            (&|c| c.data.interval = 0, "interval"),
+            (&|c| (c.data.input_size, c.data.scale_size) = (224, 200), "scale_size 200"),
+            (&|c| c.model.dropout = 1.0, "dropout"),
+        ];
+        for (edit, says) in cases {
+            let mut c = ok.clone();
+            edit(&mut c);
+            let e = c.validate().expect_err(says).to_string();
+            assert!(e.contains(says), "{e:?} should mention {says:?}");
+        }
+        let mut no_clip = ok.clone();
+        no_clip.optim.clip_gradient = f64::INFINITY;
+        no_clip.validate().unwrap();
     }
 
     #[test]

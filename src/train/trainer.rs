@@ -106,7 +106,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<RunData> {
         segments: cfg.model.segments,
         sampling: d.sampling,
         interval: d.interval,
-        mode: Mode::Train { scale: cfg.scale_size(), flip: d.flip, flip_map: FlipMap::parse(&d.flip_swap)? },
+        mode: Mode::Train { scale: cfg.scale_size(), flip: d.flip, flip_map: FlipMap::parse(&d.flip_swap, classes)? },
         order: Default::default(),
     };
     let naming = cfg.naming()?;
