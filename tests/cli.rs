@@ -168,6 +168,38 @@ fn nonsense_settings_are_refused_naming_the_setting() {
     }
 }
 
+/// A checkpoint whose gateshift metadata (model config, run record, class names) does not
+/// parse is refused naming the file and the record; before, the record was ignored and
+/// defaults (8 segments, default sizes, no names) took its place.
+#[test]
+fn unparsable_checkpoint_metadata_is_an_error_naming_the_file() {
+    use gateshift::model::{Arch, ModelConfig, TemporalKind};
+    let cfg = ModelConfig::new(Arch::ResnetMini, TemporalKind::Gsm, 4, 6);
+    let mut sd = gateshift::checkpoint::state_dict(&cfg.init(&burn::tensor::Device::flex()), &cfg).unwrap();
+    sd.metadata.insert("gateshift.classes".into(), serde_json::to_string(&["a", "b", "c", "d", "e", "f"]).unwrap());
+    let input = tmp("meta_input.safetensors");
+    let mut tensors = std::collections::BTreeMap::new();
+    tensors.insert("input".to_string(), burn::tensor::TensorData::new(vec![0f32; 12 * 32 * 32], [1, 12, 32, 32]));
+    gateshift::checkpoint::safetensors::write(&input, &tensors, &Default::default()).unwrap();
+    let forward = |sd: &StateDict, name: &str| {
+        let path = tmp(name);
+        sd.write_safetensors(&path).unwrap();
+        let (ckpt, input) = (path.to_str().unwrap().to_string(), input.to_str().unwrap());
+        let out = tmp("meta_out.safetensors");
+        gateshift(&["forward", "--checkpoint", &ckpt, "--input", input, "--output", out.to_str().unwrap()])
+    };
+    let o = forward(&sd, "meta_ok.safetensors");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for key in ["gateshift.model", "gateshift.run", "gateshift.classes"] {
+        let mut broken = sd.clone();
+        broken.metadata.insert(key.into(), "{\"arch\": ".into());
+        let name = format!("meta_{key}.safetensors");
+        let o = forward(&broken, &name);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(&name) && err.contains(key), "{key}: {err}");
+    }
+}
+
 fn info(args: &[&str]) -> (f64, f64) {
     let o = gateshift(&[&["info"], args].concat());
     let text = String::from_utf8_lossy(&o.stdout);

@@ -148,7 +148,7 @@ impl SizeArgs {
     /// backbone's default (input, input · 256/224); an input the backbone cannot take is an
     /// error.
     pub fn resolve(&self, cfg: &ModelConfig, meta: &Metadata) -> Result<(u32, u32)> {
-        let stored = gateshift::train::trainer::stored_input(meta);
+        let stored = gateshift::train::trainer::stored_input(meta)?;
         let size = self.input_size.or(stored.map(|s| s.0)).unwrap_or(cfg.arch.input().size as u32);
         let scale = self.scale_size.or(stored.filter(|s| s.0 == size).map(|s| s.1)).unwrap_or(size * 256 / 224);
         cfg.arch.check_input_size(size as usize)?;
@@ -186,8 +186,14 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Resolves the model configuration from flags, then the checkpoint's own record.
     pub fn resolve(&self, sd: Option<&StateDict>) -> Result<ModelConfig> {
-        let stored: Option<ModelConfig> =
-            sd.and_then(|s| s.metadata.get("gateshift.model")).and_then(|j| serde_json::from_str(j).ok());
+        let stored: Option<ModelConfig> = match sd.and_then(|s| s.metadata.get("gateshift.model")) {
+            None => None,
+            Some(j) if j == "i3d-kinetics400" => bail!("this is the Kinetics-400 I3D: use --model i3d-kinetics400"),
+            Some(j) => Some(
+                serde_json::from_str(j)
+                    .map_err(|e| anyhow::anyhow!("its gateshift.model metadata is not a model configuration: {e}"))?,
+            ),
+        };
         let arch = match (self.arch, &stored) {
             (Some(a), _) => a,
             (None, Some(c)) => c.arch,
@@ -230,7 +236,10 @@ pub fn load_model(
     device: &Device,
 ) -> Result<(Recognizer, ModelConfig, Metadata)> {
     let sd = StateDict::read(path)?;
-    let cfg = args.resolve(Some(&sd))?;
+    // Every record gateshift reads from the metadata must parse, or the file is named now.
+    let cfg = args.resolve(Some(&sd)).with_context(|| path.display().to_string())?;
+    gateshift::train::trainer::stored_input(&sd.metadata).with_context(|| path.display().to_string())?;
+    test::class_names(None, &sd.metadata).with_context(|| path.display().to_string())?;
     let mut model = cfg.init(device);
     let report =
         checkpoint::load(&mut model, &cfg, &sd, partial).with_context(|| format!("loading {}", path.display()))?;

@@ -113,7 +113,12 @@ pub fn class_names(file: Option<&Path>, meta: &Metadata) -> Result<Option<Vec<St
     if let Some(f) = file {
         return Ok(Some(read_class_names(f)?));
     }
-    Ok(meta.get("gateshift.classes").and_then(|j| serde_json::from_str(j).ok()))
+    meta.get("gateshift.classes")
+        .map(|j| {
+            serde_json::from_str(j)
+                .map_err(|e| anyhow::anyhow!("the checkpoint's gateshift.classes metadata does not parse: {e}"))
+        })
+        .transpose()
 }
 
 /// Runs one evaluation pass with a progress bar.
