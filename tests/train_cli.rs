@@ -100,7 +100,12 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
     let _ = child.wait();
     let done = metrics(&b).len();
     assert!(done < 4, "the run finished before it could be killed");
-    ok(bin().arg("train").arg("--resume").arg(&b).arg("--quiet").output().unwrap());
+    // A setting that would change the run is refused, not ignored; --workers may differ
+    // (the loader gives the same batches for any worker count).
+    let out = bin().arg("train").arg("--resume").arg(&b).args(["--epochs", "9", "--lr", "0.5"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("optim.epochs, optim.lr"), "{text}");
+    ok(bin().arg("train").arg("--resume").arg(&b).args(["--quiet", "--workers", "1"]).output().unwrap());
     assert_eq!(metrics(&a), metrics(&b), "metrics differ after resume (killed after {done} epoch(s))");
     let (wa, wb) =
         (StateDict::read(&a.join("last.safetensors")).unwrap(), StateDict::read(&b.join("last.safetensors")).unwrap());

@@ -123,6 +123,52 @@ pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         Some(p) => TrainConfig::read(p)?,
         None => TrainConfig::default(),
     };
+    apply(a, &mut c);
+    Ok(c)
+}
+
+/// A resumed run's configuration: its own `config.toml`, with only what does not change what
+/// is trained taken from the flags (`--workers`: the loader gives the same batches for any
+/// worker count; `--backend`). Any other setting given is refused, naming it, rather than
+/// ignored.
+fn resume_config(a: &TrainArgs, dir: &std::path::Path) -> Result<TrainConfig> {
+    let stored = TrainConfig::read(&dir.join("config.toml"))?;
+    let mut wanted = stored.clone();
+    apply(a, &mut wanted);
+    let mut resumed = stored.clone();
+    resumed.data.workers = wanted.data.workers;
+    resumed.backend = wanted.backend.clone();
+    let changed = changed_keys(&toml::Value::try_from(&resumed)?, &toml::Value::try_from(&wanted)?, "");
+    if !changed.is_empty() {
+        bail!(
+            "--resume continues {} exactly as its config.toml says; these flags would change it: {} \
+             (only --workers and --backend may be given; start a new run to change the others)",
+            dir.display(),
+            changed.join(", ")
+        );
+    }
+    Ok(resumed)
+}
+
+/// The dotted keys whose values differ between two TOML tables.
+fn changed_keys(a: &toml::Value, b: &toml::Value, prefix: &str) -> Vec<String> {
+    match (a, b) {
+        (toml::Value::Table(x), toml::Value::Table(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter()
+                .flat_map(|k| match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => changed_keys(u, v, &format!("{prefix}{k}.")),
+                    _ => vec![format!("{prefix}{k}")],
+                })
+                .collect()
+        }
+        _ if a == b => vec![],
+        _ => vec![prefix.trim_end_matches('.').to_string()],
+    }
+}
+
+/// The flags given, over `c`.
+fn apply(a: &TrainArgs, c: &mut TrainConfig) {
     macro_rules! set {
         ($field:expr, $v:expr) => {
             if let Some(v) = $v.clone() {
@@ -182,16 +228,12 @@ pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     set!(c.seed, a.seed);
     set!(c.backend, a.backend);
     set!(c.precision, a.precision);
-    Ok(c)
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
     super::install_sigint();
     let (cfg, dir, resume) = match &a.resume {
-        Some(dir) => {
-            let cfg = TrainConfig::read(&dir.join("config.toml"))?;
-            (cfg, dir.clone(), true)
-        }
+        Some(dir) => (resume_config(&a, dir)?, dir.clone(), true),
         None => (resolve(&a)?, a.out.clone(), false),
     };
     let outcome = trainer::train(&cfg, &dir, resume, !a.quiet)?;
