@@ -145,14 +145,17 @@ fn unusable_input_size_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// Settings that cannot be built or would silently train something else are refused before
-/// any work, with the setting named: zero counts at the command line, and in the training
+/// Settings that cannot be built, would be ignored or would silently train something else are
+/// refused before any work, with the setting named: zero counts at the command line, a
+/// checkpoint's flags given with a pretrained `--model` (or its `--window` without one), and in the training
 /// configuration a dropout that is not a probability, momentum ≥ 1, a negative clip bound
 /// (it would flip the gradient's sign) or a scale smaller than the crop.
 #[test]
 fn nonsense_settings_are_refused_naming_the_setting() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["bench", "model", "--segments", "0"], "--segments"),
+        (&["predict", "clip.mp4", "--checkpoint", "c.safetensors", "--window", "8"], "--window applies to --model"),
+        (&["stream", "clip.mp4", "--model", "i3d-kinetics400", "--segments", "8"], "cannot be used with"),
         (&["bench", "model", "--arch", "resnet-mini", "--iters", "0"], "--iters"),
         (&["info", "--arch", "resnet-mini", "--temporal", "gsm", "--classes", "0"], "--classes"),
         (&["predict", "clip.mp4", "--topk", "0"], "--topk"),

@@ -77,7 +77,7 @@ pub fn classify(a: &ClassifyArgs) -> Result<Vec<Vec<(usize, f32)>>> {
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let mut ranked: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
         ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
-        ranked.truncate(a.topk.max(1));
+        ranked.truncate(a.topk);
         out.push(ranked);
     }
     Ok(out)

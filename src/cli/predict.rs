@@ -25,12 +25,13 @@ pub struct PredictArgs {
     /// A gateshift or official checkpoint.
     #[arg(long, required_unless_present = "model")]
     pub checkpoint: Option<PathBuf>,
-    /// A pretrained model from `gateshift assets` instead of a checkpoint.
-    #[arg(long, value_enum, conflicts_with = "checkpoint")]
+    /// A pretrained model from `gateshift assets` instead of a checkpoint (its own model and
+    /// input sizes: the checkpoint's model and size flags do not apply).
+    #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelArgs", "SizeArgs"])]
     pub model: Option<Pretrained>,
-    /// `--model i3d-kinetics400`: frames per window (consecutive, at the video's rate).
-    #[arg(long, default_value_t = 64, value_parser = super::at_least_one::<usize>)]
-    pub window: usize,
+    /// `--model i3d-kinetics400`: frames per window (consecutive, at the video's rate; default 64).
+    #[arg(long, value_parser = super::at_least_one::<usize>)]
+    pub window: Option<usize>,
     #[command(flatten)]
     pub model_args: ModelArgs,
     /// Class names, one per line (default: the names stored in the checkpoint).
@@ -66,6 +67,9 @@ pub enum Pretrained {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
+    if a.window.is_some() && a.model.is_none() {
+        bail!("--window applies to --model i3d-kinetics400 only (a checkpoint's clip is its --segments)");
+    }
     let device = gateshift::backend::device(&a.backend)?;
     let entry = entry(&a)?;
     let (ranked, names) = match (a.model, &a.checkpoint) {
@@ -75,7 +79,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     };
     let mut ranked: Vec<(usize, f32)> = ranked.into_iter().enumerate().collect();
     ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
-    ranked.truncate(a.topk.max(1));
+    ranked.truncate(a.topk);
     let name = |i: usize| names.as_ref().map(|n| n[i].clone()).unwrap_or_else(|| format!("class {i}"));
     if a.json {
         let top: Vec<_> =
@@ -127,16 +131,14 @@ pub fn load_i3d(device: &Device, precision: Precision) -> Result<i3d::I3d> {
 /// I3D: `--clips` windows of `--window` consecutive frames, short side 256, centre crop
 /// 224, RGB in [−1, 1]; logits averaged over windows, then softmax.
 fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>> {
-    if a.window == 0 || a.clips == 0 {
-        bail!("--window and --clips must be at least 1");
-    }
+    let window = a.window.unwrap_or(64);
     let model = load_i3d(device, a.precision)?;
-    let mut pipeline = Pipeline::test(i3d::INPUT, 224, 256, a.window, a.crops, a.clips);
+    let mut pipeline = Pipeline::test(i3d::INPUT, 224, 256, window, a.crops, a.clips);
     pipeline.sampling = Sampling::Window;
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
     let ds = ClipDataset { list, naming: a.frames.naming()?, pipeline };
     let clip = ds.get(0, &mut rand::rngs::StdRng::seed_from_u64(0))?;
-    let (t, size) = (a.window, 224);
+    let (t, size) = (window, 224);
     let per_view = t * 3 * size * size;
     let mut sum: Option<Tensor<2>> = None;
     for v in 0..clip.views {

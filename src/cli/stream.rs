@@ -34,8 +34,9 @@ pub struct StreamArgs {
     /// A gateshift or official checkpoint.
     #[arg(long, required_unless_present = "model")]
     pub checkpoint: Option<PathBuf>,
-    /// A pretrained model from `gateshift assets` instead of a checkpoint.
-    #[arg(long, value_enum, conflicts_with = "checkpoint")]
+    /// A pretrained model from `gateshift assets` instead of a checkpoint (its own model and
+    /// input sizes: the checkpoint's model and size flags do not apply).
+    #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelArgs", "SizeArgs"])]
     pub model: Option<Pretrained>,
     #[command(flatten)]
     pub model_args: ModelArgs,
@@ -202,7 +203,7 @@ fn produce(input: &Input, prep: Prep, tx: &SyncSender<Result<Vec<f32>>>) -> Resu
 fn describe(s: &Scored, fps: Option<f64>, names: Option<&[String]>, topk: usize, json: bool) -> String {
     let mut ranked: Vec<(usize, f32)> = s.probs.iter().copied().enumerate().collect();
     ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
-    ranked.truncate(topk.max(1));
+    ranked.truncate(topk);
     let name = |i: usize| names.map(|n| n[i].clone()).unwrap_or_else(|| format!("class {i}"));
     let seconds = fps.map(|f| (s.frames.start as f64 / f, s.frames.end as f64 / f));
     let ms = 1e3 * s.latency.as_secs_f64();
