@@ -171,6 +171,9 @@ fn layer_notes(device: &Device, infer: bool) -> String {
 }
 
 fn model(a: ModelBench) -> Result<()> {
+    if a.mode == BenchMode::Infer && (a.phases || a.sgd != SgdPath::Auto) {
+        anyhow::bail!("--phases and --sgd time parts of a training step: they need --mode train");
+    }
     gsm_fused::set_enabled(a.gsm == GsmImpl::Fused);
     let mut base = gateshift::backend::device(&a.backend)?;
     if (a.precision, a.mode) == (Precision::Bf16, BenchMode::Infer) {
