@@ -63,7 +63,8 @@ pub struct BuildListArgs {
     /// Validation list, with --val-fraction.
     #[arg(long)]
     pub val_out: Option<PathBuf>,
-    #[arg(long, default_value_t = 0.0)]
+    /// Share of the entries (shuffled with --seed) held out for validation, in [0, 1).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     pub val_fraction: f64,
     /// Class-name file to write (default: beside --out, classes.txt).
     #[arg(long)]
@@ -175,6 +176,13 @@ fn build_list(a: BuildListArgs) -> Result<()> {
             }
         }
     }
+    if lines.is_empty() {
+        bail!(
+            "{}: no frame folder (with frames named like {}) or video file in its class folders",
+            a.tree.display(),
+            naming.path(Path::new(""), 0, 0).display()
+        );
+    }
     let names: Vec<String> =
         classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     let classes_file = a.classes.unwrap_or_else(|| base.join("classes.txt"));
@@ -184,6 +192,9 @@ fn build_list(a: BuildListArgs) -> Result<()> {
         let val_out = a.val_out.as_ref().ok_or_else(|| anyhow::anyhow!("--val-fraction needs --val-out"))?;
         lines.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
         let k = ((lines.len() as f64) * a.val_fraction).round() as usize;
+        if k >= lines.len() {
+            bail!("--val-fraction {} of {} entries leaves none to train on", a.val_fraction, lines.len());
+        }
         val = lines.drain(..k).collect();
         write_atomic(val_out, (val.join("\n") + "\n").as_bytes())?;
     }
@@ -254,4 +265,13 @@ fn check(a: CheckArgs) -> Result<()> {
         bail!("{} problem(s) in {}", problems.len(), a.list.display());
     }
     Ok(())
+}
+
+/// `--val-fraction`: a share in [0, 1) (1 would leave nothing to train on).
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
+        Ok(_) => Err("must be in [0, 1)".into()),
+        Err(_) => Err("not a number".into()),
+    }
 }
