@@ -64,7 +64,9 @@ pub fn classify(a: &ClassifyArgs) -> Result<Vec<Vec<(usize, f32)>>> {
     let size = spec.size as u32;
     let mut out = Vec::new();
     for path in &a.images {
-        let img = transform::resize_short(&read_rgb(path)?, size + 32);
+        let img = read_rgb(path)
+            .with_context(|| format!("{} is not an image classify can read (JPEG or PNG)", path.display()))?;
+        let img = transform::resize_short(&img, size + 32);
         let (w, h) = img.dimensions();
         let crop = Crop { x: (w - size) / 2, y: (h - size) / 2, w: size, h: size, flip: false };
         let mut data = Vec::new();
