@@ -234,8 +234,9 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
     }
 }
 
-/// An input given on the command line that cannot be read is named alone (no "list line"),
-/// and a flip label swap naming a class the data does not have is refused before training.
+/// An input given on the command line that cannot be read is named alone (no "list line"), a
+/// flip label swap naming a class the data does not have is refused before training, and
+/// class names of another count than the model's classes are refused.
 #[test]
 fn unreadable_predict_input_and_bad_flip_swap_are_clear_errors() {
     let dir = common::tmp("refusals");
@@ -253,6 +254,21 @@ fn unreadable_predict_input_and_bad_flip_swap_are_clear_errors() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && text.contains("not a video.mp4") && !text.contains("list line"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
+    // Class names that do not match the model's classes are refused, naming the file.
+    let names = dir.join("three names.txt");
+    std::fs::write(&names, "a\nb\nc\n").unwrap();
+    let out = bin()
+        .arg("test")
+        .arg("--checkpoint")
+        .arg(run.join("last.safetensors"))
+        .arg("--list")
+        .arg(data.join("val.txt"))
+        .arg("--class-names")
+        .arg(&names)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("three names.txt holds 3 class names"), "{text}");
 }
 
 #[test]

@@ -239,7 +239,7 @@ pub fn load_model(
     // Every record gateshift reads from the metadata must parse, or the file is named now.
     let cfg = args.resolve(Some(&sd)).with_context(|| path.display().to_string())?;
     gateshift::train::trainer::stored_input(&sd.metadata).with_context(|| path.display().to_string())?;
-    test::class_names(None, &sd.metadata).with_context(|| path.display().to_string())?;
+    test::stored_class_names(&sd.metadata).with_context(|| path.display().to_string())?;
     let mut model = cfg.init(device);
     let report =
         checkpoint::load(&mut model, &cfg, &sd, partial).with_context(|| format!("loading {}", path.display()))?;

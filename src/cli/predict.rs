@@ -163,12 +163,7 @@ fn recognizer_scores(
 ) -> Result<(Vec<f32>, Option<Vec<String>>)> {
     let (model, cfg, meta) = load_model(&a.model_args, checkpoint, false, device)?;
     let model = precision::inference(&model, a.precision);
-    let names = super::test::class_names(a.labels.as_deref(), &meta)?;
-    if let Some(n) = &names
-        && n.len() != cfg.classes
-    {
-        bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
-    }
+    let names = super::test::class_names(a.labels.as_deref(), &meta, cfg.classes)?;
     let (size, scale) = a.sizes.resolve(&cfg, &meta)?;
     let pipeline = Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, a.crops, a.clips);
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };

@@ -112,12 +112,7 @@ pub fn run(a: StreamArgs) -> Result<()> {
         }
         (None, Some(checkpoint)) => {
             let (model, cfg, meta) = load_model(&a.model_args, checkpoint, false, &device)?;
-            let names = class_names(a.labels.as_deref(), &meta)?;
-            if let Some(n) = &names
-                && n.len() != cfg.classes
-            {
-                bail!("{} class names but the model has {} classes", n.len(), cfg.classes);
-            }
+            let names = class_names(a.labels.as_deref(), &meta, cfg.classes)?;
             let (size, scale) = a.sizes.resolve(&cfg, &meta)?;
             (
                 WindowModel::Recognizer(Box::new(precision::inference(&model, a.precision))),

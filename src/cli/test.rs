@@ -108,11 +108,24 @@ pub fn dataset(d: &DataArgs, cfg: &ModelConfig, meta: &Metadata, clips: usize, c
     Ok(ClipDataset { list, naming: d.frames.naming()?, pipeline })
 }
 
-/// Class names: from the file if given, else those stored in the checkpoint.
-pub fn class_names(file: Option<&Path>, meta: &Metadata) -> Result<Option<Vec<String>>> {
-    if let Some(f) = file {
-        return Ok(Some(read_class_names(f)?));
+/// Class names: from the file if given, else those stored in the checkpoint; as many as the
+/// model has classes, or an error naming where they came from.
+pub fn class_names(file: Option<&Path>, meta: &Metadata, classes: usize) -> Result<Option<Vec<String>>> {
+    let names = match file {
+        Some(f) => Some(read_class_names(f)?),
+        None => stored_class_names(meta)?,
+    };
+    if let Some(n) = &names
+        && n.len() != classes
+    {
+        let source = file.map_or("the checkpoint".to_string(), |f| f.display().to_string());
+        bail!("{source} holds {} class names but the model has {classes} classes", n.len());
     }
+    Ok(names)
+}
+
+/// The class names a checkpoint stores, if any.
+pub fn stored_class_names(meta: &Metadata) -> Result<Option<Vec<String>>> {
     meta.get("gateshift.classes")
         .map(|j| {
             serde_json::from_str(j)
@@ -145,7 +158,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     let device = gateshift::backend::device(&a.backend)?;
     let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, false, &device)?;
     let model = precision::inference(&model, a.precision);
-    let names = class_names(a.data.class_names.as_deref(), &meta)?;
+    let names = class_names(a.data.class_names.as_deref(), &meta, cfg.classes)?;
     let normal_ds = dataset(&a.data, &cfg, &meta, a.clips, a.crops)?;
     let mut ds = normal_ds.clone();
     ds.pipeline.order = a.frame_order;
