@@ -64,7 +64,7 @@ pub struct BuildListArgs {
     #[arg(long)]
     pub val_out: Option<PathBuf>,
     /// Share of the entries (shuffled with --seed) held out for validation, in [0, 1).
-    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::float_where(|f| (0.0..1.0).contains(&f), "in [0, 1)"))]
     pub val_fraction: f64,
     /// Class-name file to write (default: beside --out, classes.txt).
     #[arg(long)]
@@ -265,13 +265,4 @@ fn check(a: CheckArgs) -> Result<()> {
         bail!("{} problem(s) in {}", problems.len(), a.list.display());
     }
     Ok(())
-}
-
-/// `--val-fraction`: a share in [0, 1) (1 would leave nothing to train on).
-fn fraction(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(f) if (0.0..1.0).contains(&f) => Ok(f),
-        Ok(_) => Err("must be in [0, 1)".into()),
-        Err(_) => Err("not a number".into()),
-    }
 }

@@ -113,6 +113,16 @@ pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Re
     }
 }
 
+/// clap parser for a float flag: accepted where `ok` holds (NaN never does), else refused
+/// saying it `must be` what `want` says.
+pub fn float_where(ok: fn(f64) -> bool, want: &'static str) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |s| match s.parse::<f64>() {
+        Ok(f) if !f.is_nan() && ok(f) => Ok(f),
+        Ok(_) => Err(format!("must be {want}")),
+        Err(_) => Err("not a number".into()),
+    }
+}
+
 /// How the frames of rawframe folders are named (shared by the data-reading commands).
 #[derive(Args, Debug, Clone)]
 pub struct FrameArgs {

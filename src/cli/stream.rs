@@ -60,7 +60,7 @@ pub struct StreamArgs {
     #[command(flatten)]
     pub frames: FrameArgs,
     /// Frame rate of a frame folder, for times in the output (videos report their own).
-    #[arg(long, value_parser = positive_fps)]
+    #[arg(long, value_parser = super::float_where(|f| f > 0.0 && f.is_finite(), "a frame rate above 0"))]
     pub fps: Option<f64>,
     #[command(flatten)]
     pub sizes: SizeArgs,
@@ -239,13 +239,4 @@ fn report(s: &Summary, fps: Option<f64>, wall_s: f64) {
          {wall_s:.1} s in all{realtime}",
         s.frames, s.windows, s.skipped
     );
-}
-
-/// `--fps`: a frame rate, finite and above zero (times are frame index / fps).
-fn positive_fps(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(f) if f > 0.0 && f.is_finite() => Ok(f),
-        Ok(_) => Err("must be a frame rate above 0".into()),
-        Err(_) => Err("not a number".into()),
-    }
 }

@@ -175,14 +175,8 @@ impl ClipDataset {
                 for &i in &unique {
                     debug_assert!(i < *frames);
                     let file = self.naming.path(dir, *start, i);
-                    let img = read_rgb(&file).map_err(|err| {
-                        let at = if e.line == 0 {
-                            String::new()
-                        } else {
-                            format!(" (list line {})", e.origin(&self.list.file))
-                        };
-                        err.context(format!("frame {i} of {}{at}", dir.display()))
-                    })?;
+                    let img = read_rgb(&file)
+                        .map_err(|err| self.locate(e, err.context(format!("frame {i} of {}", dir.display()))))?;
                     let (w, h) = img.dimensions();
                     images.push(if w.min(h) == short { img } else { transform::resize_short(&img, short) });
                 }
