@@ -8,6 +8,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod io;
+pub mod limits;
 pub mod model;
 pub mod report;
 pub mod stream;
