@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::store::{ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
 use burn::tensor::{DType, TensorData};
 
@@ -25,19 +25,15 @@ pub struct StateDict {
 }
 
 impl StateDict {
-    /// Reads `.pth`/`.pth.tar`/`.pt` (PyTorch) or `.safetensors`, by content.
+    /// Reads `.pth`/`.pth.tar`/`.pt` (PyTorch) or `.safetensors`, by content: a file whose
+    /// first bytes validate as a safetensors header (length, then a JSON object that fits
+    /// the file) is safetensors, anything else is tried as PyTorch. Only regular files.
     pub fn read(path: &Path) -> Result<Self> {
-        let mut head = [0u8; 4];
-        use std::io::Read;
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read(&mut head))
-            .map_err(|e| anyhow::anyhow!("cannot open checkpoint {}: {e}", path.display()))?;
-        let is_pytorch = head.starts_with(b"PK") || head[0] == 0x80;
-        let sd = if is_pytorch {
-            pth::read(path)?
-        } else {
+        let sd = if is_safetensors(path)? {
             let (tensors, metadata) = safetensors::read(path)?;
             Self { tensors, metadata }
+        } else {
+            pth::read(path)?
         };
         for (name, data) in &sd.tensors {
             if data.dtype() == DType::F32
@@ -53,6 +49,35 @@ impl StateDict {
     pub fn write_safetensors(&self, path: &Path) -> Result<()> {
         safetensors::write(path, &self.tensors, &self.metadata)
     }
+}
+
+/// Whether the regular file `path` starts with a valid safetensors header (see
+/// [`safetensors::is_header`]); a header cut short by the end of the file is an error.
+fn is_safetensors(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let file = crate::io::open_regular(path, "checkpoint")?;
+    let len = file.metadata()?.len();
+    let mut head = Vec::with_capacity(8);
+    let mut file = file.take(8);
+    file.read_to_end(&mut head).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    if let Some(n) = safetensors::header_len(&head, len) {
+        file.set_limit(n as u64);
+        file.read_to_end(&mut head).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        return Ok(safetensors::is_header(&head, len));
+    }
+    // A plausible header length past the end, before a JSON object: a safetensors file cut short.
+    if head.len() == 8 {
+        let n = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let mut next = [0u8; 2];
+        let opens_json = file.into_inner().read(&mut next).is_ok_and(|k| k == 2 && next == *b"{\"");
+        if opens_json && n < 100_000_000 {
+            bail!(
+                "checkpoint {} is a truncated safetensors file: its header declares {n} bytes, the file has {len}",
+                path.display()
+            );
+        }
+    }
+    Ok(false)
 }
 
 /// What a load did: tensors applied, and in `--partial` mode what was left alone.
@@ -80,12 +105,18 @@ pub const TRAIN_STATE_PREFIX: &str = "optimizer.";
 /// tensors are allowed and listed in the report.
 pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, partial: bool) -> Result<LoadReport> {
     let mut packs = Vec::new();
+    let mut sources: BTreeMap<String, &str> = BTreeMap::new();
     for (key, data) in &sd.tensors {
         if is_counter(key) || key.starts_with(TRAIN_STATE_PREFIX) {
             continue;
         }
+        let internal = names::to_internal(cfg.arch, key);
+        // Two file tensors for one parameter: which one is meant cannot be known.
+        if let Some(other) = sources.insert(internal.clone(), key) {
+            bail!("the checkpoint holds both {other} and {key}, which name the same parameter");
+        }
         let data = if data.dtype() == DType::F32 { data.clone() } else { data.clone().convert::<f32>() };
-        packs.push(bridge::from_data(data, names::to_internal(cfg.arch, key), None));
+        packs.push(bridge::from_data(data, internal, None));
     }
     let result = model.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), true);
     let official = |p: &str| names::to_official(cfg.arch, cfg.temporal, cfg.shift_place, p);

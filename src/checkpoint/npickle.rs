@@ -46,7 +46,7 @@ enum Value {
 /// Reads every array of the pickle at `path`, keyed by its dict path joined with `/`
 /// (`params/Conv3d_1a_7x7/Conv_0/kernel`).
 pub fn read(path: &Path) -> Result<BTreeMap<String, Array>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::io::read_regular(path, "pickle")?;
     parse(&bytes).with_context(|| format!("{} is not a pickle of numpy arrays", path.display()))
 }
 
