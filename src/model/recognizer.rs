@@ -57,6 +57,8 @@ impl ModelConfig {
         if self.segments == 0 || self.classes == 0 {
             anyhow::bail!("segments and classes must be at least 1, got {} and {}", self.segments, self.classes);
         }
+        crate::limits::at_most("segments", self.segments, crate::limits::MAX_SEGMENTS)?;
+        crate::limits::at_most("classes", self.classes, crate::limits::MAX_CLASSES)?;
         if !(0.0..1.0).contains(&self.dropout) {
             anyhow::bail!("dropout must be a probability in [0, 1), got {}", self.dropout);
         }
@@ -168,6 +170,8 @@ mod tests {
         };
         refused(&|c| c.segments = 0, "segments");
         refused(&|c| c.classes = 0, "classes");
+        refused(&|c| c.segments = 1_000_000_000_000, "segments 1000000000000");
+        refused(&|c| c.classes = usize::MAX, "classes");
         for p in [1.0, 1.5, -0.1, f64::NAN] {
             refused(&|c| c.dropout = p, "dropout");
         }

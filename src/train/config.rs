@@ -164,7 +164,8 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let bytes = crate::io::read_regular(path, "config")?;
+        let text = String::from_utf8(bytes).with_context(|| format!("config {} is not UTF-8", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
 
@@ -228,10 +229,34 @@ impl TrainConfig {
                 self.input_size()
             );
         }
-        if ![1, 3, 5, 10].contains(&self.val_crops) {
-            bail!("val_crops must be 1, 3, 5 or 10");
-        }
+        crate::data::transform::check_crops(self.val_crops).context("val_crops")?;
+        // Values that size threads, queues and buffers (prefetch = 1e12 once asked the
+        // loader's queue for all of memory).
+        use crate::limits::{self, at_most};
+        at_most("data.workers", self.data.workers, limits::MAX_WORKERS)?;
+        at_most("data.prefetch", self.data.prefetch, limits::MAX_PREFETCH)?;
+        at_most("data.interval", self.data.interval, limits::MAX_LIST_FRAMES)?;
+        at_most("optim.batch_size", o.batch_size, limits::MAX_BATCH)?;
+        at_most("data.input_size", self.input_size(), limits::MAX_SIDE)?;
+        at_most("data.scale_size", self.scale_size(), limits::MAX_SIDE)?;
         Ok(())
+    }
+}
+
+/// The dotted keys whose values differ between two TOML tables.
+pub fn changed_keys(a: &toml::Value, b: &toml::Value, prefix: &str) -> Vec<String> {
+    match (a, b) {
+        (toml::Value::Table(x), toml::Value::Table(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter()
+                .flat_map(|k| match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => changed_keys(u, v, &format!("{prefix}{k}.")),
+                    _ => vec![format!("{prefix}{k}")],
+                })
+                .collect()
+        }
+        _ if a == b => vec![],
+        _ => vec![prefix.trim_end_matches('.').to_string()],
     }
 }
 
@@ -257,7 +282,7 @@ mod tests {
         ok.data.train_list = "train.txt".into();
         ok.validate().unwrap();
         type Edit = dyn Fn(&mut TrainConfig);
-        let cases: [(&Edit, &str); 10] = [
+        let cases: [(&Edit, &str); 14] = [
             (&|c| c.optim.momentum = -0.1, "momentum"),
             (&|c| c.optim.momentum = 1.0, "momentum"),
             (&|c| c.optim.weight_decay = -1e-4, "weight_decay"),
@@ -268,6 +293,10 @@ mod tests {
             (&|c| c.data.interval = 0, "interval"),
             (&|c| (c.data.input_size, c.data.scale_size) = (224, 200), "scale_size 200"),
             (&|c| c.model.dropout = 1.0, "dropout"),
+            (&|c| c.data.prefetch = 1_000_000_000_000, "data.prefetch"),
+            (&|c| c.data.workers = 100_000, "data.workers"),
+            (&|c| c.data.scale_size = u32::MAX, "data.scale_size"),
+            (&|c| c.val_crops = 2, "val_crops"),
         ];
         for (edit, says) in cases {
             let mut c = ok.clone();

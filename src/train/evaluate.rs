@@ -39,7 +39,7 @@ pub fn evaluate(
     let order: Vec<usize> = (0..dataset.len()).collect();
     let p = &dataset.pipeline;
     let (segments, size) = (p.segments, p.size as usize);
-    let mut loader = Loader::new(dataset.clone(), order, batch_size, workers, 4 * batch_size, seed, 0, skip_bad);
+    let mut loader = Loader::new(dataset.clone(), order, batch_size, workers, 4 * batch_size, seed, 0, skip_bad)?;
     let mut accuracy = Accuracy::new(classes);
     let mut scores = Vec::new();
     while let Some(batch) = loader.next_batch() {

@@ -3,9 +3,11 @@
 pub mod config;
 pub mod evaluate;
 pub mod flat_step;
+pub mod guard;
 pub mod metrics;
 pub mod optim;
 pub mod precision;
+pub mod run_dir;
 pub mod schedule;
 pub mod sgd;
 pub mod trainer;

@@ -1,6 +1,8 @@
 //! The official loss and gradient clipping: cross-entropy and `clip_grad_norm_` on the
 //! *global* gradient norm (burn's own clipping is per tensor).
 
+use std::collections::BTreeMap;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
@@ -63,27 +65,31 @@ impl ModuleVisitor for Scale<'_> {
     }
 }
 
-/// Number of learnable parameters (BN running statistics excluded).
-pub fn learnable_params<M: Module>(model: &M) -> usize {
-    struct Count {
+/// Element counts of a module's float parameters, by path (BN running statistics
+/// included; momentum buffers are checked against them on resume).
+pub fn parameter_sizes<M: Module>(model: &M) -> BTreeMap<String, usize> {
+    struct Sizes {
         path: Vec<String>,
-        n: usize,
+        sizes: BTreeMap<String, usize>,
     }
-    impl ModuleVisitor for Count {
+    impl ModuleVisitor for Sizes {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.path.push(name.to_string());
         }
         fn exit_module(&mut self, _: &str, _: &str) {
             self.path.pop();
         }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let running = matches!(self.path.last().map(String::as_str), Some("running_mean" | "running_var"));
-            if !running {
-                self.n += param.lazy_shape().num_elements();
-            }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.sizes.insert(self.path.join("."), p.lazy_shape().num_elements());
         }
     }
-    let mut c = Count { path: Vec::new(), n: 0 };
-    model.visit(&mut c);
-    c.n
+    let mut v = Sizes { path: Vec::new(), sizes: BTreeMap::new() };
+    model.visit(&mut v);
+    v.sizes
+}
+
+/// Number of learnable parameters (BN running statistics excluded).
+pub fn learnable_params<M: Module>(model: &M) -> usize {
+    let running = |p: &str| p.ends_with(".running_mean") || p.ends_with(".running_var");
+    parameter_sizes(model).into_iter().filter(|(p, _)| !running(p)).map(|(_, n)| n).sum()
 }

@@ -26,8 +26,10 @@ use crate::data::{ClipDataset, Loader, Mode, Pipeline};
 use crate::model::{ModelConfig, Recognizer};
 use crate::train::config::TrainConfig;
 use crate::train::evaluate::evaluate;
+use crate::train::guard;
 use crate::train::metrics::Accuracy;
 use crate::train::optim::cross_entropy;
+use crate::train::run_dir::{RunDir, Start};
 use crate::train::schedule::learning_rate;
 use crate::train::sgd::Sgd;
 
@@ -60,6 +62,10 @@ pub struct RunState {
     pub best_top1: Option<f64>,
     pub best_epoch: Option<usize>,
     pub history: Vec<EpochMetrics>,
+    /// Parameter paths the checkpoint holds momentum buffers for, so that a buffer missing
+    /// from the file is an error on resume rather than a silent zero (absent in older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<Vec<String>>,
 }
 
 /// What a finished (or stopped) run reports.
@@ -176,25 +182,31 @@ fn partial_bn(model: Recognizer) -> (Recognizer, Vec<String>) {
     (model, f.frozen)
 }
 
-/// Writes the run checkpoint `name` (weights, optimizer state, trainer state) atomically.
-fn save(
-    dir: &Path,
-    name: &str,
+/// Metadata key of the run's full configuration (TOML), stored with its weights so that a
+/// damaged `config.toml` cannot silently change a resumed run.
+pub const TRAIN_CONFIG_KEY: &str = "gateshift.train_config";
+
+/// The run checkpoint: weights, optimizer state, trainer state, configuration, class names.
+fn run_checkpoint(
     model: &Recognizer,
-    cfg: &ModelConfig,
+    model_cfg: &ModelConfig,
+    cfg: &TrainConfig,
     sgd: &Sgd,
-    state: &RunState,
+    state: &mut RunState,
     names: Option<&Vec<String>>,
-) -> Result<()> {
-    let mut sd = checkpoint::state_dict(model, cfg)?;
+) -> Result<StateDict> {
+    let mut sd = checkpoint::state_dict(model, model_cfg)?;
     if let Some(names) = names {
         sd.metadata.insert("gateshift.classes".into(), serde_json::to_string(names)?);
     }
-    for (path, data) in sgd.state() {
+    let buffers = sgd.state();
+    state.momentum = Some(buffers.keys().cloned().collect());
+    for (path, data) in buffers {
         sd.tensors.insert(format!("{TRAIN_STATE_PREFIX}momentum.{path}"), data);
     }
     sd.metadata.insert("gateshift.run".into(), serde_json::to_string(state)?);
-    sd.write_safetensors(&dir.join(format!("{name}.safetensors")))
+    sd.metadata.insert(TRAIN_CONFIG_KEY.into(), cfg.to_toml()?);
+    Ok(sd)
 }
 
 fn write_metrics(dir: &Path, state: &RunState) -> Result<()> {
@@ -206,11 +218,93 @@ fn write_metrics(dir: &Path, state: &RunState) -> Result<()> {
     crate::io::write_atomic(&dir.join("metrics.jsonl"), text.as_bytes())
 }
 
-/// Trains `cfg` into `dir`; with `resume`, continues from `dir/last.safetensors`.
-pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -> Result<Outcome> {
+/// Resumes from `last`: weights, momentum (every buffer the run recorded, each shaped as
+/// its parameter), trainer state; the configuration it was trained with must be `cfg`'s.
+fn resume(
+    last: &Path,
+    cfg: &TrainConfig,
+    model_cfg: &ModelConfig,
+    model: &mut Recognizer,
+    sgd: &mut Sgd,
+    device: &burn::tensor::Device,
+) -> Result<RunState> {
+    let sd = StateDict::read(last)?;
+    if let Some(stored) = sd.metadata.get(TRAIN_CONFIG_KEY) {
+        let mut stored: TrainConfig =
+            toml::from_str(stored).with_context(|| format!("the run configuration stored in {}", last.display()))?;
+        (stored.data.workers, stored.backend) = (cfg.data.workers, cfg.backend.clone());
+        let changed =
+            crate::train::config::changed_keys(&toml::Value::try_from(&stored)?, &toml::Value::try_from(cfg)?, "");
+        if !changed.is_empty() {
+            bail!(
+                "config.toml does not match the configuration {} was trained with ({}): was it edited or damaged? \
+                 The run's own copy is the `{TRAIN_CONFIG_KEY}` metadata of that file",
+                last.display(),
+                changed.join(", ")
+            );
+        }
+    }
+    checkpoint::load(model, model_cfg, &sd, false).with_context(|| format!("loading {}", last.display()))?;
+    let run = sd.metadata.get("gateshift.run").ok_or_else(|| anyhow::anyhow!("{} has no run state", last.display()))?;
+    let state: RunState = serde_json::from_str(run).with_context(|| format!("run state in {}", last.display()))?;
+    let buffers = momentum_buffers(&sd, model, &state).with_context(|| format!("resuming from {}", last.display()))?;
+    sgd.load_state(buffers, device);
+    Ok(state)
+}
+
+/// The momentum buffers of a run checkpoint, each checked against its parameter's size and
+/// against the list of buffers the run recorded.
+fn momentum_buffers(sd: &StateDict, model: &Recognizer, state: &RunState) -> Result<BTreeMap<String, TensorData>> {
+    let prefix = format!("{TRAIN_STATE_PREFIX}momentum.");
+    let sizes = crate::train::optim::parameter_sizes(model);
+    let mut buffers = BTreeMap::new();
+    for (k, v) in &sd.tensors {
+        let Some(path) = k.strip_prefix(&prefix) else { continue };
+        match sizes.get(path) {
+            None => bail!("momentum buffer {k} is for a parameter the model does not have"),
+            Some(&n) if n != v.num_elements() => {
+                bail!(
+                    "momentum buffer {k} has shape {:?} ({} values); its parameter has {n}",
+                    v.shape(),
+                    v.num_elements()
+                )
+            }
+            Some(_) => buffers.insert(path.to_string(), v.clone()),
+        };
+    }
+    if let Some(recorded) = &state.momentum {
+        let missing: Vec<&String> = recorded.iter().filter(|p| !buffers.contains_key(*p)).collect();
+        if !missing.is_empty() {
+            bail!("the momentum buffers of {} parameter(s) are missing, first {}{}", missing.len(), prefix, missing[0]);
+        }
+    } else if buffers.is_empty() && state.epochs_done > 0 {
+        bail!("it holds no momentum buffers");
+    }
+    Ok(buffers)
+}
+
+/// Loads the `init` weights of a new run, reporting a partial load.
+fn initialise(cfg: &TrainConfig, model_cfg: &ModelConfig, model: &mut Recognizer) -> Result<()> {
+    let Some(init) = &cfg.model.init else { return Ok(()) };
+    let sd = StateDict::read(init)?;
+    let report = checkpoint::load(model, model_cfg, &sd, cfg.model.partial)
+        .with_context(|| format!("initialising from {}", init.display()))?;
+    if cfg.model.partial {
+        eprintln!("initialised {} tensors from {}", report.applied, init.display());
+        for m in report.missing.iter().chain(&report.mismatched) {
+            eprintln!("  left at initial value: {m}");
+        }
+    }
+    Ok(())
+}
+
+/// Trains `cfg` into the folder `dir`: a new run, or (`Start::Resume`) the continuation of
+/// the one there. The folder is locked for the whole run.
+pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -> Result<Outcome> {
     cfg.validate()?;
     let data = load_data(cfg)?;
     let model_cfg = cfg.model_config(data.classes);
+    model_cfg.check()?;
     let device = crate::backend::device(&cfg.backend)?.autodiff();
     if cfg.backend.starts_with("wgpu") {
         eprintln!(
@@ -218,41 +312,18 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
              batch × position reductions (docs/FIDELITY.md); train on flex, tch or tch-cuda"
         );
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating run folder {}", dir.display()))?;
+    let run_dir = RunDir::open(dir, start)?;
     let mut model = model_cfg.init(&device);
     let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.policy);
-    let mut state = RunState::default();
     let last = dir.join("last.safetensors");
-    if resume {
-        let sd = StateDict::read(&last).with_context(|| format!("resuming from {}", dir.display()))?;
-        checkpoint::load(&mut model, &model_cfg, &sd, false).with_context(|| format!("loading {}", last.display()))?;
-        let mut buffers = BTreeMap::new();
-        for (k, v) in &sd.tensors {
-            if let Some(p) = k.strip_prefix(&format!("{TRAIN_STATE_PREFIX}momentum.")) {
-                buffers.insert(p.to_string(), v.clone());
-            }
-        }
-        sgd.load_state(buffers, &device);
-        let run =
-            sd.metadata.get("gateshift.run").ok_or_else(|| anyhow::anyhow!("{} has no run state", last.display()))?;
-        state = serde_json::from_str(run).with_context(|| format!("run state in {}", last.display()))?;
+    let mut state = if start == Start::Resume {
+        let state = resume(&last, cfg, &model_cfg, &mut model, &mut sgd, &device)?;
         eprintln!("resuming {} after epoch {}", dir.display(), state.epochs_done);
+        state
     } else {
-        if last.exists() {
-            bail!("{} already holds a run (use --resume to continue it, or another --out)", dir.display());
-        }
-        if let Some(init) = &cfg.model.init {
-            let sd = StateDict::read(init)?;
-            let report = checkpoint::load(&mut model, &model_cfg, &sd, cfg.model.partial)
-                .with_context(|| format!("initialising from {}", init.display()))?;
-            if cfg.model.partial {
-                eprintln!("initialised {} tensors from {}", report.applied, init.display());
-                for m in report.missing.iter().chain(&report.mismatched) {
-                    eprintln!("  left at initial value: {m}");
-                }
-            }
-        }
-    }
+        initialise(cfg, &model_cfg, &mut model)?;
+        RunState::default()
+    };
     crate::io::write_atomic(&dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
     state.input_size = cfg.input_size();
     state.scale_size = cfg.scale_size();
@@ -279,13 +350,14 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
             cfg.seed,
             epoch,
             cfg.data.skip_bad,
-        );
+        )?;
         let bar = progress_bar(show_progress, n as u64, &format!("epoch {}/{}", epoch + 1, o.epochs));
         let mut acc = Accuracy::new(data.classes);
         let (mut loss_sum, mut seen) = (0.0, 0usize);
         let mut accum = GradientsAccumulator::new();
         let mut pending = 0;
         let mut iter = 0;
+        let mut probe = None;
         while let Some(batch) = loader.next_batch() {
             let batch = batch?;
             let b = batch.len();
@@ -293,6 +365,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
             let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, segments * 3, size, size]), &device);
             let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
             let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &device);
+            probe = Some((input.clone(), labels.clone()));
             let logits = crate::train::precision::forward(&model, input, cfg.precision);
             let loss = cross_entropy(logits.clone(), labels);
             let grads = GradientsParams::from_grads(loss.clone().div_scalar(o.iter_size as f64).backward(), &model);
@@ -307,12 +380,11 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
             // they are dropped unsaved.
             let loss_value = loss.into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
-                let kept = if last.exists() {
-                    format!("{} keeps the last good state (after epoch {})", last.display(), state.epochs_done)
-                } else {
-                    "no epoch had finished, so nothing was saved".to_string()
-                };
-                bail!("loss became {loss_value} in epoch {} iteration {iter}: stopping; {kept}", epoch + 1);
+                bail!(
+                    "loss became {loss_value} in epoch {} iteration {iter}: stopping; {}",
+                    epoch + 1,
+                    kept(&last, &state)
+                );
             }
             let scores: Vec<f32> =
                 logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -380,17 +452,24 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
         if show_progress {
             eprintln!("{}", describe(&m));
         }
-        state.epochs_done = epoch + 1;
-        let improved = m.val_top1.is_some_and(|v| state.best_top1.is_none_or(|b| v > b));
+        let mut next = state.clone();
+        next.epochs_done = epoch + 1;
+        let improved = m.val_top1.is_some_and(|v| next.best_top1.is_none_or(|b| v > b));
         if improved {
-            state.best_top1 = m.val_top1;
-            state.best_epoch = Some(epoch + 1);
+            next.best_top1 = m.val_top1;
+            next.best_epoch = Some(epoch + 1);
         }
-        state.history.push(m);
+        next.history.push(m);
+        let sd = run_checkpoint(&model, &model_cfg, cfg, &sgd, &mut next, data.class_names.as_ref())?;
+        let probe = probe.ok_or_else(|| anyhow::anyhow!("epoch {} trained on no batch", epoch + 1))?;
+        let loss = next.history.last().map_or(f64::NAN, |m| m.loss);
+        guard::check(&sd, &model_cfg, loss, &probe, cfg.precision, epoch + 1)
+            .with_context(|| format!("not saved; {}", kept(&last, &state)))?;
+        state = next;
         if improved {
-            save(dir, "best", &model, &model_cfg, &sgd, &state, data.class_names.as_ref())?;
+            sd.write_safetensors(&dir.join("best.safetensors"))?;
         }
-        save(dir, "last", &model, &model_cfg, &sgd, &state, data.class_names.as_ref())?;
+        sd.write_safetensors(&last)?;
         write_metrics(dir, &state)?;
         crate::report::plot::curves(
             &state.history,
@@ -402,7 +481,17 @@ pub fn train(cfg: &TrainConfig, dir: &Path, resume: bool, show_progress: bool) -
             break;
         }
     }
+    drop(run_dir);
     Ok(Outcome { state, model_config: model_cfg, dir: dir.to_path_buf(), interrupted })
+}
+
+/// Which checkpoint holds the last good state of a run that went bad.
+fn kept(last: &Path, state: &RunState) -> String {
+    if state.epochs_done > 0 {
+        format!("{} keeps the last good state (after epoch {})", last.display(), state.epochs_done)
+    } else {
+        "no epoch had finished, so nothing was saved".to_string()
+    }
 }
 
 /// One human-readable line for an epoch.
