@@ -117,6 +117,15 @@ impl ClipDataset {
         if e.line == 0 { String::new() } else { format!("{}: ", e.origin(&self.list.file)) }
     }
 
+    /// Sample `index` for messages: "list.txt:12 (videos/a.mp4)", or the path alone.
+    pub fn describe(&self, index: usize) -> String {
+        match self.list.entries.get(index) {
+            Some(e) if e.line > 0 => format!("list line {} ({})", e.origin(&self.list.file), e.path.display()),
+            Some(e) => e.path.display().to_string(),
+            None => format!("sample {index}"),
+        }
+    }
+
     /// `err` with the list line it happened at, if the entry came from a list.
     fn locate(&self, e: &Entry, err: anyhow::Error) -> anyhow::Error {
         if e.line == 0 { err } else { err.context(format!("list line {}", e.origin(&self.list.file))) }
@@ -212,7 +221,7 @@ impl ClipDataset {
                 Mode::Test { scale, crops, .. } => (*scale, Some(*crops)),
             };
             let images = self.read(e, &opened, idx, scale)?;
-            let (w, h) = images[0].dimensions();
+            let (w, h) = same_size(&images, idx).map_err(|err| self.locate(e, err))?;
             let crops: Vec<Crop> = match (crops, &p.mode) {
                 (Some(n), _) => transform::test_crops(w, h, p.size, n),
                 (None, Mode::Train { flip, flip_map, .. }) => {
@@ -234,4 +243,21 @@ impl ClipDataset {
         }
         Ok(Clip { data, views, label })
     }
+}
+
+/// The size all frames of a clip share after scaling; frames of different shapes (a folder
+/// mixing extractions) are refused, naming the frames, rather than cropped out of bounds.
+fn same_size(images: &[RgbImage], indices: &[usize]) -> Result<(u32, u32)> {
+    let first = images.first().map(RgbImage::dimensions).ok_or_else(|| anyhow::anyhow!("no frames decoded"))?;
+    if let Some((k, img)) = images.iter().enumerate().find(|(_, img)| img.dimensions() != first) {
+        let (w, h) = img.dimensions();
+        bail!(
+            "frames of one clip differ in shape: frame {} is {}×{}, frame {} is {w}×{h} (after scaling the short side)",
+            indices[0],
+            first.0,
+            first.1,
+            indices[k]
+        );
+    }
+    Ok(first)
 }

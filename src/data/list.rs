@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::limits;
+
 /// Which list layout a file uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -61,7 +63,7 @@ impl List {
     /// Reads `file`; relative entry paths are joined with `root`. With `classes`, labels
     /// must lie in `0..classes`.
     pub fn read(file: &Path, root: Option<&Path>, format: ListFormat, classes: Option<usize>) -> Result<Self> {
-        let bytes = std::fs::read(file).with_context(|| format!("reading list file {}", file.display()))?;
+        let bytes = crate::io::read_regular(file, "list file")?;
         let text = String::from_utf8(bytes).map_err(|e| {
             anyhow::anyhow!("list file {} is not UTF-8 (byte {})", file.display(), e.utf8_error().valid_up_to())
         })?;
@@ -172,12 +174,21 @@ fn parse_line(line: &str, format: ListFormat) -> Result<Entry> {
             (p, n[0], Some(n[1]), n[2], false)
         }
     };
+    // Counts that size loops and buffers are bounded here, where the line can be named.
+    limits::at_most("frame offset", start, limits::MAX_LIST_FRAMES)?;
+    if let Some(n) = num_frames {
+        limits::at_most("frame count", n, limits::MAX_LIST_FRAMES)?;
+    }
+    if label >= limits::MAX_CLASSES {
+        bail!("label {label} is beyond the largest supported class count ({})", limits::MAX_CLASSES);
+    }
     Ok(Entry { path: PathBuf::from(path), start, num_frames, label, line: 0, is_video })
 }
 
 /// Reads a class-name file: one name per line, line k names class k (blank lines are errors).
 pub fn read_class_names(file: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading class names {}", file.display()))?;
+    let bytes = crate::io::read_regular(file, "class-name file")?;
+    let text = String::from_utf8(bytes).with_context(|| format!("class-name file {} is not UTF-8", file.display()))?;
     let mut names = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let name = raw.trim_end_matches('\r').trim();
@@ -234,6 +245,10 @@ mod tests {
         assert!(format!("{e:#}").contains("too many fields"), "{e:#}");
         let e = parse("a -3 2\n", ListFormat::Frames).unwrap_err();
         assert!(format!("{e:#}").contains("l.txt:1"), "{e:#}");
+        for huge in ["a 18446744073709551615 2\n", "a 100000001 2\n", "a 3 100000 \n", "a 99999999999 5 1\n"] {
+            let e = List::parse(huge, Path::new("l.txt"), None, ListFormat::Auto, None).unwrap_err();
+            assert!(format!("{e:#}").contains("l.txt:1"), "{huge:?}: {e:#}");
+        }
         let e = parse("\n\r\n", ListFormat::Auto).unwrap_err();
         assert!(format!("{e:#}").contains("no entries"), "{e:#}");
     }

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::dataset::{Clip, ClipDataset};
+use crate::limits;
 
 /// One assembled batch: `(batch, views, segments·3, H, W)` floats in `data`.
 #[derive(Clone, Debug)]
@@ -42,6 +43,24 @@ pub fn sample_rng(seed: u64, epoch: usize, position: usize) -> ChaCha8Rng {
     rng
 }
 
+/// Sample `index` (at `pos` in the epoch's order) with its own RNG. A panic while loading it
+/// (a bug, or a file no check foresaw) becomes this sample's error, naming it, instead of a
+/// worker that silently dies and leaves the batch waiting forever.
+fn load(ds: &ClipDataset, index: usize, seed: u64, epoch: usize, pos: usize) -> Result<Clip> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut rng = sample_rng(seed, epoch, pos);
+        ds.get(index, &mut rng)
+    }));
+    attempt.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(anyhow::anyhow!("loading {} failed inside gateshift (a bug, please report it): {why}", ds.describe(index)))
+    })
+}
+
 type Job = (usize, usize);
 type Done = (usize, usize, Result<Clip>);
 
@@ -57,13 +76,16 @@ pub struct Loader {
     issued: usize,
     next: usize,
     ready: BTreeMap<usize, (usize, Result<Clip>)>,
+    /// Samples handed out in batches so far.
+    yielded: usize,
     /// Samples skipped under `skip_bad`, with their errors.
     pub skipped: Vec<String>,
 }
 
 impl Loader {
     /// Loads `order` (dataset indices) in batches of `batch_size` with `workers` threads;
-    /// at most `prefetch` samples beyond the current one are in flight.
+    /// at most `prefetch` samples beyond the current one are in flight. Counts over
+    /// [`crate::limits`] are refused, and a worker thread that cannot start is an error.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         dataset: Arc<ClipDataset>,
@@ -74,36 +96,39 @@ impl Loader {
         seed: u64,
         epoch: usize,
         skip_bad: bool,
-    ) -> Self {
+    ) -> Result<Self> {
+        let workers = limits::at_most("loader workers", workers, limits::MAX_WORKERS)?.max(1);
+        let prefetch = limits::at_most("prefetch", prefetch, limits::MAX_PREFETCH)?.max(1);
+        let batch_size = limits::at_most("batch size", batch_size, limits::MAX_BATCH)?.max(1);
         let (jobs_tx, jobs_rx) = unbounded::<Job>();
-        let (done_tx, done_rx) = bounded::<Done>(prefetch.max(1) + workers);
-        let workers = (0..workers.max(1))
-            .map(|_| {
-                let (rx, tx, ds) = (jobs_rx.clone(), done_tx.clone(), dataset.clone());
-                std::thread::spawn(move || {
-                    while let Ok((pos, index)) = rx.recv() {
-                        let mut rng = sample_rng(seed, epoch, pos);
-                        let r = ds.get(index, &mut rng);
-                        if tx.send((pos, index, r)).is_err() {
-                            break;
-                        }
+        let (done_tx, done_rx) = bounded::<Done>(prefetch + workers);
+        let mut handles = Vec::with_capacity(workers);
+        for k in 0..workers {
+            let (rx, tx, ds) = (jobs_rx.clone(), done_tx.clone(), dataset.clone());
+            let worker = std::thread::Builder::new().name(format!("loader-{k}")).spawn(move || {
+                while let Ok((pos, index)) = rx.recv() {
+                    let r = load(&ds, index, seed, epoch, pos);
+                    if tx.send((pos, index, r)).is_err() {
+                        break;
                     }
-                })
-            })
-            .collect();
-        Self {
+                }
+            });
+            handles.push(worker.with_context(|| format!("starting loader worker {} of {workers}", k + 1))?);
+        }
+        Ok(Self {
             order,
-            batch_size: batch_size.max(1),
+            batch_size,
             skip_bad,
             jobs: Some(jobs_tx),
             done: done_rx,
-            workers,
-            window: prefetch.max(1),
+            workers: handles,
+            window: prefetch,
             issued: 0,
             next: 0,
             ready: BTreeMap::new(),
+            yielded: 0,
             skipped: Vec::new(),
-        }
+        })
     }
 
     /// Batches in this epoch (the last one may be short).
@@ -156,7 +181,8 @@ impl Loader {
                     if batch.data.is_empty() {
                         // Reserve the whole batch once and take the first clip without a copy.
                         let mut data = clip.data;
-                        data.reserve(data.len() * (self.batch_size - 1));
+                        let rest = (self.batch_size - 1).min(self.order.len() - self.next);
+                        data.reserve(data.len() * rest);
                         batch.data = data;
                     } else {
                         batch.data.extend_from_slice(&clip.data);
@@ -168,7 +194,18 @@ impl Loader {
                 Err(e) => return Some(Err(e)),
             }
         }
-        if batch.is_empty() { None } else { Some(Ok(batch)) }
+        self.yielded += batch.len();
+        if !batch.is_empty() {
+            return Some(Ok(batch));
+        }
+        if self.yielded == 0 && !self.skipped.is_empty() {
+            return Some(Err(anyhow::anyhow!(
+                "every one of the {} samples was unreadable (--skip-bad skips some, not all); the first: {}",
+                self.skipped.len(),
+                self.skipped[0]
+            )));
+        }
+        None
     }
 }
 

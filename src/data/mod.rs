@@ -2,6 +2,7 @@
 //! group transforms and the parallel loader.
 
 pub mod dataset;
+pub mod ffmpeg;
 pub mod list;
 pub mod loader;
 pub mod rawframes;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use image::RgbImage;
 
+use crate::limits;
+
 /// A frame file-name template: `prefix{}suffix`, `prefix{:d}suffix` or `prefix{:0Nd}suffix`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -66,6 +68,7 @@ pub struct FrameNaming {
 
 impl FrameNaming {
     pub fn new(template: &str, first_index: usize) -> Result<Self> {
+        limits::at_most("--first-index", first_index, limits::MAX_LIST_FRAMES)?;
         Ok(Self { template: Template::parse(template)?, first_index })
     }
 
@@ -94,17 +97,32 @@ impl FrameNaming {
     }
 }
 
-/// Decodes an image file to RGB; the error names the file.
+/// Decodes an image file to RGB; the error names the file. Only regular files are read,
+/// and a header declaring more than [`limits::MAX_FRAME_PIXELS`] is refused before the
+/// pixels are allocated.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read frame {}", path.display()))?;
+    let bytes = crate::io::read_regular(path, "frame")?;
     if bytes.is_empty() {
         bail!("frame {} is empty (0 bytes)", path.display());
     }
+    decode_image(&bytes).with_context(|| format!("cannot decode frame {}", path.display()))
+}
+
+/// Decodes JPEG (libjpeg-turbo) or any format `image` reads (PNG, …) from memory, the
+/// declared size checked first.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
-        return decode_jpeg(&bytes).with_context(|| format!("cannot decode frame {}", path.display()));
+        return decode_jpeg(bytes);
     }
-    let img = image::load_from_memory(&bytes).with_context(|| format!("cannot decode frame {}", path.display()))?;
-    Ok(img.into_rgb8())
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    let mut bounds = image::Limits::default();
+    bounds.max_alloc = Some(4 * limits::MAX_FRAME_PIXELS);
+    reader.limits(bounds.clone());
+    let (w, h) = reader.into_dimensions()?;
+    limits::frame_pixels("the image", w as u64, h as u64)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    reader.limits(bounds);
+    Ok(reader.decode()?.into_rgb8())
 }
 
 /// JPEG through libjpeg-turbo (SIMD; the library PIL uses, with the same default IDCT and
@@ -121,6 +139,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
         let d = d.as_mut().expect("decoder just created");
         let header = d.read_header(bytes)?;
         let (w, h) = (header.width, header.height);
+        limits::frame_pixels("the JPEG header", w as u64, h as u64)?;
         let mut pixels = vec![0u8; 3 * w * h];
         let image = turbojpeg::Image {
             pixels: pixels.as_mut_slice(),

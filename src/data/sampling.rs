@@ -8,7 +8,7 @@ use rand::Rng;
 /// frames than segments get sorted random frames, and videos with none repeat frame 0 —
 /// the official behaviour.
 pub fn tsn_train(num_frames: usize, segments: usize, new_length: usize, rng: &mut impl Rng) -> Vec<usize> {
-    let usable = (num_frames + 1).saturating_sub(new_length);
+    let usable = num_frames.saturating_add(1).saturating_sub(new_length);
     let average = usable / segments;
     if average > 0 {
         (0..segments).map(|i| i * average + rng.random_range(0..average)).collect()
@@ -33,7 +33,7 @@ pub fn tsn_test(num_frames: usize, segments: usize, new_length: usize) -> Vec<us
 
 /// The official two-clip test: segment centres, then segment starts.
 pub fn two_clip_test(num_frames: usize, segments: usize, new_length: usize) -> Vec<Vec<usize>> {
-    let tick = (num_frames + 1).saturating_sub(new_length) as f64 / segments as f64;
+    let tick = num_frames.saturating_add(1).saturating_sub(new_length) as f64 / segments as f64;
     let centres = (0..segments).map(|i| (tick / 2.0 + tick * i as f64) as usize).collect();
     let starts = (0..segments).map(|i| (tick * i as f64) as usize).collect();
     vec![centres, starts]
@@ -54,7 +54,7 @@ pub fn uniform_clips(num_frames: usize, segments: usize, clips: usize) -> Vec<Ve
 /// `clip_len` frames `interval` apart (wrapping modulo the video length, as the official code).
 pub fn dense_train(num_frames: usize, clip_len: usize, interval: usize, rng: &mut impl Rng) -> Vec<usize> {
     let window = clip_len * interval;
-    let positions = (1 + num_frames).saturating_sub(window).max(1);
+    let positions = num_frames.saturating_add(1).saturating_sub(window).max(1);
     let start = if positions == 1 { 0 } else { rng.random_range(0..positions) };
     (0..clip_len).map(|i| (i * interval + start) % num_frames.max(1)).collect()
 }
@@ -62,7 +62,7 @@ pub fn dense_train(num_frames: usize, clip_len: usize, interval: usize, rng: &mu
 /// Dense sampling, test: `clips` windows with starts spread evenly over the video.
 pub fn dense_test(num_frames: usize, clip_len: usize, interval: usize, clips: usize) -> Vec<Vec<usize>> {
     let window = clip_len * interval;
-    let positions = (1 + num_frames).saturating_sub(window).max(1);
+    let positions = num_frames.saturating_add(1).saturating_sub(window).max(1);
     (0..clips)
         .map(|c| {
             let start = if clips == 1 { 0 } else { c * (positions - 1) / (clips - 1) };
@@ -77,7 +77,7 @@ pub fn dense_test(num_frames: usize, clip_len: usize, interval: usize, clips: us
 /// are looped, as the I3D reference code does.
 pub fn windows(num_frames: usize, len: usize, clips: usize) -> Vec<Vec<usize>> {
     let n = num_frames.max(1);
-    let positions = (1 + n).saturating_sub(len).max(1);
+    let positions = n.saturating_add(1).saturating_sub(len).max(1);
     (0..clips.max(1))
         .map(|c| {
             // Start whose window centre is at the centre of part c (of `clips` parts).

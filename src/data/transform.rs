@@ -69,6 +69,14 @@ pub fn multi_scale_crop(image_w: u32, image_h: u32, input_size: u32, rng: &mut i
 
 /// Test-time crops of a frame already scaled to short side `scale`: 1 (centre), 3 (left,
 /// right, centre along the long side), 5 (corners + centre) or 10 (5 and their mirrors).
+/// Refuses a test-crop count other than 1, 3, 5 or 10 (the official test protocols).
+pub fn check_crops(n: usize) -> anyhow::Result<()> {
+    if ![1, 3, 5, 10].contains(&n) {
+        anyhow::bail!("test crops must be 1, 3, 5 or 10, not {n}");
+    }
+    Ok(())
+}
+
 pub fn test_crops(image_w: u32, image_h: u32, size: u32, n: usize) -> Vec<Crop> {
     let (cw, ch) = (size.min(image_w), size.min(image_h));
     let ws = (image_w - cw) / 4;
