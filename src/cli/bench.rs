@@ -107,13 +107,13 @@ pub struct DataBench {
     #[arg(long, default_value = "img_{:05d}.jpg")]
     pub template: String,
     /// Decoding threads (0: decode in the calling thread).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::worker_count)]
     pub workers: usize,
     #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub segments: usize,
-    #[arg(long, default_value_t = 224, value_parser = super::at_least_one::<u32>)]
+    #[arg(long, default_value_t = 224, value_parser = super::side)]
     pub size: u32,
-    #[arg(long, default_value_t = 256, value_parser = super::at_least_one::<u32>)]
+    #[arg(long, default_value_t = 256, value_parser = super::side)]
     pub scale: u32,
     /// Clips to read per pipeline (default: the whole list).
     #[arg(long, value_parser = super::at_least_one::<usize>)]
@@ -326,7 +326,7 @@ fn data(a: DataBench) -> Result<()> {
         };
         let ds = Arc::new(ClipDataset { list: list.clone(), naming: FrameNaming::new(&a.template, 1)?, pipeline });
         let t = Instant::now();
-        let mut loader = Loader::new(ds, (0..n).collect(), 1, a.workers, 4 * a.workers, 0, 0, false);
+        let mut loader = Loader::new(ds, (0..n).collect(), 1, a.workers, 4 * a.workers, 0, 0, false)?;
         let mut clips = 0;
         while let Some(b) = loader.next_batch() {
             clips += b?.len();

@@ -117,31 +117,65 @@ pub fn extract_one(
 
 fn extract(a: ExtractArgs) -> Result<()> {
     let naming = a.frames.naming()?;
+    let out_list = a.out_list.clone().unwrap_or_else(|| a.out.join("list.txt"));
+    gateshift::io::check_output(&out_list)?;
     let is_list = !a.input.extension().and_then(|e| e.to_str()).is_some_and(|e| VIDEO_EXTENSIONS.contains(&e));
-    let entries: Vec<(PathBuf, usize)> = if is_list {
-        let list = List::read(&a.input, Some(&root_of(&a.input, a.root.as_deref())), ListFormat::Video, None)?;
-        list.entries.into_iter().map(|e| (e.path, e.label)).collect()
+    let jobs: Vec<(String, PathBuf, usize, String)> = if is_list {
+        let root = root_of(&a.input, a.root.as_deref());
+        let list = List::read(&a.input, Some(&root), ListFormat::Video, None)?;
+        let mut jobs = Vec::with_capacity(list.entries.len());
+        let mut taken: std::collections::HashMap<String, String> = Default::default();
+        for e in &list.entries {
+            let name = frame_folder_name(&e.path, &root);
+            let at = e.origin(&list.file);
+            if let Some(first) = taken.insert(name.clone(), at.clone()) {
+                bail!("{first} and {at} would both be extracted into {}", a.out.join(&name).display());
+            }
+            jobs.push((name, e.path.clone(), e.label, at));
+        }
+        jobs
     } else {
-        vec![(a.input.clone(), 0)]
+        let name = frame_folder_name(&a.input, a.input.parent().unwrap_or(Path::new("")));
+        vec![(name, a.input.clone(), 0, a.input.display().to_string())]
     };
-    let bar = gateshift::train::trainer::progress_bar(true, entries.len() as u64, "extract");
+    for (name, _, _, at) in &jobs {
+        let dir = a.out.join(name);
+        if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+            bail!(
+                "{at}: {} already holds files (an earlier extraction?): remove it or choose another --out",
+                dir.display()
+            );
+        }
+    }
+    let bar = gateshift::train::trainer::progress_bar(true, jobs.len() as u64, "extract");
     let mut lines = Vec::new();
-    for (path, label) in &entries {
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "video".into());
-        let dir = a.out.join(&stem);
-        let n = extract_one(path, &dir, &naming, a.short_side, a.quality)?;
-        lines.push(format!("{stem} {n} {label}"));
+    for (name, path, label, at) in &jobs {
+        let n = extract_one(path, &a.out.join(name), &naming, a.short_side, a.quality).with_context(|| at.clone())?;
+        lines.push(format!("{name} {n} {label}"));
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let out_list = a.out_list.unwrap_or_else(|| a.out.join("list.txt"));
     write_atomic(&out_list, (lines.join("\n") + "\n").as_bytes())?;
-    println!("extracted {} video(s) into {}; list {}", entries.len(), a.out.display(), out_list.display());
+    println!("extracted {} video(s) into {}; list {}", jobs.len(), a.out.display(), out_list.display());
     Ok(())
+}
+
+/// The frame folder of a video, relative to the output folder: its path under the list's
+/// root without the extension (`a/clip.mp4` → `a/clip`), so that videos sharing a file name
+/// in different folders get folders of their own; the file name alone if it lies elsewhere.
+fn frame_folder_name(video: &Path, root: &Path) -> String {
+    let rel =
+        video.strip_prefix(root).ok().filter(|r| r.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+    let rel = rel.unwrap_or_else(|| Path::new(video.file_name().unwrap_or_default()));
+    let name = rel.with_extension("").to_string_lossy().into_owned();
+    if name.is_empty() { "video".into() } else { name }
 }
 
 fn build_list(a: BuildListArgs) -> Result<()> {
     let naming = a.frames.naming()?;
+    for out in [Some(&a.out), a.val_out.as_ref(), a.classes.as_ref()].into_iter().flatten() {
+        gateshift::io::check_output(out)?;
+    }
     let mut classes: Vec<PathBuf> = std::fs::read_dir(&a.tree)
         .with_context(|| format!("reading {}", a.tree.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

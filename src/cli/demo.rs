@@ -15,6 +15,7 @@ use gateshift::io::write_atomic;
 use gateshift::model::{Arch, TemporalKind};
 use gateshift::train::config::TrainConfig;
 use gateshift::train::evaluate::evaluate;
+use gateshift::train::run_dir::Start;
 use gateshift::train::trainer::{self, EpochMetrics};
 
 use super::synth::SynthArgs;
@@ -34,7 +35,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 3)]
     pub pairs: usize,
     /// Frame side in pixels (frames are generated at this size and trained at it).
-    #[arg(long, default_value_t = 48, value_parser = super::at_least_one::<u32>)]
+    #[arg(long, default_value_t = 48, value_parser = super::side)]
     pub size: u32,
     #[arg(long, default_value_t = 100, value_parser = super::at_least_one::<usize>)]
     pub train_per_class: usize,
@@ -46,7 +47,7 @@ pub struct DemoArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::worker_count)]
     pub workers: usize,
     #[arg(long, default_value = "flex")]
     pub backend: String,
@@ -131,8 +132,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         cfg.backend = a.backend.clone();
         let dir = a.out.join(name.to_lowercase());
         let resume = dir.join("last.safetensors").exists();
+        // A run of ours that stopped before its first epoch ended is started again.
+        let ours =
+            std::fs::read_to_string(dir.join("config.toml")).is_ok_and(|t| t == cfg.to_toml().unwrap_or_default());
+        let start = if resume { Start::Resume } else { Start::Fresh { overwrite: ours } };
         let t0 = Instant::now();
-        let outcome = trainer::train(&cfg, &dir, resume, true)?;
+        let outcome = trainer::train(&cfg, &dir, start, true)?;
         if outcome.interrupted {
             anyhow::bail!("interrupted: run `gateshift demo` again to continue");
         }

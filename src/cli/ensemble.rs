@@ -1,7 +1,7 @@
 //! `gateshift ensemble A.jsonl B.jsonl …`: averages per-video scores written by
 //! `gateshift test --dump-scores` (as the paper's ensemble table does) and reports accuracy.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -28,15 +28,31 @@ struct Line {
     scores: Vec<f32>,
 }
 
-fn read(path: &PathBuf) -> Result<Vec<Line>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}: not a score line", path.display(), i + 1))
-        })
-        .collect()
+/// The score lines of a `test --dump-scores` file: at least one, every one with the same
+/// number of finite scores and a label among them; errors name file and line.
+fn read(path: &Path) -> Result<Vec<Line>> {
+    let bytes = gateshift::io::read_regular(path, "score file")?;
+    let text = String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
+    let mut lines: Vec<Line> = Vec::new();
+    for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let line: Line = serde_json::from_str(l).with_context(|| format!("{}: not a score line", at()))?;
+        let classes = lines.first().map_or(line.scores.len(), |f| f.scores.len());
+        if line.scores.is_empty() || line.scores.len() != classes {
+            bail!("{}: {} scores, expected {classes} (one per class, at least one)", at(), line.scores.len());
+        }
+        if line.label >= classes {
+            bail!("{}: label {} is out of range for {classes} classes", at(), line.label);
+        }
+        if let Some(bad) = line.scores.iter().find(|v| !v.is_finite()) {
+            bail!("{}: score {bad} is not a finite number", at());
+        }
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        bail!("score file {} holds no score lines", path.display());
+    }
+    Ok(lines)
 }
 
 fn softmax(v: &[f32]) -> Vec<f32> {
@@ -47,9 +63,12 @@ fn softmax(v: &[f32]) -> Vec<f32> {
 }
 
 pub fn run(a: EnsembleArgs) -> Result<()> {
-    let files: Vec<Vec<Line>> = a.scores.iter().map(read).collect::<Result<_>>()?;
+    if let Some(p) = &a.out {
+        gateshift::io::check_output(p)?;
+    }
+    let files: Vec<Vec<Line>> = a.scores.iter().map(|p| read(p)).collect::<Result<_>>()?;
     let first = &files[0];
-    let classes = first.first().map(|l| l.scores.len()).unwrap_or(0);
+    let classes = first[0].scores.len();
     let mut sum: Vec<Vec<f32>> = vec![vec![0.0; classes]; first.len()];
     for (f, lines) in a.scores.iter().zip(&files) {
         if lines.len() != first.len() {

@@ -37,6 +37,7 @@ pub struct ForwardArgs {
 }
 
 pub fn run(a: ForwardArgs) -> Result<()> {
+    gateshift::io::check_output(&a.output)?;
     let device = gateshift::backend::device(&a.backend)?;
     let (model, cfg, _) = load_model(&a.model, &a.checkpoint, a.partial, &device)?;
     let model = precision::inference(&model, a.precision);

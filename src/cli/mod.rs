@@ -113,6 +113,41 @@ pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Re
     }
 }
 
+/// clap parser for a test-crop count: 1, 3, 5 or 10 (the official protocols).
+pub fn crop_count(s: &str) -> Result<usize, String> {
+    let n = s.parse::<usize>().map_err(|_| "not a whole number".to_string())?;
+    gateshift::data::transform::check_crops(n).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// clap parser for a count that sizes memory or threads: at least 1 and at most `max`
+/// (`crate::limits`), so that `--workers 100000` is refused by name, not a failed spawn.
+pub fn count_up_to(max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s| {
+        let n = at_least_one::<usize>(s)?;
+        if n > max { Err(format!("must be at most {max}")) } else { Ok(n) }
+    }
+}
+
+/// clap parser for a worker-thread count: 0 to [`gateshift::limits::MAX_WORKERS`].
+pub fn worker_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= gateshift::limits::MAX_WORKERS => Ok(n),
+        Ok(_) => Err(format!("must be at most {}", gateshift::limits::MAX_WORKERS)),
+        Err(_) => Err("not a whole number".into()),
+    }
+}
+
+/// clap parser for an image side in pixels: 1 to [`gateshift::limits::MAX_SIDE`].
+pub fn side(s: &str) -> Result<u32, String> {
+    let n = at_least_one::<u32>(s)?;
+    if n > gateshift::limits::MAX_SIDE {
+        Err(format!("must be at most {}", gateshift::limits::MAX_SIDE))
+    } else {
+        Ok(n)
+    }
+}
+
 /// clap parser for a float flag: accepted where `ok` holds (NaN never does), else refused
 /// saying it `must be` what `want` says.
 pub fn float_where(ok: fn(f64) -> bool, want: &'static str) -> impl Fn(&str) -> Result<f64, String> + Clone {
@@ -145,11 +180,11 @@ impl FrameArgs {
 pub struct SizeArgs {
     /// Side of the centre crop the model sees (default: the checkpoint's training input, else
     /// the backbone's).
-    #[arg(long, value_parser = at_least_one::<u32>)]
+    #[arg(long, value_parser = side)]
     pub input_size: Option<u32>,
     /// Short side frames are scaled to before the crop (default: the checkpoint's, else
     /// input size × 256/224).
-    #[arg(long, value_parser = at_least_one::<u32>)]
+    #[arg(long, value_parser = side)]
     pub scale_size: Option<u32>,
 }
 

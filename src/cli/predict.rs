@@ -30,7 +30,7 @@ pub struct PredictArgs {
     #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelArgs", "SizeArgs"])]
     pub model: Option<Pretrained>,
     /// `--model i3d-kinetics400`: frames per window (consecutive, at the video's rate; default 64).
-    #[arg(long, value_parser = super::at_least_one::<usize>)]
+    #[arg(long, value_parser = super::count_up_to(gateshift::limits::MAX_SEGMENTS))]
     pub window: Option<usize>,
     #[command(flatten)]
     pub model_args: ModelArgs,
@@ -46,7 +46,7 @@ pub struct PredictArgs {
     pub frames: FrameArgs,
     #[arg(long, default_value_t = 1, value_parser = super::at_least_one::<usize>)]
     pub clips: usize,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::crop_count)]
     pub crops: usize,
     #[command(flatten)]
     pub sizes: SizeArgs,
@@ -110,7 +110,14 @@ fn entry(a: &PredictArgs) -> Result<Entry> {
     } else if a.input.is_file() {
         Ok(Entry { path: a.input.clone(), start: 0, num_frames: None, label: 0, line: 0, is_video: true })
     } else {
-        bail!("{} is neither a video file nor a frame folder", a.input.display());
+        let what = match std::fs::metadata(&a.input) {
+            Ok(m) => gateshift::io::describe(m.file_type()),
+            Err(_) => "not there",
+        };
+        bail!(
+            "{} is neither a video file nor a frame folder ({what}; live sources: `gateshift stream`)",
+            a.input.display()
+        );
     }
 }
 

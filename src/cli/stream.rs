@@ -31,6 +31,9 @@ pub struct StreamArgs {
     /// ffmpeg input format for devices (`-f`, e.g. v4l2, avfoundation, dshow).
     #[arg(long)]
     pub input_format: Option<String>,
+    /// Seconds to wait for the source's next frame (or its first answer) before giving up.
+    #[arg(long, default_value_t = 10.0, value_parser = super::float_where(|f| f > 0.0 && f <= 86_400.0, "in (0, 86400] seconds"))]
+    pub timeout: f64,
     /// A gateshift or official checkpoint.
     #[arg(long, required_unless_present = "model")]
     pub checkpoint: Option<PathBuf>,
@@ -41,10 +44,10 @@ pub struct StreamArgs {
     #[command(flatten)]
     pub model_args: ModelArgs,
     /// Frames per window: the most recent frames a score is about (I3D: its input length).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::count_up_to(gateshift::limits::MAX_SEGMENTS))]
     pub window: usize,
     /// A window is scored every this many frames.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::count_up_to(gateshift::limits::MAX_LIST_FRAMES))]
     pub stride: usize,
     /// Score only the freshest due window when the input is ahead of the model (live sources).
     #[arg(long)]
@@ -154,27 +157,22 @@ pub fn run(a: StreamArgs) -> Result<()> {
     Ok(())
 }
 
-/// Recognises the input: a frame folder (counted), a video file, or a live source.
+/// Recognises the input: a frame folder (counted), else a video source (`Source::open`:
+/// a file, FIFO or device, or a network URL).
 fn open(a: &StreamArgs) -> Result<Input> {
     let path = Path::new(&a.input);
-    let live = a.input_format.is_some() || a.input.contains("://") || a.input.starts_with("file:");
     if path.is_dir() && a.input_format.is_none() {
         let naming = a.frames.naming()?;
         let count = naming.count(path)?;
         if count == 0 {
             bail!("frame folder {} holds no frames named like {}", path.display(), a.frames.template);
         }
-        Ok(Input::Frames { dir: path.to_path_buf(), naming, count })
-    } else if path.is_file() || live {
-        let source = Source { input: a.input.clone().into(), format: a.input_format.clone() };
-        let info = source.probe()?;
-        Ok(Input::Video(source, info))
-    } else {
-        bail!(
-            "{} is neither a video file, a frame folder nor a URL (for a capture device give --input-format)",
-            a.input
-        );
+        return Ok(Input::Frames { dir: path.to_path_buf(), naming, count });
     }
+    let timeout = std::time::Duration::from_secs_f64(a.timeout);
+    let source = Source::open(&a.input, a.input_format.clone(), timeout)?;
+    let info = source.probe()?;
+    Ok(Input::Video(source, info))
 }
 
 /// Decodes the input in order and sends each prepared frame; stops when the receiver is gone.

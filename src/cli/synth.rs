@@ -19,11 +19,11 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 5)]
     pub pairs: usize,
     /// Frame side in pixels.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::side)]
     pub size: u32,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::count_up_to(gateshift::limits::MAX_SEGMENTS))]
     pub min_frames: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::count_up_to(gateshift::limits::MAX_SEGMENTS))]
     pub max_frames: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

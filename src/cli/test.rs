@@ -7,7 +7,7 @@ use gateshift::train::precision::{self, Precision};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Args;
 use gateshift::data::list::{List, ListFormat, read_class_names};
@@ -41,7 +41,7 @@ pub struct DataArgs {
     pub sampling: Sampling,
     #[arg(long, default_value_t = 2, value_parser = super::at_least_one::<usize>)]
     pub interval: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::worker_count)]
     pub workers: usize,
     #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub batch_size: usize,
@@ -62,7 +62,7 @@ pub struct TestArgs {
     #[arg(long, default_value_t = 1)]
     pub clips: usize,
     /// Crops per clip: 1, 3, 5 or 10.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::crop_count)]
     pub crops: usize,
     /// Average softmax probabilities instead of logits over clips and crops.
     #[arg(long)]
@@ -91,9 +91,7 @@ pub struct TestArgs {
 
 /// Builds the test dataset for a model.
 pub fn dataset(d: &DataArgs, cfg: &ModelConfig, meta: &Metadata, clips: usize, crops: usize) -> Result<ClipDataset> {
-    if ![1, 3, 5, 10].contains(&crops) {
-        bail!("--crops must be 1, 3, 5 or 10");
-    }
+    gateshift::data::transform::check_crops(crops).context("--crops")?;
     if clips == 0 {
         bail!("--clips must be at least 1");
     }
@@ -155,6 +153,11 @@ pub fn run_once(
 }
 
 pub fn run(a: TestArgs) -> Result<()> {
+    // Outputs that cannot be written are found now, not after the whole evaluation.
+    let confusion = a.confusion.iter().flat_map(|p| [".csv", "_per_class.csv", ".png"].map(|e| with_suffix(p, e)));
+    for path in a.json.iter().chain(&a.dump_scores).cloned().chain(confusion) {
+        gateshift::io::check_output(&path)?;
+    }
     let device = gateshift::backend::device(&a.backend)?;
     let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, false, &device)?;
     let model = precision::inference(&model, a.precision);
@@ -210,6 +213,13 @@ pub fn run(a: TestArgs) -> Result<()> {
     Ok(())
 }
 
+/// `PREFIX` with `suffix` appended (`runs/gsm/confusion` + `.csv`).
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// `PREFIX.csv` (rows true class, columns predicted), `PREFIX_per_class.csv`, `PREFIX.png`.
 pub fn write_confusion(
     prefix: &Path,
@@ -231,7 +241,7 @@ pub fn write_confusion(
         }
         csv.push('\n');
     }
-    let with = |ext: &str| PathBuf::from(format!("{}{ext}", prefix.display()));
+    let with = |ext: &str| with_suffix(prefix, ext);
     write_atomic(&with(".csv"), csv.as_bytes())?;
     let mut pc = String::from("class,name,samples,accuracy\n");
     for (i, acc) in per_class.iter().enumerate() {

@@ -9,6 +9,7 @@ use gateshift::data::list::ListFormat;
 use gateshift::data::{FrameOrder, Sampling};
 use gateshift::model::{Arch, ShiftPlace, TemporalKind};
 use gateshift::train::config::TrainConfig;
+use gateshift::train::run_dir::Start;
 use gateshift::train::sgd::ParamPolicy;
 use gateshift::train::trainer;
 
@@ -23,6 +24,10 @@ pub struct TrainArgs {
     /// Continue the run in this folder from its `last` checkpoint (its config.toml is used).
     #[arg(long, conflicts_with = "config")]
     pub resume: Option<PathBuf>,
+    /// Start a new run in `--out` even if it holds an earlier run: that run's files
+    /// (config.toml, checkpoints, metrics, curves) are removed first; nothing else is.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
     #[arg(long, value_enum)]
@@ -62,9 +67,9 @@ pub struct TrainArgs {
     pub first_index: Option<usize>,
     #[arg(long)]
     pub class_names: Option<PathBuf>,
-    #[arg(long, value_parser = super::at_least_one::<u32>)]
+    #[arg(long, value_parser = super::side)]
     pub input_size: Option<u32>,
-    #[arg(long, value_parser = super::at_least_one::<u32>)]
+    #[arg(long, value_parser = super::side)]
     pub scale_size: Option<u32>,
     #[arg(long, value_enum)]
     pub sampling: Option<Sampling>,
@@ -73,7 +78,7 @@ pub struct TrainArgs {
     /// Label swaps when flipping, e.g. 86:87,93:94,166:167.
     #[arg(long)]
     pub flip_swap: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::worker_count)]
     pub workers: Option<usize>,
     /// Skip (and report) samples that cannot be read instead of stopping.
     #[arg(long)]
@@ -101,7 +106,7 @@ pub struct TrainArgs {
     pub partial_bn: bool,
     #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub eval_every: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::crop_count)]
     pub val_crops: Option<usize>,
     #[arg(long, value_enum)]
     pub val_order: Option<FrameOrder>,
@@ -132,13 +137,15 @@ pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
 /// worker count; `--backend`). Any other setting given is refused, naming it, rather than
 /// ignored.
 fn resume_config(a: &TrainArgs, dir: &std::path::Path) -> Result<TrainConfig> {
+    gateshift::train::run_dir::resumable(dir)?;
     let stored = TrainConfig::read(&dir.join("config.toml"))?;
     let mut wanted = stored.clone();
     apply(a, &mut wanted);
     let mut resumed = stored.clone();
     resumed.data.workers = wanted.data.workers;
     resumed.backend = wanted.backend.clone();
-    let changed = changed_keys(&toml::Value::try_from(&resumed)?, &toml::Value::try_from(&wanted)?, "");
+    let changed =
+        gateshift::train::config::changed_keys(&toml::Value::try_from(&resumed)?, &toml::Value::try_from(&wanted)?, "");
     if !changed.is_empty() {
         bail!(
             "--resume continues {} exactly as its config.toml says; these flags would change it: {} \
@@ -148,23 +155,6 @@ fn resume_config(a: &TrainArgs, dir: &std::path::Path) -> Result<TrainConfig> {
         );
     }
     Ok(resumed)
-}
-
-/// The dotted keys whose values differ between two TOML tables.
-fn changed_keys(a: &toml::Value, b: &toml::Value, prefix: &str) -> Vec<String> {
-    match (a, b) {
-        (toml::Value::Table(x), toml::Value::Table(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            keys.into_iter()
-                .flat_map(|k| match (x.get(k), y.get(k)) {
-                    (Some(u), Some(v)) => changed_keys(u, v, &format!("{prefix}{k}.")),
-                    _ => vec![format!("{prefix}{k}")],
-                })
-                .collect()
-        }
-        _ if a == b => vec![],
-        _ => vec![prefix.trim_end_matches('.').to_string()],
-    }
 }
 
 /// The flags given, over `c`.
@@ -232,11 +222,11 @@ fn apply(a: &TrainArgs, c: &mut TrainConfig) {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     super::install_sigint();
-    let (cfg, dir, resume) = match &a.resume {
-        Some(dir) => (resume_config(&a, dir)?, dir.clone(), true),
-        None => (resolve(&a)?, a.out.clone(), false),
+    let (cfg, dir, start) = match &a.resume {
+        Some(dir) => (resume_config(&a, dir)?, dir.clone(), Start::Resume),
+        None => (resolve(&a)?, a.out.clone(), Start::Fresh { overwrite: a.overwrite }),
     };
-    let outcome = trainer::train(&cfg, &dir, resume, !a.quiet)?;
+    let outcome = trainer::train(&cfg, &dir, start, !a.quiet)?;
     if outcome.interrupted {
         bail!("interrupted: resume with `gateshift train --resume {}`", dir.display());
     }

@@ -34,11 +34,18 @@ impl Sources {
 
 /// Reads an IDX3 (gzipped) image file: magic 0x00000803, count, rows, cols, then bytes.
 pub fn read_idx_images(path: &Path, max_items: usize) -> Result<Vec<Sprite>> {
-    let file = std::fs::File::open(path).with_context(|| {
-        format!("cannot open {} (install Debian's dataset-fashion-mnist: scripts/setup.sh)", path.display())
-    })?;
+    let file = crate::io::open_regular(path, "IDX file")
+        .context("install Debian's dataset-fashion-mnist: scripts/setup.sh")?;
+    // Fashion-MNIST's 60,000 28×28 images are 47 MB; a gzip stream may claim any size.
+    const MAX_BYTES: u64 = 1 << 30;
     let mut bytes = Vec::new();
-    GzDecoder::new(file).read_to_end(&mut bytes).with_context(|| format!("decompressing {}", path.display()))?;
+    GzDecoder::new(file)
+        .take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("decompressing {}", path.display()))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        bail!("{} decompresses to more than {MAX_BYTES} bytes", path.display());
+    }
     let word = |i: usize| -> Result<usize> {
         let b = bytes.get(4 * i..4 * i + 4).ok_or_else(|| anyhow::anyhow!("{}: truncated header", path.display()))?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -47,12 +54,21 @@ pub fn read_idx_images(path: &Path, max_items: usize) -> Result<Vec<Sprite>> {
         bail!("{} is not an IDX3 image file", path.display());
     }
     let (n, rows, cols) = (word(1)?, word(2)?, word(3)?);
-    if rows != cols || bytes.len() < 16 + n * rows * cols {
+    let need = n.checked_mul(rows).and_then(|v| v.checked_mul(cols)).and_then(|v| v.checked_add(16));
+    if rows != cols || need.is_none_or(|need| bytes.len() < need) {
         bail!("{}: truncated or non-square images", path.display());
     }
     Ok((0..n.min(max_items))
         .map(|i| Sprite { size: rows, pixels: bytes[16 + i * rows * cols..16 + (i + 1) * rows * cols].to_vec() })
         .collect())
+}
+
+/// A photo, its declared size checked against the frame-pixel cap before decoding.
+fn open_photo(path: &Path) -> Result<image::DynamicImage> {
+    crate::io::require_regular(path, "photo")?;
+    let (w, h) = image::ImageReader::open(path)?.with_guessed_format()?.into_dimensions()?;
+    crate::limits::frame_pixels("the photo", w as u64, h as u64)?;
+    Ok(image::ImageReader::open(path)?.with_guessed_format()?.decode()?)
 }
 
 /// Every PNG/JPEG in `dir` whose short side is at least 256 px and that is in colour.
@@ -67,7 +83,7 @@ pub fn read_photos(dir: &Path) -> Result<Vec<RgbImage>> {
     files.sort();
     let mut photos = Vec::new();
     for f in files {
-        let img = image::open(&f).with_context(|| format!("decoding photo {}", f.display()))?;
+        let img = open_photo(&f).with_context(|| format!("decoding photo {}", f.display()))?;
         let colour = matches!(img.color(), image::ColorType::Rgb8 | image::ColorType::Rgba8);
         if colour && img.width().min(img.height()) >= 256 {
             photos.push(img.into_rgb8());
