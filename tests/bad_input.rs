@@ -86,19 +86,19 @@ fn rawframe_corpus() {
     write_frames(&dir.join("three"), 3);
     // 1 and 3 frames with 8 segments: the official behaviour, every segment takes frame 0.
     let ds = frames_dataset(&dir, "one 1 0\nthree 3 1\n", 8);
-    let b = Loader::new(ds, vec![0, 1], 2, 1, 2, 0, 0, false).next_batch().unwrap().unwrap();
+    let b = Loader::new(ds, vec![0, 1], 2, 1, 2, 0, 0, false).unwrap().next_batch().unwrap().unwrap();
     assert_eq!(b.len(), 2);
     // A list entry claiming 0 frames.
     let ds = frames_dataset(&dir, "one 0 0\n", 8);
-    let m = msg(Loader::new(ds, vec![0], 1, 1, 1, 0, 0, false).next_batch().unwrap());
+    let m = msg(Loader::new(ds, vec![0], 1, 1, 1, 0, 0, false).unwrap().next_batch().unwrap());
     assert!(m.contains("list.txt:1") && m.contains("0 frames"), "{m}");
     // A folder that does not exist.
     let ds = frames_dataset(&dir, "nowhere 5 0\n", 2);
-    let m = msg(Loader::new(ds, vec![0], 1, 1, 1, 0, 0, false).next_batch().unwrap());
+    let m = msg(Loader::new(ds, vec![0], 1, 1, 1, 0, 0, false).unwrap().next_batch().unwrap());
     assert!(m.contains("nowhere/img_0000") && m.contains("list.txt:1"), "{m}");
     // A list claiming more frames than the folder has.
     let ds = frames_dataset(&dir, "three 30 0\n", 8);
-    let m = msg(Loader::new(ds, vec![0], 1, 1, 1, 0, 0, false).next_batch().unwrap());
+    let m = msg(Loader::new(ds, vec![0], 1, 1, 1, 0, 0, false).unwrap().next_batch().unwrap());
     assert!(m.contains("three") && m.contains("list.txt:1"), "{m}");
 }
 
@@ -115,7 +115,7 @@ fn video_dataset(dir: &Path, files: &[&str], segments: usize) -> Arc<ClipDataset
 }
 
 fn load_video(ds: &Arc<ClipDataset>, i: usize) -> anyhow::Result<gateshift::data::Batch> {
-    Loader::new(ds.clone(), vec![i], 1, 1, 1, 0, 0, false).next_batch().unwrap()
+    Loader::new(ds.clone(), vec![i], 1, 1, 1, 0, 0, false).unwrap().next_batch().unwrap()
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn loader_batches_are_identical_for_any_worker_count() {
     let ds = Arc::new(dataset(&w.train_list, train_mode()));
     assert_eq!(ds.len(), 12);
     let run = |workers| {
-        let loader = Loader::new(ds.clone(), (0..ds.len()).rev().collect(), 5, workers, 3, 7, 2, false);
+        let loader = Loader::new(ds.clone(), (0..ds.len()).rev().collect(), 5, workers, 3, 7, 2, false).unwrap();
         loader.map(|b| b.unwrap()).collect::<Vec<_>>()
     };
     let (one, three) = (run(1), run(3));
@@ -69,7 +69,7 @@ fn loader_batches_are_identical_for_any_worker_count() {
     assert_eq!(one[0].data.len(), 5 * 4 * 3 * 28 * 28);
     // Test mode: 3 crops → 3 views per sample.
     let test = Arc::new(dataset(&w.val_list, Mode::Test { scale: 32, crops: 3, clips: 2 }));
-    let b = Loader::new(test, vec![0, 1], 2, 2, 2, 0, 0, false).next_batch().unwrap().unwrap();
+    let b = Loader::new(test, vec![0, 1], 2, 2, 2, 0, 0, false).unwrap().next_batch().unwrap().unwrap();
     assert_eq!(b.views, 6);
     assert_eq!(b.data.len(), 2 * 6 * 4 * 3 * 28 * 28);
 }
@@ -89,21 +89,23 @@ fn broken_frames_are_errors_naming_the_file_and_list_line() {
     let mut dense = (*ds).clone();
     dense.pipeline.sampling = Sampling::Dense;
     dense.pipeline.interval = 1;
-    let err = Loader::new(Arc::new(dense.clone()), vec![0], 1, 1, 1, 0, 0, false).next_batch().unwrap().unwrap_err();
+    let err =
+        Loader::new(Arc::new(dense.clone()), vec![0], 1, 1, 1, 0, 0, false).unwrap().next_batch().unwrap().unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("img_00003.jpg") && msg.contains("val.txt:1") && msg.contains("frame 2"), "{msg}");
     // With skip_bad the sample is skipped and counted.
-    let mut loader = Loader::new(Arc::new(dense.clone()), vec![0, 1], 2, 1, 2, 0, 0, true);
+    let mut loader = Loader::new(Arc::new(dense.clone()), vec![0, 1], 2, 1, 2, 0, 0, true).unwrap();
     let b = loader.next_batch().unwrap().unwrap();
     assert_eq!((b.len(), loader.skipped.len()), (1, 1));
     // A zero-byte JPEG.
     std::fs::write(frames.join("img_00003.jpg"), b"").unwrap();
-    let err = Loader::new(Arc::new(dense.clone()), vec![0], 1, 1, 1, 0, 0, false).next_batch().unwrap().unwrap_err();
+    let err =
+        Loader::new(Arc::new(dense.clone()), vec![0], 1, 1, 1, 0, 0, false).unwrap().next_batch().unwrap().unwrap_err();
     assert!(format!("{err:#}").contains("img_00003.jpg is empty"), "{err:#}");
     // A truncated JPEG.
     let good = std::fs::read(frames.join("img_00001.jpg")).unwrap();
     std::fs::write(frames.join("img_00003.jpg"), &good[..good.len() / 3]).unwrap();
-    let err = Loader::new(Arc::new(dense), vec![0], 1, 1, 1, 0, 0, false).next_batch().unwrap().unwrap_err();
+    let err = Loader::new(Arc::new(dense), vec![0], 1, 1, 1, 0, 0, false).unwrap().next_batch().unwrap().unwrap_err();
     assert!(
         format!("{err:#}").contains("cannot decode frame") && format!("{err:#}").contains("img_00003.jpg"),
         "{err:#}"
@@ -210,7 +212,7 @@ fn truncated_video_is_a_clear_error() {
     std::fs::write(&list, "cut.mp4 0\n").unwrap();
     let mut ds = dataset(&list, Mode::Test { scale: 32, crops: 1, clips: 1 });
     ds.pipeline.segments = 8;
-    let err = Loader::new(Arc::new(ds), vec![0], 1, 1, 1, 0, 0, false).next_batch().unwrap().unwrap_err();
+    let err = Loader::new(Arc::new(ds), vec![0], 1, 1, 1, 0, 0, false).unwrap().next_batch().unwrap().unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("cut.mp4") && msg.contains("videos.txt:1"), "{msg}");
     println!("truncated mp4 → {msg}");

@@ -4,77 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::run::{bin, metrics, ok, toy_data, train_cmd, train_cmd_epochs, train_cmd_swap};
+
 use gateshift::checkpoint::StateDict;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gateshift"))
-}
-
-fn ok(out: Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "command failed:\n{text}");
-    text
-}
-
-fn toy_data(dir: &Path) -> PathBuf {
-    let (objects, photos) = common::toy_synth_sources(dir);
-    let data = dir.join("data");
-    ok(bin()
-        .args(["synth", "--pairs", "2", "--train-per-class", "6", "--val-per-class", "2", "--size", "32"])
-        .args(["--min-frames", "6", "--max-frames", "10", "--out"])
-        .arg(&data)
-        .arg("--objects")
-        .arg(&objects)
-        .arg("--backgrounds")
-        .arg(&photos)
-        .output()
-        .unwrap());
-    data
-}
-
-fn train_cmd(data: &Path, out: &Path) -> Command {
-    train_cmd_epochs(data, out, 4)
-}
-
-fn train_cmd_epochs(data: &Path, out: &Path, epochs: usize) -> Command {
-    train_cmd_swap(data, out, epochs, "0:1")
-}
-
-/// Training with `flip_swap` as the label swaps under flipping.
-fn train_cmd_swap(data: &Path, out: &Path, epochs: usize, flip_swap: &str) -> Command {
-    let mut c = bin();
-    c.args(["train", "--arch", "resnet-mini", "--temporal", "gsm", "--segments", "4", "--epochs"])
-        .arg(epochs.to_string())
-        .args(["--batch-size", "4", "--input-size", "32", "--scale-size", "32", "--workers", "2", "--seed", "3"])
-        .args(["--warmup-epochs", "1", "--flip-swap", flip_swap, "--quiet", "--train-list"])
-        .arg(data.join("train.txt"))
-        .arg("--val-list")
-        .arg(data.join("val.txt"))
-        .arg("--class-names")
-        .arg(data.join("classes.txt"))
-        .arg("--out")
-        .arg(out);
-    c
-}
-
-/// metrics.jsonl without the wall-clock fields.
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("seconds");
-            o.remove("clips_per_s");
-            v
-        })
-        .collect()
-}
 
 #[test]
 fn killed_run_resumes_to_identical_weights_then_test_and_predict() {

@@ -1,6 +1,9 @@
 //! Helpers for tests against `../shared` (reference fixtures of the official code).
 #![allow(dead_code)]
 
+pub mod run;
+pub mod torch_file;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
