@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 export RUSTC_BOOTSTRAP=1
-for target in list_parse pth_read frame_template; do
+for target in list_parse pth_read frame_template format_detect image_header; do
   echo "fuzzing $target for ${seconds}s" >&2
-  cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=4096
+  cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=4096 -malloc_limit_mb=1024
 done
