@@ -214,12 +214,12 @@ fn checkpoint_corpus() {
     let sd = StateDict::read(&path).unwrap();
     let other = ModelConfig::new(Arch::Resnet18, TemporalKind::Gsm, 4, 6);
     let mut model = other.init(&Device::flex());
-    let m = msg(checkpoint::load(&mut model, &other, &sd, false));
+    let m = msg(checkpoint::load(&mut model, &other, &sd, gateshift::checkpoint::Fit::Strict));
     assert!(m.contains("base_model.conv1.weight") && m.contains("shape"), "{m}");
     // Another class count.
     let fewer = ModelConfig::new(Arch::ResnetMini, TemporalKind::Gsm, 4, 5);
     let mut model = fewer.init(&Device::flex());
-    let m = msg(checkpoint::load(&mut model, &fewer, &sd, false));
+    let m = msg(checkpoint::load(&mut model, &fewer, &sd, gateshift::checkpoint::Fit::Strict));
     assert!(m.contains("new_fc.weight"), "{m}");
 }
 

@@ -59,8 +59,8 @@ fn gsm_efficientnet_lite0_starts_from_imagenet_weights() {
     let device = Device::flex();
     let mut model = cfg.init(&device);
     // Strict loading refuses (no GSM weights, 1000 classes); partial loading fills the backbone.
-    assert!(checkpoint::load(&mut model, &cfg, &sd, false).is_err());
-    let report = checkpoint::load(&mut model, &cfg, &sd, true).unwrap();
+    assert!(checkpoint::load(&mut model, &cfg, &sd, checkpoint::Fit::Strict).is_err());
+    let report = checkpoint::load(&mut model, &cfg, &sd, checkpoint::Fit::Backbone).unwrap();
     let gsm_left = report.missing.iter().filter(|m| m.contains("temporal")).count();
     println!(
         "applied {}, left {} (GSM {gsm_left}), mismatched {:?}",

@@ -23,7 +23,7 @@ fn load(ckpt: &str, cfg: &ModelConfig, device: &Device) -> Option<Recognizer> {
     let path = common::shared()?.join("fixtures").join(ckpt);
     let sd = StateDict::read(&path).expect("checkpoint reads");
     let mut model = cfg.init(device);
-    let report = checkpoint::load(&mut model, cfg, &sd, false).expect("strict load");
+    let report = checkpoint::load(&mut model, cfg, &sd, gateshift::checkpoint::Fit::Strict).expect("strict load");
     println!("{ckpt}: {} tensors applied strictly", report.applied);
     Some(model)
 }

@@ -1,18 +1,20 @@
 //! Checkpoints: reading official PyTorch `.pth(.tar)` files and safetensors, and loading them
 //! strictly into a recognizer (every tensor used, every parameter filled, mismatches named).
 
+pub mod load;
 pub mod names;
 pub mod npickle;
 pub mod pth;
 pub mod safetensors;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use burn::store::{ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, bridge};
 use burn::tensor::{DType, TensorData};
+
+pub use load::{Fit, LoadReport, load, parameter_shapes};
 
 use crate::model::{ModelConfig, Recognizer};
 
@@ -80,90 +82,8 @@ fn is_safetensors(path: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// What a load did: tensors applied, and in `--partial` mode what was left alone.
-#[derive(Debug, Default)]
-pub struct LoadReport {
-    pub applied: usize,
-    /// Model parameters not found in the file (left at their initial value).
-    pub missing: Vec<String>,
-    /// File tensors the model has no place for.
-    pub unused: Vec<String>,
-    /// Tensors skipped for a shape mismatch (partial mode only).
-    pub mismatched: Vec<String>,
-}
-
-/// BN's `num_batches_tracked` is a counter PyTorch stores with the weights; it carries no
-/// information for inference or for the momentum-based statistics.
-fn is_counter(key: &str) -> bool {
-    key.ends_with(".num_batches_tracked")
-}
-
 /// Prefix of the optimizer state that run checkpoints carry beside the weights.
 pub const TRAIN_STATE_PREFIX: &str = "optimizer.";
-
-/// Loads `sd` into `model`. Strict unless `partial`: then missing, unused and mis-shaped
-/// tensors are allowed and listed in the report.
-pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, partial: bool) -> Result<LoadReport> {
-    let mut packs = Vec::new();
-    let mut sources: BTreeMap<String, &str> = BTreeMap::new();
-    for (key, data) in &sd.tensors {
-        if is_counter(key) || key.starts_with(TRAIN_STATE_PREFIX) {
-            continue;
-        }
-        let internal = names::to_internal(cfg.arch, key);
-        // Two file tensors for one parameter: which one is meant cannot be known.
-        if let Some(other) = sources.insert(internal.clone(), key) {
-            bail!("the checkpoint holds both {other} and {key}, which name the same parameter");
-        }
-        let data = if data.dtype() == DType::F32 { data.clone() } else { data.clone().convert::<f32>() };
-        packs.push(bridge::from_data(data, internal, None));
-    }
-    let result = model.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), true);
-    let official = |p: &str| names::to_official(cfg.arch, cfg.temporal, cfg.shift_place, p);
-    let mut report = LoadReport { applied: result.applied.len(), ..Default::default() };
-    let mut problems = String::new();
-    for err in &result.errors {
-        match err {
-            ApplyError::ShapeMismatch { path, expected, found } => {
-                let line = format!(
-                    "{}: model expects shape {:?}, file has {:?}",
-                    official(path),
-                    expected.as_slice(),
-                    found.as_slice()
-                );
-                report.mismatched.push(line.clone());
-                if !partial {
-                    let _ = writeln!(problems, "  shape mismatch  {line}");
-                }
-            }
-            other => {
-                let _ = writeln!(problems, "  {other}");
-            }
-        }
-    }
-    for (path, _) in &result.missing {
-        report.missing.push(official(path));
-        if !partial {
-            let _ = writeln!(problems, "  missing in file {}", official(path));
-        }
-    }
-    for path in &result.unused {
-        report.unused.push(official(path));
-        if !partial {
-            let _ = writeln!(problems, "  not in model    {}", official(path));
-        }
-    }
-    if !problems.is_empty() {
-        bail!(
-            "checkpoint does not fit the model ({} {} segments {} classes {}):\n{problems}(use --partial to load what fits)",
-            cfg.arch.name(),
-            cfg.temporal.name(),
-            cfg.segments,
-            cfg.classes
-        );
-    }
-    Ok(report)
-}
 
 /// The model's weights as an official-format state dict (BN counters not included).
 pub fn state_dict(model: &Recognizer, cfg: &ModelConfig) -> Result<StateDict> {

@@ -10,7 +10,11 @@
 
 use crate::model::{Arch, ShiftPlace, TemporalKind};
 
-/// Official key (without `module.`) → module path.
+/// Official key (without `module.`) → module path. Keys without `base_model.` (backbone
+/// files as published: torchvision's `layer1.0.conv1.weight`, the Caffe-named BN-Inception
+/// `conv1_7x7_s2_bn.running_mean`, the GSM code's InceptionV3 `conv_Conv2D.weight`) are the
+/// backbone's own; their ImageNet classifier (`fc`, `last_linear`, `top_cls_fc`) maps to no
+/// parameter of ours.
 pub fn to_internal(arch: Arch, key: &str) -> String {
     if arch.lite().is_some() {
         // ImageNet files name the classifier `_fc` and have no `base_model.` prefix.
@@ -21,9 +25,10 @@ pub fn to_internal(arch: Arch, key: &str) -> String {
             return format!("base_model.{}", lite_to_internal(key));
         }
     }
-    let Some(rest) = key.strip_prefix("base_model.") else {
+    if key.starts_with("new_fc.") {
         return key.to_string();
-    };
+    }
+    let rest = key.strip_prefix("base_model.").unwrap_or(key);
     let inner = match arch {
         Arch::BnInception => caffe_to_internal(rest),
         Arch::InceptionV3 => inception_v3_to_internal(rest),
@@ -42,7 +47,7 @@ pub fn to_official(arch: Arch, temporal: TemporalKind, place: ShiftPlace, path: 
         Arch::BnInception => internal_to_caffe(rest, temporal),
         Arch::InceptionV3 => internal_to_inception_v3(rest, temporal),
         a if a.lite().is_some() => internal_to_lite(rest),
-        _ => internal_to_torchvision(rest, temporal, place),
+        _ => internal_to_torchvision(rest, arch, temporal, place),
     };
     format!("base_model.{outer}")
 }
@@ -163,16 +168,19 @@ fn torchvision_to_internal(key: &str) -> String {
         .replace(".gsf.", ".temporal.")
 }
 
-fn internal_to_torchvision(path: &str, temporal: TemporalKind, place: ShiftPlace) -> String {
+fn internal_to_torchvision(path: &str, arch: Arch, temporal: TemporalKind, place: ShiftPlace) -> String {
     let mut key = path
         .replace("downsample.conv.", "downsample.0.")
         .replace("downsample.bn.", "downsample.1.")
         .replace(".temporal.", if temporal == TemporalKind::Gsf { ".gsf." } else { ".gsm." });
     if temporal == TemporalKind::Tsm && key.starts_with("layer") {
-        // layerN.i.<rest>: TSM wraps conv1 (blockres) or the whole block (block) in `.net`.
+        // layerN.i.<rest>: TSM wraps conv1 (blockres) or the whole block (block) in `.net`,
+        // in the blocks that carry a shift.
         let mut parts = key.splitn(3, '.');
         let (layer, idx, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let shifted = idx.parse().is_ok_and(|i| crate::model::backbone::resnet::ResNet::shifts_block(arch, place, i));
         key = match place {
+            _ if !shifted => key.clone(),
             ShiftPlace::Blockres if rest.starts_with("conv1.") => format!("{layer}.{idx}.conv1.net.{}", &rest[6..]),
             ShiftPlace::Block => format!("{layer}.{idx}.net.{rest}"),
             _ => key.clone(),

@@ -103,7 +103,7 @@ pub fn run(a: BackendCheck) -> Result<()> {
     let reference = cfg.init(&reference_device);
     let weights = checkpoint::state_dict(&reference, &cfg)?;
     let mut model = cfg.init(&target.clone().autodiff());
-    checkpoint::load(&mut model, &cfg, &weights, false)?;
+    checkpoint::load(&mut model, &cfg, &weights, gateshift::checkpoint::Fit::Strict)?;
     let input =
         Tensor::<4>::random([a.batch, 3 * a.segments, size, size], Distribution::Normal(0.0, 1.0), &Device::flex())
             .into_data();

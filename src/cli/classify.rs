@@ -58,7 +58,8 @@ pub fn classify(a: &ClassifyArgs) -> Result<Vec<Vec<(usize, f32)>>> {
     // A one-segment TSN is a plain image classifier.
     let cfg = ModelConfig::new(a.arch, TemporalKind::None, 1, classes);
     let mut model = cfg.init(&device);
-    checkpoint::load(&mut model, &cfg, &sd, false).with_context(|| format!("loading {}", weights.display()))?;
+    checkpoint::load(&mut model, &cfg, &sd, gateshift::checkpoint::Fit::Strict)
+        .with_context(|| format!("loading {}", weights.display()))?;
     let model = model.inference();
     let spec = a.arch.input();
     let size = spec.size as u32;

@@ -161,7 +161,12 @@ fn test_orders(checkpoint: &Path, cfg: &TrainConfig) -> Result<(f64, f64)> {
     let val = data.val.ok_or_else(|| anyhow::anyhow!("the demo run has no validation list"))?;
     let model_cfg = cfg.model_config(data.classes);
     let mut model = model_cfg.init(&device);
-    gateshift::checkpoint::load(&mut model, &model_cfg, &StateDict::read(checkpoint)?, false)?;
+    gateshift::checkpoint::load(
+        &mut model,
+        &model_cfg,
+        &StateDict::read(checkpoint)?,
+        gateshift::checkpoint::Fit::Strict,
+    )?;
     let model = model.inference();
     let mut out = [0.0; 2];
     for (i, order) in [FrameOrder::Normal, FrameOrder::Shuffle].into_iter().enumerate() {

@@ -27,9 +27,9 @@ pub struct ForwardArgs {
     /// Backend: flex (pure Rust), tch, tch-cuda[:N], auto.
     #[arg(long, default_value = "flex")]
     pub backend: String,
-    /// Allow a checkpoint that fills only part of the model.
-    #[arg(long)]
-    pub partial: bool,
+    /// Allow a checkpoint that fills only the backbone (`--partial any`: whatever fits).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "backbone")]
+    pub partial: Option<gateshift::checkpoint::Fit>,
     /// Inference arithmetic: fp32, or bf16 (weights and activations in bf16, scores f32; fast
     /// on GPUs, slower than fp32 on the CPU backends).
     #[arg(long, value_enum, default_value = "fp32")]
@@ -39,7 +39,7 @@ pub struct ForwardArgs {
 pub fn run(a: ForwardArgs) -> Result<()> {
     gateshift::io::check_output(&a.output)?;
     let device = gateshift::backend::device(&a.backend)?;
-    let (model, cfg, _) = load_model(&a.model, &a.checkpoint, a.partial, &device)?;
+    let (model, cfg, _) = load_model(&a.model, &a.checkpoint, a.partial.unwrap_or_default(), &device)?;
     let model = precision::inference(&model, a.precision);
     let (tensors, _) = safetensors::read(&a.input)?;
     let input = tensors

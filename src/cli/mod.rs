@@ -272,12 +272,12 @@ impl ModelArgs {
 /// Metadata stored beside a checkpoint's weights (model config, run state, class names).
 pub type Metadata = BTreeMap<String, String>;
 
-/// Builds the model for `args` and loads `path` into it (strict unless `partial`); also
-/// returns the checkpoint's metadata so callers need not read the file again.
+/// Builds the model for `args` and loads `path` into it as `fit` says; also returns the
+/// checkpoint's metadata so callers need not read the file again.
 pub fn load_model(
     args: &ModelArgs,
     path: &Path,
-    partial: bool,
+    fit: checkpoint::Fit,
     device: &Device,
 ) -> Result<(Recognizer, ModelConfig, Metadata)> {
     let sd = StateDict::read(path)?;
@@ -286,19 +286,9 @@ pub fn load_model(
     gateshift::train::trainer::stored_input(&sd.metadata).with_context(|| path.display().to_string())?;
     test::stored_class_names(&sd.metadata).with_context(|| path.display().to_string())?;
     let mut model = cfg.init(device);
-    let report =
-        checkpoint::load(&mut model, &cfg, &sd, partial).with_context(|| format!("loading {}", path.display()))?;
-    if partial {
-        eprintln!("loaded {} tensors from {}", report.applied, path.display());
-        for m in &report.missing {
-            eprintln!("  left at initial value: {m}");
-        }
-        for m in &report.mismatched {
-            eprintln!("  skipped (shape):       {m}");
-        }
-        for u in &report.unused {
-            eprintln!("  unused from file:      {u}");
-        }
+    let report = checkpoint::load(&mut model, &cfg, &sd, fit).with_context(|| format!("loading {}", path.display()))?;
+    if fit != checkpoint::Fit::Strict {
+        report.print(&format!("loaded {}", path.display()));
     }
     Ok((model, cfg, sd.metadata))
 }

@@ -168,7 +168,7 @@ fn recognizer_scores(
     entry: Entry,
     device: &Device,
 ) -> Result<(Vec<f32>, Option<Vec<String>>)> {
-    let (model, cfg, meta) = load_model(&a.model_args, checkpoint, false, device)?;
+    let (model, cfg, meta) = load_model(&a.model_args, checkpoint, gateshift::checkpoint::Fit::Strict, device)?;
     let model = precision::inference(&model, a.precision);
     let names = super::test::class_names(a.labels.as_deref(), &meta, cfg.classes)?;
     let (size, scale) = a.sizes.resolve(&cfg, &meta)?;

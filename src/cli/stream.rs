@@ -114,7 +114,8 @@ pub fn run(a: StreamArgs) -> Result<()> {
             (model, Some(i3d::kinetics400_names()), Prep { scale: 256, size: 224, spec: i3d::INPUT })
         }
         (None, Some(checkpoint)) => {
-            let (model, cfg, meta) = load_model(&a.model_args, checkpoint, false, &device)?;
+            let (model, cfg, meta) =
+                load_model(&a.model_args, checkpoint, gateshift::checkpoint::Fit::Strict, &device)?;
             let names = class_names(a.labels.as_deref(), &meta, cfg.classes)?;
             let (size, scale) = a.sizes.resolve(&cfg, &meta)?;
             (

@@ -159,7 +159,7 @@ pub fn run(a: TestArgs) -> Result<()> {
         gateshift::io::check_output(&path)?;
     }
     let device = gateshift::backend::device(&a.backend)?;
-    let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, false, &device)?;
+    let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, gateshift::checkpoint::Fit::Strict, &device)?;
     let model = precision::inference(&model, a.precision);
     let names = class_names(a.data.class_names.as_deref(), &meta, cfg.classes)?;
     let normal_ds = dataset(&a.data, &cfg, &meta, a.clips, a.crops)?;

@@ -48,9 +48,11 @@ pub struct TrainArgs {
     /// Initial weights (ImageNet or official checkpoint).
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Allow --init to fit partly (backbone only); lists what was left.
-    #[arg(long)]
-    pub partial: bool,
+    /// Let --init fill the backbone only (ImageNet weights, another task's checkpoint): every
+    /// backbone tensor must be filled, the temporal modules and new_fc may stay new; `--partial
+    /// any` loads whatever fits. What was left is listed.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "backbone")]
+    pub partial: Option<gateshift::checkpoint::Fit>,
     #[arg(long)]
     pub train_list: Option<PathBuf>,
     #[arg(long)]
@@ -179,7 +181,7 @@ fn apply(a: &TrainArgs, c: &mut TrainConfig) {
     if a.init.is_some() {
         c.model.init = a.init.clone();
     }
-    c.model.partial |= a.partial;
+    set!(c.model.partial, a.partial);
     set!(c.data.train_list, a.train_list);
     if a.val_list.is_some() {
         c.data.val_list = a.val_list.clone();

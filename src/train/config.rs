@@ -26,8 +26,9 @@ pub struct ModelSection {
     pub gsf_ratio: Option<usize>,
     /// Checkpoint to start from (ImageNet or official weights).
     pub init: Option<PathBuf>,
-    /// Allow `init` to fit only partly (e.g. backbone only); what is left is listed.
-    pub partial: bool,
+    /// How much of the model `init` must fill: `strict` (all), `backbone` (every backbone
+    /// tensor; the temporal modules and `new_fc` may stay new) or `any` (`true` = backbone).
+    pub partial: crate::checkpoint::Fit,
 }
 
 impl Default for ModelSection {
@@ -42,7 +43,7 @@ impl Default for ModelSection {
             shift_place: ShiftPlace::Blockres,
             gsf_ratio: None,
             init: None,
-            partial: false,
+            partial: crate::checkpoint::Fit::Strict,
         }
     }
 }
@@ -314,6 +315,12 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gsm_bninception_something_v1.toml");
         let c = TrainConfig::read(Path::new(path)).unwrap();
         assert_eq!((c.model.classes, c.data.flip_swap.as_str()), (174, "86:87,93:94,166:167"));
+        // The official command: --batch-size 16 --iter_size 2 --dropout 0.5 --lr 0.01
+        // --warmup 10 --epochs 60 --eval-freq 5 --gd 20 --npb.
+        let o = &c.optim;
+        assert_eq!((o.batch_size, o.iter_size, o.lr, o.warmup_epochs, o.epochs), (16, 2, 0.01, 10, 60));
+        assert_eq!((c.model.dropout, o.clip_gradient, o.partial_bn, c.eval_every), (0.5, 20.0, false, 5));
+        assert_eq!((c.model.arch, c.model.temporal, c.model.segments), (Arch::BnInception, TemporalKind::Gsm, 8));
         c.validate().unwrap();
     }
 }

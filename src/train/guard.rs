@@ -56,7 +56,7 @@ pub fn check(
     let (input, labels) = probe;
     let device: Device = input.device();
     let mut copy = cfg.init(&device);
-    checkpoint::load(&mut copy, cfg, sd, false)?;
+    checkpoint::load(&mut copy, cfg, sd, checkpoint::Fit::Strict)?;
     let loss = cross_entropy(precision::forward(&copy, input.clone(), precision), labels.clone());
     let loss = loss.into_scalar::<f32>();
     if !loss.is_finite() {

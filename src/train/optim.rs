@@ -1,8 +1,6 @@
 //! The official loss and gradient clipping: cross-entropy and `clip_grad_norm_` on the
 //! *global* gradient norm (burn's own clipping is per tensor).
 
-use std::collections::BTreeMap;
-
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
@@ -65,31 +63,9 @@ impl ModuleVisitor for Scale<'_> {
     }
 }
 
-/// Element counts of a module's float parameters, by path (BN running statistics
-/// included; momentum buffers are checked against them on resume).
-pub fn parameter_sizes<M: Module>(model: &M) -> BTreeMap<String, usize> {
-    struct Sizes {
-        path: Vec<String>,
-        sizes: BTreeMap<String, usize>,
-    }
-    impl ModuleVisitor for Sizes {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.sizes.insert(self.path.join("."), p.lazy_shape().num_elements());
-        }
-    }
-    let mut v = Sizes { path: Vec::new(), sizes: BTreeMap::new() };
-    model.visit(&mut v);
-    v.sizes
-}
-
 /// Number of learnable parameters (BN running statistics excluded).
 pub fn learnable_params<M: Module>(model: &M) -> usize {
     let running = |p: &str| p.ends_with(".running_mean") || p.ends_with(".running_var");
-    parameter_sizes(model).into_iter().filter(|(p, _)| !running(p)).map(|(_, n)| n).sum()
+    let shapes = crate::checkpoint::parameter_shapes(model, false);
+    shapes.iter().filter(|(p, _)| !running(p)).map(|(_, s)| s.iter().product::<usize>()).sum()
 }

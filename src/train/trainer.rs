@@ -244,7 +244,8 @@ fn resume(
             );
         }
     }
-    checkpoint::load(model, model_cfg, &sd, false).with_context(|| format!("loading {}", last.display()))?;
+    checkpoint::load(model, model_cfg, &sd, checkpoint::Fit::Strict)
+        .with_context(|| format!("loading {}", last.display()))?;
     let run = sd.metadata.get("gateshift.run").ok_or_else(|| anyhow::anyhow!("{} has no run state", last.display()))?;
     let state: RunState = serde_json::from_str(run).with_context(|| format!("run state in {}", last.display()))?;
     let buffers = momentum_buffers(&sd, model, &state).with_context(|| format!("resuming from {}", last.display()))?;
@@ -256,13 +257,14 @@ fn resume(
 /// against the list of buffers the run recorded.
 fn momentum_buffers(sd: &StateDict, model: &Recognizer, state: &RunState) -> Result<BTreeMap<String, TensorData>> {
     let prefix = format!("{TRAIN_STATE_PREFIX}momentum.");
-    let sizes = crate::train::optim::parameter_sizes(model);
+    let sizes = checkpoint::parameter_shapes(model, true);
     let mut buffers = BTreeMap::new();
     for (k, v) in &sd.tensors {
         let Some(path) = k.strip_prefix(&prefix) else { continue };
         match sizes.get(path) {
             None => bail!("momentum buffer {k} is for a parameter the model does not have"),
-            Some(&n) if n != v.num_elements() => {
+            Some(shape) if shape.iter().product::<usize>() != v.num_elements() => {
+                let n: usize = shape.iter().product();
                 bail!(
                     "momentum buffer {k} has shape {:?} ({} values); its parameter has {n}",
                     v.shape(),
@@ -289,11 +291,8 @@ fn initialise(cfg: &TrainConfig, model_cfg: &ModelConfig, model: &mut Recognizer
     let sd = StateDict::read(init)?;
     let report = checkpoint::load(model, model_cfg, &sd, cfg.model.partial)
         .with_context(|| format!("initialising from {}", init.display()))?;
-    if cfg.model.partial {
-        eprintln!("initialised {} tensors from {}", report.applied, init.display());
-        for m in report.missing.iter().chain(&report.mismatched) {
-            eprintln!("  left at initial value: {m}");
-        }
+    if cfg.model.partial != checkpoint::Fit::Strict {
+        report.print(&format!("initialised from {}", init.display()));
     }
     Ok(())
 }

@@ -450,7 +450,7 @@ mod tests {
         assert_eq!(sd.tensors["base_model.gsm_mixed_10_conv_Conv2D.bn.weight"].shape().to_vec(), vec![320]);
         assert!(sd.tensors.contains_key("base_model.mixed_10_tower_1_mixed_conv_1_batchnorm.running_var"));
         let mut fresh = cfg.init(&device);
-        let report = checkpoint::load(&mut fresh, &cfg, &sd, false).unwrap();
+        let report = checkpoint::load(&mut fresh, &cfg, &sd, crate::checkpoint::Fit::Strict).unwrap();
         assert!(report.missing.is_empty() && report.unused.is_empty());
     }
 }

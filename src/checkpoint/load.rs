@@ -1,0 +1,282 @@
+//! Loading a state dict into a recognizer: strictly (a checkpoint of this very model), the
+//! backbone (ImageNet weights as published, or another task's checkpoint: every backbone
+//! tensor must be filled, the temporal modules' new tensors and `new_fc` may stay at their
+//! initial values), or whatever fits.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{Result, bail};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, bridge};
+use burn::tensor::{DType, Tensor, TensorData};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{StateDict, TRAIN_STATE_PREFIX, names};
+use crate::model::{ModelConfig, Recognizer, TemporalKind};
+
+/// How much of the model a checkpoint must fill.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fit {
+    /// Every parameter from the file and every file tensor used.
+    #[default]
+    #[value(skip)]
+    Strict,
+    /// Every backbone tensor (convolutions, BNs and their statistics) filled; the temporal
+    /// modules' new tensors and `new_fc` may stay at their initial values, tensors the model
+    /// has no place for (an ImageNet classifier) are left unused. A file that fills no
+    /// backbone tensor, or leaves one unfilled, is an error.
+    Backbone,
+    /// Whatever fits; everything else listed.
+    Any,
+}
+
+/// `partial = true / false` (older run configurations) or `"strict" / "backbone" / "any"`.
+impl<'de> Deserialize<'de> for Fit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Flag(bool),
+            Name(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Flag(true) => Ok(Fit::Backbone),
+            Either::Flag(false) => Ok(Fit::Strict),
+            Either::Name(n) => match n.as_str() {
+                "strict" => Ok(Fit::Strict),
+                "backbone" => Ok(Fit::Backbone),
+                "any" => Ok(Fit::Any),
+                _ => Err(serde::de::Error::custom(format!("partial = {n:?}: expected strict, backbone or any"))),
+            },
+        }
+    }
+}
+
+/// What a load did; names are official (checkpoint) names.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub applied: usize,
+    /// Model parameters not found in the file (left at their initial value).
+    pub missing: Vec<String>,
+    /// File tensors the model has no place for.
+    pub unused: Vec<String>,
+    /// Tensors skipped for a shape mismatch.
+    pub mismatched: Vec<String>,
+    /// Backbone tensors of the model, and how many of them the file filled.
+    pub backbone: usize,
+    pub backbone_filled: usize,
+}
+
+impl LoadReport {
+    /// One line: "backbone N of M tensors filled; left at their initial value: …; not used
+    /// from the file: …".
+    pub fn summary(&self) -> String {
+        let mut s = format!("backbone {} of {} tensors filled", self.backbone_filled, self.backbone);
+        let left: Vec<&str> = self.missing.iter().chain(&self.mismatched).map(|m| first_word(m)).collect();
+        if !left.is_empty() {
+            let temporal = left.iter().filter(|p| is_temporal(p)).count();
+            let mut parts: Vec<String> = Vec::new();
+            if temporal > 0 {
+                parts.push(format!("the temporal modules' {temporal} tensors"));
+            }
+            parts.extend(left.iter().filter(|p| !is_temporal(p)).map(|p| p.to_string()));
+            let _ = write!(s, "; left at their initial value: {}", parts.join(", "));
+        }
+        if !self.unused.is_empty() {
+            let _ = write!(s, "; not used from the file: {}", self.unused.join(", "));
+        }
+        s
+    }
+
+    /// The summary, then every tensor left, skipped or unused, on stderr.
+    pub fn print(&self, what: &str) {
+        eprintln!("{what}: {}", self.summary());
+        for m in &self.missing {
+            eprintln!("  left at initial value: {m}");
+        }
+        for m in &self.mismatched {
+            eprintln!("  skipped (shape):       {m}");
+        }
+        for u in &self.unused {
+            eprintln!("  unused from file:      {u}");
+        }
+    }
+}
+
+fn first_word(line: &str) -> &str {
+    line.split(':').next().unwrap_or(line)
+}
+
+/// A temporal module's tensor, official (`gsm_X`, `…gsm.`, `gsf_…`) or internal (`.temporal.`).
+fn is_temporal(name: &str) -> bool {
+    name.contains(".temporal.") || name.split('.').any(|p| p.starts_with("gsm") || p.starts_with("gsf"))
+}
+
+fn is_backbone(internal: &str) -> bool {
+    internal.starts_with("base_model.") && !internal.contains(".temporal.")
+}
+
+/// The shapes of a module's float tensors (parameters and BN statistics), by path: with
+/// `variants`, enum variant names are part of the path (`base_model.BnInception.conv1…`, as
+/// the optimizer's buffers are keyed), else not (`base_model.conv1…`, as in checkpoints).
+pub fn parameter_shapes<M: Module>(model: &M, variants: bool) -> BTreeMap<String, Vec<usize>> {
+    struct Shapes {
+        variants: bool,
+        path: Vec<String>,
+        shapes: BTreeMap<String, Vec<usize>>,
+    }
+    impl ModuleVisitor for Shapes {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            if self.variants || !container.starts_with("Enum:") {
+                self.path.push(name.to_string());
+            }
+        }
+        fn exit_module(&mut self, _: &str, container: &str) {
+            if self.variants || !container.starts_with("Enum:") {
+                self.path.pop();
+            }
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.shapes.insert(self.path.join("."), p.lazy_shape().dims::<D>().to_vec());
+        }
+    }
+    let mut v = Shapes { variants, path: Vec::new(), shapes: BTreeMap::new() };
+    model.visit(&mut v);
+    v.shapes
+}
+
+/// Tensors by model path, and the file key of each model path.
+type ByPath = (Vec<(String, TensorData)>, BTreeMap<String, String>);
+
+/// The file's tensors by model path, as float32, and the file key each came from; a leading dimension of 1 the model does not
+/// have is dropped (the Caffe-converted BN-Inception and InceptionV3 ImageNet files store BN
+/// statistics as (1, C): the official code squeezes dimension 0 of every tensor).
+fn by_model_path(
+    sd: &StateDict,
+    cfg: &ModelConfig,
+    shapes: &BTreeMap<String, Vec<usize>>,
+) -> Result<ByPath> {
+    let mut sources: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (key, data) in &sd.tensors {
+        if key.ends_with(".num_batches_tracked") || key.starts_with(TRAIN_STATE_PREFIX) {
+            continue;
+        }
+        let internal = names::to_internal(cfg.arch, key);
+        // Two file tensors for one parameter: which one is meant cannot be known.
+        if let Some(other) = sources.insert(internal.clone(), key.clone()) {
+            bail!("the checkpoint holds both {other} and {key}, which name the same parameter");
+        }
+        let mut data = if data.dtype() == DType::F32 { data.clone() } else { data.clone().convert::<f32>() };
+        if let Some(expected) = shapes.get(&internal)
+            && data.shape().len() == expected.len() + 1
+            && data.shape()[0] == 1
+            && data.shape()[1..] == expected[..]
+        {
+            data = TensorData::new(data.try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?, expected.clone());
+        }
+        out.push((internal, data));
+    }
+    Ok((out, sources))
+}
+
+/// File keys whose TSM shift wrapper (`.net`) sits where the model has none, or is absent
+/// where the model has one — only for files that have such wrappers at all (an ImageNet
+/// backbone has none, and fits any shift placement).
+fn shift_layout_mismatches(sd: &StateDict, cfg: &ModelConfig) -> Vec<String> {
+    if !sd.tensors.keys().any(|k| k.contains(".net.")) {
+        return Vec::new();
+    }
+    let plain = |k: &str| k.replace(".net.", ".");
+    let mut out = Vec::new();
+    for key in sd.tensors.keys().filter(|k| !k.starts_with(TRAIN_STATE_PREFIX)) {
+        let back = names::to_official(cfg.arch, cfg.temporal, cfg.shift_place, &names::to_internal(cfg.arch, key));
+        if back != *key && plain(&back) == plain(key) {
+            out.push(if key.contains(".net.") {
+                format!("{key}: the file shifts here, the model does not")
+            } else {
+                format!("{key}: the model shifts here ({back}), the file does not")
+            });
+        }
+    }
+    out
+}
+
+/// Loads `sd` into `model` as `fit` says; every problem is named.
+pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, fit: Fit) -> Result<LoadReport> {
+    let shapes = parameter_shapes(&*model, false);
+    let (tensors, sources) = by_model_path(sd, cfg, &shapes)?;
+    let packs = tensors.into_iter().map(|(path, data)| bridge::from_data(data, path, None)).collect();
+    let result = model.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    let official = |p: &str| names::to_official(cfg.arch, cfg.temporal, cfg.shift_place, p);
+    let backbone = shapes.keys().filter(|p| is_backbone(p)).count();
+    let backbone_filled = result.applied.iter().filter(|p| is_backbone(p)).count();
+    let mut report = LoadReport { applied: result.applied.len(), backbone, backbone_filled, ..Default::default() };
+    let mut problems = String::new();
+    // Whether leaving `path` of the model unfilled (or skipping it) is a problem.
+    let required = |path: &str| match fit {
+        Fit::Strict => true,
+        Fit::Backbone => is_backbone(path),
+        Fit::Any => false,
+    };
+    for err in &result.errors {
+        match err {
+            ApplyError::ShapeMismatch { path, expected, found } => {
+                let line = format!(
+                    "{}: model expects shape {:?}, file has {:?}",
+                    official(path),
+                    expected.as_slice(),
+                    found.as_slice()
+                );
+                if required(path) {
+                    let _ = writeln!(problems, "  shape mismatch  {line}");
+                }
+                report.mismatched.push(line);
+            }
+            other => {
+                let _ = writeln!(problems, "  {other}");
+            }
+        }
+    }
+    for (path, _) in &result.missing {
+        if required(path) {
+            let _ = writeln!(problems, "  missing in file {}", official(path));
+        }
+        report.missing.push(official(path));
+    }
+    for path in &result.unused {
+        // Named as the file names it (an ImageNet file's `fc.weight`, not ours).
+        let key = sources.get(path).cloned().unwrap_or_else(|| official(path));
+        if fit == Fit::Strict {
+            let _ = writeln!(problems, "  not in model    {key}");
+        }
+        report.unused.push(key);
+    }
+    for line in shift_layout_mismatches(sd, cfg) {
+        if fit == Fit::Strict {
+            let _ = writeln!(problems, "  TSM layout      {line}");
+        }
+    }
+    if fit == Fit::Backbone && backbone_filled == 0 {
+        let _ =
+            writeln!(problems, "  it fills none of the model's {backbone} backbone tensors (another architecture?)");
+    }
+    if !problems.is_empty() {
+        let hint = match fit {
+            Fit::Strict => "(use --partial to load a backbone, --partial any to load whatever fits)",
+            Fit::Backbone => "(--partial any loads whatever fits)",
+            Fit::Any => "",
+        };
+        bail!(
+            "checkpoint does not fit the model ({} {} segments {} classes {}{}):\n{problems}{hint}",
+            cfg.arch.name(),
+            cfg.temporal.name(),
+            cfg.segments,
+            cfg.classes,
+            if cfg.temporal == TemporalKind::Tsm { format!(", shift {:?}", cfg.shift_place) } else { String::new() },
+        );
+    }
+    Ok(report)
+}
