@@ -127,6 +127,20 @@ impl ResNet {
         }
     }
 
+    /// Every how many blocks of a stage TSM's residual shift sits, as the official
+    /// `make_temporal_shift`: every block, but every second one (blocks 0, 2, 4, …) when the
+    /// third stage has 23 or more blocks (ResNet-101, -152). `block` placement shifts every block.
+    pub fn residual_shift_round(blocks: [usize; 4]) -> usize {
+        if blocks[2] >= 23 { 2 } else { 1 }
+    }
+
+    /// Whether block `index` of a stage of `arch` carries TSM's shift (see
+    /// [`ResNet::residual_shift_round`]).
+    pub fn shifts_block(arch: crate::model::Arch, place: ShiftPlace, index: usize) -> bool {
+        let blocks = arch.resnet_depth().and_then(Self::layout).map_or([1; 4], |(b, _)| b);
+        place == ShiftPlace::Block || index.is_multiple_of(Self::residual_shift_round(blocks))
+    }
+
     /// Blocks per stage and whether blocks are bottlenecks, for depth 18/34/50/101/152.
     pub fn layout(depth: usize) -> Option<([usize; 4], bool)> {
         Some(match depth {
@@ -185,6 +199,7 @@ impl ResNet {
         device: &Device,
     ) -> Self {
         let expansion = if bottleneck { 4 } else { 1 };
+        let round = if place == ShiftPlace::Block { 1 } else { Self::residual_shift_round(blocks) };
         let mut cin = width;
         let mut stage = |n: usize, planes: usize, stride: usize| -> Vec<Block> {
             (0..n)
@@ -205,6 +220,7 @@ impl ResNet {
                         (ConvSpec::new(cin, planes, 3, s, 1), ConvSpec::new(planes, planes, 3, 1, 1), None)
                     };
                     let temporal = match temporal {
+                        TemporalKind::Tsm if !i.is_multiple_of(round) => None,
                         TemporalKind::Tsm => temporal.build(cin, segments, opts, device),
                         TemporalKind::Gsf if bottleneck => temporal.build(cout, segments, opts, device),
                         _ => temporal.build(planes, segments, opts, device),
