@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::DType;
 use clap::{Args, Subcommand};
 use gateshift::model::temporal::{gsm_fused, parity};
@@ -50,7 +50,8 @@ pub fn run(a: CheckArgs) -> Result<()> {
     if let Some(name) = gateshift::backend::describe(&device) {
         println!("device: {name}");
     }
-    let (tensors, _) = gateshift::checkpoint::safetensors::read(&fixture)?;
+    let (tensors, metadata) = gateshift::checkpoint::safetensors::read(&fixture)?;
+    let segments = parity::fixture_segments(&metadata).with_context(|| fixture.display().to_string())?;
     let has_fused = gsm_fused::available(&device, DType::F32);
     if path == GsmPath::Fused && !has_fused {
         bail!(
@@ -66,7 +67,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
     }
     let (mut failed, mut total) = (0, 0);
     for (fused, label) in paths {
-        for c in parity::gsm_module(&tensors, &device, fused)? {
+        for c in parity::gsm_module(&tensors, segments, &device, fused)? {
             let verdict = if c.passed() { "ok" } else { "FAIL" };
             println!("{label:<9} {:<30} rel {:.3e}  tol {:.0e}  {verdict}", c.name, c.rel, c.tolerance);
             failed += usize::from(!c.passed());

@@ -54,16 +54,29 @@ fn get<'a>(f: &'a BTreeMap<String, TensorData>, key: &str) -> Result<&'a TensorD
 /// 8 mantissa bits (3.9e-3 relative per value).
 const BF16_TOLERANCE: f32 = 2e-2;
 
-/// Runs the GSM checks on `device`, through the fused kernels (`fused`) or the composed
-/// reference.
-pub fn gsm_module(f: &BTreeMap<String, TensorData>, device: &Device, fused: bool) -> Result<Vec<Check>> {
+/// The number of segments T a module fixture was made with (its metadata `T`).
+pub fn fixture_segments(metadata: &BTreeMap<String, String>) -> Result<usize> {
+    let t = metadata.get("T").context("the GSM fixture's metadata does not say its number of segments (T)")?;
+    match t.parse::<usize>() {
+        Ok(t) if t > 0 => Ok(t),
+        _ => bail!("the GSM fixture's metadata says T = {t:?}, not a number of segments"),
+    }
+}
+
+/// Runs the GSM checks on `device` for a fixture of `segments` frames per clip, through the
+/// fused kernels (`fused`) or the composed reference.
+pub fn gsm_module(
+    f: &BTreeMap<String, TensorData>,
+    segments: usize,
+    device: &Device,
+    fused: bool,
+) -> Result<Vec<Check>> {
     if fused && !gsm_fused::available(device, DType::F32) {
         bail!("no fused GSM kernels on {device:?}");
     }
     let x_data = get(f, "x")?.clone();
     let [bt, c, _, _] = x_data.shape()[..] else { bail!("fixture x is not 4-D") };
-    let segments = 8;
-    if bt % segments != 0 {
+    if segments == 0 || bt % segments != 0 {
         bail!("fixture x has {bt} frames, not a multiple of {segments} segments");
     }
     let ad = device.clone().autodiff();
