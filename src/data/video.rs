@@ -174,13 +174,20 @@ fn probe_input(input: &Input, count: Option<bool>) -> Result<VideoInfo> {
     // corrupt (a frame or two of difference is normal for AVI's trailing packets).
     if let Some(declared) = num("nb_frames").map(|d| d as usize)
         && count == Some(true)
-        && frames + 2 < declared
-        && (frames as f64) < 0.95 * declared as f64
+        && falls_short(frames, declared)
     {
         bail!("video {name} is truncated or corrupt: its header declares {declared} frames, only {frames} decode");
     }
     let fps = rate("avg_frame_rate").or_else(|| rate("r_frame_rate")).unwrap_or(25.0);
     Ok(VideoInfo { width: width as u32, height: height as u32, fps, frames })
+}
+
+/// Whether `decoded` frames fall clearly short of the `expected` count a container declares
+/// or its packets promise: more than 2 frames and more than 5% missing. A frame or two less
+/// is normal (Xvid AVIs end with an empty packet; some headers count a frame the stream
+/// does not hold).
+pub fn falls_short(decoded: usize, expected: usize) -> bool {
+    decoded.saturating_add(2) < expected && (decoded as f64) < 0.95 * expected as f64
 }
 
 /// Whether an ffprobe stream record's display matrix turns the picture by ±90°.
