@@ -3,6 +3,7 @@
 
 pub mod run;
 pub mod torch_file;
+pub mod weights;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -90,16 +90,18 @@ pub fn write(path: &Path, pickle: &[u8], storages: &[(&str, Vec<u8>)], deflate: 
 /// A well-formed file: each tensor its own contiguous storage of `values`.
 pub fn plain(path: &Path, tensors: &[(&str, &[u32], Vec<f32>)], top: Option<&str>) {
     let keys: Vec<String> = (0..tensors.len()).map(|i| i.to_string()).collect();
+    let strides: Vec<Vec<u32>> = tensors.iter().map(|(_, shape, _)| contiguous(shape)).collect();
     let specs: Vec<Spec> = tensors
         .iter()
         .zip(&keys)
-        .map(|((key, shape, values), k)| Spec {
+        .zip(&strides)
+        .map(|(((key, shape, values), k), stride)| Spec {
             key,
             storage: k,
             numel: values.len() as u32,
             offset: 0,
             shape,
-            stride: Box::leak(contiguous(shape).into_boxed_slice()),
+            stride,
         })
         .collect();
     let storages: Vec<(&str, Vec<u8>)> = tensors
