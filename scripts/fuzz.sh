@@ -9,5 +9,9 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 for target in list_parse pth_read frame_template format_detect image_header; do
   echo "fuzzing $target for ${seconds}s" >&2
-  cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=4096 -malloc_limit_mb=1024
+  # Seeds (tiny valid files, fuzz/seeds/TARGET) start the search inside the formats.
+  seeds=()
+  [ -d "fuzz/seeds/$target" ] && seeds=("fuzz/seeds/$target")
+  mkdir -p "fuzz/corpus/$target"
+  cargo fuzz run "$target" "fuzz/corpus/$target" "${seeds[@]}" -- -max_total_time="$seconds" -rss_limit_mb=4096 -malloc_limit_mb=1024
 done
