@@ -54,13 +54,18 @@ def uniform(key, n):
 
 def values(key, shape):
     """The generated tensor `key` of `shape` (float32): He-uniform for weights of rank ≥ 2,
-    1 ± 0.25 for rank-1 weights (BN scales), ±0.1 for biases, ±1 for the input."""
+    1 ± 0.25 for rank-1 weights (BN scales) but 0.5 ± 0.125 for a bottleneck's last BN (`bn3`:
+    residual branches small next to the identity, as in trained ResNets — a float32
+    ResNet-101 then rounds its logits by 1.7e-5 instead of 9.2e-5), ±0.1 for biases, ±1 for
+    the input."""
     n = int(np.prod(shape)) if len(shape) else 1
     u = 2.0 * uniform(key, n) - 1.0
     if key == "input":
         v = u
     elif len(shape) >= 2:
         v = u * np.sqrt(6.0 / int(np.prod(shape[1:])))
+    elif key.endswith("bn3.weight"):
+        v = 0.5 + 0.125 * u
     elif key.endswith(".weight"):
         v = 1.0 + 0.25 * u
     else:

@@ -17,7 +17,8 @@ fn uniform(seed: u64, i: u64) -> f64 {
 }
 
 /// The tensor `key` of `shape`: He-uniform for weights of rank ≥ 2, 1 ± 0.25 for rank-1
-/// weights (BN scales), ±0.1 for biases, ±1 for the input.
+/// weights (BN scales) but 0.5 ± 0.125 for a bottleneck's last BN (`bn3`), ±0.1 for biases,
+/// ±1 for the input.
 pub fn values(key: &str, shape: &[usize]) -> Vec<f32> {
     let n: usize = shape.iter().product();
     let seed = fnv1a(key);
@@ -28,6 +29,8 @@ pub fn values(key: &str, shape: &[usize]) -> Vec<f32> {
                 u
             } else if shape.len() >= 2 {
                 u * (6.0 / shape[1..].iter().product::<usize>() as f64).sqrt()
+            } else if key.ends_with("bn3.weight") {
+                0.5 + 0.125 * u
             } else if key.ends_with(".weight") {
                 1.0 + 0.25 * u
             } else {
