@@ -285,3 +285,34 @@ fn rotated_videos_come_out_upright() {
     let scaled = gateshift::data::video::read_frames(&video, &info, &[0, 5], Some(32)).unwrap();
     assert_eq!(scaled[0].dimensions(), (32, 44));
 }
+
+/// bf16 inference rounds the official BN-Inception + GSM checkpoint's logits no worse than
+/// PyTorch's CPU autocast does: 6.18e-2 of its float32 logits on the fixture's input
+/// (`scripts/bf16_autocast_reference.py`, docs/FIDELITY.md); ours may not exceed that by
+/// more than a fifth.
+#[test]
+fn bf16_inference_rounds_like_pytorch_autocast() {
+    const AUTOCAST: f32 = 6.18e-2;
+    let Some(shared) = common::shared() else { return };
+    let dir = common::tmp("bf16");
+    let ckpt = shared.join("fixtures/gsm_bninception_seg8.pth.tar");
+    let io = shared.join("fixtures/gsm_bninception_seg8_io.safetensors");
+    let mut logits = Vec::new();
+    for precision in ["fp32", "bf16"] {
+        let out = dir.join(format!("{precision}.safetensors"));
+        ok(bin()
+            .args(["forward", "--arch", "bninception", "--temporal", "gsm", "--precision", precision, "--checkpoint"])
+            .arg(&ckpt)
+            .arg("--input")
+            .arg(&io)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap());
+        logits.push(safetensors::read(&out).unwrap().0["logits"].clone());
+    }
+    let (err, scale) = common::errors(&logits[1], &logits[0]);
+    println!("bf16 vs fp32: rel {:.3e} (PyTorch autocast: {AUTOCAST:.3e})", err / scale);
+    assert!(err / scale <= 1.2 * AUTOCAST, "bf16 rounds {:.3e}, autocast {AUTOCAST:.3e}", err / scale);
+    assert!(err > 0.0, "nothing ran in bf16");
+}

@@ -153,11 +153,7 @@ type ByPath = (Vec<(String, TensorData)>, BTreeMap<String, String>);
 /// The file's tensors by model path, as float32, and the file key each came from; a leading dimension of 1 the model does not
 /// have is dropped (the Caffe-converted BN-Inception and InceptionV3 ImageNet files store BN
 /// statistics as (1, C): the official code squeezes dimension 0 of every tensor).
-fn by_model_path(
-    sd: &StateDict,
-    cfg: &ModelConfig,
-    shapes: &BTreeMap<String, Vec<usize>>,
-) -> Result<ByPath> {
+fn by_model_path(sd: &StateDict, cfg: &ModelConfig, shapes: &BTreeMap<String, Vec<usize>>) -> Result<ByPath> {
     let mut sources: BTreeMap<String, String> = BTreeMap::new();
     let mut out = Vec::new();
     for (key, data) in &sd.tensors {
