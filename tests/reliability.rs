@@ -207,6 +207,34 @@ fn two_trainings_on_one_folder_and_foreign_folders() {
     StateDict::read(&partial.join("last.safetensors")).unwrap();
 }
 
+/// `synth` writes `train.txt`, `val.txt`, `classes.txt` and `frames/`: into a folder that
+/// holds anything but an earlier synth dataset it refuses to write.
+#[test]
+fn synth_leaves_foreign_folders_alone() {
+    let dir = common::tmp("synth-foreign");
+    let (objects, photos) = common::toy_synth_sources(&dir);
+    let synth = |out: &Path| {
+        bin()
+            .args(["synth", "--pairs", "1", "--train-per-class", "1", "--val-per-class", "1", "--size", "32"])
+            .args(["--min-frames", "4", "--max-frames", "4", "--out"])
+            .arg(out)
+            .arg("--objects")
+            .arg(&objects)
+            .arg("--backgrounds")
+            .arg(&photos)
+            .output()
+            .unwrap()
+    };
+    let mine = dir.join("my dataset");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("train.txt"), "my/own 30 2\n").unwrap();
+    fails(synth(&mine), &["not empty", "synth.toml"]);
+    assert_eq!(std::fs::read_to_string(mine.join("train.txt")).unwrap(), "my/own 30 2\n");
+    let fresh = dir.join("synth");
+    ok(synth(&fresh));
+    ok(synth(&fresh)); // an earlier synth dataset is regenerated in place
+}
+
 // ---------- 4. extraction folders that collide ----------
 
 fn ffmpeg(args: &[&str]) {

@@ -174,6 +174,12 @@ pub fn generate(
     if cfg.min_frames == 0 || cfg.min_frames > cfg.max_frames || cfg.size < 16 {
         bail!("bad synth settings: frames {}..={}, size {}", cfg.min_frames, cfg.max_frames, cfg.size);
     }
+    // Its lists and frames would replace a folder's own `train.txt`, `frames/`, …: only an
+    // empty folder or an earlier synth dataset (its `synth.toml`) is written into.
+    let holds_files = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    if holds_files && !out.join("synth.toml").is_file() {
+        bail!("{} is not empty and holds no synth dataset (no synth.toml): choose another --out", out.display());
+    }
     let classes = 2 * cfg.pairs;
     let mut lists = Vec::new();
     for (split, per_class, sprites, stream) in [
