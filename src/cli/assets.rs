@@ -34,9 +34,9 @@ pub fn run(a: AssetsArgs) -> Result<()> {
             let root = dir.unwrap_or_else(assets::cache_dir);
             for asset in assets::ALL {
                 let state = if asset.is_cached(&root) { "cached" } else { "not fetched" };
-                println!("{:<18} {:<8} {}", asset.name, state, asset.description);
+                say!("{:<18} {:<8} {}", asset.name, state, asset.description)?;
             }
-            println!("cache: {}", root.display());
+            say!("cache: {}", root.display())?;
         }
         AssetsCommand::Fetch { names, dir } => {
             let root = dir.unwrap_or_else(assets::cache_dir);
@@ -47,7 +47,7 @@ pub fn run(a: AssetsArgs) -> Result<()> {
             };
             for asset in list {
                 let d = asset.fetch(&root)?;
-                println!("{:<18} {}", asset.name, d.display());
+                say!("{:<18} {}", asset.name, d.display())?;
             }
         }
     }

@@ -250,7 +250,7 @@ fn model(a: ModelBench) -> Result<()> {
         TemporalKind::Tsm => " (composed)",
         _ => "",
     };
-    println!(
+    say!(
         "{} + {}{gsm} · {:?} · batch {} × {} × {size}² · {} · backend {}{}: median {:.1} ms/iter (mean {:.1}) · {:.2} clips/s",
         a.arch.name(),
         a.temporal.name(),
@@ -263,7 +263,7 @@ fn model(a: ModelBench) -> Result<()> {
         1e3 * median,
         1e3 * mean,
         a.batch as f64 / median
-    );
+    )?;
     if a.phases && a.mode == BenchMode::Train {
         let names = ["forward + loss", "backward", "clip", "sgd"];
         let medians: Vec<String> = names
@@ -274,26 +274,26 @@ fn model(a: ModelBench) -> Result<()> {
                 format!("{n} {:.1}", 1e3 * t[t.len() / 2])
             })
             .collect();
-        println!("phases (median ms, synchronised): {}", medians.join(" · "));
+        say!("phases (median ms, synchronised): {}", medians.join(" · "))?;
     }
     if let Some(peak) = peak_rss_mib() {
-        println!("peak RSS {peak:.0} MiB");
+        say!("peak RSS {peak:.0} MiB")?;
     }
     // Backends that report their device memory pool (CubeCL): what it holds after the last
     // iteration, a lower bound of the run's peak.
     if let Some(pool) = base.memory_pool_usage() {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        println!(
+        say!(
             "device memory pool: {:.0} MiB reserved, {:.0} MiB in use after the last iteration",
             mib(pool.bytes_reserved),
             mib(pool.bytes_in_use)
-        );
+        )?;
     }
     if let Some(bytes) = gateshift::backend::cuda_memory_in_use(&a.backend) {
-        println!(
+        say!(
             "GPU memory in use after the run (device-wide, CUDA context included): {:.0} MiB",
             bytes as f64 / (1024.0 * 1024.0)
-        );
+        )?;
     }
     Ok(())
 }
@@ -338,10 +338,11 @@ fn data(a: DataBench) -> Result<()> {
             0 => "in the calling thread".to_string(),
             w => format!("with {w} worker(s) · {:.1} clips/s per worker", rate / w as f64),
         };
-        println!(
+        say!(
             "{name:<5} pipeline: {clips} clips × {} frames at {}² in {s:.2} s · {rate:.1} clips/s {who}",
-            a.segments, a.size
-        );
+            a.segments,
+            a.size
+        )?;
     }
     Ok(())
 }

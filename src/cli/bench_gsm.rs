@@ -104,7 +104,7 @@ pub fn run(a: GsmBench) -> Result<()> {
     let (places, max) = places(a.arch)?;
     let train = a.mode == BenchMode::Train;
     let device = if train { base.clone().autodiff() } else { base.clone() };
-    println!(
+    say!(
         "GSM of {:?}, {:?}, batch {} × {} segments, {}, backend {}: median ms over {} runs",
         a.arch,
         a.mode,
@@ -113,15 +113,12 @@ pub fn run(a: GsmBench) -> Result<()> {
         a.precision.name(),
         a.backend,
         a.iters
-    );
+    )?;
     // Inference also times the whole unit ReLU(BN(GSM(x))): op by op (the fused GSM, then
     // BN and ReLU) and fused (`Gsm::forward_unit` with both BNs in affine form).
     let columns: &[&str] = if train { &["fused", "composed"] } else { &["fused", "composed", "unit ops", "unit"] };
-    print!("{:<26}", "place (C, side)");
-    for c in columns {
-        print!(" {c:>9}");
-    }
-    println!(" {:>7}", "ratio");
+    let header: String = columns.iter().map(|c| format!(" {c:>9}")).collect();
+    say!("{:<26}{header} {:>7}", "place (C, side)", "ratio")?;
     let mut totals = vec![0f64; columns.len()];
     for &(name, c, side) in places {
         let mut gsm = Gsm::new(c, a.segments, &device);
@@ -190,23 +187,23 @@ pub fn run(a: GsmBench) -> Result<()> {
         for (t, m) in totals.iter_mut().zip(&medians) {
             *t += m;
         }
-        print_row(&format!("{} ({c}, {side})", name.trim_start_matches("inception_")), &medians);
+        print_row(&format!("{} ({c}, {side})", name.trim_start_matches("inception_")), &medians)?;
     }
-    print_row(&format!("all {}", places.len()), &totals);
+    print_row(&format!("all {}", places.len()), &totals)?;
     Ok(())
 }
 
 /// One row: the times, then composed over fused (and in inference unit ops over unit).
-fn print_row(label: &str, ms: &[f64]) {
-    print!("{label:<26}");
+fn print_row(label: &str, ms: &[f64]) -> Result<()> {
+    let mut row = format!("{label:<26}");
     for m in ms {
-        print!(" {m:>9.2}");
+        row += &format!(" {m:>9.2}");
     }
-    print!(" {:>6.2}×", ms[1] / ms[0]);
+    row += &format!(" {:>6.2}×", ms[1] / ms[0]);
     if ms.len() == 4 {
-        print!(" {:>6.2}×", ms[2] / ms[3]);
+        row += &format!(" {:>6.2}×", ms[2] / ms[3]);
     }
-    println!();
+    say!("{row}")
 }
 
 /// A bias-free 1×1 convolution from `c` to `c` channels with the identity as its weight.

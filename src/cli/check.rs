@@ -48,7 +48,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
     };
     let device = gateshift::backend::device(&backend)?;
     if let Some(name) = gateshift::backend::describe(&device) {
-        println!("device: {name}");
+        say!("device: {name}")?;
     }
     let (tensors, metadata) = gateshift::checkpoint::safetensors::read(&fixture)?;
     let segments = parity::fixture_segments(&metadata).with_context(|| fixture.display().to_string())?;
@@ -69,7 +69,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
     for (fused, label) in paths {
         for c in parity::gsm_module(&tensors, segments, &device, fused)? {
             let verdict = if c.passed() { "ok" } else { "FAIL" };
-            println!("{label:<9} {:<30} rel {:.3e}  tol {:.0e}  {verdict}", c.name, c.rel, c.tolerance);
+            say!("{label:<9} {:<30} rel {:.3e}  tol {:.0e}  {verdict}", c.name, c.rel, c.tolerance)?;
             failed += usize::from(!c.passed());
             total += 1;
         }
@@ -77,6 +77,6 @@ pub fn run(a: CheckArgs) -> Result<()> {
     if failed > 0 {
         bail!("{failed} of {total} GSM checks failed on backend {backend}");
     }
-    println!("GSM module parity: all {total} checks pass on backend {backend}");
+    say!("GSM module parity: all {total} checks pass on backend {backend}")?;
     Ok(())
 }

@@ -90,7 +90,7 @@ fn step(model: &Recognizer, input: &TensorData, labels: &TensorData, device: &De
 pub fn run(a: BackendCheck) -> Result<()> {
     let target = gateshift::backend::device(&a.backend)?;
     if let Some(name) = gateshift::backend::describe(&target) {
-        println!("device: {name}");
+        say!("device: {name}")?;
     }
     let mut cfg = ModelConfig::new(a.arch, a.temporal, a.segments, 174);
     cfg.dropout = 0.0;
@@ -135,7 +135,7 @@ pub fn run(a: BackendCheck) -> Result<()> {
             // Our largest |g| is at most the reference's plus the largest difference.
             let noise = (scale + err) / largest.max(f32::MIN_POSITIVE);
             if noise > 1e-3 {
-                println!("{name:<48} |g| {noise:.3e} of the largest gradient, should be 0  FAIL");
+                say!("{name:<48} |g| {noise:.3e} of the largest gradient, should be 0  FAIL")?;
                 failed.push(name.clone());
             }
             continue;
@@ -147,14 +147,14 @@ pub fn run(a: BackendCheck) -> Result<()> {
             worst = (name.clone(), rel);
         }
         if name == "logits" || name == "loss" || rel > tol {
-            println!("{name:<48} rel {rel:.3e}  tol {tol:.0e}  {}", if rel <= tol { "ok" } else { "FAIL" });
+            say!("{name:<48} rel {rel:.3e}  tol {tol:.0e}  {}", if rel <= tol { "ok" } else { "FAIL" })?;
         }
         if rel > tol {
             failed.push(name.clone());
         }
     }
     let at = if worst.0.is_empty() { "all equal".to_string() } else { worst.0 };
-    println!("{} gradients; largest relative error {:.3e} ({at})", expected.len() - 2, worst.1);
+    say!("{} gradients; largest relative error {:.3e} ({at})", expected.len() - 2, worst.1)?;
     // Inference as `test` and `predict` run it (BN folded, fused GSM units, channels-last on
     // libtorch), with the running statistics that step left, against flex's.
     let expected_eval = reference.inference().forward(Tensor::from_data(input.clone(), &Device::flex())).into_data();
@@ -165,7 +165,7 @@ pub fn run(a: BackendCheck) -> Result<()> {
         let rel = err / scale.max(f32::MIN_POSITIVE);
         let tol = if p == Precision::Bf16 { BF16_LOGITS_TOL } else { 1e-4 };
         let name = format!("inference logits, {}", p.name());
-        println!("{name:<48} rel {rel:.3e}  tol {tol:.0e}  {}", if rel <= tol { "ok" } else { "FAIL" });
+        say!("{name:<48} rel {rel:.3e}  tol {tol:.0e}  {}", if rel <= tol { "ok" } else { "FAIL" })?;
         if rel > tol {
             failed.push(name);
         }
@@ -173,6 +173,6 @@ pub fn run(a: BackendCheck) -> Result<()> {
     if !failed.is_empty() {
         bail!("{} of {} quantities differ from flex on backend {}", failed.len(), expected.len(), a.backend);
     }
-    println!("{} + {} training step and inference on {} match flex", a.arch.name(), a.temporal.name(), a.backend);
+    say!("{} + {} training step and inference on {} match flex", a.arch.name(), a.temporal.name(), a.backend)?;
     Ok(())
 }

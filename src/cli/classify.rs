@@ -97,13 +97,13 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
             .zip(&results)
             .map(|(p, r)| serde_json::json!({"image": p, "top": r.iter().map(|&(i, q)| serde_json::json!({"class": i, "label": name(i), "probability": q})).collect::<Vec<_>>()}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        say!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
     for (p, r) in a.images.iter().zip(&results) {
-        println!("{}", p.display());
+        say!("{}", p.display())?;
         for (k, &(i, q)) in r.iter().enumerate() {
-            println!("{:>2}. {:>6.2}%  {}", k + 1, 100.0 * q, name(i));
+            say!("{:>2}. {:>6.2}%  {}", k + 1, 100.0 * q, name(i))?;
         }
     }
     Ok(())

@@ -156,7 +156,7 @@ fn extract(a: ExtractArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     write_atomic(&out_list, (lines.join("\n") + "\n").as_bytes())?;
-    println!("extracted {} video(s) into {}; list {}", jobs.len(), a.out.display(), out_list.display());
+    say!("extracted {} video(s) into {}; list {}", jobs.len(), a.out.display(), out_list.display())?;
     Ok(())
 }
 
@@ -233,14 +233,14 @@ fn build_list(a: BuildListArgs) -> Result<()> {
         write_atomic(val_out, (val.join("\n") + "\n").as_bytes())?;
     }
     write_atomic(&a.out, (lines.join("\n") + "\n").as_bytes())?;
-    println!(
+    say!(
         "{} classes · {} entries in {} · {} in validation · names {}",
         names.len(),
         lines.len(),
         a.out.display(),
         val.len(),
         classes_file.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -292,9 +292,9 @@ fn check(a: CheckArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     for p in &problems {
-        println!("{p}");
+        say!("{p}")?;
     }
-    println!("{} entries checked, {} problem(s)", list.entries.len(), problems.len());
+    say!("{} entries checked, {} problem(s)", list.entries.len(), problems.len())?;
     if !problems.is_empty() {
         bail!("{} problem(s) in {}", problems.len(), a.list.display());
     }

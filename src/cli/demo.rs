@@ -149,8 +149,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
     }
     eprintln!("[3/3] writing the report");
     let table = report(&a, &rows, start.elapsed().as_secs_f64())?;
-    println!("{table}");
-    println!("report: {}", a.out.join("report.md").display());
+    say!("{table}")?;
+    say!("report: {}", a.out.join("report.md").display())?;
     Ok(())
 }
 

@@ -99,14 +99,14 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
         out.push_str(&serde_json::json!({"index": l.index, "label": l.label, "scores": s}).to_string());
         out.push('\n');
     }
-    println!(
+    say!(
         "ensemble of {} · {} videos · top-1 {:.2}% · top-5 {:.2}% · mean class {:.2}%",
         files.len(),
         acc.count,
         100.0 * acc.top1(),
         100.0 * acc.top5(),
         100.0 * acc.mean_class()
-    );
+    )?;
     if let Some(p) = &a.out {
         gateshift::io::write_atomic(p, out.as_bytes())?;
     }

@@ -28,18 +28,18 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let (_, stages) = cost::record(|| model.forward(x));
     let total: u64 = stages.iter().map(|(_, m)| m).sum();
     let n = gateshift::train::optim::learnable_params(&model);
-    println!(
+    say!(
         "model      {} + {} ({} segments, {} classes, {size}×{size})",
         cfg.arch.name(),
         cfg.temporal.name(),
         t,
         cfg.classes
-    );
-    println!("parameters {} ({:.2} M)", n, n as f64 / 1e6);
-    println!("{:<14} {:>12} {:>12}", "stage", "GMACs/clip", "GMACs/frame");
+    )?;
+    say!("parameters {} ({:.2} M)", n, n as f64 / 1e6)?;
+    say!("{:<14} {:>12} {:>12}", "stage", "GMACs/clip", "GMACs/frame")?;
     for (name, macs) in &stages {
-        println!("{:<14} {:>12.4} {:>12.4}", name, *macs as f64 / 1e9, *macs as f64 / 1e9 / t as f64);
+        say!("{:<14} {:>12.4} {:>12.4}", name, *macs as f64 / 1e9, *macs as f64 / 1e9 / t as f64)?;
     }
-    println!("{:<14} {:>12.4} {:>12.4}", "total", total as f64 / 1e9, total as f64 / 1e9 / t as f64);
+    say!("{:<14} {:>12.4} {:>12.4}", "total", total as f64 / 1e9, total as f64 / 1e9 / t as f64)?;
     Ok(())
 }

@@ -1,5 +1,15 @@
 //! Command-line interface: one file per command.
 
+/// `println!` that returns an error instead of panicking when standard output cannot be
+/// written (`> /dev/full`, a file system that is full): `say!(…)?`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))
+    }};
+}
+
 mod assets;
 mod bench;
 mod bench_gsm;

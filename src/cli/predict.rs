@@ -84,11 +84,11 @@ pub fn run(a: PredictArgs) -> Result<()> {
     if a.json {
         let top: Vec<_> =
             ranked.iter().map(|&(i, p)| json!({"class": i, "label": name(i), "probability": p})).collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"input": a.input, "top": top}))?);
+        say!("{}", serde_json::to_string_pretty(&json!({"input": a.input, "top": top}))?)?;
     } else {
-        println!("{}", a.input.display());
+        say!("{}", a.input.display())?;
         for (rank, &(i, p)) in ranked.iter().enumerate() {
-            println!("{:>2}. {:>6.2}%  {}", rank + 1, 100.0 * p, name(i));
+            say!("{:>2}. {:>6.2}%  {}", rank + 1, 100.0 * p, name(i))?;
         }
     }
     Ok(())

@@ -73,13 +73,13 @@ pub fn run(a: SynthArgs) -> Result<()> {
     let bar = gateshift::train::trainer::progress_bar(true, total as u64, "synth");
     let w = synth::generate(&cfg, &sources, &a.out, &|| bar.inc(1))?;
     bar.finish_and_clear();
-    println!(
+    say!(
         "wrote {} clips to {}: {} , {} , {}",
         w.clips,
         w.root.display(),
         w.train_list.display(),
         w.val_list.display(),
         w.classes.display()
-    );
+    )?;
     Ok(())
 }

@@ -167,7 +167,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     ds.pipeline.order = a.frame_order;
     let ev = run_once(&model, ds, cfg.classes, &a.data, a.seed, a.softmax, &device, "test")?;
     let acc = &ev.accuracy;
-    println!(
+    say!(
         "{} videos · {} clip(s) × {} crop(s) · order {:?} · top-1 {:.2}% · top-5 {:.2}% · mean class {:.2}% · {:.1} videos/s",
         acc.count,
         a.clips,
@@ -177,7 +177,7 @@ pub fn run(a: TestArgs) -> Result<()> {
         100.0 * acc.top5(),
         100.0 * acc.mean_class(),
         acc.count as f64 / ev.seconds
-    );
+    )?;
     let mut report = json!({
         "checkpoint": a.checkpoint, "list": a.data.list, "videos": acc.count, "clips": a.clips, "crops": a.crops,
         "frame_order": a.frame_order, "top1": acc.top1(), "top5": acc.top5(), "mean_class": acc.mean_class(),
@@ -186,13 +186,13 @@ pub fn run(a: TestArgs) -> Result<()> {
     if a.frame_order != FrameOrder::Normal {
         let normal = run_once(&model, normal_ds, cfg.classes, &a.data, a.seed, a.softmax, &device, "normal")?;
         let drop = normal.accuracy.top1() - acc.top1();
-        println!(
+        say!(
             "normal order top-1 {:.2}% → {:?} {:.2}%: drop {:.2} points",
             100.0 * normal.accuracy.top1(),
             a.frame_order,
             100.0 * acc.top1(),
             100.0 * drop
-        );
+        )?;
         report["normal_top1"] = json!(normal.accuracy.top1());
         report["drop"] = json!(drop);
     }

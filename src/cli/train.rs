@@ -235,9 +235,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let s = &outcome.state;
     match (s.best_top1, s.best_epoch) {
         (Some(b), Some(e)) => {
-            println!("done: best val top-1 {:.2}% at epoch {e}; run folder {}", 100.0 * b, dir.display())
+            say!("done: best val top-1 {:.2}% at epoch {e}; run folder {}", 100.0 * b, dir.display())?
         }
-        _ => println!("done: {} epochs; run folder {}", s.epochs_done, dir.display()),
+        _ => say!("done: {} epochs; run folder {}", s.epochs_done, dir.display())?,
     }
     Ok(())
 }
