@@ -165,6 +165,10 @@ fn outputs_write_through_devices_fifos_and_symlinks() {
     ok(ensemble(&scores, &link).output().unwrap());
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 2);
+    // Standard output itself on a full device: an error, not a panic in println!.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = bin().args(["info", "--arch", "resnet-mini", "--temporal", "gsm"]).stdout(full).output().unwrap();
+    fails(out, &["cannot write to standard output"]);
     // A folder, or a path under a file, is refused before any work.
     fails(ensemble(&scores, &dir).output().unwrap(), &["is a directory"]);
     fails(ensemble(&scores, &target.join("x.jsonl")).output().unwrap(), &["x.jsonl", "Not a directory"]);
