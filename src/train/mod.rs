@@ -7,6 +7,7 @@ pub mod guard;
 pub mod metrics;
 pub mod optim;
 pub mod precision;
+pub mod run_checkpoint;
 pub mod run_dir;
 pub mod schedule;
 pub mod sgd;

@@ -8,18 +8,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::{Flag, Module, ModuleMapper, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, StateDict, TRAIN_STATE_PREFIX};
 use crate::data::list::{List, read_class_names};
 use crate::data::transform::FlipMap;
 use crate::data::{ClipDataset, Loader, Mode, Pipeline};
@@ -29,6 +29,7 @@ use crate::train::evaluate::evaluate;
 use crate::train::guard;
 use crate::train::metrics::Accuracy;
 use crate::train::optim::cross_entropy;
+use crate::train::run_checkpoint::{initialise, resume, run_checkpoint};
 use crate::train::run_dir::{RunDir, Start};
 use crate::train::schedule::learning_rate;
 use crate::train::sgd::Sgd;
@@ -182,33 +183,6 @@ fn partial_bn(model: Recognizer) -> (Recognizer, Vec<String>) {
     (model, f.frozen)
 }
 
-/// Metadata key of the run's full configuration (TOML), stored with its weights so that a
-/// damaged `config.toml` cannot silently change a resumed run.
-pub const TRAIN_CONFIG_KEY: &str = "gateshift.train_config";
-
-/// The run checkpoint: weights, optimizer state, trainer state, configuration, class names.
-fn run_checkpoint(
-    model: &Recognizer,
-    model_cfg: &ModelConfig,
-    cfg: &TrainConfig,
-    sgd: &Sgd,
-    state: &mut RunState,
-    names: Option<&Vec<String>>,
-) -> Result<StateDict> {
-    let mut sd = checkpoint::state_dict(model, model_cfg)?;
-    if let Some(names) = names {
-        sd.metadata.insert("gateshift.classes".into(), serde_json::to_string(names)?);
-    }
-    let buffers = sgd.state();
-    state.momentum = Some(buffers.keys().cloned().collect());
-    for (path, data) in buffers {
-        sd.tensors.insert(format!("{TRAIN_STATE_PREFIX}momentum.{path}"), data);
-    }
-    sd.metadata.insert("gateshift.run".into(), serde_json::to_string(state)?);
-    sd.metadata.insert(TRAIN_CONFIG_KEY.into(), cfg.to_toml()?);
-    Ok(sd)
-}
-
 fn write_metrics(dir: &Path, state: &RunState) -> Result<()> {
     let mut text = String::new();
     for m in &state.history {
@@ -216,85 +190,6 @@ fn write_metrics(dir: &Path, state: &RunState) -> Result<()> {
         text.push('\n');
     }
     crate::io::write_atomic(&dir.join("metrics.jsonl"), text.as_bytes())
-}
-
-/// Resumes from `last`: weights, momentum (every buffer the run recorded, each shaped as
-/// its parameter), trainer state; the configuration it was trained with must be `cfg`'s.
-fn resume(
-    last: &Path,
-    cfg: &TrainConfig,
-    model_cfg: &ModelConfig,
-    model: &mut Recognizer,
-    sgd: &mut Sgd,
-    device: &burn::tensor::Device,
-) -> Result<RunState> {
-    let sd = StateDict::read(last)?;
-    if let Some(stored) = sd.metadata.get(TRAIN_CONFIG_KEY) {
-        let mut stored: TrainConfig =
-            toml::from_str(stored).with_context(|| format!("the run configuration stored in {}", last.display()))?;
-        (stored.data.workers, stored.backend) = (cfg.data.workers, cfg.backend.clone());
-        let changed =
-            crate::train::config::changed_keys(&toml::Value::try_from(&stored)?, &toml::Value::try_from(cfg)?, "");
-        if !changed.is_empty() {
-            bail!(
-                "config.toml does not match the configuration {} was trained with ({}): was it edited or damaged? \
-                 The run's own copy is the `{TRAIN_CONFIG_KEY}` metadata of that file",
-                last.display(),
-                changed.join(", ")
-            );
-        }
-    }
-    checkpoint::load(model, model_cfg, &sd, checkpoint::Fit::Strict)
-        .with_context(|| format!("loading {}", last.display()))?;
-    let run = sd.metadata.get("gateshift.run").ok_or_else(|| anyhow::anyhow!("{} has no run state", last.display()))?;
-    let state: RunState = serde_json::from_str(run).with_context(|| format!("run state in {}", last.display()))?;
-    let buffers = momentum_buffers(&sd, model, &state).with_context(|| format!("resuming from {}", last.display()))?;
-    sgd.load_state(buffers, device);
-    Ok(state)
-}
-
-/// The momentum buffers of a run checkpoint, each checked against its parameter's size and
-/// against the list of buffers the run recorded.
-fn momentum_buffers(sd: &StateDict, model: &Recognizer, state: &RunState) -> Result<BTreeMap<String, TensorData>> {
-    let prefix = format!("{TRAIN_STATE_PREFIX}momentum.");
-    let sizes = checkpoint::parameter_shapes(model, true);
-    let mut buffers = BTreeMap::new();
-    for (k, v) in &sd.tensors {
-        let Some(path) = k.strip_prefix(&prefix) else { continue };
-        match sizes.get(path) {
-            None => bail!("momentum buffer {k} is for a parameter the model does not have"),
-            Some(shape) if shape.iter().product::<usize>() != v.num_elements() => {
-                let n: usize = shape.iter().product();
-                bail!(
-                    "momentum buffer {k} has shape {:?} ({} values); its parameter has {n}",
-                    v.shape(),
-                    v.num_elements()
-                )
-            }
-            Some(_) => buffers.insert(path.to_string(), v.clone()),
-        };
-    }
-    if let Some(recorded) = &state.momentum {
-        let missing: Vec<&String> = recorded.iter().filter(|p| !buffers.contains_key(*p)).collect();
-        if !missing.is_empty() {
-            bail!("the momentum buffers of {} parameter(s) are missing, first {}{}", missing.len(), prefix, missing[0]);
-        }
-    } else if buffers.is_empty() && state.epochs_done > 0 {
-        bail!("it holds no momentum buffers");
-    }
-    Ok(buffers)
-}
-
-/// Loads the `init` weights of a new run, reporting a partial load.
-fn initialise(cfg: &TrainConfig, model_cfg: &ModelConfig, model: &mut Recognizer) -> Result<()> {
-    let Some(init) = &cfg.model.init else { return Ok(()) };
-    let sd = StateDict::read(init)?;
-    let report = checkpoint::load(model, model_cfg, &sd, cfg.model.partial)
-        .with_context(|| format!("initialising from {}", init.display()))?;
-    if cfg.model.partial != checkpoint::Fit::Strict {
-        report.print(&format!("initialised from {}", init.display()));
-    }
-    Ok(())
 }
 
 /// Trains `cfg` into the folder `dir`: a new run, or (`Start::Resume`) the continuation of
@@ -311,7 +206,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
              batch × position reductions (docs/FIDELITY.md); train on flex, tch or tch-cuda"
         );
     }
-    let run_dir = RunDir::open(dir, start)?;
+    let _lock = RunDir::open(dir, start)?;
     let mut model = model_cfg.init(&device);
     let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.policy);
     let last = dir.join("last.safetensors");
@@ -331,47 +226,93 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
         model = m;
         sgd.frozen = frozen;
     }
-    let o = &cfg.optim;
-    let (segments, size) = (cfg.model.segments, cfg.input_size() as usize);
-    let n = data.train.len();
+    let mut run = Run { cfg, data, model_cfg, device, model: Some(model), sgd, dir, last, show_progress };
     let mut interrupted = false;
-    for epoch in state.epochs_done..o.epochs {
-        let start = std::time::Instant::now();
+    for epoch in state.epochs_done..cfg.optim.epochs {
+        let Some(pass) = run.train_epoch(epoch, &state)? else {
+            interrupted = true;
+            break;
+        };
+        state = run.end_epoch(epoch, &state, pass)?;
+        if STOP.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+    }
+    Ok(Outcome { state, model_config: run.model_cfg, dir: dir.to_path_buf(), interrupted })
+}
+
+/// Everything an epoch of a run works with.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    data: RunData,
+    model_cfg: ModelConfig,
+    device: Device,
+    /// Always `Some`: taken for the moment an optimizer step consumes it.
+    model: Option<Recognizer>,
+    sgd: Sgd,
+    dir: &'a Path,
+    last: PathBuf,
+    show_progress: bool,
+}
+
+/// What one pass over the training list gave: its metrics (validation still empty), when it
+/// started, and its last batch (for the divergence guard).
+struct Pass {
+    metrics: EpochMetrics,
+    started: Instant,
+    probe: guard::Probe,
+}
+
+impl Run<'_> {
+    fn model(&self) -> &Recognizer {
+        self.model.as_ref().expect("the model is back after every step")
+    }
+
+    /// One pass over the training list (0-based `epoch`); `None` when stopped by Ctrl-C (the
+    /// epoch is then incomplete: `last` still holds the state after the previous one, from
+    /// which --resume replays this epoch exactly).
+    fn train_epoch(&mut self, epoch: usize, state: &RunState) -> Result<Option<Pass>> {
+        let (cfg, o) = (self.cfg, &self.cfg.optim);
+        let started = Instant::now();
         let lr = learning_rate(o.lr, epoch, o.epochs, o.warmup_epochs);
+        let n = self.data.train.len();
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch, usize::MAX)));
+        let d = &cfg.data;
         let mut loader = Loader::new(
-            data.train.clone(),
+            self.data.train.clone(),
             order,
             o.batch_size,
-            cfg.data.workers,
-            cfg.data.prefetch,
+            d.workers,
+            d.prefetch,
             cfg.seed,
             epoch,
-            cfg.data.skip_bad,
+            d.skip_bad,
         )?;
-        let bar = progress_bar(show_progress, n as u64, &format!("epoch {}/{}", epoch + 1, o.epochs));
-        let mut acc = Accuracy::new(data.classes);
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let bar = progress_bar(self.show_progress, n as u64, &format!("epoch {}/{}", epoch + 1, o.epochs));
+        let mut acc = Accuracy::new(self.data.classes);
+        let (mut loss_sum, mut seen, mut iter, mut pending) = (0.0, 0usize, 0, 0);
         let mut accum = GradientsAccumulator::new();
-        let mut pending = 0;
-        let mut iter = 0;
         let mut probe = None;
         while let Some(batch) = loader.next_batch() {
             let batch = batch?;
             let b = batch.len();
-            device.seed(mix(cfg.seed, epoch, iter));
-            let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, segments * 3, size, size]), &device);
+            self.device.seed(mix(cfg.seed, epoch, iter));
+            let (size, channels) = (cfg.input_size() as usize, 3 * cfg.model.segments);
+            let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, channels, size, size]), &self.device);
             let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
-            let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &device);
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
             probe = Some((input.clone(), labels.clone()));
-            let logits = crate::train::precision::forward(&model, input, cfg.precision);
+            let logits = crate::train::precision::forward(self.model(), input, cfg.precision);
             let loss = cross_entropy(logits.clone(), labels);
-            let grads = GradientsParams::from_grads(loss.clone().div_scalar(o.iter_size as f64).backward(), &model);
-            accum.accumulate(&model, grads);
+            let grads =
+                GradientsParams::from_grads(loss.clone().div_scalar(o.iter_size as f64).backward(), self.model());
+            accum.accumulate(self.model(), grads);
             pending += 1;
             if pending == o.iter_size {
-                model = sgd.step_clipped(lr, model, accum.grads(), o.clip_gradient);
+                let model = self.model.take().expect("the model is back after every step");
+                self.model = Some(self.sgd.step_clipped(lr, model, accum.grads(), o.clip_gradient));
                 pending = 0;
             }
             // Read once the step is queued, so that a GPU is not left idle while the host
@@ -382,40 +323,29 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
                 bail!(
                     "loss became {loss_value} in epoch {} iteration {iter}: stopping; {}",
                     epoch + 1,
-                    kept(&last, &state)
+                    kept(&self.last, state)
                 );
             }
             let scores: Vec<f32> =
                 logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            for (row, &l) in scores.chunks(data.classes).zip(&batch.labels) {
+            for (row, &l) in scores.chunks(self.data.classes).zip(&batch.labels) {
                 acc.add(row, l);
             }
-            loss_sum += loss_value * b as f64;
-            seen += b;
-            iter += 1;
+            (loss_sum, seen, iter) = (loss_sum + loss_value * b as f64, seen + b, iter + 1);
             bar.inc(b as u64);
-            let rate = seen as f64 / start.elapsed().as_secs_f64();
+            let rate = seen as f64 / started.elapsed().as_secs_f64();
             bar.set_message(format!("loss {:.3} · {rate:.1} clips/s", loss_sum / seen as f64));
             if STOP.load(Ordering::SeqCst) {
-                interrupted = true;
-                break;
+                crate::data::loader::report_skips(&loader.skipped);
+                bar.finish_and_clear();
+                let (last, done) = (self.last.display(), state.epochs_done);
+                eprintln!("interrupted in epoch {}: {last} holds the state after epoch {done}", epoch + 1);
+                return Ok(None);
             }
         }
         crate::data::loader::report_skips(&loader.skipped);
         bar.finish_and_clear();
-        if interrupted {
-            // The epoch is incomplete: `last` still holds the state after the previous epoch,
-            // from which --resume replays this epoch exactly.
-            eprintln!(
-                "interrupted in epoch {}: {} holds the state after epoch {}",
-                epoch + 1,
-                last.display(),
-                state.epochs_done
-            );
-            break;
-        }
-        let train_seconds = start.elapsed().as_secs_f64();
-        let mut m = EpochMetrics {
+        let metrics = EpochMetrics {
             epoch: epoch + 1,
             lr,
             loss: loss_sum / seen.max(1) as f64,
@@ -424,64 +354,65 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
             val_top1: None,
             val_top5: None,
             val_mean_class: None,
-            clips_per_s: seen as f64 / train_seconds,
+            clips_per_s: seen as f64 / started.elapsed().as_secs_f64(),
             seconds: 0.0,
         };
-        let eval_now = (epoch + 1) % cfg.eval_every.max(1) == 0 || epoch + 1 == o.epochs;
-        if let (Some(val), true) = (&data.val, eval_now) {
-            let bar = progress_bar(show_progress, val.len() as u64, "validate");
+        let probe = probe.ok_or_else(|| anyhow::anyhow!("epoch {} trained on no batch", epoch + 1))?;
+        Ok(Some(Pass { metrics, started, probe }))
+    }
+
+    /// After a pass: validation when due, then the divergence guard, then `last` (and `best`),
+    /// the metrics and the curves. Returns the run's state after the epoch.
+    fn end_epoch(&self, epoch: usize, state: &RunState, pass: Pass) -> Result<RunState> {
+        let (cfg, o) = (self.cfg, &self.cfg.optim);
+        let mut m = pass.metrics;
+        let eval_now = (epoch + 1).is_multiple_of(cfg.eval_every.max(1)) || epoch + 1 == o.epochs;
+        if let (Some(val), true) = (&self.data.val, eval_now) {
+            let bar = progress_bar(self.show_progress, val.len() as u64, "validate");
+            let inference = self.model().inference();
+            let (workers, skip) = (cfg.data.workers, cfg.data.skip_bad);
+            let device = self.device.clone().inner();
             let ev = evaluate(
-                &model.inference(),
+                &inference,
                 val.clone(),
-                data.classes,
+                self.data.classes,
                 o.batch_size,
-                cfg.data.workers,
+                workers,
                 cfg.seed,
                 false,
-                cfg.data.skip_bad,
-                &device.clone().inner(),
+                skip,
+                &device,
                 Some(&bar),
             )?;
             bar.finish_and_clear();
-            m.val_top1 = Some(ev.accuracy.top1());
-            m.val_top5 = Some(ev.accuracy.top5());
+            (m.val_top1, m.val_top5) = (Some(ev.accuracy.top1()), Some(ev.accuracy.top5()));
             m.val_mean_class = Some(ev.accuracy.mean_class());
         }
-        m.seconds = start.elapsed().as_secs_f64();
-        if show_progress {
+        m.seconds = pass.started.elapsed().as_secs_f64();
+        if self.show_progress {
             eprintln!("{}", describe(&m));
         }
         let mut next = state.clone();
         next.epochs_done = epoch + 1;
         let improved = m.val_top1.is_some_and(|v| next.best_top1.is_none_or(|b| v > b));
         if improved {
-            next.best_top1 = m.val_top1;
-            next.best_epoch = Some(epoch + 1);
+            (next.best_top1, next.best_epoch) = (m.val_top1, Some(epoch + 1));
         }
+        let loss = m.loss;
         next.history.push(m);
-        let sd = run_checkpoint(&model, &model_cfg, cfg, &sgd, &mut next, data.class_names.as_ref())?;
-        let probe = probe.ok_or_else(|| anyhow::anyhow!("epoch {} trained on no batch", epoch + 1))?;
-        let loss = next.history.last().map_or(f64::NAN, |m| m.loss);
-        guard::check(&sd, &model_cfg, loss, &probe, cfg.precision, epoch + 1)
-            .with_context(|| format!("not saved; {}", kept(&last, &state)))?;
-        state = next;
+        let names = self.data.class_names.as_ref();
+        let sd = run_checkpoint(self.model(), &self.model_cfg, cfg, &self.sgd, &mut next, names)?;
+        guard::check(&sd, &self.model_cfg, loss, &pass.probe, cfg.precision, epoch + 1)
+            .with_context(|| format!("not saved; {}", kept(&self.last, state)))?;
         if improved {
-            sd.write_safetensors(&dir.join("best.safetensors"))?;
+            sd.write_safetensors(&self.dir.join("best.safetensors"))?;
         }
-        sd.write_safetensors(&last)?;
-        write_metrics(dir, &state)?;
-        crate::report::plot::curves(
-            &state.history,
-            &dir.join("curves.png"),
-            &format!("{} {}", model_cfg.arch.name(), model_cfg.temporal.name()),
-        )?;
-        if STOP.load(Ordering::SeqCst) {
-            interrupted = true;
-            break;
-        }
+        sd.write_safetensors(&self.last)?;
+        write_metrics(self.dir, &next)?;
+        let title = format!("{} {}", self.model_cfg.arch.name(), self.model_cfg.temporal.name());
+        crate::report::plot::curves(&next.history, &self.dir.join("curves.png"), &title)?;
+        Ok(next)
     }
-    drop(run_dir);
-    Ok(Outcome { state, model_config: model_cfg, dir: dir.to_path_buf(), interrupted })
 }
 
 /// Which checkpoint holds the last good state of a run that went bad.
