@@ -2,6 +2,7 @@
 //! strictly into a recognizer (every tensor used, every parameter filled, mismatches named).
 
 pub mod load;
+pub mod metadata;
 pub mod names;
 pub mod npickle;
 pub mod pth;
@@ -94,6 +95,6 @@ pub fn state_dict(model: &Recognizer, cfg: &ModelConfig) -> Result<StateDict> {
         tensors.insert(name, data);
     }
     let mut metadata = BTreeMap::new();
-    metadata.insert("gateshift.model".to_string(), serde_json::to_string(cfg)?);
+    self::metadata::set(&mut metadata, self::metadata::MODEL, cfg)?;
     Ok(StateDict { tensors, metadata })
 }

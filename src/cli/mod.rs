@@ -241,13 +241,13 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Resolves the model configuration from flags, then the checkpoint's own record.
     pub fn resolve(&self, sd: Option<&StateDict>) -> Result<ModelConfig> {
-        let stored: Option<ModelConfig> = match sd.and_then(|s| s.metadata.get("gateshift.model")) {
+        use gateshift::checkpoint::metadata;
+        let stored: Option<ModelConfig> = match sd.map(|s| &s.metadata) {
+            Some(m) if m.get(metadata::MODEL).map(String::as_str) == Some(metadata::I3D_MODEL) => {
+                bail!("this is the Kinetics-400 I3D: use --model i3d-kinetics400")
+            }
+            Some(m) => metadata::get(m, metadata::MODEL)?,
             None => None,
-            Some(j) if j == "i3d-kinetics400" => bail!("this is the Kinetics-400 I3D: use --model i3d-kinetics400"),
-            Some(j) => Some(
-                serde_json::from_str(j)
-                    .map_err(|e| anyhow::anyhow!("its gateshift.model metadata is not a model configuration: {e}"))?,
-            ),
         };
         let arch = match (self.arch, &stored) {
             (Some(a), _) => a,

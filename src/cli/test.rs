@@ -124,12 +124,7 @@ pub fn class_names(file: Option<&Path>, meta: &Metadata, classes: usize) -> Resu
 
 /// The class names a checkpoint stores, if any.
 pub fn stored_class_names(meta: &Metadata) -> Result<Option<Vec<String>>> {
-    meta.get("gateshift.classes")
-        .map(|j| {
-            serde_json::from_str(j)
-                .map_err(|e| anyhow::anyhow!("the checkpoint's gateshift.classes metadata does not parse: {e}"))
-        })
-        .transpose()
+    gateshift::checkpoint::metadata::get(meta, gateshift::checkpoint::metadata::CLASSES)
 }
 
 /// Runs one evaluation pass with a progress bar.

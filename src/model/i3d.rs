@@ -302,7 +302,7 @@ pub fn from_flax(arrays: &BTreeMap<String, Array>) -> Result<StateDict> {
         }
     }
     let mut metadata = BTreeMap::new();
-    metadata.insert("gateshift.model".into(), "i3d-kinetics400".into());
+    metadata.insert(crate::checkpoint::metadata::MODEL.into(), crate::checkpoint::metadata::I3D_MODEL.into());
     Ok(StateDict { tensors, metadata })
 }
 

@@ -8,15 +8,11 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, TensorData};
 
-use crate::checkpoint::{self, StateDict, TRAIN_STATE_PREFIX};
+use crate::checkpoint::{self, StateDict, TRAIN_STATE_PREFIX, metadata};
 use crate::model::{ModelConfig, Recognizer};
 use crate::train::config::TrainConfig;
 use crate::train::sgd::Sgd;
 use crate::train::trainer::RunState;
-
-/// Metadata key of the run's full configuration (TOML), stored with its weights so that a
-/// damaged `config.toml` cannot silently change a resumed run.
-pub const TRAIN_CONFIG_KEY: &str = "gateshift.train_config";
 
 /// The run checkpoint: weights, optimizer state, trainer state, configuration, class names.
 pub fn run_checkpoint(
@@ -29,15 +25,17 @@ pub fn run_checkpoint(
 ) -> Result<StateDict> {
     let mut sd = checkpoint::state_dict(model, model_cfg)?;
     if let Some(names) = names {
-        sd.metadata.insert("gateshift.classes".into(), serde_json::to_string(names)?);
+        metadata::set(&mut sd.metadata, metadata::CLASSES, names)?;
     }
     let buffers = sgd.state();
     state.momentum = Some(buffers.keys().cloned().collect());
     for (path, data) in buffers {
         sd.tensors.insert(format!("{TRAIN_STATE_PREFIX}momentum.{path}"), data);
     }
-    sd.metadata.insert("gateshift.run".into(), serde_json::to_string(state)?);
-    sd.metadata.insert(TRAIN_CONFIG_KEY.into(), cfg.to_toml()?);
+    metadata::set(&mut sd.metadata, metadata::RUN, state)?;
+    // The whole configuration beside the weights, so that a damaged `config.toml` cannot
+    // silently change a resumed run.
+    sd.metadata.insert(metadata::TRAIN_CONFIG.into(), cfg.to_toml()?);
     Ok(sd)
 }
 
@@ -52,7 +50,7 @@ pub fn resume(
     device: &Device,
 ) -> Result<RunState> {
     let sd = StateDict::read(last)?;
-    if let Some(stored) = sd.metadata.get(TRAIN_CONFIG_KEY) {
+    if let Some(stored) = sd.metadata.get(metadata::TRAIN_CONFIG) {
         let mut stored: TrainConfig =
             toml::from_str(stored).with_context(|| format!("the run configuration stored in {}", last.display()))?;
         (stored.data.workers, stored.backend) = (cfg.data.workers, cfg.backend.clone());
@@ -61,16 +59,18 @@ pub fn resume(
         if !changed.is_empty() {
             bail!(
                 "config.toml does not match the configuration {} was trained with ({}): was it edited or damaged? \
-                 The run's own copy is the `{TRAIN_CONFIG_KEY}` metadata of that file",
+                 The run's own copy is the `{}` metadata of that file",
                 last.display(),
-                changed.join(", ")
+                changed.join(", "),
+                metadata::TRAIN_CONFIG
             );
         }
     }
     checkpoint::load(model, model_cfg, &sd, checkpoint::Fit::Strict)
         .with_context(|| format!("loading {}", last.display()))?;
-    let run = sd.metadata.get("gateshift.run").ok_or_else(|| anyhow::anyhow!("{} has no run state", last.display()))?;
-    let state: RunState = serde_json::from_str(run).with_context(|| format!("run state in {}", last.display()))?;
+    let state: RunState = metadata::get(&sd.metadata, metadata::RUN)
+        .with_context(|| last.display().to_string())?
+        .ok_or_else(|| anyhow::anyhow!("{} has no run state", last.display()))?;
     let buffers = momentum_buffers(&sd, model, &state).with_context(|| format!("resuming from {}", last.display()))?;
     sgd.load_state(buffers, device);
     Ok(state)

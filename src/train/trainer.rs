@@ -80,10 +80,8 @@ pub struct Outcome {
 /// The (input size, scale size) a run checkpoint was trained with, if it records them; a
 /// run record that does not parse is an error, not a silent fall-back to default sizes.
 pub fn stored_input(metadata: &BTreeMap<String, String>) -> Result<Option<(u32, u32)>> {
-    let Some(json) = metadata.get("gateshift.run") else { return Ok(None) };
-    let state: RunState =
-        serde_json::from_str(json).map_err(|e| anyhow::anyhow!("its gateshift.run metadata does not parse: {e}"))?;
-    Ok((state.input_size > 0 && state.scale_size > 0).then_some((state.input_size, state.scale_size)))
+    let state: Option<RunState> = crate::checkpoint::metadata::get(metadata, crate::checkpoint::metadata::RUN)?;
+    Ok(state.filter(|s| s.input_size > 0 && s.scale_size > 0).map(|s| (s.input_size, s.scale_size)))
 }
 
 /// Set by a SIGINT handler: stop after the current iteration, save, and exit.
