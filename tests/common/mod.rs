@@ -69,6 +69,16 @@ pub fn clips() -> Option<PathBuf> {
     Some(dir)
 }
 
+/// Whether ffmpeg and ffprobe can run (tests that make their own videos need nothing else);
+/// prints why not.
+pub fn ffmpeg() -> bool {
+    let ok = gateshift::data::video::available();
+    if !ok {
+        println!("SKIPPED: ffmpeg/ffprobe not installed (scripts/setup.sh installs them)");
+    }
+    ok
+}
+
 /// A fresh temporary folder for one test.
 pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gateshift-test-{}-{name}", std::process::id()));
