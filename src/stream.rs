@@ -106,15 +106,16 @@ pub fn run(
     mut score: impl FnMut(&[&[f32]]) -> Result<Vec<f32>>,
     mut emit: impl FnMut(&Scored) -> Result<()>,
 ) -> Result<Summary> {
-    // With `latest`, up to stride − 1 frames past the newest due window may arrive before
-    // it is scored: hold those too.
-    let capacity = schedule.window + if latest { schedule.stride } else { 0 };
+    // The most recent `window` frames: every due window is scored from them, or (with
+    // `latest`, once later frames arrive before it is scored) from a copy taken then, so
+    // memory stays two windows whatever the stride.
+    let capacity = schedule.window;
     let mut recent = Recent { frames: VecDeque::with_capacity(capacity), capacity, seen: 0 };
     let mut summary = Summary::default();
     let mut last_end = None;
-    let mut scored = |range: Range<usize>, recent: &Recent, skipped: usize, summary: &mut Summary| -> Result<()> {
+    let mut scored = |range: Range<usize>, frames: &[&[f32]], skipped: usize, summary: &mut Summary| -> Result<()> {
         let start = Instant::now();
-        let probs = score(&recent.get(range.clone()))?;
+        let probs = score(frames)?;
         let result = Scored { frames: range, probs, latency: start.elapsed(), skipped };
         summary.windows += 1;
         summary.skipped += skipped;
@@ -124,22 +125,28 @@ pub fn run(
     while let Ok(frame) = frames.recv() {
         recent.push(frame?);
         let Some(mut due) = schedule.due(recent.seen) else { continue };
-        let mut skipped = 0;
+        let (mut skipped, mut held) = (0, None::<Vec<Vec<f32>>>);
         if latest {
             while let Ok(frame) = frames.try_recv() {
+                if held.is_none() {
+                    held = Some(recent.get(due.clone()).into_iter().map(<[f32]>::to_vec).collect());
+                }
                 recent.push(frame?);
                 if let Some(later) = schedule.due(recent.seen) {
-                    due = later;
+                    (due, held) = (later, None);
                     skipped += 1;
                 }
             }
         }
         last_end = Some(due.end);
-        scored(due, &recent, skipped, &mut summary)?;
+        match &held {
+            Some(copy) => scored(due, &copy.iter().map(Vec::as_slice).collect::<Vec<_>>(), skipped, &mut summary)?,
+            None => scored(due.clone(), &recent.get(due), skipped, &mut summary)?,
+        }
     }
     summary.frames = recent.seen;
     if let Some(range) = schedule.last(recent.seen, last_end) {
-        scored(range, &recent, 0, &mut summary)?;
+        scored(range.clone(), &recent.get(range), 0, &mut summary)?;
     }
     Ok(summary)
 }
@@ -250,6 +257,12 @@ mod tests {
         assert_eq!(out[0].frames, 8..12);
         assert_eq!(out[0].probs, vec![8.0, 9.0, 10.0, 11.0]);
         assert_eq!((out[0].skipped, summary.skipped, summary.frames), (4, 4, 12));
+        // A stride far beyond the window: windows 0..2, 5..7, 10..12; frames 12 and 13 arrive
+        // after the last due one, which is scored from its copy (the two most recent frames
+        // are then 12 and 13), then the tail 12..14.
+        let (out, _) = stream(14, Schedule::new(2, 5).unwrap(), true, true);
+        let got: Vec<_> = out.iter().map(|s| (s.frames.clone(), s.probs.clone())).collect();
+        assert_eq!(got, vec![(10..12, vec![10.0, 11.0]), (12..14, vec![12.0, 13.0])]);
     }
 
     #[test]

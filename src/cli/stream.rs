@@ -131,8 +131,9 @@ pub fn run(a: StreamArgs) -> Result<()> {
         Input::Frames { .. } => a.fps,
     };
 
-    // The decoder runs ahead by up to a window and a stride while the model scores.
-    let (tx, rx) = sync_channel(a.window + a.stride);
+    // The decoder runs ahead by up to two windows while the model scores.
+    // (Bounded by two windows, not by the stride: a channel's slots are allocated up front.)
+    let (tx, rx) = sync_channel(a.window + a.stride.min(a.window));
     let producer = std::thread::spawn(move || {
         if let Err(e) = produce(&input, prep, &tx) {
             let _ = tx.send(Err(e));
