@@ -51,7 +51,7 @@ pub struct ModelBench {
     #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
     pub segments: usize,
     /// Clips per batch.
-    #[arg(long, default_value_t = 1, value_parser = super::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 1, value_parser = super::count_up_to(gateshift::limits::MAX_BATCH))]
     pub batch: usize,
     #[arg(long, value_enum, default_value = "infer")]
     pub mode: BenchMode,

@@ -43,7 +43,7 @@ pub struct DataArgs {
     pub interval: usize,
     #[arg(long, default_value_t = 2, value_parser = super::worker_count)]
     pub workers: usize,
-    #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 8, value_parser = super::count_up_to(gateshift::limits::MAX_BATCH))]
     pub batch_size: usize,
     /// Skip (and report) unreadable videos instead of stopping.
     #[arg(long)]

@@ -39,7 +39,9 @@ pub fn evaluate(
     let order: Vec<usize> = (0..dataset.len()).collect();
     let p = &dataset.pipeline;
     let (segments, size) = (p.segments, p.size as usize);
-    let mut loader = Loader::new(dataset.clone(), order, batch_size, workers, 4 * batch_size, seed, 0, skip_bad)?;
+    // Four batches ahead, within the loader's bound whatever the batch size.
+    let prefetch = (4 * batch_size).min(crate::limits::MAX_PREFETCH);
+    let mut loader = Loader::new(dataset.clone(), order, batch_size, workers, prefetch, seed, 0, skip_bad)?;
     let mut accuracy = Accuracy::new(classes);
     let mut scores = Vec::new();
     while let Some(batch) = loader.next_batch() {
