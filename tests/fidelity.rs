@@ -119,6 +119,9 @@ fn official_tsm_resnet101_gives_the_official_logits() {
     };
     let (wrong, _, _) = official_checkpoint("tsm_resnet101_official.safetensors", &dir, &every_block);
     fails(forward(&wrong, &input, &dir, &model), &["TSM layout", "layer1.1.conv1.net.weight"]);
+    // As a backbone (`--partial`) it loads, the disagreement listed.
+    let text = ok(forward(&wrong, &input, &dir, &[&model[..], &["--partial"]].concat()));
+    assert!(text.contains("TSM shifts sit elsewhere") && text.contains("TSM layout:"), "{text}");
 }
 
 /// GSF's own script saves `{'model_state_dict': {module.…}, 'scaler_state_dict': …}`: read as

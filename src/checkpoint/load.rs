@@ -64,6 +64,9 @@ pub struct LoadReport {
     pub unused: Vec<String>,
     /// Tensors skipped for a shape mismatch.
     pub mismatched: Vec<String>,
+    /// File keys whose TSM shift wrapper (`.net`) disagrees with the model's shifts (an
+    /// error when strict; loaded, and listed, otherwise).
+    pub layout: Vec<String>,
     /// Backbone tensors of the model, and how many of them the file filled.
     pub backbone: usize,
     pub backbone_filled: usize,
@@ -87,6 +90,9 @@ impl LoadReport {
         if !self.unused.is_empty() {
             let _ = write!(s, "; not used from the file: {}", self.unused.join(", "));
         }
+        if !self.layout.is_empty() {
+            let _ = write!(s, "; the file's TSM shifts sit elsewhere at {} keys", self.layout.len());
+        }
         s
     }
 
@@ -101,6 +107,9 @@ impl LoadReport {
         }
         for u in &self.unused {
             eprintln!("  unused from file:      {u}");
+        }
+        for l in &self.layout {
+            eprintln!("  TSM layout:            {l}");
         }
     }
 }
@@ -254,6 +263,7 @@ pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, fit: Fit)
         if fit == Fit::Strict {
             let _ = writeln!(problems, "  TSM layout      {line}");
         }
+        report.layout.push(line);
     }
     if fit == Fit::Backbone && backbone_filled == 0 {
         let _ =

@@ -73,7 +73,7 @@ fn is_safetensors(path: &Path) -> Result<bool> {
         let n = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
         let mut next = [0u8; 2];
         let opens_json = file.into_inner().read(&mut next).is_ok_and(|k| k == 2 && next == *b"{\"");
-        if opens_json && n < 100_000_000 {
+        if opens_json && n <= safetensors::MAX_HEADER {
             bail!(
                 "checkpoint {} is a truncated safetensors file: its header declares {n} bytes, the file has {len}",
                 path.display()

@@ -23,10 +23,12 @@ pub fn is_header(head: &[u8], file_len: u64) -> bool {
     serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(json).is_ok()
 }
 
+/// The longest header the safetensors crate reads (its own limit).
+pub const MAX_HEADER: u64 = 100_000_000;
+
 /// The header length a safetensors file of `file_len` bytes starting with `head` declares,
 /// if it fits the file and safetensors' own limit.
 pub fn header_len(head: &[u8], file_len: u64) -> Option<usize> {
-    const MAX_HEADER: u64 = 100_000_000;
     let n = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
     ((2..=MAX_HEADER).contains(&n) && n <= file_len.saturating_sub(8)).then_some(n as usize)
 }
