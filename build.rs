@@ -1,10 +1,10 @@
-//! With `--features tch`: compiles `src/model/torch_shim.cpp` (libtorch's convolution and
+//! With `--features tch`: compiles `src/ops/torch/shim.cpp` (libtorch's convolution and
 //! batch-norm backward functions, which the `tch` crate does not bind) against the headers of
 //! the libtorch that torch-sys found and links. Other builds compile nothing here.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/model/torch_shim.cpp");
+    println!("cargo:rerun-if-changed=src/ops/torch/shim.cpp");
     if std::env::var_os("CARGO_FEATURE_TCH").is_none() {
         return;
     }
@@ -25,6 +25,6 @@ fn main() {
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("src/model/torch_shim.cpp")
+        .file("src/ops/torch/shim.cpp")
         .compile("gateshift_torch_shim");
 }

@@ -90,7 +90,7 @@ pub fn device(name: &str) -> Result<Device> {
 fn cuda_ready(index: usize) -> Result<()> {
     // With libtorch in the binary, NVRTC may come from its pip wheels without LD_LIBRARY_PATH.
     #[cfg(feature = "tch")]
-    crate::model::temporal::gsm_cuda::preload_nvrtc();
+    crate::ops::gate_shift::cuda::preload_nvrtc();
     // SAFETY: these only try to open the shared libraries.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         bail!("the CUDA driver (libcuda.so) is not on the library path (no NVIDIA driver here?)");

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, TensorData};
 use common::run::{bin, ok};
 use gateshift::checkpoint::{self, Fit, StateDict, safetensors};
-use gateshift::model::temporal::parity;
 use gateshift::model::{Arch, ModelConfig, TemporalKind};
+use gateshift::parity;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)

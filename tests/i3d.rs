@@ -60,7 +60,7 @@ fn i3d_matches_the_flax_reference() {
         reference["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     let device = gateshift::backend::device("flex").unwrap();
     let sd = StateDict::read(&I3D_KINETICS400.file(&root, "i3d-kinetics-400.safetensors")).unwrap();
-    let model = i3d::load(i3d::I3d::new(400, &device), &sd).unwrap();
+    let model = gateshift::checkpoint::i3d::load(i3d::I3d::new(400, &device), &sd).unwrap();
     let x = Tensor::<5>::from_data(TensorData::new(synthetic_clip(t, s), [1, t, s, s, 3]), &device)
         .permute([0, 4, 1, 2, 3]);
     let logits = model.forward(x).into_data();

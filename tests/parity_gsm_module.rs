@@ -11,11 +11,11 @@ fn gsm_forward_backward_and_running_stats_match_official() {
     let Some(shared) = common::shared() else { return };
     let path = shared.join("fixtures/gsm_module.safetensors");
     let (f, metadata) = gateshift::checkpoint::safetensors::read(&path).unwrap();
-    let segments = gateshift::model::temporal::parity::fixture_segments(&metadata).unwrap();
+    let segments = gateshift::parity::fixture_segments(&metadata).unwrap();
     assert_eq!(segments, 8);
     // The fused kernels (what `Gsm::forward` uses on flex) and the composed reference.
     for (fused, path) in [(true, "fused"), (false, "composed")] {
-        for c in gateshift::model::temporal::parity::gsm_module(&f, segments, &common::device(), fused).unwrap() {
+        for c in gateshift::parity::gsm_module(&f, segments, &common::device(), fused).unwrap() {
             println!("parity gsm {path:<8} {:<32} rel {:.3e}  (tol {:.0e})", c.name, c.rel, c.tolerance);
             assert!(c.passed(), "{path} {}: relative error {:.3e} above {:.0e}", c.name, c.rel, c.tolerance);
         }

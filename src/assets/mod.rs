@@ -229,7 +229,7 @@ impl Asset {
         for name in self.convert {
             let src = dir.join(name);
             let sd = if name.ends_with(".ckpt") {
-                crate::model::i3d::from_flax(&crate::checkpoint::npickle::read(&src)?)?
+                crate::checkpoint::i3d::from_flax(&crate::checkpoint::npickle::read(&src)?)?
             } else {
                 crate::checkpoint::StateDict::read(&src)?
             };

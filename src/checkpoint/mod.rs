@@ -1,6 +1,7 @@
 //! Checkpoints: reading official PyTorch `.pth(.tar)` files and safetensors, and loading them
 //! strictly into a recognizer (every tensor used, every parameter filled, mismatches named).
 
+pub mod i3d;
 pub mod load;
 pub mod metadata;
 pub mod names;

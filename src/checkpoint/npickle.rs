@@ -123,151 +123,169 @@ impl Vm<'_> {
     fn run(&mut self) -> Result<Value> {
         loop {
             let at = self.pos;
-            let op = self.u8()?;
-            match op {
-                0x80 => {
-                    let proto = self.u8()?;
-                    if proto > 5 {
-                        bail!("unsupported pickle protocol {proto}");
-                    }
-                }
-                0x95 => {
-                    self.take(8)?;
-                }
+            match self.u8()? {
                 b'.' => return self.pop(),
-                b'(' => self.stack.push(Value::Mark),
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
-                b'K' => {
-                    let v = self.u8()?;
-                    self.stack.push(Value::Int(v.into()));
-                }
-                b'M' => {
-                    let v = u16::from_le_bytes(self.take(2)?.try_into()?);
-                    self.stack.push(Value::Int(v.into()));
-                }
-                b'J' => {
-                    let v = i32::from_le_bytes(self.take(4)?.try_into()?);
-                    self.stack.push(Value::Int(v.into()));
-                }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    let s = self.string(n)?;
-                    self.stack.push(s);
-                }
-                b'X' => {
-                    let n = self.u32()? as usize;
-                    let s = self.string(n)?;
-                    self.stack.push(s);
-                }
-                b'C' => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
-                }
-                b'B' => {
-                    let n = self.u32()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
-                }
-                0x8e => {
-                    let n = usize::try_from(u64::from_le_bytes(self.take(8)?.try_into()?))?;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
-                }
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                0x85 => self.tuple(1)?,
-                0x86 => self.tuple(2)?,
-                0x87 => self.tuple(3)?,
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
-                }
-                b'}' => {
-                    self.dicts.push(Vec::new());
-                    self.stack.push(Value::Dict(self.dicts.len() - 1));
-                }
-                b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    self.set_items(vec![k, v])?;
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    self.set_items(items)?;
-                }
-                0x94 => {
-                    let top = self.stack.last().cloned().ok_or_else(|| anyhow::anyhow!("memoize on empty stack"))?;
-                    self.memo.insert(self.memo.len() as u32, top);
-                }
-                b'q' => {
-                    let i = self.u8()? as u32;
-                    let top = self.stack.last().cloned().ok_or_else(|| anyhow::anyhow!("put on empty stack"))?;
-                    self.memo.insert(i, top);
-                }
-                b'r' => {
-                    let i = self.u32()?;
-                    let top = self.stack.last().cloned().ok_or_else(|| anyhow::anyhow!("put on empty stack"))?;
-                    self.memo.insert(i, top);
-                }
-                b'h' | b'j' => {
-                    let i = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
-                    let v = self.memo.get(&i).cloned().ok_or_else(|| anyhow::anyhow!("memo {i} unset at byte {at}"))?;
-                    self.stack.push(v);
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    let (Value::Str(module), Value::Str(name)) = (module, name) else {
-                        bail!("malformed global at byte {at}");
-                    };
-                    let g = match (module.as_str(), name.as_str()) {
-                        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Global::Reconstruct,
-                        ("numpy", "ndarray") => Global::NdArray,
-                        ("numpy", "dtype") => Global::Dtype,
-                        _ => bail!("refusing to load global {module}.{name} (byte {at}): only numpy arrays are read"),
-                    };
-                    self.stack.push(Value::Global(g));
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let func = self.pop()?;
-                    let v = match (func, args) {
-                        (Value::Global(Global::Reconstruct), Value::Tuple(a))
-                            if matches!(a.first(), Some(Value::Global(Global::NdArray))) =>
-                        {
-                            Value::EmptyArray
-                        }
-                        (Value::Global(Global::Dtype), Value::Tuple(a)) => match a.first() {
-                            Some(Value::Str(code)) => {
-                                self.dtypes.push(format!("<{}", code.trim_start_matches(['<', '>', '=', '|'])));
-                                Value::Dtype(self.dtypes.len() - 1)
-                            }
-                            _ => bail!("malformed dtype at byte {at}"),
-                        },
-                        (f, _) => bail!("refusing to call {f:?} at byte {at}"),
-                    };
-                    self.stack.push(v);
-                }
-                b'b' => {
-                    let state = self.pop()?;
-                    let obj = self.pop()?;
-                    let v = match obj {
-                        Value::EmptyArray => Value::Array(
-                            build_array(state, &self.dtypes).with_context(|| format!("array at byte {at}"))?,
-                        ),
-                        Value::Dtype(d) => {
-                            self.dtypes[d] = build_dtype(&self.dtypes[d], state)?;
-                            Value::Dtype(d)
-                        }
-                        other => bail!("cannot set the state of {other:?} at byte {at}"),
-                    };
-                    self.stack.push(v);
-                }
-                _ => bail!("unsupported pickle opcode 0x{op:02x} at byte {at}"),
+                op => self.op(op, at)?,
             }
         }
+    }
+
+    /// One opcode other than STOP, read at byte `at`.
+    fn op(&mut self, op: u8, at: usize) -> Result<()> {
+        match op {
+            0x80 => {
+                let proto = self.u8()?;
+                if proto > 5 {
+                    bail!("unsupported pickle protocol {proto}");
+                }
+            }
+            0x95 => {
+                self.take(8)?;
+            }
+            b'(' => self.stack.push(Value::Mark),
+            b'N' => self.stack.push(Value::None),
+            0x88 => self.stack.push(Value::Bool(true)),
+            0x89 => self.stack.push(Value::Bool(false)),
+            b'K' | b'M' | b'J' | 0x8c | b'X' | b'C' | b'B' | 0x8e => self.scalar(op)?,
+            b')' => self.stack.push(Value::Tuple(Vec::new())),
+            0x85 => self.tuple(1)?,
+            0x86 => self.tuple(2)?,
+            0x87 => self.tuple(3)?,
+            b't' => {
+                let items = self.pop_mark()?;
+                self.stack.push(Value::Tuple(items));
+            }
+            b'}' => {
+                self.dicts.push(Vec::new());
+                self.stack.push(Value::Dict(self.dicts.len() - 1));
+            }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                self.set_items(vec![k, v])?;
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                self.set_items(items)?;
+            }
+            0x94 | b'q' | b'r' | b'h' | b'j' => self.memo_op(op, at)?,
+            0x93 => self.global(at)?,
+            b'R' => self.reduce(at)?,
+            b'b' => self.build(at)?,
+            _ => bail!("unsupported pickle opcode 0x{op:02x} at byte {at}"),
+        }
+        Ok(())
+    }
+
+    /// The integer, string and bytes opcodes.
+    fn scalar(&mut self, op: u8) -> Result<()> {
+        let v = match op {
+            b'K' => Value::Int(self.u8()?.into()),
+            b'M' => Value::Int(u16::from_le_bytes(self.take(2)?.try_into()?).into()),
+            b'J' => Value::Int(i32::from_le_bytes(self.take(4)?.try_into()?).into()),
+            0x8c => {
+                let n = self.u8()? as usize;
+                self.string(n)?
+            }
+            b'X' => {
+                let n = self.u32()? as usize;
+                self.string(n)?
+            }
+            b'C' => {
+                let n = self.u8()? as usize;
+                Value::Bytes(self.take(n)?.to_vec())
+            }
+            b'B' => {
+                let n = self.u32()? as usize;
+                Value::Bytes(self.take(n)?.to_vec())
+            }
+            _ => {
+                let n = usize::try_from(u64::from_le_bytes(self.take(8)?.try_into()?))?;
+                Value::Bytes(self.take(n)?.to_vec())
+            }
+        };
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// MEMOIZE, PUT, LONG_PUT, GET, LONG_GET.
+    fn memo_op(&mut self, op: u8, at: usize) -> Result<()> {
+        let top = || anyhow::anyhow!("memo store on an empty stack at byte {at}");
+        match op {
+            0x94 => {
+                let v = self.stack.last().cloned().ok_or_else(top)?;
+                self.memo.insert(self.memo.len() as u32, v);
+            }
+            b'q' | b'r' => {
+                let i = if op == b'q' { self.u8()? as u32 } else { self.u32()? };
+                let v = self.stack.last().cloned().ok_or_else(top)?;
+                self.memo.insert(i, v);
+            }
+            _ => {
+                let i = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
+                let v = self.memo.get(&i).cloned().ok_or_else(|| anyhow::anyhow!("memo {i} unset at byte {at}"))?;
+                self.stack.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// STACK_GLOBAL: only numpy's array-rebuild globals are known; anything else is refused.
+    fn global(&mut self, at: usize) -> Result<()> {
+        let name = self.pop()?;
+        let module = self.pop()?;
+        let (Value::Str(module), Value::Str(name)) = (module, name) else {
+            bail!("malformed global at byte {at}");
+        };
+        let g = match (module.as_str(), name.as_str()) {
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Global::Reconstruct,
+            ("numpy", "ndarray") => Global::NdArray,
+            ("numpy", "dtype") => Global::Dtype,
+            _ => bail!("refusing to load global {module}.{name} (byte {at}): only numpy arrays are read"),
+        };
+        self.stack.push(Value::Global(g));
+        Ok(())
+    }
+
+    /// REDUCE: an empty array or a dtype, nothing else.
+    fn reduce(&mut self, at: usize) -> Result<()> {
+        let args = self.pop()?;
+        let func = self.pop()?;
+        let v = match (func, args) {
+            (Value::Global(Global::Reconstruct), Value::Tuple(a))
+                if matches!(a.first(), Some(Value::Global(Global::NdArray))) =>
+            {
+                Value::EmptyArray
+            }
+            (Value::Global(Global::Dtype), Value::Tuple(a)) => match a.first() {
+                Some(Value::Str(code)) => {
+                    self.dtypes.push(format!("<{}", code.trim_start_matches(['<', '>', '=', '|'])));
+                    Value::Dtype(self.dtypes.len() - 1)
+                }
+                _ => bail!("malformed dtype at byte {at}"),
+            },
+            (f, _) => bail!("refusing to call {f:?} at byte {at}"),
+        };
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// BUILD: an array's or a dtype's state.
+    fn build(&mut self, at: usize) -> Result<()> {
+        let state = self.pop()?;
+        let obj = self.pop()?;
+        let v = match obj {
+            Value::EmptyArray => {
+                Value::Array(build_array(state, &self.dtypes).with_context(|| format!("array at byte {at}"))?)
+            }
+            Value::Dtype(d) => {
+                self.dtypes[d] = build_dtype(&self.dtypes[d], state)?;
+                Value::Dtype(d)
+            }
+            other => bail!("cannot set the state of {other:?} at byte {at}"),
+        };
+        self.stack.push(v);
+        Ok(())
     }
 
     fn flatten(&self, v: &Value, prefix: String, out: &mut BTreeMap<String, Array>) -> Result<()> {

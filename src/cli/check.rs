@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::tensor::DType;
 use clap::{Args, Subcommand};
-use gateshift::model::temporal::{gsm_fused, parity};
+use gateshift::ops::gate_shift;
+use gateshift::parity;
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -52,7 +53,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
     }
     let (tensors, metadata) = gateshift::checkpoint::safetensors::read(&fixture)?;
     let segments = parity::fixture_segments(&metadata).with_context(|| fixture.display().to_string())?;
-    let has_fused = gsm_fused::available(&device, DType::F32);
+    let has_fused = gate_shift::available(&device, DType::F32);
     if path == GsmPath::Fused && !has_fused {
         bail!(
             "backend {backend} has no fused GSM kernels for float32 (they exist for flex, tch, tch-cuda, cuda and wgpu); use --path composed"

@@ -108,28 +108,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     for (k, &temporal) in a.models.iter().enumerate() {
         let name = display(temporal);
         eprintln!("[2/3] training {name} on ResNet-Mini ({}/{})", k + 1, a.models.len());
-        let mut cfg = TrainConfig::default();
-        cfg.model.arch = Arch::ResnetMini;
-        cfg.model.temporal = temporal;
-        cfg.model.segments = 8;
-        // From scratch on a small dataset: no dropout, no warm-up (both slow the start).
-        cfg.model.dropout = 0.0;
-        cfg.data.train_list = data_dir.join("train.txt");
-        cfg.data.val_list = Some(data_dir.join("val.txt"));
-        cfg.data.class_names = Some(data_dir.join("classes.txt"));
-        cfg.data.input_size = a.size;
-        cfg.data.scale_size = a.size;
-        // Flipping turns "left to right" into "right to left": swap those labels.
-        cfg.data.flip = true;
-        cfg.data.flip_swap = gateshift::synth::flip_swap(a.pairs);
-        cfg.data.workers = a.workers;
-        cfg.optim.epochs = a.epochs;
-        cfg.optim.batch_size = a.batch_size;
-        cfg.optim.lr = a.lr;
-        cfg.optim.warmup_epochs = 0;
-        cfg.eval_every = 1;
-        cfg.seed = a.seed;
-        cfg.backend = a.backend.clone();
+        let cfg = train_config(&a, temporal, &data_dir);
         let dir = a.out.join(name.to_lowercase());
         let resume = dir.join("last.safetensors").exists();
         // A run of ours that stopped before its first epoch ended is started again.
@@ -152,6 +131,33 @@ pub fn run(a: DemoArgs) -> Result<()> {
     say!("{table}")?;
     say!("report: {}", a.out.join("report.md").display())?;
     Ok(())
+}
+
+/// The demo's recipe for one model: ResNet-Mini from scratch on the synthetic pairs.
+fn train_config(a: &DemoArgs, temporal: TemporalKind, data_dir: &Path) -> TrainConfig {
+    let mut cfg = TrainConfig::default();
+    cfg.model.arch = Arch::ResnetMini;
+    cfg.model.temporal = temporal;
+    cfg.model.segments = 8;
+    // From scratch on a small dataset: no dropout, no warm-up (both slow the start).
+    cfg.model.dropout = 0.0;
+    cfg.data.train_list = data_dir.join("train.txt");
+    cfg.data.val_list = Some(data_dir.join("val.txt"));
+    cfg.data.class_names = Some(data_dir.join("classes.txt"));
+    cfg.data.input_size = a.size;
+    cfg.data.scale_size = a.size;
+    // Flipping turns "left to right" into "right to left": swap those labels.
+    cfg.data.flip = true;
+    cfg.data.flip_swap = gateshift::synth::flip_swap(a.pairs);
+    cfg.data.workers = a.workers;
+    cfg.optim.epochs = a.epochs;
+    cfg.optim.batch_size = a.batch_size;
+    cfg.optim.lr = a.lr;
+    cfg.optim.warmup_epochs = 0;
+    cfg.eval_every = 1;
+    cfg.seed = a.seed;
+    cfg.backend = a.backend.clone();
+    cfg
 }
 
 /// Val top-1 with normal and with shuffled frame order, on the run's own validation set.

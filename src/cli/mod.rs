@@ -12,7 +12,6 @@ macro_rules! say {
 
 mod assets;
 mod bench;
-mod bench_gsm;
 mod check;
 mod check_backend;
 mod classify;

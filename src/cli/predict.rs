@@ -131,7 +131,8 @@ pub fn load_i3d(device: &Device, precision: Precision) -> Result<i3d::I3d> {
     }
     let weights = asset.file(&root, "i3d-kinetics-400.safetensors");
     let sd = StateDict::read(&weights)?;
-    let model = i3d::load(i3d::I3d::new(400, device), &sd).with_context(|| format!("loading {}", weights.display()))?;
+    let model = gateshift::checkpoint::i3d::load(i3d::I3d::new(400, device), &sd)
+        .with_context(|| format!("loading {}", weights.display()))?;
     Ok(precision::cast(model, precision))
 }
 

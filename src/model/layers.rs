@@ -1,16 +1,17 @@
 //! Building blocks shared by the backbones: a BatchNorm with PyTorch's exact semantics and
 //! names, and the Caffe-style "conv → (temporal module) → BN → ReLU" unit.
 
-use std::sync::OnceLock;
-
 use burn::module::{Flag, Module, Param, RunningState};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::model::temporal::{Temporal, TemporalShift, tsm_fused};
-use crate::model::{bn_fused, conv_gemm, cost};
+use crate::model::cost;
+use crate::model::temporal::{Temporal, TemporalShift};
+use crate::ops::batch_norm::{self as bn_ops, Path};
+pub use crate::ops::clamp;
+use crate::ops::{conv as conv_ops, route};
 
 /// BatchNorm over dimension 1 with PyTorch's parameter names (`weight`, `bias`,
 /// `running_mean`, `running_var`) and PyTorch's running-statistics rule: the running
@@ -56,44 +57,38 @@ impl BatchNorm {
     /// Batch statistics (and a running-stat update) in training mode on an autodiff
     /// device; running statistics otherwise.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if self.folded && !(x.device().is_autodiff() && self.training.is_enabled()) {
+        let training = self.in_training(&x);
+        if self.folded && !training {
             return x;
         }
-        #[cfg(feature = "tch")]
-        if crate::model::torch_layers::applies(&x) {
-            return self.forward_torch(x);
+        match bn_ops::path(&x, training) {
+            Path::Library => self.forward_library(x),
+            Path::Fused => self.forward_fused(x, None),
+            Path::Composed => self.forward_composed(x),
         }
-        if self.takes_fused(&x) {
-            return self.forward_fused(x, None);
-        }
-        self.forward_composed(x)
     }
 
     /// `clamp(BN(x), 0, max)`: ReLU with ∞, ReLU6 with 6. In training on flex the activation
-    /// goes inside the fused BN's passes, forward and backward (`bn_fused.rs`).
+    /// goes inside the fused BN's passes, forward and backward (`ops::batch_norm::flex`).
     pub fn forward_clamp<const D: usize>(&self, x: Tensor<D>, max: f32) -> Tensor<D> {
-        if self.takes_fused(&x) {
+        if bn_ops::path(&x, self.in_training(&x)) == Path::Fused {
             return self.forward_fused(x, Some(max));
         }
         clamp(self.forward(x), max)
     }
 
-    /// Whether [`BatchNorm::forward`] runs `x` through the fused training op.
-    fn takes_fused<const D: usize>(&self, x: &Tensor<D>) -> bool {
-        #[cfg(feature = "tch")]
-        if crate::model::torch_layers::applies(x) {
-            return false;
-        }
-        x.device().is_autodiff() && self.training.is_enabled() && bn_fused::applies(x)
+    /// Batch statistics: training mode on an autodiff device.
+    fn in_training<const D: usize>(&self, x: &Tensor<D>) -> bool {
+        x.device().is_autodiff() && self.training.is_enabled()
     }
 
-    /// Training mode in two passes forward and two backward (`bn_fused.rs`, flex float32),
+    /// Training mode in two passes forward and two backward (`ops::batch_norm::flex`, float32),
     /// what `forward_composed` computes op by op; with `clamp`, the activation in them too.
     fn forward_fused<const D: usize>(&self, x: Tensor<D>, clamp: Option<f32>) -> Tensor<D> {
         let (device, dims) = (x.device(), x.dims());
         let channels = dims[1];
-        let stats = bn_fused::batch_stats(x.clone());
-        let y = bn_fused::normalize(x, [self.weight.val(), self.bias.val()], stats.clone(), self.epsilon, clamp);
+        let stats = bn_ops::batch_stats(x.clone());
+        let y = bn_ops::normalize(x, [self.weight.val(), self.bias.val()], stats.clone(), self.epsilon, clamp);
         let mean = stats.clone().slice([0..1, 0..channels]).reshape([channels]);
         let var = stats.slice([1..2, 0..channels]).reshape([channels]);
         self.update_running(mean, var, &dims, &device);
@@ -149,12 +144,10 @@ impl BatchNorm {
         self.running_var.update(running_var.detach());
     }
 
-    /// The same on libtorch's batch-norm kernels (`torch_layers`): one op forward and
-    /// backward; in training its statistics pass also updates the running statistics
-    /// (libtorch's rule is PyTorch's: momentum, unbiased variance).
-    #[cfg(feature = "tch")]
-    pub(crate) fn forward_torch<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        use crate::model::torch_layers::{batch_norm_eval, batch_norm_train};
+    /// The same on a library's batch-norm kernels (libtorch, `ops::batch_norm::Path::Library`):
+    /// one op forward and backward; in training its statistics pass also updates the running
+    /// statistics (libtorch's rule is PyTorch's: momentum, unbiased variance).
+    pub(crate) fn forward_library<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let device = x.device();
         let (weight, bias) = (self.weight.val(), self.bias.val());
         let training = device.is_autodiff() && self.training.is_enabled();
@@ -166,9 +159,9 @@ impl BatchNorm {
         // A fresh (2, C) tensor: in training libtorch writes the updated statistics into it.
         let stats = Tensor::stack::<2>(vec![mean.to_device(&device), var.to_device(&device)], 0);
         if !training {
-            return batch_norm_eval(x, weight, bias, stats, self.epsilon);
+            return bn_ops::library_eval(x, weight, bias, stats, self.epsilon);
         }
-        let y = batch_norm_train(x, weight, bias, stats.clone(), self.momentum, self.epsilon);
+        let y = bn_ops::library_train(x, weight, bias, stats.clone(), self.momentum, self.epsilon);
         let channels = stats.dims()[1];
         self.running_mean.update(stats.clone().slice([0..1, 0..channels]).reshape([channels]).detach());
         self.running_var.update(stats.slice([1..2, 0..channels]).reshape([channels]).detach());
@@ -179,8 +172,7 @@ impl BatchNorm {
 /// Whether [`crate::model::Recognizer::inference`] folds BatchNorms into the convolutions
 /// before them (default on; `GATESHIFT_FOLD_BN=0` turns it off, to compare or to time both).
 pub fn fold_enabled() -> bool {
-    static SETTING: OnceLock<bool> = OnceLock::new();
-    *SETTING.get_or_init(|| std::env::var("GATESHIFT_FOLD_BN").as_deref() != Ok("0"))
+    route::switches().fold_bn
 }
 
 impl BatchNorm {
@@ -256,11 +248,6 @@ impl BatchNorm {
     }
 }
 
-/// `clamp(x, 0, max)`: ReLU with ∞ (burn's own ReLU), ReLU6 with 6.
-pub fn clamp<const D: usize>(x: Tensor<D>, max: f32) -> Tensor<D> {
-    if max == f32::INFINITY { relu(x) } else { x.clamp(0.0, max) }
-}
-
 /// BN(conv(x)); a BN folded by [`BatchNorm::fold_into`] is skipped in inference.
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     bn.forward(conv2d(conv, x))
@@ -275,38 +262,22 @@ pub fn conv_bn_relu(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// ReLU(BN(conv(x)) + residual), the end of a residual block. With the BN folded, in
-/// inference on flex, one op: the residual and bias pre-fill the output the GEMMs add to,
-/// clamped per tile (`conv_gemm::conv2d_residual_relu`).
+/// inference, `ops::conv::conv2d_add_relu` (on flex one op: the residual and bias pre-fill the
+/// output the GEMMs add to, clamped per tile).
 pub fn conv_bn_add_relu(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
-    if bn.folded
-        && !x.device().is_autodiff()
-        && residual.device() == x.device()
-        && residual.dtype() == x.dtype()
-        && let Some(g) = conv_gemm::applies(conv, &x)
-    {
-        let y = conv_gemm::conv2d_residual_relu(conv, g, x, residual);
+    if bn.folded && !x.device().is_autodiff() {
+        let y = conv_ops::conv2d_add_relu(conv, x, residual);
         book(conv, &y);
         return y;
     }
     relu(conv_bn(conv, bn, x) + residual)
 }
 
-/// `clamp(BN(conv(x)), 0, max)`: ReLU with ∞, ReLU6 with 6; see [`conv_bn_relu`] (cuDNN's
-/// fusion is ReLU only).
+/// `clamp(BN(conv(x)), 0, max)`: ReLU with ∞, ReLU6 with 6; see [`conv_bn_relu`]. With the BN
+/// folded, in inference, `ops::conv::conv2d_clamp` applies the clamp inside the convolution.
 pub fn conv_bn_clamp(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, max: f32) -> Tensor<4> {
-    if bn.folded
-        && !x.device().is_autodiff()
-        && let Some(g) = conv_gemm::applies(conv, &x)
-    {
-        let y = conv_gemm::conv2d(conv, g.clamped(max), x);
-        book(conv, &y);
-        return y;
-    }
-    #[cfg(feature = "tch")]
-    if bn.folded
-        && max == f32::INFINITY
-        && let Some(y) = crate::model::torch_layers::conv2d_relu(conv, &x)
-    {
+    if bn.folded && !x.device().is_autodiff() {
+        let y = conv_ops::conv2d_clamp(conv, x, max);
         book(conv, &y);
         return y;
     }
@@ -314,25 +285,22 @@ pub fn conv_bn_clamp(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, max: f32) -> T
 }
 
 /// ReLU(BN(conv(TSM(x)))): ResNet's residual shift, where the shifted map feeds only the
-/// branch's first convolution. Where that convolution is pointwise and runs on `flex` in
-/// float32, it reads `x` through the shift (`conv_gemm::shifted`): the shifted map is never
-/// written, forward or backward; elsewhere the shift, then [`conv_bn_relu`].
+/// branch's first convolution. Where that convolution can read `x` through the shift
+/// (`ops::conv::conv2d_shifted`) the shifted map is never written, forward or backward;
+/// elsewhere the shift, then [`conv_bn_relu`].
 pub fn shift_conv_bn_relu(tsm: &TemporalShift, conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let channels = x.dims()[1];
-    if tsm_fused::enabled()
-        && channels / tsm.shift_div > 0
-        && let Some(g) = conv_gemm::applies(conv, &x)
-        && let Some(g) = conv_gemm::shifted(conv, g, tsm.shift(channels))
-    {
-        let y = if bn.folded && !x.device().is_autodiff() {
-            conv_gemm::conv2d(conv, g.clamped(f32::INFINITY), x)
-        } else {
-            bn.forward_clamp(conv_gemm::conv2d(conv, g, x), f32::INFINITY)
-        };
-        book(conv, &y);
-        return y;
+    if channels / tsm.shift_div == 0 {
+        return conv_bn_relu(conv, bn, tsm.forward(x));
     }
-    conv_bn_relu(conv, bn, tsm.forward(x))
+    let inference = bn.folded && !x.device().is_autodiff();
+    match conv_ops::conv2d_shifted(conv, &x, tsm.shift(channels), inference.then_some(f32::INFINITY)) {
+        Some(y) => {
+            book(conv, &y);
+            if inference { y } else { bn.forward_clamp(y, f32::INFINITY) }
+        }
+        None => conv_bn_relu(conv, bn, tsm.forward(x)),
+    }
 }
 
 /// Geometry of a 2D convolution, as written in the official layer lists.
@@ -364,20 +332,10 @@ impl ConvSpec {
     }
 }
 
-/// Runs a convolution and books its multiply-accumulates in the cost counter.
+/// Runs a convolution (on the route `ops::conv` picks) and books its multiply-accumulates in
+/// the cost counter.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let y = if let Some(g) = conv_gemm::applies(conv, &x) {
-        conv_gemm::conv2d(conv, g, x)
-    } else {
-        #[cfg(feature = "tch")]
-        let y = match crate::model::torch_layers::geometry(conv) {
-            Some(g) if crate::model::torch_layers::applies(&x) => crate::model::torch_layers::conv2d(conv, g, x),
-            _ => conv.forward(x),
-        };
-        #[cfg(not(feature = "tch"))]
-        let y = conv.forward(x);
-        y
-    };
+    let y = conv_ops::conv2d(conv, x);
     book(conv, &y);
     y
 }

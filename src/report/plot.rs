@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use anyhow::{Result, bail};
 use plotters::prelude::*;
 
-use crate::train::trainer::EpochMetrics;
+use crate::report::EpochMetrics;
 
 const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

@@ -9,6 +9,7 @@ pub mod optim;
 pub mod precision;
 pub mod run_checkpoint;
 pub mod run_dir;
+pub mod run_state;
 pub mod schedule;
 pub mod sgd;
 pub mod trainer;

@@ -11,8 +11,8 @@ use burn::tensor::{Device, TensorData};
 use crate::checkpoint::{self, StateDict, TRAIN_STATE_PREFIX, metadata};
 use crate::model::{ModelConfig, Recognizer};
 use crate::train::config::TrainConfig;
+use crate::train::run_state::RunState;
 use crate::train::sgd::Sgd;
-use crate::train::trainer::RunState;
 
 /// The run checkpoint: weights, optimizer state, trainer state, configuration, class names.
 pub fn run_checkpoint(

@@ -18,7 +18,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::data::list::{List, read_class_names};
 use crate::data::transform::FlipMap;
@@ -34,40 +33,8 @@ use crate::train::run_dir::{RunDir, Start};
 use crate::train::schedule::learning_rate;
 use crate::train::sgd::Sgd;
 
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct EpochMetrics {
-    /// 1-based epoch.
-    pub epoch: usize,
-    pub lr: f64,
-    pub loss: f64,
-    pub train_top1: f64,
-    pub train_top5: f64,
-    pub val_top1: Option<f64>,
-    pub val_top5: Option<f64>,
-    pub val_mean_class: Option<f64>,
-    pub clips_per_s: f64,
-    pub seconds: f64,
-}
-
-/// Trainer state stored in checkpoints.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RunState {
-    /// Network input side and pre-crop short side the run trained with (test and predict
-    /// default to them).
-    #[serde(default)]
-    pub input_size: u32,
-    #[serde(default)]
-    pub scale_size: u32,
-    pub epochs_done: usize,
-    pub best_top1: Option<f64>,
-    pub best_epoch: Option<usize>,
-    pub history: Vec<EpochMetrics>,
-    /// Parameter paths the checkpoint holds momentum buffers for, so that a buffer missing
-    /// from the file is an error on resume rather than a silent zero (absent in older runs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub momentum: Option<Vec<String>>,
-}
+pub use crate::report::EpochMetrics;
+pub use crate::train::run_state::RunState;
 
 /// What a finished (or stopped) run reports.
 pub struct Outcome {
@@ -302,17 +269,7 @@ impl Run<'_> {
             let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
             let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
             probe = Some((input.clone(), labels.clone()));
-            let logits = crate::train::precision::forward(self.model(), input, cfg.precision);
-            let loss = cross_entropy(logits.clone(), labels);
-            let grads =
-                GradientsParams::from_grads(loss.clone().div_scalar(o.iter_size as f64).backward(), self.model());
-            accum.accumulate(self.model(), grads);
-            pending += 1;
-            if pending == o.iter_size {
-                let model = self.model.take().expect("the model is back after every step");
-                self.model = Some(self.sgd.step_clipped(lr, model, accum.grads(), o.clip_gradient));
-                pending = 0;
-            }
+            let (logits, loss) = self.step(input, labels, lr, &mut accum, &mut pending);
             // Read once the step is queued, so that a GPU is not left idle while the host
             // queues the backward. A non-finite loss has spoilt the weights in memory by then;
             // they are dropped unsaved.
@@ -357,6 +314,30 @@ impl Run<'_> {
         };
         let probe = probe.ok_or_else(|| anyhow::anyhow!("epoch {} trained on no batch", epoch + 1))?;
         Ok(Some(Pass { metrics, started, probe }))
+    }
+
+    /// Forward and backward of one batch, gradients accumulated; the SGD step once
+    /// `iter_size` batches are in. Returns the logits and the loss.
+    fn step(
+        &mut self,
+        input: Tensor<4>,
+        labels: Tensor<1, Int>,
+        lr: f64,
+        accum: &mut GradientsAccumulator<Recognizer>,
+        pending: &mut usize,
+    ) -> (Tensor<2>, Tensor<1>) {
+        let o = &self.cfg.optim;
+        let logits = crate::train::precision::forward(self.model(), input, self.cfg.precision);
+        let loss = cross_entropy(logits.clone(), labels);
+        let grads = GradientsParams::from_grads(loss.clone().div_scalar(o.iter_size as f64).backward(), self.model());
+        accum.accumulate(self.model(), grads);
+        *pending += 1;
+        if *pending == o.iter_size {
+            let model = self.model.take().expect("the model is back after every step");
+            self.model = Some(self.sgd.step_clipped(lr, model, accum.grads(), o.clip_gradient));
+            *pending = 0;
+        }
+        (logits, loss)
     }
 
     /// After a pass: validation when due, then the divergence guard, then `last` (and `best`),

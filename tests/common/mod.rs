@@ -37,7 +37,7 @@ pub fn fixture(name: &str) -> Option<BTreeMap<String, TensorData>> {
 
 /// `(max |a − b|, max |b|)` over all elements.
 pub fn errors(actual: &TensorData, reference: &TensorData) -> (f32, f32) {
-    gateshift::model::temporal::parity::max_errors(actual, reference).unwrap()
+    gateshift::parity::max_errors(actual, reference).unwrap()
 }
 
 /// Asserts `max|err| ≤ tol · max|ref|` and prints the measured figure.

@@ -8,9 +8,10 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::model::cost;
 use crate::model::layers::{ConvBn, ConvSpec};
 use crate::model::temporal::{TemporalKind, TemporalOpts};
-use crate::model::{cost, pool2d};
+use crate::ops::pool;
 
 /// Feature width after global pooling.
 pub const FEATURES: usize = 1024;
@@ -105,6 +106,7 @@ impl BnInception {
         let u = |cin, cout, k, s, p| ConvBn::new(ConvSpec::new(cin, cout, k, s, p), 1e-5, device);
         // The 10 official GSM places: the first conv of a branch, before its BN.
         let ut = |cin, cout| u(cin, cout, 1, 1, 0).with_temporal(temporal.build(cout, segments, opts, device));
+        let (pool_avg, pool_max) = Self::branch_pools();
         Self {
             conv1_7x7_s2: u(3, 64, 7, 2, 3),
             conv2_3x3_reduce: u(64, 64, 1, 1, 0),
@@ -176,26 +178,34 @@ impl BnInception {
             inception_5b_double_3x3_2: u(224, 224, 3, 1, 1),
             inception_5b_pool_proj: u(1024, 128, 1, 1, 0),
             pool_s2: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_ceil_mode(true).init(),
-            pool_avg: AvgPool2dConfig::new([3, 3])
-                .with_strides([1, 1])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .with_count_include_pad(true)
-                .with_ceil_mode(true)
-                .init(),
-            pool_max: MaxPool2dConfig::new([3, 3])
-                .with_strides([1, 1])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .with_ceil_mode(true)
-                .init(),
+            pool_avg,
+            pool_max,
         }
+    }
+
+    /// The pooling branches' 3×3 stride-1 pools (Caffe's ceil mode, padding 1; the average
+    /// counts the padding).
+    fn branch_pools() -> (AvgPool2d, MaxPool2d) {
+        let avg = AvgPool2dConfig::new([3, 3])
+            .with_strides([1, 1])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_count_include_pad(true)
+            .with_ceil_mode(true)
+            .init();
+        let max = MaxPool2dConfig::new([3, 3])
+            .with_strides([1, 1])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_ceil_mode(true)
+            .init();
+        (avg, max)
     }
 
     /// `(N, 3, 224, 224)` → `(N, 1024)` pooled features.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.conv1_7x7_s2.forward(x);
-        let x = pool2d::max(&self.pool_s2, x);
+        let x = pool::max(&self.pool_s2, x);
         let x = self.conv2_3x3.forward(self.conv2_3x3_reduce.forward(x));
-        let x = pool2d::max(&self.pool_s2, x);
+        let x = pool::max(&self.pool_s2, x);
         cost::stage("inception_3");
         let x = self.mixed(x, self.block_3a());
         let x = self.mixed(x, self.block_3b());
@@ -306,7 +316,7 @@ impl BnInception {
         let a = m.b1x1.forward(x.clone());
         let b = m.b3x3[1].forward(m.b3x3[0].forward(x.clone()));
         let c = m.double[2].forward(m.double[1].forward(m.double[0].forward(x.clone())));
-        let pooled = if m.max_pool { pool2d::max(&self.pool_max, x) } else { pool2d::avg(&self.pool_avg, x) };
+        let pooled = if m.max_pool { pool::max(&self.pool_max, x) } else { pool::avg(&self.pool_avg, x) };
         let d = m.pool_proj.forward(pooled);
         Tensor::cat(vec![a, b, c, d], 1)
     }
@@ -315,7 +325,7 @@ impl BnInception {
     fn reduction(&self, x: Tensor<4>, b3x3: [&ConvBn; 2], double: [&ConvBn; 3]) -> Tensor<4> {
         let a = b3x3[1].forward(b3x3[0].forward(x.clone()));
         let b = double[2].forward(double[1].forward(double[0].forward(x.clone())));
-        let c = pool2d::max(&self.pool_s2, x);
+        let c = pool::max(&self.pool_s2, x);
         Tensor::cat(vec![a, b, c], 1)
     }
 

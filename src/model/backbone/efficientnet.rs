@@ -15,9 +15,10 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::model::cost;
 use crate::model::layers::{BatchNorm, book, conv_bn_clamp, conv2d};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
-use crate::model::{cost, depthwise};
+use crate::ops::depthwise;
 
 /// Which Lite model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +94,7 @@ impl SameConv {
     }
 
     /// conv(x) with SAME padding; a depthwise convolution on flex pads inside the op
-    /// (`model::depthwise`) instead of copying the padded map.
+    /// (`ops::depthwise`) instead of copying the padded map.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if depthwise::applies(&self.conv, &x) {
             let padding = self.padding(&x);
@@ -110,7 +111,7 @@ impl SameConv {
     }
 
     /// ReLU6(BN(conv(x))). In inference on flex, with the BN folded, a depthwise convolution
-    /// takes one pass (`model::depthwise`: the SAME padding, bias and clamp inside the kernel)
+    /// takes one pass (`ops::depthwise`: the SAME padding, bias and clamp inside the kernel)
     /// and the others clamp as they are computed (`layers::conv_bn_clamp`).
     pub fn forward_bn_relu6(&self, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         if depthwise::applies(&self.conv, &x) {

@@ -12,9 +12,10 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::model::cost;
 use crate::model::layers::{ConvBn, ConvSpec};
 use crate::model::temporal::{TemporalKind, TemporalOpts};
-use crate::model::{cost, pool2d};
+use crate::ops::pool;
 
 /// Feature width after global pooling.
 pub const FEATURES: usize = 2048;
@@ -67,7 +68,7 @@ fn avg_pool_3x3(x: Tensor<4>) -> Tensor<4> {
         .with_count_include_pad(true)
         .with_ceil_mode(true)
         .init();
-    pool2d::avg(&pool, x)
+    pool::avg(&pool, x)
 }
 
 fn max_pool_3x3(x: Tensor<4>, stride: usize) -> Tensor<4> {
@@ -77,7 +78,7 @@ fn max_pool_3x3(x: Tensor<4>, stride: usize) -> Tensor<4> {
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_ceil_mode(true)
         .init();
-    pool2d::max(&pool, x)
+    pool::max(&pool, x)
 }
 
 /// 35×35 block (`mixed`, `mixed_1`, `mixed_2`): 1x1 | 1x1→5x5 | 1x1→3x3→3x3 | avg pool→1x1.

@@ -16,9 +16,10 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::model::cost;
 use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv_bn_add_relu, conv_bn_relu, conv2d, shift_conv_bn_relu};
 use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
-use crate::model::{cost, pool2d};
+use crate::ops::pool;
 
 /// Where TSM's shift goes in a residual block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
@@ -260,7 +261,7 @@ impl ResNet {
 
     /// Runs the stem and the four stages, returning each stage's output.
     pub fn forward_stages(&self, x: Tensor<4>) -> [Tensor<4>; 4] {
-        let x = pool2d::max(&self.maxpool, conv_bn_relu(&self.conv1, &self.bn1, x));
+        let x = pool::max(&self.maxpool, conv_bn_relu(&self.conv1, &self.bn1, x));
         let run = |name: &str, blocks: &[Block], x: Tensor<4>| {
             cost::stage(name);
             blocks.iter().fold(x, |x, b| b.forward(x))

@@ -21,7 +21,7 @@ use burn::tensor::{Device, Tensor};
 use super::{from_future, from_past};
 use crate::model::cost;
 use crate::model::layers::BatchNorm;
-use crate::model::probe;
+use crate::probe;
 
 /// Gate-Shift-Fuse on a feature map of `f_plane` channels, gating the first `gsf_plane`.
 #[derive(Module, Debug)]

@@ -14,10 +14,11 @@ use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 
-use super::{from_future, from_past, gsm_fused, gsm_unit};
+use super::{from_future, from_past};
 use crate::model::cost;
 use crate::model::layers::BatchNorm;
-use crate::model::probe;
+use crate::ops::gate_shift::{self, unit};
+use crate::probe;
 
 /// Gate-Shift Module on a feature map of `f_plane` channels and `num_segments` frames.
 #[derive(Module, Debug)]
@@ -46,7 +47,7 @@ impl Gsm {
     /// `(batch*segments, C, H, W)` → same shape: the fused kernel where it exists (see
     /// `gsm_fused`), the composed reference otherwise.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let fused = gsm_fused::applies(&x);
+        let fused = gate_shift::applies(&x);
         self.forward_path(x, fused)
     }
 
@@ -54,7 +55,7 @@ impl Gsm {
     pub fn forward_path(&self, x: Tensor<4>, fused: bool) -> Tensor<4> {
         let gate_logits = self.gate_logits(x.clone(), fused);
         let y = if fused {
-            gsm_fused::gate_shift(x, gate_logits, self.num_segments)
+            gate_shift::gate_shift(x, gate_logits, self.num_segments)
         } else {
             self.shift_composed(x, gate_logits)
         };
@@ -88,7 +89,7 @@ impl Gsm {
     fn gate_conv_fused(&self, r: Tensor<4>) -> Tensor<5> {
         self.record_gate_macs(&r);
         let bias = self.gate_bias(&r);
-        gsm_fused::gate_conv(r, self.conv3D.weight.val(), bias, self.num_segments)
+        gate_shift::gate_conv(r, self.conv3D.weight.val(), bias, self.num_segments)
     }
 
     /// Counts the gate convolution's multiply-accumulates on a `(B·T, C, H, W)` map while
@@ -110,14 +111,14 @@ impl Gsm {
 
     /// The GSM unit `act(post(GSM(x)))`, `act` the ReLU clamped at `max` (∞: ReLU, 6: ReLU6):
     /// in inference with both BNs in affine form (`BatchNorm::into_affine`), GSM's BN3d + ReLU
-    /// and `post` + `act` ride along in the fused passes (`gsm_unit`); otherwise op by op.
+    /// and `post` + `act` ride along in the fused passes (`ops::gate_shift::unit`); otherwise op by op.
     pub fn forward_unit(&self, x: Tensor<4>, post: &BatchNorm, max: f32) -> Tensor<4> {
-        if self.bn.affine && post.affine && gsm_unit::applies(&x) {
+        if self.bn.affine && post.affine && gate_shift::unit_applies(&x) {
             self.record_gate_macs(&x);
             let gate = (self.conv3D.weight.val(), self.gate_bias(&x));
             let bn = [self.bn.weight.val(), self.bn.bias.val()];
             let post = [post.weight.val(), post.bias.val()];
-            return gsm_unit::unit(x, gate, bn, post, max, self.num_segments);
+            return unit::unit(x, gate, bn, post, max, self.num_segments);
         }
         post.forward_clamp(self.forward(x), max)
     }

@@ -1,23 +1,9 @@
 //! Temporal modules: each maps `(batch*segments, C, H, W)` to the same shape, mixing
 //! information across the segments of a clip inside a 2D backbone.
 
-pub mod gate_gemm;
 pub mod gsf;
 pub mod gsm;
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-mod gsm_cube;
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-mod gsm_cube_ops;
-#[cfg(feature = "tch")]
-pub mod gsm_cuda;
-pub mod gsm_fused;
-pub mod gsm_kernels;
-#[cfg(feature = "tch")]
-pub mod gsm_tch;
-pub mod gsm_unit;
-pub mod parity;
 pub mod tsm;
-pub mod tsm_fused;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

@@ -1,13 +1,13 @@
 //! Temporal Shift Module (Lin, Gan, Han, ICCV 2019): 1/`shift_div` of the channels take
 //! the next frame's values, the next 1/`shift_div` the previous frame's, the rest stay;
 //! zero padded at the clip ends. Exactly the official `TemporalShift.shift`. On `flex` in
-//! float32 the shift is one op (`tsm_fused.rs`); the composed version is its reference.
+//! float32 the shift is one op (`ops::time_shift`); the composed version is its reference.
 
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::tsm_fused::{self, Shift};
 use super::{from_future, from_past};
+use crate::ops::time_shift::{self, Shift};
 
 #[derive(Module, Debug)]
 pub struct TemporalShift {
@@ -33,8 +33,8 @@ impl TemporalShift {
         if c / self.shift_div == 0 {
             return x;
         }
-        if tsm_fused::applies(&x) {
-            return tsm_fused::time_shift(x, self.shift(c));
+        if time_shift::applies(&x) {
+            return time_shift::time_shift(x, self.shift(c));
         }
         self.forward_composed(x)
     }

@@ -12,7 +12,8 @@ use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
-use super::{Gsm, TemporalShift, gsm_fused, gsm_unit};
+use crate::model::temporal::{Gsm, TemporalShift};
+use crate::ops::gate_shift::{self, unit};
 use crate::train::precision::CastAll;
 
 /// One compared quantity: `rel` = max|ours − official| / max|official|.
@@ -71,7 +72,7 @@ pub fn gsm_module(
     device: &Device,
     fused: bool,
 ) -> Result<Vec<Check>> {
-    if fused && !gsm_fused::available(device, DType::F32) {
+    if fused && !gate_shift::available(device, DType::F32) {
         bail!("no fused GSM kernels on {device:?}");
     }
     let x_data = get(f, "x")?.clone();
@@ -89,6 +90,21 @@ pub fn gsm_module(
     if !applied.errors.is_empty() || applied.applied.len() != 4 {
         bail!("GSM fixture parameters do not fit: {applied:?}");
     }
+    let mut out = train_checks(&mut gsm, &x_data, f, fused)?;
+    out.extend(eval_checks(&gsm, &x_data, f, device, fused)?);
+    let shifted = TemporalShift::new(segments, 8).forward(Tensor::from_data(x_data, device));
+    out.push(check("tsm shift (fold_div 8)", shifted.into_data(), get(f, "tsm.y")?, 0.0)?);
+    Ok(out)
+}
+
+/// One training step of the fixture's GSM: output, gradients and BN running statistics.
+fn train_checks(
+    gsm: &mut Gsm,
+    x_data: &TensorData,
+    f: &BTreeMap<String, TensorData>,
+    fused: bool,
+) -> Result<Vec<Check>> {
+    let ad = gsm.bn.weight.val().device();
     // The fixture's BN running statistics were calibrated on `x` before the recorded step
     // (they are not stored): reproduce that with one cumulative pass (momentum 1).
     gsm.bn.momentum = 1.0;
@@ -114,9 +130,22 @@ pub fn gsm_module(
     out.push(check("bn running_mean", rm, get(f, "train.buffer_after.bn.running_mean")?, 1e-4)?);
     let rv = gsm.bn.running_var.value_sync().into_data();
     out.push(check("bn running_var", rv, get(f, "train.buffer_after.bn.running_var")?, 1e-4)?);
+    Ok(out)
+}
+
+/// Eval mode after that step, then the inference unit ReLU(BN(GSM)) in float32 and, where
+/// the unit has bfloat16 kernels, in bfloat16.
+fn eval_checks(
+    gsm: &Gsm,
+    x_data: &TensorData,
+    f: &BTreeMap<String, TensorData>,
+    device: &Device,
+    fused: bool,
+) -> Result<Vec<Check>> {
     // Eval mode with the updated running statistics, on the plain device.
-    let eval = gsm.valid();
+    let eval = gsm.clone().valid();
     let y = eval.forward_path(Tensor::from_data(x_data.clone(), device), fused);
+    let mut out = vec![];
     out.push(check("eval-mode output", y.into_data(), get(f, "eval.y")?, 1e-4)?);
     // The inference unit ReLU(BN(GSM(x))) with both BNs in affine form (`Gsm::forward_unit`:
     // fused where the backend has the unit's kernels), the unit's BN here a copy of GSM's own,
@@ -130,21 +159,19 @@ pub fn gsm_module(
     out.push(check("eval-mode unit ReLU(BN(GSM))", y.into_data(), &reference.clone().into_data(), 1e-4)?);
     // The same on the map stored as the backbone hands it over (channels-last on libtorch,
     // where the CUDA unit then runs its two channels-last kernels).
-    let x = gsm_unit::backbone_order(Tensor::from_data(x_data.clone(), device));
+    let x = unit::backbone_order(Tensor::from_data(x_data.clone(), device));
     let y = unit.forward_unit(x, &unit_post, f32::INFINITY);
     out.push(check("eval-mode unit, backbone order", y.into_data(), &reference.clone().into_data(), 1e-4)?);
     // Where the unit has bfloat16 kernels (libtorch's CUDA devices), the same in bfloat16:
     // module and map rounded to bf16, computed in float32, the output rounded to bf16.
     let x16 = Tensor::<4>::from_data(x_data.clone(), device).cast(DType::BF16);
-    if gsm_unit::applies(&x16) {
+    if gate_shift::unit_applies(&x16) {
         let (unit16, post16) =
             (unit.map(&mut CastAll(FloatDType::BF16)), unit_post.map(&mut CastAll(FloatDType::BF16)));
         let y = unit16.forward_unit(x16.clone(), &post16, f32::INFINITY).cast(DType::F32);
         out.push(check("bf16 unit", y.into_data(), &reference.clone().into_data(), BF16_TOLERANCE)?);
-        let y = unit16.forward_unit(gsm_unit::backbone_order(x16), &post16, f32::INFINITY).cast(DType::F32);
+        let y = unit16.forward_unit(unit::backbone_order(x16), &post16, f32::INFINITY).cast(DType::F32);
         out.push(check("bf16 unit, backbone order", y.into_data(), &reference.into_data(), BF16_TOLERANCE)?);
     }
-    let shifted = TemporalShift::new(segments, 8).forward(Tensor::from_data(x_data, device));
-    out.push(check("tsm shift (fold_div 8)", shifted.into_data(), get(f, "tsm.y")?, 0.0)?);
     Ok(out)
 }

@@ -30,13 +30,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::tensor::{DType, Device, Shape, Tensor};
-use std::sync::atomic::{AtomicBool, Ordering};
+use burn::backend::{Backend, backend_extension};
+use burn::tensor::{DType, Shape};
 
 use super::gate_gemm::{self, Layout};
-use super::gsm_kernels::{self as kernels, Dims};
-use crate::model::flex_alloc;
+use super::kernels::{self as kernels, Dims};
+use crate::ops::flex_alloc;
 
 /// The fused ops, routed by burn to the backend a tensor lives on (with or without autodiff).
 #[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Cube: cfg(any(feature = "cuda", feature = "wgpu")), Autodiff)]
@@ -76,48 +75,6 @@ pub trait GateShiftKernels: Backend {
         dy: FloatTensor<Self>,
         segments: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
-}
-
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns the fused path on or off process-wide (on by default; `bench --gsm composed` turns it
-/// off to measure the reference).
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
-}
-
-/// Whether fused kernels exist for tensors of `dtype` on `device`: float32 on flex; with
-/// `--features tch` float32 on libtorch's CPU, float32 and bfloat16 on its CUDA devices (where
-/// NVRTC and the driver load); with `cuda` or `wgpu`, float32 on burn's CubeCL devices and
-/// bfloat16 on CubeCL CUDA.
-pub fn available(device: &Device, dtype: DType) -> bool {
-    #[cfg(feature = "tch")]
-    if matches!(dtype, DType::F32 | DType::BF16) && super::gsm_tch::available(device, dtype == DType::BF16) {
-        return true;
-    }
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    if let burn::backend::DispatchDevice::Cube(cube) = device.clone().inner().as_dispatch() {
-        return dtype == DType::F32 || (dtype == DType::BF16 && matches!(cube, burn::backend::CubeDevice::Cuda(_)));
-    }
-    dtype == DType::F32 && *device == Device::flex()
-}
-
-/// Whether `Gsm::forward` takes the fused path for tensors like `x`: enabled and available.
-pub fn applies(x: &Tensor<4>) -> bool {
-    ENABLED.load(Ordering::Relaxed) && available(&x.device(), x.dtype())
-}
-
-/// The fused gate convolution on high-level tensors (float32 on flex, see [`applies`]).
-pub fn gate_conv(r: Tensor<4>, weight: Tensor<5>, bias: Tensor<1>, segments: usize) -> Tensor<5> {
-    let a =
-        <Dispatch as GateShift>::gate_conv(r.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), segments);
-    Tensor::from_dispatch(a)
-}
-
-/// The fused gated shift on high-level tensors (float32 on flex, see [`applies`]).
-pub fn gate_shift(x: Tensor<4>, gate_logits: Tensor<5>, segments: usize) -> Tensor<4> {
-    let y = <Dispatch as GateShift>::gate_shift(x.into_dispatch(), gate_logits.into_dispatch(), segments);
-    Tensor::from_dispatch(y)
 }
 
 impl GateShift for Flex {
@@ -249,17 +206,17 @@ impl<B: GateShiftKernels, C: CheckpointStrategy> GateShift for Autodiff<B, C> {
 }
 
 /// Sizes of a `(B·T, C, H, W)` float32 feature map cut into `segments`.
-pub(super) fn dims(x: &FlexTensor, segments: usize) -> Dims {
+pub(in crate::ops::gate_shift) fn dims(x: &FlexTensor, segments: usize) -> Dims {
     assert!(x.dtype() == DType::F32, "fused GSM kernels are float32, got {:?}", x.dtype());
     Dims::of_feature_map(x.layout().shape(), segments)
 }
 
-pub(super) fn check_shape<const D: usize>(x: &FlexTensor, expected: [usize; D], what: &str) {
+pub(in crate::ops::gate_shift) fn check_shape<const D: usize>(x: &FlexTensor, expected: [usize; D], what: &str) {
     assert!(x.dtype() == DType::F32, "fused GSM: {what} is {:?}, not float32", x.dtype());
     assert_eq!(x.layout().shape(), &Shape::new(expected), "fused GSM: {what} shape");
 }
 
-pub(super) fn slice(t: &FlexTensor) -> &[f32] {
+pub(in crate::ops::gate_shift) fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous float32 tensor")
 }
 
@@ -270,7 +227,9 @@ mod tests {
 
     use super::*;
     use crate::model::temporal::Gsm;
-    use crate::model::temporal::parity::max_errors;
+    use crate::ops::gate_shift::{applies, gate_conv, gate_shift};
+    use crate::parity::max_errors;
+    use burn::tensor::Device;
 
     /// Shapes that exercise one segment, odd sizes and several clips.
     const SHAPES: [(usize, usize, usize, usize, usize); 4] =

@@ -12,12 +12,12 @@ use burn::backend::{DispatchDevice, LibTorch, LibTorchDevice};
 use burn::tensor::Device;
 use tch::{Device as TchDevice, Kind, Tensor};
 
+use super::cuda::{self, Elem, Kernels};
+use super::flex::{GateShift, GateShiftKernels};
 use super::gate_gemm::{self, Layout};
-use super::gsm_cuda::{self, Elem, Kernels};
-use super::gsm_fused::{GateShift, GateShiftKernels};
-use super::gsm_kernels::{self as kernels, Dims};
-use super::gsm_unit::{self, Affine, GateShiftUnit};
-use crate::model::torch_layers::{is_channels_last, to_channels_last};
+use super::kernels::{self as kernels, Affine, Dims};
+use super::unit::GateShiftUnit;
+use crate::ops::torch::{is_channels_last, to_channels_last};
 
 /// Whether the fused kernels run on this libtorch device for float32 (`bf16 == false`) or
 /// bfloat16: float32 always on CPU; both on a GPU when the CUDA kernels compiled and loaded
@@ -25,7 +25,7 @@ use crate::model::torch_layers::{is_channels_last, to_channels_last};
 pub fn available(device: &Device, bf16: bool) -> bool {
     match device.clone().inner().as_dispatch() {
         DispatchDevice::LibTorch(LibTorchDevice::Cpu) => !bf16,
-        DispatchDevice::LibTorch(LibTorchDevice::Cuda(i)) => match gsm_cuda::kernels(*i) {
+        DispatchDevice::LibTorch(LibTorchDevice::Cuda(i)) => match cuda::kernels(*i) {
             Ok(_) => true,
             Err(e) => {
                 static WARNED: std::sync::Once = std::sync::Once::new();
@@ -184,7 +184,7 @@ impl GateShiftUnit for LibTorch {
         let (scale, shift) = (unit_operand(&scale, d, "scale"), unit_operand(&shift, d, "shift"));
         let out = empty_like_order(&x, channels_last);
         let a = Affine { scale: cpu(&scale), shift: cpu(&shift), max };
-        torch_pool(|| gsm_unit::affine_act(d, cpu_any(&x), &a, channels_last, cpu_mut_any(&out)));
+        torch_pool(|| kernels::affine_act(d, cpu_any(&x), &a, channels_last, cpu_mut_any(&out)));
         TchTensor::new(out)
     }
 
@@ -303,14 +303,14 @@ fn gate_shape(d: Dims) -> Vec<i64> {
 
 /// Runs CPU kernels on libtorch's intra-op thread pool (`torch_autograd::parallel_for`).
 fn torch_pool<R>(f: impl FnOnce() -> R) -> R {
-    kernels::on_pool(crate::model::torch_autograd::parallel_for, f)
+    kernels::on_pool(crate::ops::torch::shim::parallel_for, f)
 }
 
 /// `None` for a CPU tensor, the loaded CUDA kernels for a GPU one.
 fn on(x: &Tensor) -> Option<std::sync::Arc<Kernels>> {
     match x.device() {
         TchDevice::Cpu => None,
-        TchDevice::Cuda(i) => Some(gsm_cuda::kernels(i).unwrap_or_else(|e| panic!("{e}"))),
+        TchDevice::Cuda(i) => Some(cuda::kernels(i).unwrap_or_else(|e| panic!("{e}"))),
         other => panic!("fused GSM: no kernels for libtorch device {other:?}"),
     }
 }
@@ -346,8 +346,8 @@ fn cpu_mut_any(x: &Tensor) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, x.numel()) }
 }
 
-fn ptr(x: &Tensor) -> gsm_cuda::Ptr {
-    x.data_ptr() as gsm_cuda::Ptr
+fn ptr(x: &Tensor) -> cuda::Ptr {
+    x.data_ptr() as cuda::Ptr
 }
 
 #[cfg(test)]
@@ -356,7 +356,7 @@ mod tests {
     use burn::tensor::{Distribution, Tensor as BurnTensor};
 
     use crate::model::temporal::Gsm;
-    use crate::model::temporal::parity::max_errors;
+    use crate::parity::max_errors;
 
     /// On libtorch's CPU, the fused path (the shared CPU kernels on libtorch memory) against
     /// the composed one: output and the gradients of x, the gate conv and the BN.

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use super::*;
 
 fn rel(ours: TensorData, reference: TensorData) -> f32 {
-    let (err, scale) = crate::model::temporal::parity::max_errors(&ours, &reference).expect("same shapes");
+    let (err, scale) = crate::parity::max_errors(&ours, &reference).expect("same shapes");
     err / scale
 }
 
@@ -19,7 +19,7 @@ fn rel(ours: TensorData, reference: TensorData) -> f32 {
 /// correct summation orders can differ by more than 1e-5 on some random inputs. A wrong
 /// or missing term is still caught: one term is about 1 / (terms · 0.8) of the bound.
 fn sum_rel(ours: TensorData, reference: TensorData, bound: f32) -> f32 {
-    let (err, _) = crate::model::temporal::parity::max_errors(&ours, &reference).expect("same shapes");
+    let (err, _) = crate::parity::max_errors(&ours, &reference).expect("same shapes");
     err / bound
 }
 

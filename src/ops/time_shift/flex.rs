@@ -7,7 +7,6 @@
 //! in ResNet's residual shift reads the shifted map without it ever being written.
 
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -20,7 +19,7 @@ use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use crate::model::flex_alloc;
+use crate::ops::flex_alloc;
 
 /// A temporal shift of a `(B·T, C, H, W)` map: channels `[0, fold)` of frame t take frame
 /// t + `steps[0]`, channels `[fold, 2·fold)` frame t + `steps[1]` (zero where that is outside
@@ -80,8 +79,7 @@ pub fn available(device: &Device, dtype: DType) -> bool {
 
 /// `GATESHIFT_FUSED_TSM` is not `0`.
 pub fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("GATESHIFT_FUSED_TSM").as_deref() != Ok("0"))
+    crate::ops::route::switches().fused_tsm
 }
 
 /// The op, routed by burn to the backend a tensor lives on (with or without autodiff).
@@ -252,7 +250,7 @@ mod tests {
         };
         let ((y, grads), (y_ref, grads_ref)) = (run(true), run(false));
         let rel = |a: TensorData, b: TensorData| {
-            let (err, scale) = crate::model::temporal::parity::max_errors(&a, &b).expect("same shapes");
+            let (err, scale) = crate::parity::max_errors(&a, &b).expect("same shapes");
             err / scale
         };
         assert!(rel(y, y_ref) <= 1e-5);

@@ -24,7 +24,6 @@
 //! is never written; the backward splits the same way.
 
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -40,29 +39,10 @@ use burn::tensor::{DType, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use crate::model::flex_alloc;
-use crate::model::im2col::{Sizes, col2im, im2col, with_scratch};
-use crate::model::temporal::tsm_fused::Shift;
-
-/// Stride and symmetric padding (depth, rows, columns) of a convolution this op takes; a 2D
-/// convolution has depth stride 1 and no depth padding. `max`: in inference, the outputs
-/// clamped to `[0, max]` as each tile is computed (the ReLU or ReLU6 after a folded BN:
-/// `layers::conv_bn_relu`), which saves the activation's pass over the map; the autodiff op
-/// refuses it. `shift`: the input is read shifted in time (pointwise convolutions only).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Geometry {
-    pub stride: [usize; 3],
-    pub padding: [usize; 3],
-    pub max: Option<f32>,
-    pub shift: Option<Shift>,
-}
-
-impl Geometry {
-    /// The same convolution with its outputs clamped to `[0, max]`.
-    pub fn clamped(self, max: f32) -> Self {
-        Self { max: Some(max), ..self }
-    }
-}
+pub use crate::ops::conv::im2col::Geometry;
+use crate::ops::conv::im2col::{Sizes, col2im, im2col, with_scratch};
+use crate::ops::flex_alloc;
+use crate::ops::time_shift::Shift;
 
 /// The op, routed by burn to the backend a tensor lives on (with or without autodiff).
 #[backend_extension(Flex, Autodiff)]
@@ -97,8 +77,7 @@ pub trait ConvKernels: Backend {
 
 /// Whether the op takes `x` at all: float32 on flex, unless `GATESHIFT_GEMM_CONV=0`.
 fn takes<const D: usize>(x: &Tensor<D>) -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| std::env::var("GATESHIFT_GEMM_CONV").as_deref() != Ok("0"));
+    let enabled = crate::ops::route::switches().gemm_conv;
     enabled && x.dtype() == DType::F32 && crate::backend::is_flex(&x.device())
 }
 
@@ -444,106 +423,111 @@ impl ConvKernels for Flex {
         let s = sizes(&x, &weight, g);
         assert_eq!(dy.layout().shape(), &s.output_shape(), "conv: output gradient shape");
         let (xv, wv, gv) = (slice(&x), slice(&weight), slice(&dy));
-        let (k, p) = (s.k(), s.p());
         let parallel = images_parallel(s.n);
-
-        // dx: per image, Wᵀ (k, o) · dy (o, p), folded back by col2im.
-        let dx = want_dx.then(|| {
-            let mut dx = flex_alloc::zeros(x.layout().shape().clone());
-            let image = |(b, dx): (usize, &mut [f32])| {
-                let dy_of = |b: usize| &gv[b * s.o * p..][..s.o * p];
-                let (dy, wt) = (dy_of(b), View::transposed(wv, k));
-                if let Some(shift) = g.shift {
-                    // Channels r of this image were read by image `reader` (zero where none).
-                    for (r, reader) in shift.adjoint().sources(b, s.c) {
-                        if let (Some(reader), false) = (reader, r.is_empty()) {
-                            let (wt, dy) = (View::transposed(&wv[r.start..], k), View::rows(dy_of(reader), p));
-                            let dst = &mut dx[r.start * p..r.end * p];
-                            matmul(dst, p, false, wt, dy, [r.len(), s.o, p], gemm_par(parallel));
-                        }
-                    }
-                    return;
-                }
-                if s.pointwise() {
-                    matmul(dx, p, false, wt, View::rows(dy, p), [k, s.o, p], gemm_par(parallel));
-                    return;
-                }
-                dx.fill(0.0);
-                for lines in s.tiles(1) {
-                    let (first, tile) = (lines.start * s.output[2], lines.len() * s.output[2]);
-                    with_scratch(1, k * tile, |cols| {
-                        matmul(cols, tile, false, wt, View::rows(&dy[first..], p), [k, s.o, tile], gemm_par(parallel));
-                        col2im(&s, cols, lines, dx);
-                    });
-                }
-            };
-            let out = dx.storage_mut::<f32>();
-            if parallel {
-                out.par_chunks_mut(s.image()).enumerate().for_each(image);
-            } else {
-                out.chunks_mut(s.image()).enumerate().for_each(image);
-            }
-            dx
-        });
-
-        // dW: Σ over images of dy (o, p) · colsᵀ (p, k). Images are split into a fixed number
-        // of consecutive groups, each summed in order, then the groups in order: the same
-        // rounding on every run (rayon's own fold would split where threads steal).
-        let dw = want_dw.then(|| {
-            let add_image = |acc: &mut [f32], b: usize, par: Parallelism| {
-                let (x, dy) = (&xv[b * s.image()..][..s.image()], &gv[b * s.o * p..][..s.o * p]);
-                if let Some(shift) = g.shift {
-                    // Columns k of dW take the planes k of the image the shift read them from.
-                    for (r, from) in shift.sources(b, s.c) {
-                        if let (Some(from), false) = (from, r.is_empty()) {
-                            let cols = View::transposed(&xv[from * s.image() + r.start * p..], p);
-                            matmul(&mut acc[r.start..], k, true, View::rows(dy, p), cols, [s.o, p, r.len()], par);
-                        }
-                    }
-                    return;
-                }
-                for lines in s.tiles(1) {
-                    let (first, n) = (lines.start * s.output[2], lines.len() * s.output[2]);
-                    with_columns(&s, x, lines, 0, |cols, rs| {
-                        matmul(acc, k, true, View::rows(&dy[first..], p), View::transposed(cols, rs), [s.o, n, k], par)
-                    });
-                }
-            };
-            let mut sum = vec![0f32; s.o * k];
-            if parallel {
-                let per_group = s.n.div_ceil(dw_groups(s.n));
-                let partials: Vec<Vec<f32>> = (0..s.n)
-                    .step_by(per_group)
-                    .collect::<Vec<_>>()
-                    .into_par_iter()
-                    .map(|first| {
-                        let mut acc = vec![0f32; s.o * k];
-                        (first..(first + per_group).min(s.n)).for_each(|b| add_image(&mut acc, b, Parallelism::None));
-                        acc
-                    })
-                    .collect();
-                for partial in partials {
-                    sum.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
-                }
-            } else {
-                (0..s.n).for_each(|b| add_image(&mut sum, b, gemm_par(false)));
-            }
-            flex_alloc::from_vec(sum, weight.layout().shape().clone())
-        });
-
-        // db: Σ dy per output channel.
-        let db = want_db.then(|| {
-            let sums: Vec<f32> = (0..s.o)
-                .into_par_iter()
-                .map(|o| {
-                    let total: f64 = (0..s.n).map(|b| gv[(b * s.o + o) * p..][..p].iter().sum::<f32>() as f64).sum();
-                    total as f32
-                })
-                .collect();
-            flex_alloc::from_vec(sums, Shape::new([s.o]))
-        });
+        let dx = want_dx.then(|| input_grad(&x, wv, gv, &s, g, parallel));
+        let dw = want_dw.then(|| weight_grad(xv, gv, &weight, &s, g, parallel));
+        let db = want_db.then(|| bias_grad(gv, &s));
         [dx, dw, db]
     }
+}
+
+// dx: per image, Wᵀ (k, o) · dy (o, p), folded back by col2im.
+fn input_grad(x: &FlexTensor, wv: &[f32], gv: &[f32], s: &Sizes, g: Geometry, parallel: bool) -> FlexTensor {
+    let (k, p) = (s.k(), s.p());
+    let mut dx = flex_alloc::zeros(x.layout().shape().clone());
+    let image = |(b, dx): (usize, &mut [f32])| {
+        let dy_of = |b: usize| &gv[b * s.o * p..][..s.o * p];
+        let (dy, wt) = (dy_of(b), View::transposed(wv, k));
+        if let Some(shift) = g.shift {
+            // Channels r of this image were read by image `reader` (zero where none).
+            for (r, reader) in shift.adjoint().sources(b, s.c) {
+                if let (Some(reader), false) = (reader, r.is_empty()) {
+                    let (wt, dy) = (View::transposed(&wv[r.start..], k), View::rows(dy_of(reader), p));
+                    let dst = &mut dx[r.start * p..r.end * p];
+                    matmul(dst, p, false, wt, dy, [r.len(), s.o, p], gemm_par(parallel));
+                }
+            }
+            return;
+        }
+        if s.pointwise() {
+            matmul(dx, p, false, wt, View::rows(dy, p), [k, s.o, p], gemm_par(parallel));
+            return;
+        }
+        dx.fill(0.0);
+        for lines in s.tiles(1) {
+            let (first, tile) = (lines.start * s.output[2], lines.len() * s.output[2]);
+            with_scratch(1, k * tile, |cols| {
+                matmul(cols, tile, false, wt, View::rows(&dy[first..], p), [k, s.o, tile], gemm_par(parallel));
+                col2im(s, cols, lines, dx);
+            });
+        }
+    };
+    let out = dx.storage_mut::<f32>();
+    if parallel {
+        out.par_chunks_mut(s.image()).enumerate().for_each(image);
+    } else {
+        out.chunks_mut(s.image()).enumerate().for_each(image);
+    }
+    dx
+}
+
+/// dW: Σ over images of dy (o, p) · colsᵀ (p, k). Images are split into a fixed number
+/// of consecutive groups, each summed in order, then the groups in order: the same
+/// rounding on every run (rayon's own fold would split where threads steal).
+fn weight_grad(xv: &[f32], gv: &[f32], weight: &FlexTensor, s: &Sizes, g: Geometry, parallel: bool) -> FlexTensor {
+    let (k, p) = (s.k(), s.p());
+    let add_image = |acc: &mut [f32], b: usize, par: Parallelism| {
+        let (x, dy) = (&xv[b * s.image()..][..s.image()], &gv[b * s.o * p..][..s.o * p]);
+        if let Some(shift) = g.shift {
+            // Columns k of dW take the planes k of the image the shift read them from.
+            for (r, from) in shift.sources(b, s.c) {
+                if let (Some(from), false) = (from, r.is_empty()) {
+                    let cols = View::transposed(&xv[from * s.image() + r.start * p..], p);
+                    matmul(&mut acc[r.start..], k, true, View::rows(dy, p), cols, [s.o, p, r.len()], par);
+                }
+            }
+            return;
+        }
+        for lines in s.tiles(1) {
+            let (first, n) = (lines.start * s.output[2], lines.len() * s.output[2]);
+            with_columns(s, x, lines, 0, |cols, rs| {
+                matmul(acc, k, true, View::rows(&dy[first..], p), View::transposed(cols, rs), [s.o, n, k], par)
+            });
+        }
+    };
+    let mut sum = vec![0f32; s.o * k];
+    if parallel {
+        let per_group = s.n.div_ceil(dw_groups(s.n));
+        let partials: Vec<Vec<f32>> = (0..s.n)
+            .step_by(per_group)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|first| {
+                let mut acc = vec![0f32; s.o * k];
+                (first..(first + per_group).min(s.n)).for_each(|b| add_image(&mut acc, b, Parallelism::None));
+                acc
+            })
+            .collect();
+        for partial in partials {
+            sum.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+        }
+    } else {
+        (0..s.n).for_each(|b| add_image(&mut sum, b, gemm_par(false)));
+    }
+    flex_alloc::from_vec(sum, weight.layout().shape().clone())
+}
+
+/// Σ dy per output channel.
+fn bias_grad(gv: &[f32], s: &Sizes) -> FlexTensor {
+    let p = s.p();
+    let sums: Vec<f32> = (0..s.o)
+        .into_par_iter()
+        .map(|o| {
+            let total: f64 = (0..s.n).map(|b| gv[(b * s.o + o) * p..][..p].iter().sum::<f32>() as f64).sum();
+            total as f32
+        })
+        .collect();
+    flex_alloc::from_vec(sums, Shape::new([s.o]))
 }
 
 #[derive(Debug)]

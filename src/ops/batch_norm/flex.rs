@@ -25,10 +25,8 @@
 //! Float32 on flex; `BatchNorm` uses the composed reference elsewhere (libtorch has its own
 //! fused op, `torch_layers.rs`). `GATESHIFT_FUSED_BN=0` turns it off, to compare.
 
-use std::sync::OnceLock;
-
-use crate::model::avx2::with_avx2;
-use crate::model::flex_alloc;
+use crate::ops::avx2::with_avx2;
+use crate::ops::flex_alloc;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -84,8 +82,7 @@ pub trait BatchNormKernels: Backend {
 /// Whether `BatchNorm` in training runs `x` through the fused op: float32 on flex with autodiff,
 /// unless `GATESHIFT_FUSED_BN=0`.
 pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| std::env::var("GATESHIFT_FUSED_BN").as_deref() != Ok("0"));
+    let enabled = crate::ops::route::switches().fused_bn;
     let device = x.device();
     enabled && D >= 2 && x.dtype() == DType::F32 && device.is_autodiff() && device == Device::flex().autodiff()
 }

@@ -17,10 +17,8 @@
 //! `Recognizer::inference` has folded the BN); burn's convolution stays the tested reference.
 //! `GATESHIFT_FAST_DEPTHWISE=0` turns it off, to compare.
 
-use std::sync::OnceLock;
-
-use crate::model::avx2::with_avx2;
-use crate::model::flex_alloc;
+use crate::ops::avx2::with_avx2;
+use crate::ops::flex_alloc;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -76,8 +74,7 @@ pub trait DepthwiseKernels: Backend {
 /// Whether the op computes `conv` on `x`: a depthwise convolution (groups = input = output
 /// channels, dilation 1) on a float32 flex tensor.
 pub fn applies(conv: &Conv2d, x: &Tensor<4>) -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| std::env::var("GATESHIFT_FAST_DEPTHWISE").as_deref() != Ok("0"));
+    let enabled = crate::ops::route::switches().fast_depthwise;
     let [cout, cin_per_group, _, _] = conv.weight.dims();
     let channels = x.dims()[1];
     enabled
@@ -491,7 +488,7 @@ mod tests {
             };
             let what = format!("{c}×{h}×{w}, kernel {k}, stride {s}, padding {pad:?}, bias {bias}");
             for (name, (a, b)) in ["y", "dx", "dw", "db"].iter().zip(run(true).into_iter().zip(run(false))) {
-                let (err, scale) = crate::model::temporal::parity::max_errors(&a, &b).expect("same shapes");
+                let (err, scale) = crate::parity::max_errors(&a, &b).expect("same shapes");
                 assert!(err <= 1e-5 * scale.max(1.0), "{what}: {name} off by {err:e} (scale {scale})");
             }
         }

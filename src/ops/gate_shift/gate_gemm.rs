@@ -21,8 +21,8 @@
 
 use gemm::{Parallelism, gemm};
 
-use super::gsm_kernels::{Dims, for_each_chunk};
-use crate::model::im2col::with_scratch;
+use super::kernels::{Dims, for_each_chunk};
+use crate::ops::conv::im2col::with_scratch;
 
 /// Memory order of a `(B·T, C, H, W)` feature map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

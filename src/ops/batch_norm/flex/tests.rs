@@ -7,7 +7,7 @@ use super::*;
 use crate::model::layers::BatchNorm;
 
 fn rel(ours: TensorData, reference: TensorData) -> f32 {
-    let (err, scale) = crate::model::temporal::parity::max_errors(&ours, &reference).expect("same shapes");
+    let (err, scale) = crate::parity::max_errors(&ours, &reference).expect("same shapes");
     err / scale
 }
 

@@ -18,57 +18,11 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
-use super::gsm_fused::{GateShiftKernels, check_shape, dims, slice};
-use super::gsm_kernels::{self as kernels, Dims, for_each_chunk};
-use crate::model::flex_alloc;
-use crate::model::probe;
-
-/// An inference BatchNorm in affine form followed by its activation, per channel `c`:
-/// `min(max(scale[c]·v + shift[c], 0), max)` — ReLU with `max` = ∞, ReLU6 with 6.
-#[derive(Clone, Copy, Debug)]
-pub struct Affine<'a> {
-    pub scale: &'a [f32],
-    pub shift: &'a [f32],
-    pub max: f32,
-}
-
-impl Affine<'_> {
-    /// Applies channel `c`'s map to a plane of its values.
-    pub(super) fn plane(&self, c: usize, values: &mut [f32]) {
-        let (s, b) = (self.scale[c], self.shift[c]);
-        for v in values {
-            *v = (*v * s + b).max(0.0).min(self.max);
-        }
-    }
-
-    /// Applies every channel's map to one position's channel vector.
-    pub(super) fn vector(&self, values: &mut [f32]) {
-        for ((v, &s), &b) in values.iter_mut().zip(self.scale).zip(self.shift) {
-            *v = (*v * s + b).max(0.0).min(self.max);
-        }
-    }
-}
-
-/// `out = a(x)` over a `(B·T, C, H, W)` map in one pass, in `x`'s memory order
-/// (`channels_last`: B·T, H, W, C).
-pub fn affine_act(d: Dims, x: &[f32], a: &Affine, channels_last: bool, out: &mut [f32]) {
-    let hw = d.hw();
-    if channels_last {
-        for_each_chunk(out, d.w * d.c, |n, row| {
-            row.copy_from_slice(&x[n * d.w * d.c..][..row.len()]);
-            for v in row.chunks_exact_mut(d.c) {
-                a.vector(v);
-            }
-        });
-    } else {
-        for_each_chunk(out, hw, |n, plane| {
-            plane.copy_from_slice(&x[n * hw..][..hw]);
-            a.plane(n % d.c, plane);
-        });
-    }
-}
+use super::flex::{GateShiftKernels, check_shape, dims, slice};
+use super::kernels::{self as kernels, Affine, affine_act};
+use crate::ops::flex_alloc;
 
 /// The unit's fused inference ops, routed by burn to the backend a tensor lives on.
 #[backend_extension(Flex, LibTorch: cfg(feature = "tch"))]
@@ -166,20 +120,8 @@ impl GateShiftUnit for Flex {
     }
 }
 
-/// Whether the fused unit runs for `x`: inference with the fused GSM enabled and no
-/// activations probed (the unfused path taps GSM's own output), in float32 on flex or
-/// libtorch's CPU, or float32 / bfloat16 on libtorch's CUDA devices (`gsm_cuda.rs`).
-pub fn applies(x: &Tensor<4>) -> bool {
-    let device = x.device();
-    !device.is_autodiff()
-        && !probe::active()
-        && super::gsm_fused::applies(x)
-        && ((x.dtype() == DType::F32 && (device == Device::flex() || libtorch(&device, false)))
-            || libtorch(&device, true))
-}
-
 /// Whether `device` is libtorch's CPU (`cuda` false) or one of its CUDA devices.
-fn libtorch(device: &Device, cuda: bool) -> bool {
+pub(super) fn libtorch(device: &Device, cuda: bool) -> bool {
     #[cfg(feature = "tch")]
     {
         use burn::backend::{DispatchDevice, LibTorchDevice};
@@ -213,7 +155,7 @@ pub fn unit(
 /// give a GSM unit (`torch_layers::channels_last`) where `x` lives on libtorch, else `x`.
 pub fn backbone_order(x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "tch")]
-    if (libtorch(&x.device(), false) || libtorch(&x.device(), true)) && crate::model::torch_layers::channels_last(&x) {
+    if (libtorch(&x.device(), false) || libtorch(&x.device(), true)) && crate::ops::torch::channels_last(&x) {
         return Tensor::from_dispatch(<Dispatch as GateShiftUnit>::channels_last(x.into_dispatch()));
     }
     x
@@ -221,11 +163,11 @@ pub fn backbone_order(x: Tensor<4>) -> Tensor<4> {
 
 #[cfg(test)]
 mod tests {
+    use crate::probe;
     use burn::module::{Module, Param};
     use burn::tensor::{Device, Distribution, Tensor, Tolerance};
 
     use crate::model::layers::tests::trained_bn;
-    use crate::model::probe;
     use crate::model::temporal::Gsm;
 
     /// The fused unit (flex) gives the op-by-op `act(BN(GSM(x)))` for ReLU and ReLU6; under a
@@ -246,7 +188,7 @@ mod tests {
             let (mut fused_gsm, mut fused_post) = (gsm.clone(), post.clone());
             fused_gsm.bn.into_affine();
             fused_post.into_affine();
-            assert!(super::applies(&x));
+            assert!(crate::ops::gate_shift::unit_applies(&x));
             let fused = fused_gsm.forward_unit(x.clone(), &fused_post, max);
             fused.to_data().assert_approx_eq::<f32>(&reference.to_data(), Tolerance::absolute(1e-4));
             let (probed, _) = probe::capture(|| fused_gsm.forward_unit(x.clone(), &fused_post, max));

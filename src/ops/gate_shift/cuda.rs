@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
-use super::gsm_kernels::Dims;
+use super::kernels::Dims;
 
 /// The kernel source. Layouts: feature maps (B·T, C, H, W) (the `unit_*_nhwc` kernels:
 /// channels-last, B·T, H, W, C in memory), gates (B, 2, T, H, W), gate weight (2, C/2, 3, 3, 3);

@@ -13,7 +13,27 @@ use std::ops::Range;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::Shape;
 
-use crate::model::conv_gemm::Geometry;
+use crate::ops::time_shift::Shift;
+
+/// Stride and symmetric padding (depth, rows, columns) of a convolution this op takes; a 2D
+/// convolution has depth stride 1 and no depth padding. `max`: in inference, the outputs
+/// clamped to `[0, max]` as each tile is computed (the ReLU or ReLU6 after a folded BN:
+/// `layers::conv_bn_relu`), which saves the activation's pass over the map; the autodiff op
+/// refuses it. `shift`: the input is read shifted in time (pointwise convolutions only).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Geometry {
+    pub stride: [usize; 3],
+    pub padding: [usize; 3],
+    pub max: Option<f32>,
+    pub shift: Option<Shift>,
+}
+
+impl Geometry {
+    /// The same convolution with its outputs clamped to `[0, max]`.
+    pub fn clamped(self, max: f32) -> Self {
+        Self { max: Some(max), ..self }
+    }
+}
 
 /// Sizes of one convolution, spatial axes (depth, rows, columns): input (n, c, `input`),
 /// kernel (o, c, `kernel`), output (n, o, `output`); `dims` 4 (2D, depth 1) or 5.

@@ -7,14 +7,17 @@
 //! and a training-mode BatchNorm is about ten tensor ops, each a pass over the feature map.
 //! Here each is one libtorch op whose backward is libtorch's native one (cuDNN's backward
 //! data and filter convolutions, its fused batch-norm backward), reached through libtorch's
-//! autograd (`torch_autograd.rs`).
+//! autograd (`autograd.rs`).
 //!
-//! `layers::conv2d` and `layers::BatchNorm` use these ops where [`applies`]: on libtorch's CUDA
+//! `ops::conv` and `ops::batch_norm` route to these ops where [`applies`]: on libtorch's CUDA
 //! devices, and on its CPU in inference (`GATESHIFT_TORCH_LAYERS=0` turns them off, `=1` on
 //! for CPU training too). Convolutions there run channels-last ([`channels_last`]).
 
 // burn 0.22 marks its libtorch backend deprecated; it is the backend this file extends.
 #![allow(deprecated)]
+
+pub mod autograd;
+pub mod shim;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,15 +83,6 @@ pub trait TorchLayers: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// A `GATESHIFT_*` switch: `Some(false)` for "0", `Some(true)` for "1", else `None`.
-fn switch(name: &str) -> Option<bool> {
-    match std::env::var(name).as_deref() {
-        Ok("0") => Some(false),
-        Ok("1") => Some(true),
-        _ => None,
-    }
-}
-
 /// Whether `layers` runs `x` through these ops: float32 or bfloat16 tensors on libtorch's CUDA
 /// devices, where burn's compositions are slow (docs/PERFORMANCE.md), and on libtorch's CPU in
 /// inference, where they run channels-last (see [`channels_last`]). CPU training keeps burn's
@@ -96,8 +90,7 @@ fn switch(name: &str) -> Option<bool> {
 /// BN-Inception + GSM step, 1 × 8 × 224², 2 cores: 1146–1196 ms with these ops, 1194–1275
 /// ms without). `GATESHIFT_TORCH_LAYERS=0` turns these ops off everywhere, `=1` on everywhere.
 pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
-    static SETTING: OnceLock<Option<bool>> = OnceLock::new();
-    let setting = *SETTING.get_or_init(|| switch("GATESHIFT_TORCH_LAYERS"));
+    let setting = crate::ops::route::switches().torch_layers;
     if !matches!(x.dtype(), DType::F32 | DType::BF16) {
         return false;
     }
@@ -119,8 +112,7 @@ pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
 /// (CPU training keeps NCHW, the order the parity fixtures were checked in);
 /// `GATESHIFT_CHANNELS_LAST=0`/`=1` overrides.
 pub fn channels_last<const D: usize>(x: &Tensor<D>) -> bool {
-    static SETTING: OnceLock<Option<bool>> = OnceLock::new();
-    let setting = *SETTING.get_or_init(|| switch("GATESHIFT_CHANNELS_LAST"));
+    let setting = crate::ops::route::switches().channels_last;
     let cuda = matches!(x.device().inner().as_dispatch(), DispatchDevice::LibTorch(LibTorchDevice::Cuda(_)));
     setting.unwrap_or(cuda || !x.device().is_autodiff())
 }
@@ -158,7 +150,7 @@ pub fn conv2d(conv: &Conv2d, geometry: ConvGeometry, x: Tensor<4>) -> Tensor<4> 
 static CONV_RELU: OnceLock<AtomicBool> = OnceLock::new();
 
 fn conv_relu_flag() -> &'static AtomicBool {
-    CONV_RELU.get_or_init(|| AtomicBool::new(switch("GATESHIFT_CONV_RELU") == Some(true)))
+    CONV_RELU.get_or_init(|| AtomicBool::new(crate::ops::route::switches().conv_relu))
 }
 
 /// Turns the fused convolution + ReLU on or off process-wide (tests; `GATESHIFT_CONV_RELU`).
@@ -296,7 +288,8 @@ impl TorchLayers for LibTorch {
         } else {
             &x.tensor
         };
-        match crate::model::torch_autograd::conv2d_bias_relu(input, &weight.tensor, &bias.tensor, geometry) {
+        let dims = [ints(geometry.stride), ints(geometry.padding), ints(geometry.dilation)];
+        match shim::conv2d_bias_relu([input, &weight.tensor, &bias.tensor], dims, geometry.groups as i64) {
             Ok(y) => TchTensor::new(y),
             Err(message) => {
                 set_conv_relu(false);
@@ -337,7 +330,7 @@ mod tests {
 
     use super::*;
     use crate::model::layers::BatchNorm;
-    use crate::model::temporal::parity::max_errors;
+    use crate::parity::max_errors;
 
     fn rel(ours: TensorData, reference: TensorData) -> f32 {
         let (err, scale) = max_errors(&ours, &reference).expect("same shapes");

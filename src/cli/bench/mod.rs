@@ -2,6 +2,8 @@
 //! inference), with warm-up and device synchronisation. `gateshift bench data`: clips/s of
 //! the training and test data pipelines on a real list.
 
+mod gsm;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,8 +15,8 @@ use clap::{Args, Subcommand};
 use gateshift::data::list::{List, ListFormat};
 use gateshift::data::transform::FlipMap;
 use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Loader, Mode, Pipeline, Sampling};
-use gateshift::model::temporal::{gsm_fused, tsm_fused};
-use gateshift::model::{Arch, ModelConfig, ShiftPlace, TemporalKind};
+use gateshift::model::{Arch, ModelConfig, Recognizer, ShiftPlace, TemporalKind};
+use gateshift::ops::{gate_shift, time_shift};
 use gateshift::train::optim::{clip_grad_norm, cross_entropy};
 use gateshift::train::precision::Precision;
 use gateshift::train::sgd::{ParamPolicy, Sgd};
@@ -33,7 +35,7 @@ pub enum BenchCommand {
     Data(DataBench),
     /// The Gate-Shift Modules of BN-Inception alone: fused kernels against the composed
     /// reference.
-    Gsm(super::bench_gsm::GsmBench),
+    Gsm(gsm::GsmBench),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -124,7 +126,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.command {
         BenchCommand::Model(m) => model(m),
         BenchCommand::Data(d) => data(d),
-        BenchCommand::Gsm(g) => super::bench_gsm::run(g),
+        BenchCommand::Gsm(g) => gsm::run(g),
     }
 }
 
@@ -162,8 +164,8 @@ fn layer_notes(device: &Device, infer: bool) -> String {
         notes.push_str(" · BN folded");
     }
     #[cfg(feature = "tch")]
-    if gateshift::model::torch_layers::applies(&probe) {
-        let order = if gateshift::model::torch_layers::channels_last(&probe) { "channels-last" } else { "NCHW" };
+    if gateshift::ops::torch::applies(&probe) {
+        let order = if gateshift::ops::torch::channels_last(&probe) { "channels-last" } else { "NCHW" };
         notes.push_str(&format!(" · libtorch conv/BN, {order}"));
     }
     let _ = probe;
@@ -174,7 +176,7 @@ fn model(a: ModelBench) -> Result<()> {
     if a.mode == BenchMode::Infer && (a.phases || a.sgd != SgdPath::Auto) {
         anyhow::bail!("--phases and --sgd time parts of a training step: they need --mode train");
     }
-    gsm_fused::set_enabled(a.gsm == GsmImpl::Fused);
+    gate_shift::set_enabled(a.gsm == GsmImpl::Fused);
     let mut base = gateshift::backend::device(&a.backend)?;
     if (a.precision, a.mode) == (Precision::Bf16, BenchMode::Infer) {
         // Inference in bf16: weights and activations created as bf16 on the device.
@@ -191,69 +193,15 @@ fn model(a: ModelBench) -> Result<()> {
     if a.mode == BenchMode::Infer {
         model = model.inference();
     }
-    let mut sgd = Sgd::new(0.9, 5e-4, ParamPolicy::Official);
-    let shape = [a.batch, 3 * a.segments, size, size];
-    let mut times = Vec::new();
-    let mut phase_times: [Vec<f64>; 4] = Default::default();
-    for i in 0..a.warmup + a.iters {
-        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let t = Instant::now();
-        match a.mode {
-            BenchMode::Infer => {
-                let y = model.forward(x);
-                let _ = y.into_data();
-            }
-            BenchMode::Train => {
-                let mut lap = Lap::new(&base, a.phases);
-                let labels = Tensor::<1, Int>::zeros([a.batch], &device);
-                let loss = cross_entropy(gateshift::train::precision::forward(&model, x, a.precision), labels);
-                lap.mark(0)?;
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                lap.mark(1)?;
-                // `auto` and `flat` clip inside the step: their time is all under "sgd".
-                model = match a.sgd {
-                    SgdPath::Auto => sgd.step_clipped(0.01, model, grads, 20.0),
-                    SgdPath::Flat => sgd.step_flat(0.01, model, grads, 20.0),
-                    SgdPath::PerParam => {
-                        let mut grads = grads;
-                        clip_grad_norm(&model, &mut grads, 20.0);
-                        lap.mark(2)?;
-                        sgd.step(0.01, model, grads)
-                    }
-                };
-                lap.mark(3)?;
-                if i >= a.warmup {
-                    for (all, t) in phase_times.iter_mut().zip(lap.times) {
-                        all.push(t);
-                    }
-                }
-            }
-        }
-        base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        if i >= a.warmup {
-            times.push(t.elapsed().as_secs_f64());
-        } else {
-            // The first iterations include kernel compilation and autotuning on GPU backends.
-            eprintln!("warm-up {}: {:.1} ms", i + 1, 1e3 * t.elapsed().as_secs_f64());
-        }
-    }
+    let (mut times, mut phase_times) = iterations(&a, &base, &device, model, size)?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let mean = times.iter().sum::<f64>() / times.len() as f64;
-    let dtype = if a.precision == Precision::Bf16 { DType::BF16 } else { DType::F32 };
-    let gsm = match a.temporal {
-        TemporalKind::Gsm if a.gsm == GsmImpl::Fused && gsm_fused::available(&base, dtype) => " (fused)",
-        TemporalKind::Gsm => " (composed)",
-        // GATESHIFT_FUSED_TSM=0 runs the composed shift, for comparison.
-        TemporalKind::Tsm if tsm_fused::available(&base, dtype) => " (fused)",
-        TemporalKind::Tsm => " (composed)",
-        _ => "",
-    };
     say!(
-        "{} + {}{gsm} · {:?} · batch {} × {} × {size}² · {} · backend {}{}: median {:.1} ms/iter (mean {:.1}) · {:.2} clips/s",
+        "{} + {}{} · {:?} · batch {} × {} × {size}² · {} · backend {}{}: median {:.1} ms/iter (mean {:.1}) · {:.2} clips/s",
         a.arch.name(),
         a.temporal.name(),
+        temporal_route(&a, &base),
         a.mode,
         a.batch,
         a.segments,
@@ -276,6 +224,92 @@ fn model(a: ModelBench) -> Result<()> {
             .collect();
         say!("phases (median ms, synchronised): {}", medians.join(" · "))?;
     }
+    memory_report(&a.backend, &base)
+}
+
+/// Seconds per timed iteration, and per training phase (forward + loss, backward, clip, SGD).
+type Times = (Vec<f64>, [Vec<f64>; 4]);
+
+/// The warm-up and timed iterations of `bench model`.
+fn iterations(a: &ModelBench, base: &Device, device: &Device, mut model: Recognizer, size: usize) -> Result<Times> {
+    let mut sgd = Sgd::new(0.9, 5e-4, ParamPolicy::Official);
+    let shape = [a.batch, 3 * a.segments, size, size];
+    let mut times = Vec::new();
+    let mut phase_times: [Vec<f64>; 4] = Default::default();
+    for i in 0..a.warmup + a.iters {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+        base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let t = Instant::now();
+        match a.mode {
+            BenchMode::Infer => {
+                let y = model.forward(x);
+                let _ = y.into_data();
+            }
+            BenchMode::Train => {
+                let lap;
+                (model, lap) = train_step(a, base, &mut sgd, model, x)?;
+                if i >= a.warmup {
+                    for (all, t) in phase_times.iter_mut().zip(lap.times) {
+                        all.push(t);
+                    }
+                }
+            }
+        }
+        base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if i >= a.warmup {
+            times.push(t.elapsed().as_secs_f64());
+        } else {
+            // The first iterations include kernel compilation and autotuning on GPU backends.
+            eprintln!("warm-up {}: {:.1} ms", i + 1, 1e3 * t.elapsed().as_secs_f64());
+        }
+    }
+    Ok((times, phase_times))
+}
+
+/// One training step on the batch `x` (labels 0), its phases timed if `--phases`.
+fn train_step<'a>(
+    a: &ModelBench,
+    base: &'a Device,
+    sgd: &mut Sgd,
+    model: Recognizer,
+    x: Tensor<4>,
+) -> Result<(Recognizer, Lap<'a>)> {
+    let mut lap = Lap::new(base, a.phases);
+    let labels = Tensor::<1, Int>::zeros([a.batch], &x.device());
+    let loss = cross_entropy(gateshift::train::precision::forward(&model, x, a.precision), labels);
+    lap.mark(0)?;
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    lap.mark(1)?;
+    // `auto` and `flat` clip inside the step: their time is all under "sgd".
+    let model = match a.sgd {
+        SgdPath::Auto => sgd.step_clipped(0.01, model, grads, 20.0),
+        SgdPath::Flat => sgd.step_flat(0.01, model, grads, 20.0),
+        SgdPath::PerParam => {
+            let mut grads = grads;
+            clip_grad_norm(&model, &mut grads, 20.0);
+            lap.mark(2)?;
+            sgd.step(0.01, model, grads)
+        }
+    };
+    lap.mark(3)?;
+    Ok((model, lap))
+}
+
+/// " (fused)" or " (composed)": which route the temporal module took.
+fn temporal_route(a: &ModelBench, base: &Device) -> &'static str {
+    let dtype = if a.precision == Precision::Bf16 { DType::BF16 } else { DType::F32 };
+    match a.temporal {
+        TemporalKind::Gsm if a.gsm == GsmImpl::Fused && gate_shift::available(base, dtype) => " (fused)",
+        TemporalKind::Gsm => " (composed)",
+        // GATESHIFT_FUSED_TSM=0 runs the composed shift, for comparison.
+        TemporalKind::Tsm if time_shift::available(base, dtype) => " (fused)",
+        TemporalKind::Tsm => " (composed)",
+        _ => "",
+    }
+}
+
+/// Peak host memory, and the device memory the backend reports.
+fn memory_report(backend: &str, base: &Device) -> Result<()> {
     if let Some(peak) = peak_rss_mib() {
         say!("peak RSS {peak:.0} MiB")?;
     }
@@ -289,7 +323,7 @@ fn model(a: ModelBench) -> Result<()> {
             mib(pool.bytes_in_use)
         )?;
     }
-    if let Some(bytes) = gateshift::backend::cuda_memory_in_use(&a.backend) {
+    if let Some(bytes) = gateshift::backend::cuda_memory_in_use(backend) {
         say!(
             "GPU memory in use after the run (device-wide, CUDA context included): {:.0} MiB",
             bytes as f64 / (1024.0 * 1024.0)

@@ -12,12 +12,12 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::gsm_cube::{
+use super::cube::{
     CUBE_UNITS, ClipDimsLaunch, WEIGHT_CHUNKS, gate_conv_bwd_input, gate_conv_bwd_weight_finish,
     gate_conv_bwd_weight_partial, gate_conv_fwd, shift_bwd_gate, shift_bwd_input, shift_fwd,
 };
-use super::gsm_fused::GateShiftKernels;
-use super::gsm_kernels::Dims;
+use super::flex::GateShiftKernels;
+use super::kernels::Dims;
 
 fn dims(x: &CubeTensor, segments: usize) -> Dims {
     Dims::of_feature_map(x.meta.shape(), segments)
@@ -196,7 +196,7 @@ impl GateShiftKernels for Cube {
     }
 }
 
-impl super::gsm_fused::GateShift for Cube {
+impl super::flex::GateShift for Cube {
     fn gate_conv(
         r: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -219,8 +219,8 @@ impl super::gsm_fused::GateShift for Cube {
 mod tests {
     use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
-    use crate::model::temporal::gsm_fused::{applies, gate_conv, gate_shift};
-    use crate::model::temporal::parity::max_errors;
+    use crate::ops::gate_shift::{applies, gate_conv, gate_shift};
+    use crate::parity::max_errors;
 
     const SHAPES: [(usize, usize, usize, usize, usize); 4] =
         [(2, 8, 16, 5, 7), (1, 3, 8, 4, 4), (3, 1, 12, 2, 3), (1, 16, 64, 7, 7)];

@@ -14,9 +14,7 @@
 //! Float32 on flex, dilation 1 and symmetric padding (what the backbones use); anything else
 //! stays with burn's own. `GATESHIFT_FAST_POOL=0` turns it off, to compare.
 
-use std::sync::OnceLock;
-
-use crate::model::flex_alloc;
+use crate::ops::flex_alloc;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -78,8 +76,7 @@ fn symmetric(padding: &PaddingConfig2d) -> Option<[usize; 2]> {
 }
 
 fn takes(x: &Tensor<4>) -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| std::env::var("GATESHIFT_FAST_POOL").as_deref() != Ok("0"));
+    let enabled = crate::ops::route::switches().fast_pool;
     enabled && x.dtype() == DType::F32 && crate::backend::is_flex(&x.device())
 }
 
@@ -362,7 +359,7 @@ mod tests {
     use super::*;
 
     fn rel(ours: TensorData, reference: TensorData) -> f32 {
-        let (err, scale) = crate::model::temporal::parity::max_errors(&ours, &reference).expect("same shapes");
+        let (err, scale) = crate::parity::max_errors(&ours, &reference).expect("same shapes");
         err / scale.max(f32::MIN_POSITIVE)
     }
 

@@ -14,10 +14,11 @@ use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 use clap::Args;
 use gateshift::model::Arch;
 use gateshift::model::layers::{self, BatchNorm};
-use gateshift::model::temporal::{Gsm, gsm_fused, gsm_unit};
+use gateshift::model::temporal::Gsm;
+use gateshift::ops::gate_shift::{self, unit};
 use gateshift::train::precision::{CastAll, CastFloats, Precision};
 
-use super::bench::BenchMode;
+use super::BenchMode;
 
 /// A GSM place: (layer, channels, side) at 224² input.
 type Place = (&'static str, usize, usize);
@@ -70,14 +71,14 @@ pub struct GsmBench {
     /// Whose GSM places: bninception or efficientnet-lite0.
     #[arg(long, value_enum, default_value = "bninception")]
     pub arch: Arch,
-    #[arg(long, default_value_t = 8, value_parser = super::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::at_least_one::<usize>)]
     pub segments: usize,
     /// Clips per batch.
-    #[arg(long, default_value_t = 1, value_parser = super::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 1, value_parser = crate::cli::at_least_one::<usize>)]
     pub batch: usize,
     #[arg(long, value_enum, default_value = "infer")]
     pub mode: BenchMode,
-    #[arg(long, default_value_t = 20, value_parser = super::at_least_one::<usize>)]
+    #[arg(long, default_value_t = 20, value_parser = crate::cli::at_least_one::<usize>)]
     pub iters: usize,
     #[arg(long, default_value = "flex")]
     pub backend: String,
@@ -89,12 +90,8 @@ pub struct GsmBench {
 
 pub fn run(a: GsmBench) -> Result<()> {
     let base = gateshift::backend::device(&a.backend)?;
-    let bf16 = a.precision == Precision::Bf16;
-    let (dtype, float) = match a.precision {
-        Precision::Fp32 => (DType::F32, FloatDType::F32),
-        Precision::Bf16 => (DType::BF16, FloatDType::BF16),
-    };
-    if !gsm_fused::available(&base, dtype) {
+    let dtype = if a.precision == Precision::Bf16 { DType::BF16 } else { DType::F32 };
+    if !gate_shift::available(&base, dtype) {
         bail!(
             "backend {} has no {} fused GSM kernels to compare (float32: flex, tch, tch-cuda, CubeCL; bfloat16: tch-cuda, cuda)",
             a.backend,
@@ -121,69 +118,7 @@ pub fn run(a: GsmBench) -> Result<()> {
     say!("{:<26}{header} {:>7}", "place (C, side)", "ratio")?;
     let mut totals = vec![0f64; columns.len()];
     for &(name, c, side) in places {
-        let mut gsm = Gsm::new(c, a.segments, &device);
-        // A non-zero gate (the official init is zero), as after training.
-        gsm.conv3D.weight = burn::module::Param::from_tensor(Tensor::random(
-            [2, c / 2, 3, 3, 3],
-            Distribution::Normal(0.0, 0.05),
-            &device,
-        ));
-        let gsm = match (train, bf16) {
-            (true, true) => gsm.map(&mut CastFloats(float)),
-            (true, false) => gsm,
-            (false, true) => gsm.valid().map(&mut CastAll(float)),
-            (false, false) => gsm.valid(),
-        };
-        let post = BatchNorm::new(c, &device).valid();
-        let post = if bf16 { post.map(&mut CastAll(float)) } else { post };
-        let (mut gsm_affine, mut post_affine) = (gsm.clone(), post.clone());
-        if !train {
-            gsm_affine.bn.into_affine();
-            post_affine.into_affine();
-        }
-        let x = Tensor::<4>::random([a.batch * a.segments, c, side, side], Distribution::Normal(0.0, 1.0), &device);
-        // Through an identity 1×1 convolution, so that the map comes in the memory order a
-        // backbone's convolution gives it (channels-last on libtorch, `torch_layers`).
-        let x = layers::conv2d(&identity_conv(c, &device), x).detach();
-        // In bf16 the map is cast, then put back in the backbone's order should the cast
-        // have changed it.
-        let x = if bf16 { gsm_unit::backbone_order(x.cast(float)) } else { x };
-        let run = |column: usize| -> Tensor<4> {
-            match column {
-                0 | 1 => gsm.forward_path(x.clone(), column == 0),
-                2 => layers::clamp(post.forward(gsm.forward_path(x.clone(), true)), max),
-                _ => gsm_affine.forward_unit(x.clone(), &post_affine, max),
-            }
-        };
-        // Round-robin over the columns, so that each sees the same cache and allocator state.
-        let mut times = vec![Vec::with_capacity(a.iters); columns.len()];
-        for i in 0..a.iters + 3 {
-            for (column, column_times) in times.iter_mut().enumerate() {
-                base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                let t = Instant::now();
-                if train {
-                    let x = x.clone().require_grad();
-                    let _ = gsm.forward_path(x, column == 0).sum().backward();
-                } else {
-                    // The output stays on the device (`sync` waits for it): reading it back
-                    // would time a copy and an allocation, not the module.
-                    let y = run(column);
-                    base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                    drop(y);
-                }
-                base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                if i >= 3 {
-                    column_times.push(t.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-        }
-        let medians: Vec<f64> = times
-            .iter_mut()
-            .map(|t| {
-                t.sort_by(f64::total_cmp);
-                t[t.len() / 2]
-            })
-            .collect();
+        let medians = time_place(&a, &base, &device, c, side, max, columns.len())?;
         for (t, m) in totals.iter_mut().zip(&medians) {
             *t += m;
         }
@@ -191,6 +126,82 @@ pub fn run(a: GsmBench) -> Result<()> {
     }
     print_row(&format!("all {}", places.len()), &totals)?;
     Ok(())
+}
+
+/// The median ms of each column for one GSM of `c` channels on `side`² maps.
+fn time_place(
+    a: &GsmBench,
+    base: &Device,
+    device: &Device,
+    c: usize,
+    side: usize,
+    max: f32,
+    columns: usize,
+) -> Result<Vec<f64>> {
+    let train = a.mode == BenchMode::Train;
+    let bf16 = a.precision == Precision::Bf16;
+    let float = if bf16 { FloatDType::BF16 } else { FloatDType::F32 };
+    let mut gsm = Gsm::new(c, a.segments, device);
+    // A non-zero gate (the official init is zero), as after training.
+    gsm.conv3D.weight =
+        burn::module::Param::from_tensor(Tensor::random([2, c / 2, 3, 3, 3], Distribution::Normal(0.0, 0.05), device));
+    let gsm = match (train, bf16) {
+        (true, true) => gsm.map(&mut CastFloats(float)),
+        (true, false) => gsm,
+        (false, true) => gsm.valid().map(&mut CastAll(float)),
+        (false, false) => gsm.valid(),
+    };
+    let post = BatchNorm::new(c, device).valid();
+    let post = if bf16 { post.map(&mut CastAll(float)) } else { post };
+    let (mut gsm_affine, mut post_affine) = (gsm.clone(), post.clone());
+    if !train {
+        gsm_affine.bn.into_affine();
+        post_affine.into_affine();
+    }
+    let x = Tensor::<4>::random([a.batch * a.segments, c, side, side], Distribution::Normal(0.0, 1.0), device);
+    // Through an identity 1×1 convolution, so that the map comes in the memory order a
+    // backbone's convolution gives it (channels-last on libtorch, `ops::torch`).
+    let x = layers::conv2d(&identity_conv(c, device), x).detach();
+    // In bf16 the map is cast, then put back in the backbone's order should the cast
+    // have changed it.
+    let x = if bf16 { unit::backbone_order(x.cast(float)) } else { x };
+    let run = |column: usize| -> Tensor<4> {
+        match column {
+            0 | 1 => gsm.forward_path(x.clone(), column == 0),
+            2 => layers::clamp(post.forward(gsm.forward_path(x.clone(), true)), max),
+            _ => gsm_affine.forward_unit(x.clone(), &post_affine, max),
+        }
+    };
+    let sync = || base.sync().map_err(|e| anyhow::anyhow!("{e:?}"));
+    // Round-robin over the columns, so that each sees the same cache and allocator state.
+    let mut times = vec![Vec::with_capacity(a.iters); columns];
+    for i in 0..a.iters + 3 {
+        for (column, column_times) in times.iter_mut().enumerate() {
+            sync()?;
+            let t = Instant::now();
+            if train {
+                let x = x.clone().require_grad();
+                let _ = gsm.forward_path(x, column == 0).sum().backward();
+            } else {
+                // The output stays on the device (`sync` waits for it): reading it back
+                // would time a copy and an allocation, not the module.
+                let y = run(column);
+                sync()?;
+                drop(y);
+            }
+            sync()?;
+            if i >= 3 {
+                column_times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(times
+        .iter_mut()
+        .map(|t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect())
 }
 
 /// One row: the times, then composed over fused (and in inference unit ops over unit).

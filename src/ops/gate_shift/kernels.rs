@@ -12,8 +12,6 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-pub use super::gsm_unit::Affine;
-
 /// A parallel-for over task indices `[0, n)`: calls `body` on disjoint ranges covering them
 /// and returns when all are done.
 pub type ParallelFor = fn(n: usize, body: &(dyn Fn(Range<usize>) + Sync));
@@ -250,10 +248,55 @@ pub fn shift_backward(d: Dims, x: &[f32], logits: &[f32], dy: &[f32], dx: &mut [
     }
 }
 
+/// An inference BatchNorm in affine form followed by its activation, per channel `c`:
+/// `min(max(scale[c]·v + shift[c], 0), max)` — ReLU with `max` = ∞, ReLU6 with 6.
+#[derive(Clone, Copy, Debug)]
+pub struct Affine<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub max: f32,
+}
+
+impl Affine<'_> {
+    /// Applies channel `c`'s map to a plane of its values.
+    pub(crate) fn plane(&self, c: usize, values: &mut [f32]) {
+        let (s, b) = (self.scale[c], self.shift[c]);
+        for v in values {
+            *v = (*v * s + b).max(0.0).min(self.max);
+        }
+    }
+
+    /// Applies every channel's map to one position's channel vector.
+    pub(crate) fn vector(&self, values: &mut [f32]) {
+        for ((v, &s), &b) in values.iter_mut().zip(self.scale).zip(self.shift) {
+            *v = (*v * s + b).max(0.0).min(self.max);
+        }
+    }
+}
+
+/// `out = a(x)` over a `(B·T, C, H, W)` map in one pass, in `x`'s memory order
+/// (`channels_last`: B·T, H, W, C).
+pub fn affine_act(d: Dims, x: &[f32], a: &Affine, channels_last: bool, out: &mut [f32]) {
+    let hw = d.hw();
+    if channels_last {
+        for_each_chunk(out, d.w * d.c, |n, row| {
+            row.copy_from_slice(&x[n * d.w * d.c..][..row.len()]);
+            for v in row.chunks_exact_mut(d.c) {
+                a.vector(v);
+            }
+        });
+    } else {
+        for_each_chunk(out, hw, |n, plane| {
+            plane.copy_from_slice(&x[n * hw..][..hw]);
+            a.plane(n % d.c, plane);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::temporal::gate_gemm::{self, Layout};
+    use crate::ops::gate_shift::gate_gemm::{self, Layout};
 
     /// Deterministic pseudo-random values in [-1, 1).
     fn values(n: usize, seed: u32) -> Vec<f32> {

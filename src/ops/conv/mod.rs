@@ -1,0 +1,77 @@
+//! 2D and 3D convolution: which route runs a convolution, decided here. On flex in float32
+//! the GEMM convolution (`gemm.rs`, with `im2col.rs`), which in inference can also apply the
+//! ReLU / ReLU6 after a folded BN, add a residual, or read its input through TSM's shift;
+//! with `--features tch` libtorch's convolution (`ops::torch`); burn's own convolution, the
+//! reference, elsewhere.
+
+pub mod gemm;
+pub mod im2col;
+
+use burn::nn::conv::{Conv2d, Conv3d};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+
+use crate::ops::clamp;
+use crate::ops::time_shift::{self, Shift};
+
+/// `conv(x)` on the fastest route that takes it.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if let Some(g) = gemm::applies(conv, &x) {
+        return gemm::conv2d(conv, g, x);
+    }
+    #[cfg(feature = "tch")]
+    if let Some(g) = crate::ops::torch::geometry(conv)
+        && crate::ops::torch::applies(&x)
+    {
+        return crate::ops::torch::conv2d(conv, g, x);
+    }
+    conv.forward(x)
+}
+
+/// `clamp(conv(x), 0, max)` for inference (ReLU with ∞, ReLU6 with 6): on flex the GEMMs clamp
+/// each output tile as they write it; on libtorch cuDNN's fused convolution + ReLU where it
+/// applies (`ops::torch::conv2d_relu`); else the convolution, then the clamp.
+pub fn conv2d_clamp(conv: &Conv2d, x: Tensor<4>, max: f32) -> Tensor<4> {
+    if let Some(g) = gemm::applies(conv, &x) {
+        return gemm::conv2d(conv, g.clamped(max), x);
+    }
+    #[cfg(feature = "tch")]
+    if max == f32::INFINITY
+        && let Some(y) = crate::ops::torch::conv2d_relu(conv, &x)
+    {
+        return y;
+    }
+    clamp(conv2d(conv, x), max)
+}
+
+/// `ReLU(conv(x) + residual)` for inference: on flex one op, the residual and bias pre-filling
+/// the output the GEMMs add to, clamped per tile.
+pub fn conv2d_add_relu(conv: &Conv2d, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+    if residual.device() == x.device()
+        && residual.dtype() == x.dtype()
+        && let Some(g) = gemm::applies(conv, &x)
+    {
+        return gemm::conv2d_residual_relu(conv, g, x, residual);
+    }
+    relu(conv2d(conv, x) + residual)
+}
+
+/// `conv(shift(x))` with `shift` read by the convolution itself where it can (a pointwise
+/// convolution on flex: one GEMM per channel range, each reading the image the shift names,
+/// forward and backward; the shifted map is never written), clamped at `max` if given.
+/// `None` where no route does this: the caller shifts, then convolves.
+pub fn conv2d_shifted(conv: &Conv2d, x: &Tensor<4>, shift: Shift, max: Option<f32>) -> Option<Tensor<4>> {
+    if !time_shift::enabled() {
+        return None;
+    }
+    let g = gemm::shifted(conv, gemm::applies(conv, x)?, shift)?;
+    Some(match max {
+        Some(max) => gemm::conv2d(conv, g.clamped(max), x.clone()),
+        None => gemm::conv2d(conv, g, x.clone()),
+    })
+}
+
+/// `conv(x)` in 3D: the GEMM convolution where it takes `x`, burn's otherwise.
+pub fn conv3d(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
+    gemm::forward_3d(conv, x)
+}

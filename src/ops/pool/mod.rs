@@ -1,0 +1,7 @@
+//! 2D max and average pooling: `max` / `avg` run burn's `MaxPool2d` / `AvgPool2d` modules
+//! through the separable flex kernels where they take the input (`flex.rs`), through burn's
+//! own pooling (the reference) elsewhere.
+
+mod flex;
+
+pub use flex::{FastPool, PoolKernels, Reduce, Window, avg, max};
