@@ -1,5 +1,3 @@
-use clap::Parser;
-
 mod cli;
 
 fn main() {
@@ -11,7 +9,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     keep_freed_maps();
-    let args = cli::Cli::parse();
+    let args = cli::parse();
     if let Err(e) = cli::run(args) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

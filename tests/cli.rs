@@ -280,3 +280,33 @@ fn check_backend_compares_every_gradient() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not compiled into this binary"));
 }
+
+/// `train --help` documents every flag and shows its default; the defaults shown are the
+/// official recipe's (`TrainConfig::default()`), so a change there shows here.
+#[test]
+fn train_help_documents_every_flag_with_its_default() {
+    let out = gateshift(&["train", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let mut flags = 0;
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        if !t.starts_with("--") || t.starts_with("--help") {
+            continue;
+        }
+        flags += 1;
+        // The flag's paragraph: up to the next flag.
+        let paragraph: Vec<&str> =
+            lines[i + 1..].iter().take_while(|l| !l.trim_start().starts_with("--")).copied().collect();
+        let text = paragraph.join(" ");
+        assert!(text.trim().len() > 12, "{t}: no help text");
+        assert!(text.contains("[default: "), "{t}: no default shown in {text:?}");
+    }
+    assert!(flags >= 44, "only {flags} flags found in train --help");
+    for expected in
+        ["[default: 0.01]", "[default: 60]", "[default: 0.0005]", "[default: gsm]", "[default: bninception]"]
+    {
+        assert!(help.contains(expected), "train --help lacks {expected}");
+    }
+}

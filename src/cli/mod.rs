@@ -32,9 +32,15 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use gateshift::checkpoint::{self, StateDict};
 use gateshift::model::{Arch, ModelConfig, Recognizer, ShiftPlace, TemporalKind};
+
+/// The command line, `train --help` showing every flag's default (`train::with_defaults`).
+pub fn parse() -> Cli {
+    let cmd = Cli::command().mut_subcommand("train", train::with_defaults);
+    Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "gateshift", version, about = "Gate-Shift Networks for video action recognition")]

@@ -493,7 +493,7 @@ mod tests {
         let dy = normal([4, 6, 5, 3], &device);
         let run = |torch: bool, bn: &BatchNorm| {
             let x = x.clone().require_grad();
-            let y = if torch { bn.forward_torch(x.clone()) } else { bn.forward_composed(x.clone()) };
+            let y = if torch { bn.forward_library(x.clone()) } else { bn.forward_composed(x.clone()) };
             let grads = (y.clone() * dy.clone()).sum().backward();
             let mut out = vec![y.into_data(), x.grad(&grads).unwrap().into_data()];
             if let Some(g) = bn.weight.grad(&grads) {
@@ -536,7 +536,7 @@ mod tests {
                 ..bn
             };
             let x = x.clone().cast(dtype).detach().require_grad();
-            let y = bn.forward_torch(conv2d(&conv, g, x.clone()));
+            let y = bn.forward_library(conv2d(&conv, g, x.clone()));
             assert_eq!(y.dtype(), dtype);
             let grads = (y.clone().cast(DType::F32) * dy.clone()).sum().backward();
             let dw = conv.weight.grad(&grads).unwrap();
