@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the fused GSM's CUDA kernels (src/model/temporal/gsm_cuda.rs) without a GPU.
+"""Checks the fused GSM's CUDA kernels (src/ops/gate_shift/cuda.cu) without a GPU.
 
 The kernel source is compiled as C++ with -DGSM_HOST_EMULATION (every thread of every block
 run in turn, lanes in order; a warp sum collects the lanes' values and hands the total to the
@@ -71,8 +71,7 @@ HOST_LAUNCHERS(bf16, bf16)
 
 
 def kernel_source():
-    text = (ROOT / "src/model/temporal/gsm_cuda.rs").read_text()
-    return text[text.index('r#"') + 3 : text.index('"#;')]
+    return (ROOT / "src/ops/gate_shift/cuda.cu").read_text()
 
 
 def build(tmp):

@@ -114,6 +114,12 @@ fn functions(lines: &[&str]) -> Vec<(usize, usize)> {
         if !prefix_ok {
             continue;
         }
+        // A one-line function (`fn f() {}`).
+        let code = line.split("//").next().unwrap_or("").trim_end();
+        if code.contains('{') && code.ends_with('}') {
+            out.push((i, 1));
+            continue;
+        }
         // A declaration (`fn f(…);` in a trait) has no body.
         let signature_end = lines[i..]
             .iter()

@@ -82,8 +82,36 @@ fn internal_to_lite(path: &str) -> String {
     out.join(".")
 }
 
+/// The official names of the temporal modules' tensors (`gsm`, `gsf`), from their specs.
+fn official_names() -> impl Iterator<Item = &'static str> {
+    TemporalKind::ALL.iter().filter_map(|k| k.spec()?.official)
+}
+
+/// `layer` without a temporal module's official prefix (`gsm_X` → `X`), if it has one.
+fn strip_module_prefix(layer: &str) -> Option<&str> {
+    official_names().find_map(|name| layer.strip_prefix(name)?.strip_prefix('_'))
+}
+
+/// The name a temporal module's tensors take in official checkpoints (`gsm` where the module
+/// has none of its own, as the official code names any temporal module's place).
+fn official_name(temporal: TemporalKind) -> &'static str {
+    temporal.spec().and_then(|s| s.official).unwrap_or("gsm")
+}
+
+/// The temporal module an official checkpoint's keys hold tensors of, if any: a key with a
+/// module's official name as a path segment (`layer1.0.gsm.…`) or layer prefix (`gsm_X.…`).
+pub fn temporal_in<'a>(keys: impl IntoIterator<Item = &'a String>) -> Option<TemporalKind> {
+    let keys: Vec<&String> = keys.into_iter().collect();
+    TemporalKind::ALL.iter().copied().find(|k| {
+        let Some(name) = k.spec().and_then(|s| s.official) else { return false };
+        keys.iter().any(|key| {
+            key.split('.').any(|seg| seg == name || seg.strip_prefix(name).is_some_and(|r| r.starts_with('_')))
+        })
+    })
+}
+
 fn caffe_to_internal(key: &str) -> String {
-    if let Some(rest) = key.strip_prefix("gsm_").or_else(|| key.strip_prefix("gsf_"))
+    if let Some(rest) = strip_module_prefix(key)
         && let Some((layer, tail)) = rest.split_once('.')
     {
         return format!("{layer}.temporal.{tail}");
@@ -101,7 +129,7 @@ fn internal_to_caffe(path: &str, temporal: TemporalKind) -> String {
     match part {
         "conv" => format!("{layer}.{tail}"),
         "bn" => format!("{layer}_bn.{tail}"),
-        "temporal" => format!("{}_{layer}.{tail}", temporal.name()),
+        "temporal" => format!("{}_{layer}.{tail}", official_name(temporal)),
         _ => path.to_string(),
     }
 }
@@ -122,7 +150,7 @@ fn inception_v3_block(layer: &str) -> (Option<&str>, &str) {
 /// `X_Conv2D.*` → `X.conv.*`, `X_batchnorm.*` → `X.bn.*`.
 fn inception_v3_to_internal(key: &str) -> String {
     let (layer, param) = key.split_once('.').unwrap_or((key, ""));
-    let module = layer.strip_prefix("gsm_").or_else(|| layer.strip_prefix("gsf_"));
+    let module = strip_module_prefix(layer);
     let (layer, part) = if let Some(l) = module.and_then(|l| l.strip_suffix("_Conv2D")) {
         (l, "temporal")
     } else if let Some(l) = layer.strip_suffix("_Conv2D") {
@@ -152,27 +180,23 @@ fn internal_to_inception_v3(path: &str, temporal: TemporalKind) -> String {
     match part {
         "conv" => format!("{layer}_Conv2D.{tail}"),
         "bn" => format!("{layer}_batchnorm.{tail}"),
-        "temporal" => format!("{}_{layer}_Conv2D.{tail}", temporal.name()),
+        "temporal" => format!("{}_{layer}_Conv2D.{tail}", official_name(temporal)),
         _ => path.to_string(),
     }
 }
 
 fn torchvision_to_internal(key: &str) -> String {
-    key.split('.')
-        .filter(|p| *p != "net")
-        .collect::<Vec<_>>()
-        .join(".")
-        .replace("downsample.0.", "downsample.conv.")
-        .replace("downsample.1.", "downsample.bn.")
-        .replace(".gsm.", ".temporal.")
-        .replace(".gsf.", ".temporal.")
+    let parts: Vec<&str> = key.split('.').filter(|p| *p != "net").collect();
+    let parts: Vec<&str> =
+        parts.into_iter().map(|p| if official_names().any(|n| n == p) { "temporal" } else { p }).collect();
+    parts.join(".").replace("downsample.0.", "downsample.conv.").replace("downsample.1.", "downsample.bn.")
 }
 
 fn internal_to_torchvision(path: &str, arch: Arch, temporal: TemporalKind, place: ShiftPlace) -> String {
     let mut key = path
         .replace("downsample.conv.", "downsample.0.")
         .replace("downsample.bn.", "downsample.1.")
-        .replace(".temporal.", if temporal == TemporalKind::Gsf { ".gsf." } else { ".gsm." });
+        .replace(".temporal.", &format!(".{}.", official_name(temporal)));
     if temporal == TemporalKind::Tsm && key.starts_with("layer") {
         // layerN.i.<rest>: TSM wraps conv1 (blockres) or the whole block (block) in `.net`,
         // in the blocks that carry a shift.

@@ -64,12 +64,7 @@ struct Row {
 }
 
 fn display(t: TemporalKind) -> &'static str {
-    match t {
-        TemporalKind::None => "TSN",
-        TemporalKind::Tsm => "TSM",
-        TemporalKind::Gsm => "GSM",
-        TemporalKind::Gsf => "GSF",
-    }
+    t.label()
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {

@@ -262,8 +262,7 @@ impl ModelArgs {
         let temporal = match (self.temporal, &stored, sd) {
             (Some(t), _, _) => t,
             (None, Some(c), _) => c.temporal,
-            (None, None, Some(s)) if s.tensors.keys().any(|k| k.contains("gsm")) => TemporalKind::Gsm,
-            (None, None, Some(s)) if s.tensors.keys().any(|k| k.contains("gsf")) => TemporalKind::Gsf,
+            (None, None, Some(s)) if let Some(t) = gateshift::checkpoint::names::temporal_in(s.tensors.keys()) => t,
             _ => bail!("--temporal is required (none, tsm, gsm or gsf)"),
         };
         let classes = self

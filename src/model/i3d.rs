@@ -13,7 +13,7 @@ use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::InputSpec;
-use crate::model::layers::BatchNorm;
+use crate::model::batch_norm::BatchNorm;
 use crate::ops::{conv, pool};
 
 /// Input normalisation: RGB, `p · 2/255 − 1`, 224² centre crop of a 256 short side.

@@ -1,6 +1,7 @@
 //! The recognizer, its backbones and temporal modules.
 
 pub mod backbone;
+pub mod batch_norm;
 pub mod cost;
 pub mod i3d;
 pub mod layers;

@@ -157,8 +157,7 @@ impl MbBlock {
         let mut y = x.clone();
         if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
             y = match &self.temporal {
-                Some(Temporal::Gsm(g)) => g.forward_unit(conv.forward(y), bn, 6.0),
-                Some(t) => bn.forward_clamp(t.forward(conv.forward(y)), 6.0),
+                Some(t) => t.forward_unit(conv.forward(y), bn, 6.0),
                 None => conv.forward_bn_relu6(bn, y),
             };
         }
@@ -167,15 +166,13 @@ impl MbBlock {
         if self.residual { y + x } else { y }
     }
 
-    /// Folds the BNs into their convs for inference; where GSM sits between the expansion
-    /// and its BN, GSM's BN and `bn0` go to affine form instead (`Gsm::forward_unit`).
+    /// Folds the BNs into their convs for inference; where a temporal module sits between
+    /// the expansion and its BN, the module readies that unit instead (GSM: its BN and `bn0`
+    /// in affine form, `Gsm::forward_unit`).
     pub fn fold_bn(&mut self) {
         match (&mut self.expand_conv, &mut self.bn0, &mut self.temporal) {
             (Some(conv), Some(bn), None) => bn.fold_into(&mut conv.conv),
-            (Some(_), Some(bn), Some(Temporal::Gsm(g))) => {
-                g.bn.into_affine();
-                bn.into_affine();
-            }
+            (Some(_), Some(bn), Some(t)) => t.fold_unit(bn),
             _ => {}
         }
         self.bn1.fold_into(&mut self.depthwise_conv.conv);

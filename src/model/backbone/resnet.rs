@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::cost;
 use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv_bn_add_relu, conv_bn_relu, conv2d, shift_conv_bn_relu};
-use crate::model::temporal::{Temporal, TemporalKind, TemporalOpts};
+use crate::model::temporal::{Place, Temporal, TemporalKind, TemporalOpts};
 use crate::ops::pool;
 
 /// Where TSM's shift goes in a residual block.
@@ -53,14 +53,19 @@ pub struct Block {
 
 impl Block {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = match (&self.temporal, self.shift_block) {
-            (Some(Temporal::Tsm(t)), true) => t.forward(x),
+        let place = self.temporal.as_ref().map(|t| t.spec().place);
+        let x = match (&self.temporal, place, self.shift_block) {
+            (Some(t), Some(Place::Shift), true) => t.forward(x),
             _ => x,
         };
-        let y = match (&self.temporal, self.shift_block) {
-            // The residual shift: the shifted map feeds `conv1` alone.
-            (Some(Temporal::Tsm(t)), false) => shift_conv_bn_relu(t, &self.conv1, &self.bn1, x.clone()),
-            (Some(Temporal::Gsm(g)), _) => g.forward_unit(conv2d(&self.conv1, x.clone()), &self.bn1, f32::INFINITY),
+        let y = match (&self.temporal, place, self.shift_block) {
+            // The residual shift: the shifted map feeds `conv1` alone (TSM's convolution reads
+            // it through the shift).
+            (Some(Temporal::Tsm(t)), _, false) => shift_conv_bn_relu(t, &self.conv1, &self.bn1, x.clone()),
+            (Some(t), Some(Place::Shift), false) => conv_bn_relu(&self.conv1, &self.bn1, t.forward(x.clone())),
+            (Some(t), Some(Place::AfterConv), _) => {
+                t.forward_unit(conv2d(&self.conv1, x.clone()), &self.bn1, f32::INFINITY)
+            }
             _ => conv_bn_relu(&self.conv1, &self.bn1, x.clone()),
         };
         let (last_conv, last_bn, y) = match (&self.conv3, &self.bn3) {
@@ -71,9 +76,9 @@ impl Block {
             Some(d) => conv_bn(&d.conv, &d.bn, x),
             None => x,
         };
-        match &self.temporal {
+        match (&self.temporal, place) {
             // GSF sits on the branch's last conv, before its BN (official: bottleneck `conv3`).
-            Some(Temporal::Gsf(g)) => relu(last_bn.forward(g.forward(conv2d(last_conv, y))) + identity),
+            (Some(t), Some(Place::AfterLastConv)) => relu(last_bn.forward(t.forward(conv2d(last_conv, y))) + identity),
             _ => conv_bn_add_relu(last_conv, last_bn, y, identity),
         }
     }
@@ -82,13 +87,12 @@ impl Block {
     /// between them (GSF after the last conv); with GSM after `conv1`, GSM's BN and `bn1` go
     /// to affine form instead (`Gsm::forward_unit`).
     pub fn fold_bn(&mut self) {
-        if let Some(Temporal::Gsm(g)) = &mut self.temporal {
-            g.bn.into_affine();
-            self.bn1.into_affine();
-        } else {
-            self.bn1.fold_into(&mut self.conv1);
+        let place = self.temporal.as_ref().map(|t| t.spec().place);
+        match &mut self.temporal {
+            Some(t) if place == Some(Place::AfterConv) => t.fold_unit(&mut self.bn1),
+            _ => self.bn1.fold_into(&mut self.conv1),
         }
-        let gsf = matches!(self.temporal, Some(Temporal::Gsf(_)));
+        let gsf = place == Some(Place::AfterLastConv);
         match (&mut self.conv3, &mut self.bn3) {
             (Some(conv3), Some(bn3)) => {
                 self.bn2.fold_into(&mut self.conv2);
@@ -220,10 +224,10 @@ impl ResNet {
                     } else {
                         (ConvSpec::new(cin, planes, 3, s, 1), ConvSpec::new(planes, planes, 3, 1, 1), None)
                     };
-                    let temporal = match temporal {
-                        TemporalKind::Tsm if !i.is_multiple_of(round) => None,
-                        TemporalKind::Tsm => temporal.build(cin, segments, opts, device),
-                        TemporalKind::Gsf if bottleneck => temporal.build(cout, segments, opts, device),
+                    let temporal = match temporal.place() {
+                        Some(Place::Shift) if !i.is_multiple_of(round) => None,
+                        Some(Place::Shift) => temporal.build(cin, segments, opts, device),
+                        Some(Place::AfterLastConv) if bottleneck => temporal.build(cout, segments, opts, device),
                         _ => temporal.build(planes, segments, opts, device),
                     };
                     cin = cout;

@@ -18,9 +18,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig, Conv3d, Conv3dConfig};
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::{Device, Tensor};
 
-use super::{from_future, from_past};
+use super::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
-use crate::model::layers::BatchNorm;
+use crate::model::batch_norm::BatchNorm;
 use crate::probe;
 
 /// Gate-Shift-Fuse on a feature map of `f_plane` channels, gating the first `gsf_plane`.
@@ -104,6 +104,19 @@ impl Gsf {
         y
     }
 }
+
+impl TemporalModule for Gsf {
+    const SPEC: Spec = Spec { name: "gsf", label: "GSF", official: Some("gsf"), place: Place::AfterLastConv };
+
+    fn build(channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
+        Gsf::new(channels, segments, opts.gsf_ratio, device)
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        Gsf::forward(self, x)
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

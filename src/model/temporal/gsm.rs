@@ -14,9 +14,9 @@ use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 
-use super::{from_future, from_past};
+use super::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
-use crate::model::layers::BatchNorm;
+use crate::model::batch_norm::BatchNorm;
 use crate::ops::gate_shift::{self, unit};
 use crate::probe;
 
@@ -142,6 +142,29 @@ impl Gsm {
         let z2 = from_past(y2.clone(), 2) + (x2 - y2);
         let y = Tensor::cat(vec![interleave(z1), interleave(z2)], 1);
         y.swap_dims(1, 2).reshape([bt, c, h, w])
+    }
+}
+
+impl TemporalModule for Gsm {
+    const SPEC: Spec = Spec { name: "gsm", label: "GSM", official: Some("gsm"), place: Place::AfterConv };
+
+    fn build(channels: usize, segments: usize, _: TemporalOpts, device: &Device) -> Self {
+        Gsm::new(channels, segments, device)
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        Gsm::forward(self, x)
+    }
+
+    fn forward_unit(&self, x: Tensor<4>, post: &BatchNorm, max: f32) -> Tensor<4> {
+        Gsm::forward_unit(self, x, post, max)
+    }
+
+    /// GSM's BN3d and the unit's BN go to affine form; `forward_unit` then fuses both into
+    /// GSM's passes.
+    fn fold_unit(&mut self, post: &mut BatchNorm) {
+        self.bn.into_affine();
+        post.into_affine();
     }
 }
 

@@ -1,31 +1,50 @@
 //! Temporal modules: each maps `(batch*segments, C, H, W)` to the same shape, mixing
 //! information across the segments of a clip inside a 2D backbone.
 
-pub mod gsf;
-pub mod gsm;
-pub mod tsm;
-
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use gsf::Gsf;
-pub use gsm::Gsm;
-pub use tsm::TemporalShift;
+use crate::model::batch_norm::BatchNorm;
 
-/// Which temporal module a recognizer uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TemporalKind {
-    /// TSN: no temporal module, frames are only combined by the consensus.
-    None,
-    /// TSM: a fixed shift of 1/`shift_div` channels forward and backward in time.
-    Tsm,
-    /// GSM: the learned, gated shift of the paper.
-    Gsm,
-    /// GSF: GSM whose shifted and residual parts are fused with learned per-channel,
-    /// per-frame weights (the TPAMI 2023 successor).
-    Gsf,
+/// Where a temporal module sits in a backbone (the official placements).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Shifts a block's input or its residual branch's (TSM); in ResNets `ShiftPlace` says which.
+    Shift,
+    /// Between a branch's first convolution and its BN (GSM's places).
+    AfterConv,
+    /// As `AfterConv`, except in ResNet blocks: on the last convolution, before its BN (GSF).
+    AfterLastConv,
+}
+
+/// What the backbones, the checkpoint names and the commands know of a temporal module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// Its name in flags, configs and checkpoint metadata (`gsm`).
+    pub name: &'static str,
+    /// Its name in reports (`GSM`).
+    pub label: &'static str,
+    /// Its tensors' name in official checkpoints (`gsm_X` beside a Caffe layer `X`, `.gsm.` in a
+    /// ResNet block); `None`: it has no tensors.
+    pub official: Option<&'static str>,
+    pub place: Place,
+}
+
+/// A temporal module: `(batch·segments, C, H, W)` → the same shape, mixing the segments.
+pub trait TemporalModule: Module {
+    const SPEC: Spec;
+    /// The module for a feature map of `channels` channels and `segments` frames per clip.
+    fn build(channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Self;
+    fn forward(&self, x: Tensor<4>) -> Tensor<4>;
+    /// `clamp(post(self(x)), 0, max)`: the unit the module sits in (its BN and ReLU / ReLU6),
+    /// which a module may fuse.
+    fn forward_unit(&self, x: Tensor<4>, post: &BatchNorm, max: f32) -> Tensor<4> {
+        post.forward_clamp(self.forward(x), max)
+    }
+    /// Readies that unit for inference (`Recognizer::inference`); by default nothing: no BN
+    /// folds across a module.
+    fn fold_unit(&mut self, _post: &mut BatchNorm) {}
 }
 
 /// Hyper-parameters of the temporal modules.
@@ -37,44 +56,103 @@ pub struct TemporalOpts {
     pub gsf_ratio: usize,
 }
 
+/// The registry: `TemporalKind` (flags, configs, metadata) and `Temporal` (the module in a
+/// backbone) from one list of modules, each delegating to its file's [`TemporalModule`].
+macro_rules! temporal_modules {
+    ($( $(#[$doc:meta])* $variant:ident($module:ident::$ty:ident) ),* $(,)?) => {
+        $( pub mod $module; pub use $module::$ty; )*
+
+        /// Which temporal module a recognizer uses.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+        #[serde(rename_all = "lowercase")]
+        pub enum TemporalKind {
+            /// TSN: no temporal module, frames are only combined by the consensus.
+            None,
+            $( $(#[$doc])* $variant, )*
+        }
+
+        /// A temporal module placed inside a backbone.
+        // Built once per model; the size of the value is irrelevant next to its tensors.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Module, Debug)]
+        pub enum Temporal {
+            $( $variant($ty), )*
+        }
+
+        impl TemporalKind {
+            /// Every kind, TSN first.
+            pub const ALL: &[TemporalKind] = &[TemporalKind::None, $( TemporalKind::$variant, )*];
+
+            /// The module's description; `None` for TSN.
+            pub fn spec(self) -> Option<&'static Spec> {
+                match self {
+                    Self::None => None,
+                    $( Self::$variant => Some(&<$ty as TemporalModule>::SPEC), )*
+                }
+            }
+
+            /// Builds the module for a feature map of `channels` channels (`None` for TSN).
+            pub fn build(self, channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Option<Temporal> {
+                match self {
+                    Self::None => None,
+                    $( Self::$variant => Some(Temporal::$variant(<$ty as TemporalModule>::build(channels, segments, opts, device))), )*
+                }
+            }
+        }
+
+        impl Temporal {
+            pub fn spec(&self) -> &'static Spec {
+                match self {
+                    $( Self::$variant(_) => &<$ty as TemporalModule>::SPEC, )*
+                }
+            }
+
+            pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+                match self {
+                    $( Self::$variant(m) => TemporalModule::forward(m, x), )*
+                }
+            }
+
+            /// See [`TemporalModule::forward_unit`].
+            pub fn forward_unit(&self, x: Tensor<4>, post: &BatchNorm, max: f32) -> Tensor<4> {
+                match self {
+                    $( Self::$variant(m) => m.forward_unit(x, post, max), )*
+                }
+            }
+
+            /// See [`TemporalModule::fold_unit`].
+            pub fn fold_unit(&mut self, post: &mut BatchNorm) {
+                match self {
+                    $( Self::$variant(m) => m.fold_unit(post), )*
+                }
+            }
+        }
+    };
+}
+
+temporal_modules! {
+    /// TSM: a fixed shift of 1/`shift_div` channels forward and backward in time.
+    Tsm(tsm::TemporalShift),
+    /// GSM: the learned, gated shift of the paper.
+    Gsm(gsm::Gsm),
+    /// GSF: GSM whose shifted and residual parts are fused with learned per-channel,
+    /// per-frame weights (the TPAMI 2023 successor).
+    Gsf(gsf::Gsf),
+}
+
 impl TemporalKind {
+    /// Its name in flags, configs and metadata (`none` for TSN).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Tsm => "tsm",
-            Self::Gsm => "gsm",
-            Self::Gsf => "gsf",
-        }
+        self.spec().map_or("none", |s| s.name)
     }
 
-    /// Builds the module for a feature map of `channels` channels (`None` for TSN).
-    pub fn build(self, channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Option<Temporal> {
-        match self {
-            Self::None => None,
-            Self::Tsm => Some(Temporal::Tsm(TemporalShift::new(segments, opts.shift_div))),
-            Self::Gsm => Some(Temporal::Gsm(Gsm::new(channels, segments, device))),
-            Self::Gsf => Some(Temporal::Gsf(Gsf::new(channels, segments, opts.gsf_ratio, device))),
-        }
+    /// Its name in reports (`TSN` for none).
+    pub fn label(self) -> &'static str {
+        self.spec().map_or("TSN", |s| s.label)
     }
-}
 
-/// A temporal module placed inside a backbone.
-// Built once per model; the size of the value is irrelevant next to its tensors.
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum Temporal {
-    Gsm(Gsm),
-    Tsm(TemporalShift),
-    Gsf(Gsf),
-}
-
-impl Temporal {
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        match self {
-            Self::Gsm(m) => m.forward(x),
-            Self::Tsm(m) => m.forward(x),
-            Self::Gsf(m) => m.forward(x),
-        }
+    pub fn place(self) -> Option<Place> {
+        self.spec().map(|s| s.place)
     }
 }
 

@@ -6,7 +6,9 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::{from_future, from_past};
+use burn::tensor::Device;
+
+use super::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::ops::time_shift::{self, Shift};
 
 #[derive(Module, Debug)]
@@ -55,5 +57,17 @@ impl TemporalShift {
             parts.push(x.narrow(2, 2 * fold, c - 2 * fold));
         }
         Tensor::cat(parts, 2).reshape([bt, c, h, w])
+    }
+}
+
+impl TemporalModule for TemporalShift {
+    const SPEC: Spec = Spec { name: "tsm", label: "TSM", official: None, place: Place::Shift };
+
+    fn build(_channels: usize, segments: usize, opts: TemporalOpts, _: &Device) -> Self {
+        TemporalShift::new(segments, opts.shift_div)
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        TemporalShift::forward(self, x)
     }
 }
