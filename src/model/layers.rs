@@ -115,6 +115,15 @@ pub(crate) fn book(conv: &Conv2d, y: &Tensor<4>) {
     }
 }
 
+/// Folds each named [`ConvBn`] unit of a block for inference (`ConvBn::fold_bn`):
+/// `fold_units!(self: conv, tower_conv)`.
+macro_rules! fold_units {
+    ($block:ident: $($unit:ident),* $(,)?) => {
+        $( $block.$unit.fold_bn(); )*
+    };
+}
+pub(crate) use fold_units;
+
 /// One Caffe-style unit: conv, then the optional temporal module (GSM sits between a
 /// branch's first conv and its BN in the official code), then BN and ReLU.
 /// Official checkpoint names: `X.weight` (conv), `X_bn.*` (BN), `gsm_X.*` (GSM);

@@ -13,7 +13,7 @@ use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::model::cost;
-use crate::model::layers::{ConvBn, ConvSpec};
+use crate::model::layers::{ConvBn, ConvSpec, fold_units};
 use crate::model::temporal::{TemporalKind, TemporalOpts};
 use crate::ops::pool;
 
@@ -96,13 +96,7 @@ pub struct BlockA {
 impl BlockA {
     /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
     pub fn fold_bn(&mut self) {
-        self.conv.fold_bn();
-        self.tower_conv.fold_bn();
-        self.tower_conv_1.fold_bn();
-        self.tower_1_conv.fold_bn();
-        self.tower_1_conv_1.fold_bn();
-        self.tower_1_conv_2.fold_bn();
-        self.tower_2_conv.fold_bn();
+        fold_units!(self: conv, tower_conv, tower_conv_1, tower_1_conv, tower_1_conv_1, tower_1_conv_2, tower_2_conv);
     }
 
     fn new(u: &Units, cin: usize, pool_proj: usize) -> Self {
@@ -137,10 +131,7 @@ pub struct BlockB {
 impl BlockB {
     /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
     pub fn fold_bn(&mut self) {
-        self.conv.fold_bn();
-        self.tower_conv.fold_bn();
-        self.tower_conv_1.fold_bn();
-        self.tower_conv_2.fold_bn();
+        fold_units!(self: conv, tower_conv, tower_conv_1, tower_conv_2);
     }
 
     fn new(u: &Units) -> Self {
@@ -178,16 +169,10 @@ pub struct BlockC {
 impl BlockC {
     /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
     pub fn fold_bn(&mut self) {
-        self.conv.fold_bn();
-        self.tower_conv.fold_bn();
-        self.tower_conv_1.fold_bn();
-        self.tower_conv_2.fold_bn();
-        self.tower_1_conv.fold_bn();
-        self.tower_1_conv_1.fold_bn();
-        self.tower_1_conv_2.fold_bn();
-        self.tower_1_conv_3.fold_bn();
-        self.tower_1_conv_4.fold_bn();
-        self.tower_2_conv.fold_bn();
+        fold_units!(self:
+            conv, tower_conv, tower_conv_1, tower_conv_2, tower_1_conv, tower_1_conv_1, tower_1_conv_2,
+            tower_1_conv_3, tower_1_conv_4, tower_2_conv
+        );
     }
 
     fn new(u: &Units, c: usize, gsm: bool) -> Self {
@@ -230,12 +215,7 @@ pub struct BlockD {
 impl BlockD {
     /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
     pub fn fold_bn(&mut self) {
-        self.tower_conv.fold_bn();
-        self.tower_conv_1.fold_bn();
-        self.tower_1_conv.fold_bn();
-        self.tower_1_conv_1.fold_bn();
-        self.tower_1_conv_2.fold_bn();
-        self.tower_1_conv_3.fold_bn();
+        fold_units!(self: tower_conv, tower_conv_1, tower_1_conv, tower_1_conv_1, tower_1_conv_2, tower_1_conv_3);
     }
 
     fn new(u: &Units) -> Self {
@@ -277,15 +257,10 @@ pub struct BlockE {
 impl BlockE {
     /// Folds the units' BNs into their convs for inference (`ConvBn::fold_bn`).
     pub fn fold_bn(&mut self) {
-        self.conv.fold_bn();
-        self.tower_conv.fold_bn();
-        self.tower_mixed_conv.fold_bn();
-        self.tower_mixed_conv_1.fold_bn();
-        self.tower_1_conv.fold_bn();
-        self.tower_1_conv_1.fold_bn();
-        self.tower_1_mixed_conv.fold_bn();
-        self.tower_1_mixed_conv_1.fold_bn();
-        self.tower_2_conv.fold_bn();
+        fold_units!(self:
+            conv, tower_conv, tower_mixed_conv, tower_mixed_conv_1, tower_1_conv, tower_1_conv_1, tower_1_mixed_conv,
+            tower_1_mixed_conv_1, tower_2_conv
+        );
     }
 
     fn new(u: &Units, cin: usize, max_pool: bool) -> Self {
@@ -337,22 +312,10 @@ pub struct InceptionV3 {
 impl InceptionV3 {
     /// Folds the BN of every unit into its conv for inference (`ConvBn::fold_bn`).
     pub fn fold_bn(&mut self) {
-        self.conv.fold_bn();
-        self.conv_1.fold_bn();
-        self.conv_2.fold_bn();
-        self.conv_3.fold_bn();
-        self.conv_4.fold_bn();
-        self.mixed.fold_bn();
-        self.mixed_1.fold_bn();
-        self.mixed_2.fold_bn();
-        self.mixed_3.fold_bn();
-        self.mixed_4.fold_bn();
-        self.mixed_5.fold_bn();
-        self.mixed_6.fold_bn();
-        self.mixed_7.fold_bn();
-        self.mixed_8.fold_bn();
-        self.mixed_9.fold_bn();
-        self.mixed_10.fold_bn();
+        fold_units!(self:
+            conv, conv_1, conv_2, conv_3, conv_4, mixed, mixed_1, mixed_2, mixed_3, mixed_4, mixed_5, mixed_6,
+            mixed_7, mixed_8, mixed_9, mixed_10
+        );
     }
 
     pub fn new(temporal: TemporalKind, segments: usize, opts: TemporalOpts, device: &Device) -> Self {

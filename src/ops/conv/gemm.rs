@@ -26,10 +26,7 @@
 use std::ops::Range;
 
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
@@ -39,10 +36,18 @@ use burn::tensor::{DType, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
+use crate::ops::autodiff::{self, OpGeometry, WeightedKernels};
 pub use crate::ops::conv::im2col::Geometry;
 use crate::ops::conv::im2col::{Sizes, col2im, im2col, with_scratch};
 use crate::ops::flex_alloc;
 use crate::ops::time_shift::Shift;
+
+impl OpGeometry for Geometry {
+    const OP: &'static str = "conv";
+    fn inference_only(&self) -> bool {
+        self.max.is_some()
+    }
+}
 
 /// The op, routed by burn to the backend a tensor lives on (with or without autodiff).
 #[backend_extension(Flex, Autodiff)]
@@ -55,24 +60,6 @@ pub trait GemmConv: Backend {
         bias: FloatTensor<Self>,
         geometry: Geometry,
     ) -> FloatTensor<Self>;
-}
-
-/// The kernels a backend provides so that `Autodiff<B>` can differentiate the op.
-pub trait ConvKernels: Backend {
-    fn conv_forward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        geometry: Geometry,
-    ) -> FloatTensor<Self>;
-    /// `(dx, dweight, dbias)`, each only where `wanted`.
-    fn conv_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        geometry: Geometry,
-        wanted: [bool; 3],
-    ) -> [Option<FloatTensor<Self>>; 3];
 }
 
 /// Whether the op takes `x` at all: float32 on flex, unless `GATESHIFT_GEMM_CONV=0`.
@@ -146,7 +133,7 @@ pub fn forward_3d(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
 
 impl GemmConv for Flex {
     fn gemm_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: Geometry) -> FlexTensor {
-        Self::conv_forward(x, weight, bias, geometry)
+        Self::weighted_forward(x, weight, bias, geometry)
     }
 }
 
@@ -407,12 +394,12 @@ fn forward(
     y
 }
 
-impl ConvKernels for Flex {
-    fn conv_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, g: Geometry) -> FlexTensor {
+impl WeightedKernels<Geometry> for Flex {
+    fn weighted_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, g: Geometry) -> FlexTensor {
         forward(x, weight, bias, None, g)
     }
 
-    fn conv_backward(
+    fn weighted_backward(
         x: FlexTensor,
         weight: FlexTensor,
         dy: FlexTensor,
@@ -530,44 +517,14 @@ fn bias_grad(gv: &[f32], s: &Sizes) -> FlexTensor {
     flex_alloc::from_vec(sums, Shape::new([s.o]))
 }
 
-#[derive(Debug)]
-struct ConvBackward;
-
-impl<B: ConvKernels> Backward<B, 3> for ConvBackward {
-    /// Input and weight (kept alive, not copied) and the geometry.
-    type State = (FloatTensor<B>, FloatTensor<B>, Geometry);
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, weight, geometry) = ops.state;
-        let dy = grads.consume::<B>(&ops.node);
-        let ids = ops.parents.map(|p| p.map(|n| n.id));
-        let grads_out = B::conv_backward(x, weight, dy, geometry, ids.map(|id| id.is_some()));
-        for (id, grad) in ids.into_iter().zip(grads_out) {
-            if let (Some(id), Some(grad)) = (id, grad) {
-                grads.register::<B>(id, grad);
-            }
-        }
-    }
-}
-
-impl<B: ConvKernels, C: CheckpointStrategy> GemmConv for Autodiff<B, C> {
+impl<B: WeightedKernels<Geometry>, C: CheckpointStrategy> GemmConv for Autodiff<B, C> {
     fn gemm_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         geometry: Geometry,
     ) -> FloatTensor<Self> {
-        let nodes = [x.node(), weight.node(), bias.node()];
-        let prep = ConvBackward.prepare::<C>(nodes).compute_bound().stateful();
-        let (x, weight, bias) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
-        match prep {
-            OpsKind::Tracked(prep) => {
-                assert!(geometry.max.is_none(), "conv: the clamped convolution is for inference, not training");
-                let y = B::conv_forward(x.clone(), weight.clone(), bias, geometry);
-                prep.finish((x, weight, geometry), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::conv_forward(x, weight, bias, geometry)),
-        }
+        autodiff::weighted::<B, C, Geometry>(x, weight, bias, geometry)
     }
 }
 

@@ -17,13 +17,11 @@
 //! `Recognizer::inference` has folded the BN); burn's convolution stays the tested reference.
 //! `GATESHIFT_FAST_DEPTHWISE=0` turns it off, to compare.
 
+use crate::ops::autodiff::{self, OpGeometry, WeightedKernels};
 use crate::ops::avx2::with_avx2;
 use crate::ops::flex_alloc;
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
@@ -41,6 +39,13 @@ pub struct Depthwise {
     pub max: Option<f32>,
 }
 
+impl OpGeometry for Depthwise {
+    const OP: &'static str = "depthwise";
+    fn inference_only(&self) -> bool {
+        self.max.is_some()
+    }
+}
+
 /// The op, routed by burn to the backend a tensor lives on (with or without autodiff).
 #[backend_extension(Flex, Autodiff)]
 pub trait DepthwiseConv: Backend {
@@ -51,24 +56,6 @@ pub trait DepthwiseConv: Backend {
         bias: FloatTensor<Self>,
         geometry: Depthwise,
     ) -> FloatTensor<Self>;
-}
-
-/// The kernels a backend provides so that `Autodiff<B>` can differentiate the op.
-pub trait DepthwiseKernels: Backend {
-    fn depthwise_forward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        geometry: Depthwise,
-    ) -> FloatTensor<Self>;
-    /// `(dx, dweight, dbias)` for output gradient `dy`, each only where `wanted`.
-    fn depthwise_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        geometry: Depthwise,
-        wanted: [bool; 3],
-    ) -> [Option<FloatTensor<Self>>; 3];
 }
 
 /// Whether the op computes `conv` on `x`: a depthwise convolution (groups = input = output
@@ -278,8 +265,8 @@ fn plan(x: &FlexTensor, weight: &FlexTensor, g: Depthwise) -> (usize, usize, Pla
     (s[0], s[1], Plan::new([s[2], s[3]], [ws[2], ws[3]], g))
 }
 
-impl DepthwiseKernels for Flex {
-    fn depthwise_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, g: Depthwise) -> FlexTensor {
+impl WeightedKernels<Depthwise> for Flex {
+    fn weighted_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, g: Depthwise) -> FlexTensor {
         let (x, weight, bias) =
             (contiguous_f32(x, "input"), contiguous_f32(weight, "weight"), contiguous_f32(bias, "bias"));
         let (n, c, p) = plan(&x, &weight, g);
@@ -299,7 +286,7 @@ impl DepthwiseKernels for Flex {
         y
     }
 
-    fn depthwise_backward(
+    fn weighted_backward(
         x: FlexTensor,
         weight: FlexTensor,
         dy: FlexTensor,
@@ -346,48 +333,18 @@ impl DepthwiseKernels for Flex {
 
 impl DepthwiseConv for Flex {
     fn depthwise_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, g: Depthwise) -> FlexTensor {
-        Self::depthwise_forward(x, weight, bias, g)
+        Self::weighted_forward(x, weight, bias, g)
     }
 }
 
-#[derive(Debug)]
-struct DepthwiseBackward;
-
-impl<B: DepthwiseKernels> Backward<B, 3> for DepthwiseBackward {
-    /// Input and weight (kept alive, not copied) and the geometry.
-    type State = (FloatTensor<B>, FloatTensor<B>, Depthwise);
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (x, weight, geometry) = ops.state;
-        let dy = grads.consume::<B>(&ops.node);
-        let ids = ops.parents.map(|p| p.map(|n| n.id));
-        let grads_out = B::depthwise_backward(x, weight, dy, geometry, ids.map(|id| id.is_some()));
-        for (id, grad) in ids.into_iter().zip(grads_out) {
-            if let (Some(id), Some(grad)) = (id, grad) {
-                grads.register::<B>(id, grad);
-            }
-        }
-    }
-}
-
-impl<B: DepthwiseKernels, C: CheckpointStrategy> DepthwiseConv for Autodiff<B, C> {
+impl<B: WeightedKernels<Depthwise>, C: CheckpointStrategy> DepthwiseConv for Autodiff<B, C> {
     fn depthwise_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         geometry: Depthwise,
     ) -> FloatTensor<Self> {
-        let nodes = [x.node(), weight.node(), bias.node()];
-        let prep = DepthwiseBackward.prepare::<C>(nodes).compute_bound().stateful();
-        let (x, weight, bias) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
-        match prep {
-            OpsKind::Tracked(prep) => {
-                assert!(geometry.max.is_none(), "depthwise: the clamped convolution is for inference, not training");
-                let y = B::depthwise_forward(x.clone(), weight.clone(), bias, geometry);
-                prep.finish((x, weight, geometry), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::depthwise_forward(x, weight, bias, geometry)),
-        }
+        autodiff::weighted::<B, C, Depthwise>(x, weight, bias, geometry)
     }
 }
 

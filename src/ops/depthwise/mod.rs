@@ -4,4 +4,4 @@
 
 mod flex;
 
-pub use flex::{Depthwise, DepthwiseConv, DepthwiseKernels, applies, forward};
+pub use flex::{Depthwise, DepthwiseConv, applies, forward};
