@@ -44,6 +44,16 @@ pub fn frame_pixels(what: &str, w: u64, h: u64) -> Result<()> {
     Ok(())
 }
 
+/// clap parser for a count or size that must be at least 1 (segments, classes, batch
+/// sizes, crop sides, top-k, …): zero is refused with the flag named, before any work.
+pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(_) => Err("not a whole number".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,11 +131,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
 /// The demo's recipe for one model: ResNet-Mini from scratch on the synthetic pairs.
 fn train_config(a: &DemoArgs, temporal: TemporalKind, data_dir: &Path) -> TrainConfig {
     let mut cfg = TrainConfig::default();
-    cfg.model.arch = Arch::ResnetMini;
-    cfg.model.temporal = temporal;
-    cfg.model.segments = 8;
+    cfg.model.net.arch = Arch::ResnetMini;
+    cfg.model.net.temporal = temporal;
+    cfg.model.net.segments = 8;
     // From scratch on a small dataset: no dropout, no warm-up (both slow the start).
-    cfg.model.dropout = 0.0;
+    cfg.model.net.dropout = 0.0;
     cfg.data.train_list = data_dir.join("train.txt");
     cfg.data.val_list = Some(data_dir.join("val.txt"));
     cfg.data.class_names = Some(data_dir.join("classes.txt"));

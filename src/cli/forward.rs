@@ -9,7 +9,8 @@ use burn::tensor::Tensor;
 use clap::Args;
 use gateshift::checkpoint::safetensors;
 
-use super::{ModelArgs, load_model};
+use super::load_model;
+use gateshift::model::ModelConfig;
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -17,7 +18,7 @@ pub struct ForwardArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelConfig,
     /// safetensors file with key `input`, shape (batch, segments·3, H, W).
     #[arg(long)]
     pub input: PathBuf,

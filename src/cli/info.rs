@@ -6,19 +6,19 @@ use burn::tensor::{Device, Tensor};
 use clap::Args;
 use gateshift::model::cost;
 
-use super::ModelArgs;
+use gateshift::model::ModelConfig;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelConfig,
     /// Input size (default: the backbone's own, e.g. 224).
     #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub size: Option<usize>,
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
-    let cfg = a.model.resolve(None)?;
+    let cfg = super::resolve_model(&a.model, None)?;
     let device = Device::flex();
     let model = cfg.init(&device).valid();
     let size = a.size.unwrap_or(cfg.arch.input().size);

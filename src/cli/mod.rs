@@ -34,14 +34,31 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use gateshift::checkpoint::{self, StateDict};
-use gateshift::model::{Arch, ModelConfig, Recognizer, ShiftPlace, TemporalKind};
+use gateshift::model::{ModelConfig, Recognizer};
 
 /// The command line, `train --help` showing every flag's default (`train::with_defaults`).
 pub fn parse() -> Cli {
-    let cmd = Cli::command().mut_subcommand("train", train::with_defaults);
-    Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
 }
 
+/// [`parse`] of `args`; also records which flags were given (see [`given`]).
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cmd = Cli::command().mut_subcommand("train", train::with_defaults);
+    let matches = cmd.try_get_matches_from(args)?;
+    let mut command = &matches;
+    while let Some((_, sub)) = command.subcommand() {
+        command = sub;
+    }
+    let ids =
+        command.ids().filter(|id| command.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine));
+    let ids = ids.map(|id| id.to_string()).collect();
+    GIVEN.with(|g| *g.borrow_mut() = ids);
+    Cli::from_arg_matches(&matches)
+}
 #[derive(Parser, Debug)]
 #[command(name = "gateshift", version, about = "Gate-Shift Networks for video action recognition")]
 pub struct Cli {
@@ -118,15 +135,7 @@ pub fn install_sigint() {
     });
 }
 
-/// clap parser for a count or size that must be at least 1 (segments, classes, batch
-/// sizes, crop sides, top-k, …): zero is refused with the flag named, before any work.
-pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
-    match s.parse::<T>() {
-        Ok(n) if n >= T::from(1) => Ok(n),
-        Ok(_) => Err("must be at least 1".into()),
-        Err(_) => Err("not a whole number".into()),
-    }
-}
+pub use gateshift::limits::at_least_one;
 
 /// clap parser for a test-crop count: 1, 3, 5 or 10 (the official protocols).
 pub fn crop_count(s: &str) -> Result<usize, String> {
@@ -216,71 +225,67 @@ impl SizeArgs {
     }
 }
 
-/// Model flags shared by commands; unset ones are taken from the checkpoint where possible.
-#[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// Backbone architecture.
-    #[arg(long, value_enum)]
-    pub arch: Option<Arch>,
-    /// Temporal module: none (TSN), tsm, gsm, gsf.
-    #[arg(long, value_enum)]
-    pub temporal: Option<TemporalKind>,
-    /// Number of segments (frames per clip; default: the checkpoint's own, else 8).
-    #[arg(long, value_parser = at_least_one::<usize>)]
-    pub segments: Option<usize>,
-    /// Number of classes (default: from the checkpoint's `new_fc`, else 174).
-    #[arg(long, value_parser = at_least_one::<usize>)]
-    pub classes: Option<usize>,
-    /// TSM: fraction 1/shift_div of channels shifted each way (default: the checkpoint's, else 8).
-    #[arg(long)]
-    pub shift_div: Option<usize>,
-    /// TSM placement in residual blocks (default: the checkpoint's, else blockres).
-    #[arg(long, value_enum)]
-    pub shift_place: Option<ShiftPlace>,
-    /// GSF: percentage of channels gated (default: the checkpoint's, else 25 on ResNets and
-    /// 100 elsewhere, as the official code).
-    #[arg(long)]
-    pub gsf_ratio: Option<usize>,
+/// The model configuration for a command that loads a checkpoint: the model flags given on
+/// the command line over the checkpoint's own record (`gateshift.model`), or over the
+/// defaults where it has none (then `--arch` is required, and `--temporal` unless the file's
+/// tensor names say it). Classes not given come from the checkpoint's `new_fc`, else its
+/// record, else 174.
+pub fn resolve_model(flags: &ModelConfig, sd: Option<&StateDict>) -> Result<ModelConfig> {
+    use gateshift::checkpoint::metadata;
+    let stored: Option<ModelConfig> = match sd.map(|s| &s.metadata) {
+        Some(m) if m.get(metadata::MODEL).map(String::as_str) == Some(metadata::I3D_MODEL) => {
+            bail!("this is the Kinetics-400 I3D: use --model i3d-kinetics400")
+        }
+        Some(m) => metadata::get(m, metadata::MODEL)?,
+        None => None,
+    };
+    let mut cfg = stored.clone().unwrap_or_default();
+    overlay_given(&mut cfg, flags)?;
+    if stored.is_none() {
+        if !given("arch") {
+            bail!("--arch is required (the checkpoint does not record it)");
+        }
+        if !given("temporal") {
+            let found = sd.and_then(|s| gateshift::checkpoint::names::temporal_in(s.tensors.keys()));
+            cfg.temporal = found.ok_or_else(|| anyhow::anyhow!("--temporal is required (none, tsm, gsm or gsf)"))?;
+        }
+    }
+    if given("classes") && flags.classes == 0 {
+        bail!("--classes must be at least 1 (left out, it is the checkpoint's)");
+    }
+    if !given("classes") {
+        let fc = sd.and_then(|s| s.tensors.get("new_fc.weight")).map(|w| w.shape()[0]);
+        cfg.classes = fc.or(stored.as_ref().map(|c| c.classes)).unwrap_or(174);
+    }
+    cfg.check()?;
+    Ok(cfg)
 }
 
-impl ModelArgs {
-    /// Resolves the model configuration from flags, then the checkpoint's own record.
-    pub fn resolve(&self, sd: Option<&StateDict>) -> Result<ModelConfig> {
-        use gateshift::checkpoint::metadata;
-        let stored: Option<ModelConfig> = match sd.map(|s| &s.metadata) {
-            Some(m) if m.get(metadata::MODEL).map(String::as_str) == Some(metadata::I3D_MODEL) => {
-                bail!("this is the Kinetics-400 I3D: use --model i3d-kinetics400")
-            }
-            Some(m) => metadata::get(m, metadata::MODEL)?,
-            None => None,
-        };
-        let arch = match (self.arch, &stored) {
-            (Some(a), _) => a,
-            (None, Some(c)) => c.arch,
-            (None, None) => bail!("--arch is required (the checkpoint does not record it)"),
-        };
-        let temporal = match (self.temporal, &stored, sd) {
-            (Some(t), _, _) => t,
-            (None, Some(c), _) => c.temporal,
-            (None, None, Some(s)) if let Some(t) = gateshift::checkpoint::names::temporal_in(s.tensors.keys()) => t,
-            _ => bail!("--temporal is required (none, tsm, gsm or gsf)"),
-        };
-        let classes = self
-            .classes
-            .or_else(|| sd.and_then(|s| s.tensors.get("new_fc.weight")).map(|w| w.shape()[0]))
-            .or(stored.as_ref().map(|c| c.classes))
-            .unwrap_or(174);
-        let segments = self.segments.or(stored.as_ref().map(|c| c.segments)).unwrap_or(8);
-        let mut cfg = ModelConfig::new(arch, temporal, segments, classes);
-        cfg.shift_div = self.shift_div.or(stored.as_ref().map(|c| c.shift_div)).unwrap_or(cfg.shift_div);
-        cfg.shift_place = self.shift_place.or(stored.as_ref().map(|c| c.shift_place)).unwrap_or(cfg.shift_place);
-        cfg.gsf_ratio = self.gsf_ratio.or(stored.as_ref().and_then(|c| c.gsf_ratio));
-        if let Some(c) = &stored {
-            cfg.dropout = c.dropout;
+/// Sets on `base` the fields of `flags` whose flags were given on the command line (a flag's
+/// id is its field's name); the others keep `base`'s values.
+pub fn overlay_given<T: serde::Serialize + serde::de::DeserializeOwned>(base: &mut T, flags: &T) -> Result<()> {
+    let flags = toml::Value::try_from(flags)?;
+    let mut merged = toml::Value::try_from(&*base)?;
+    let table = merged.as_table_mut().expect("a configuration serialises as a table");
+    for (key, value) in flags.as_table().into_iter().flatten() {
+        if given(key) {
+            table.insert(key.clone(), value.clone());
         }
-        cfg.check()?;
-        Ok(cfg)
     }
+    *base = merged.try_into()?;
+    Ok(())
+}
+
+thread_local! {
+    /// The flags given on the command line that this thread parsed (`parse_from`).
+    static GIVEN: std::cell::RefCell<std::collections::BTreeSet<String>> = Default::default();
+}
+
+/// Whether the flag with this id (its field's name) was given on the command line rather
+/// than left at its default: a flag given overrides a configuration file's or a checkpoint's
+/// value, a default does not.
+pub fn given(id: &str) -> bool {
+    GIVEN.with(|g| g.borrow().contains(id))
 }
 
 /// Metadata stored beside a checkpoint's weights (model config, run state, class names).
@@ -289,14 +294,14 @@ pub type Metadata = BTreeMap<String, String>;
 /// Builds the model for `args` and loads `path` into it as `fit` says; also returns the
 /// checkpoint's metadata so callers need not read the file again.
 pub fn load_model(
-    args: &ModelArgs,
+    args: &ModelConfig,
     path: &Path,
     fit: checkpoint::Fit,
     device: &Device,
 ) -> Result<(Recognizer, ModelConfig, Metadata)> {
     let sd = StateDict::read(path)?;
     // Every record gateshift reads from the metadata must parse, or the file is named now.
-    let cfg = args.resolve(Some(&sd)).with_context(|| path.display().to_string())?;
+    let cfg = resolve_model(args, Some(&sd)).with_context(|| path.display().to_string())?;
     gateshift::train::trainer::stored_input(&sd.metadata).with_context(|| path.display().to_string())?;
     test::stored_class_names(&sd.metadata).with_context(|| path.display().to_string())?;
     let mut model = cfg.init(device);
@@ -305,4 +310,36 @@ pub fn load_model(
         report.print(&format!("loaded {}", path.display()));
     }
     Ok((model, cfg, sd.metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateshift::model::{Arch, TemporalKind};
+
+    fn info_flags(args: &[&str]) -> ModelConfig {
+        let argv = [&["gateshift", "info"][..], args].concat();
+        let Command::Info(a) = parse_from(argv).unwrap().command else { panic!("not info") };
+        a.model
+    }
+
+    /// A checkpoint's own record fills every model flag not given; a flag given wins; without
+    /// a record `--arch` is required and classes default to the checkpoint's new_fc.
+    #[test]
+    fn model_flags_given_win_over_the_checkpoint_record() {
+        let stored = ModelConfig { shift_div: 4, ..ModelConfig::new(Arch::ResnetMini, TemporalKind::Tsm, 16, 5) };
+        let record = serde_json::to_string(&stored).unwrap();
+        let sd = StateDict {
+            tensors: Default::default(),
+            metadata: [(gateshift::checkpoint::metadata::MODEL.to_string(), record)].into(),
+        };
+        assert_eq!(resolve_model(&info_flags(&[]), Some(&sd)).unwrap(), stored);
+        let cfg = resolve_model(&info_flags(&["--segments", "4", "--temporal", "gsm"]), Some(&sd)).unwrap();
+        assert_eq!((cfg.segments, cfg.temporal, cfg.shift_div, cfg.classes), (4, TemporalKind::Gsm, 4, 5));
+        let bare = StateDict { tensors: Default::default(), metadata: Default::default() };
+        let e = resolve_model(&info_flags(&["--temporal", "tsm"]), Some(&bare)).unwrap_err().to_string();
+        assert!(e.contains("--arch is required"), "{e}");
+        let cfg = resolve_model(&info_flags(&["--arch", "resnet18", "--temporal", "none"]), Some(&bare)).unwrap();
+        assert_eq!((cfg.arch, cfg.segments, cfg.classes), (Arch::Resnet18, 8, 174));
+    }
 }

@@ -16,7 +16,8 @@ use gateshift::train::evaluate::evaluate;
 use rand::SeedableRng;
 use serde_json::json;
 
-use super::{FrameArgs, ModelArgs, SizeArgs, load_model};
+use super::{FrameArgs, SizeArgs, load_model};
+use gateshift::model::ModelConfig;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -27,13 +28,13 @@ pub struct PredictArgs {
     pub checkpoint: Option<PathBuf>,
     /// A pretrained model from `gateshift assets` instead of a checkpoint (its own model and
     /// input sizes: the checkpoint's model and size flags do not apply).
-    #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelArgs", "SizeArgs"])]
+    #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelConfig", "SizeArgs"])]
     pub model: Option<Pretrained>,
     /// `--model i3d-kinetics400`: frames per window (consecutive, at the video's rate; default 64).
     #[arg(long, value_parser = super::count_up_to(gateshift::limits::MAX_SEGMENTS))]
     pub window: Option<usize>,
     #[command(flatten)]
-    pub model_args: ModelArgs,
+    pub model_args: ModelConfig,
     /// Class names, one per line (default: the names stored in the checkpoint).
     #[arg(long)]
     pub labels: Option<PathBuf>,

@@ -21,7 +21,8 @@ use serde_json::json;
 
 use super::predict::{Pretrained, load_i3d};
 use super::test::class_names;
-use super::{FrameArgs, ModelArgs, SizeArgs, load_model};
+use super::{FrameArgs, SizeArgs, load_model};
+use gateshift::model::ModelConfig;
 
 #[derive(Args, Debug)]
 pub struct StreamArgs {
@@ -39,10 +40,10 @@ pub struct StreamArgs {
     pub checkpoint: Option<PathBuf>,
     /// A pretrained model from `gateshift assets` instead of a checkpoint (its own model and
     /// input sizes: the checkpoint's model and size flags do not apply).
-    #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelArgs", "SizeArgs"])]
+    #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelConfig", "SizeArgs"])]
     pub model: Option<Pretrained>,
     #[command(flatten)]
-    pub model_args: ModelArgs,
+    pub model_args: ModelConfig,
     /// Frames per window: the most recent frames a score is about (I3D: its input length).
     #[arg(long, default_value_t = 64, value_parser = super::count_up_to(gateshift::limits::MAX_SEGMENTS))]
     pub window: usize,

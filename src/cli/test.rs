@@ -17,7 +17,7 @@ use gateshift::model::{ModelConfig, Recognizer};
 use gateshift::train::evaluate::{Evaluation, evaluate};
 use serde_json::json;
 
-use super::{FrameArgs, Metadata, ModelArgs, SizeArgs, load_model};
+use super::{FrameArgs, Metadata, SizeArgs, load_model};
 
 /// Where test data comes from and how it is read.
 #[derive(Args, Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct TestArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ModelConfig,
     #[command(flatten)]
     pub data: DataArgs,
     /// Clips per video: 1 (segment centres) or 2 (centres and starts, the official two-clip test).

@@ -7,51 +7,39 @@ use anyhow::{Result, bail};
 use clap::Args;
 use gateshift::data::list::ListFormat;
 use gateshift::data::{FrameOrder, Sampling};
-use gateshift::model::{Arch, ShiftPlace, TemporalKind};
+use gateshift::model::ModelConfig;
 use gateshift::train::config::TrainConfig;
 use gateshift::train::run_dir::Start;
 use gateshift::train::sgd::ParamPolicy;
 use gateshift::train::trainer;
+use serde::Serialize;
 
-#[derive(Args, Debug, Default)]
+/// `train`'s flags. Each configuration flag is named as the configuration key it sets
+/// (`--batch-size` → `optim.batch_size`, `--no-flip` → `data.flip`), so that [`apply`] sets the
+/// flags given over the file's values without a hand copy per flag; the model flags are
+/// `ModelConfig` itself.
+#[derive(Args, Debug, Serialize)]
 pub struct TrainArgs {
     /// Run configuration (TOML); flags override its values.
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Run folder to create.
     #[arg(long, default_value = "runs/train")]
+    #[serde(skip)]
     pub out: PathBuf,
     /// Continue the run in this folder from its `last` checkpoint (its config.toml is used).
     #[arg(long, conflicts_with = "config")]
+    #[serde(skip)]
     pub resume: Option<PathBuf>,
     /// Start a new run in `--out` even if it holds an earlier run: that run's files
     /// (config.toml, checkpoints, metrics, curves) are removed first; nothing else is.
     #[arg(long, conflicts_with = "resume")]
+    #[serde(skip)]
     pub overwrite: bool,
-    /// Backbone.
-    #[arg(long, value_enum)]
-    pub arch: Option<Arch>,
-    /// Temporal module: none (TSN), tsm, gsm or gsf.
-    #[arg(long, value_enum)]
-    pub temporal: Option<TemporalKind>,
-    /// Segments (frames) per clip.
-    #[arg(long, value_parser = super::at_least_one::<usize>)]
-    pub segments: Option<usize>,
-    /// Number of classes (new_fc's outputs); 0: from the class names or the training list.
-    #[arg(long, value_parser = super::at_least_one::<usize>)]
-    pub classes: Option<usize>,
-    /// Dropout before new_fc.
-    #[arg(long)]
-    pub dropout: Option<f64>,
-    /// TSM: 1/shift_div of the channels shift each way.
-    #[arg(long)]
-    pub shift_div: Option<usize>,
-    /// TSM on ResNets: where the shift goes (blockres: the residual branch).
-    #[arg(long, value_enum)]
-    pub shift_place: Option<ShiftPlace>,
-    /// GSF: percentage of channels gated; none: 25 on ResNets, 100 elsewhere.
-    #[arg(long)]
-    pub gsf_ratio: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelConfig,
     /// Initial weights (ImageNet or official checkpoint).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -91,8 +79,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub sampling: Option<Sampling>,
     /// No horizontal flip in training augmentation.
-    #[arg(long)]
-    pub no_flip: bool,
+    #[arg(long = "no-flip", action = clap::ArgAction::SetFalse)]
+    pub flip: bool,
     /// Label swaps when flipping, e.g. 86:87,93:94,166:167.
     #[arg(long)]
     pub flip_swap: Option<String>,
@@ -152,6 +140,7 @@ pub struct TrainArgs {
     pub precision: Option<gateshift::train::precision::Precision>,
     /// No progress bars.
     #[arg(long)]
+    #[serde(skip)]
     pub quiet: bool,
 }
 
@@ -161,7 +150,7 @@ pub fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         Some(p) => TrainConfig::read(p)?,
         None => TrainConfig::default(),
     };
-    apply(a, &mut c);
+    apply(a, &mut c)?;
     Ok(c)
 }
 
@@ -173,7 +162,7 @@ fn resume_config(a: &TrainArgs, dir: &std::path::Path) -> Result<TrainConfig> {
     gateshift::train::run_dir::resumable(dir)?;
     let stored = TrainConfig::read(&dir.join("config.toml"))?;
     let mut wanted = stored.clone();
-    apply(a, &mut wanted);
+    apply(a, &mut wanted)?;
     let mut resumed = stored.clone();
     resumed.data.workers = wanted.data.workers;
     resumed.backend = wanted.backend.clone();
@@ -190,67 +179,26 @@ fn resume_config(a: &TrainArgs, dir: &std::path::Path) -> Result<TrainConfig> {
     Ok(resumed)
 }
 
-/// The flags given, over `c`.
-fn apply(a: &TrainArgs, c: &mut TrainConfig) {
-    macro_rules! set {
-        ($field:expr, $v:expr) => {
-            if let Some(v) = $v.clone() {
-                $field = v;
-            }
+/// The flags given on the command line (not their defaults) over `c`: each sets the
+/// configuration key of its own name, in whichever section holds it.
+fn apply(a: &TrainArgs, c: &mut TrainConfig) -> Result<()> {
+    let flags = toml::Value::try_from(a)?;
+    let mut config = toml::Value::try_from(&*c)?;
+    for (key, value) in flags.as_table().into_iter().flatten() {
+        if !super::given(key) {
+            continue;
+        }
+        let Some(section) = TrainConfig::section_of(key) else {
+            bail!("--{} sets no configuration key", key.replace('_', "-"));
         };
+        let table = match &section {
+            Some(name) => config.get_mut(name.as_str()).and_then(toml::Value::as_table_mut),
+            None => config.as_table_mut(),
+        };
+        table.expect("configuration sections are tables").insert(key.clone(), value.clone());
     }
-    set!(c.model.arch, a.arch);
-    set!(c.model.temporal, a.temporal);
-    set!(c.model.segments, a.segments);
-    set!(c.model.classes, a.classes);
-    set!(c.model.dropout, a.dropout);
-    set!(c.model.shift_div, a.shift_div);
-    set!(c.model.shift_place, a.shift_place);
-    if a.gsf_ratio.is_some() {
-        c.model.gsf_ratio = a.gsf_ratio;
-    }
-    if a.init.is_some() {
-        c.model.init = a.init.clone();
-    }
-    set!(c.model.partial, a.partial);
-    set!(c.data.train_list, a.train_list);
-    if a.val_list.is_some() {
-        c.data.val_list = a.val_list.clone();
-    }
-    if a.root.is_some() {
-        c.data.root = a.root.clone();
-    }
-    set!(c.data.list_format, a.list_format);
-    set!(c.data.template, a.template);
-    set!(c.data.first_index, a.first_index);
-    if a.class_names.is_some() {
-        c.data.class_names = a.class_names.clone();
-    }
-    set!(c.data.input_size, a.input_size);
-    set!(c.data.scale_size, a.scale_size);
-    set!(c.data.sampling, a.sampling);
-    if a.no_flip {
-        c.data.flip = false;
-    }
-    set!(c.data.flip_swap, a.flip_swap);
-    set!(c.data.workers, a.workers);
-    c.data.skip_bad |= a.skip_bad;
-    set!(c.optim.epochs, a.epochs);
-    set!(c.optim.batch_size, a.batch_size);
-    set!(c.optim.iter_size, a.iter_size);
-    set!(c.optim.lr, a.lr);
-    set!(c.optim.momentum, a.momentum);
-    set!(c.optim.weight_decay, a.weight_decay);
-    set!(c.optim.warmup_epochs, a.warmup_epochs);
-    set!(c.optim.clip_gradient, a.clip_gradient);
-    set!(c.optim.policy, a.policy);
-    c.optim.partial_bn |= a.partial_bn;
-    set!(c.eval_every, a.eval_every);
-    set!(c.val_crops, a.val_crops);
-    set!(c.val_order, a.val_order);
-    set!(c.seed, a.seed);
-    set!(c.backend, a.backend);
-    set!(c.precision, a.precision);
+    *c = config.try_into()?;
+    Ok(())
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -289,7 +237,7 @@ pub fn with_defaults(cmd: clap::Command) -> clap::Command {
     args.into_iter().fold(cmd, |cmd, (id, switch, has_default)| {
         let default = match (defaults.get(id.as_str()), id.as_str()) {
             _ if has_default => return cmd,
-            (_, "no_flip") => "flip on".to_string(),
+            (_, "flip") => "flip on".to_string(),
             (Some(v), _) => v.clone(),
             (None, _) if switch => "off".to_string(),
             (None, _) => "none".to_string(),
@@ -320,4 +268,62 @@ fn config_defaults() -> std::collections::BTreeMap<String, String> {
         leaves(&v, &mut out, "");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Command, parse_from};
+
+    /// `train` parsed from `args` (flags given recorded), resolved over the config `toml`.
+    fn resolved(toml: &str, args: &[&str]) -> Result<TrainConfig> {
+        let dir = tempfile::tempdir()?;
+        let cfg = dir.path().join("run.toml");
+        std::fs::write(&cfg, toml)?;
+        let mut argv = vec!["gateshift", "train", "--config", cfg.to_str().unwrap()];
+        argv.extend(args);
+        let Command::Train(a) = parse_from(argv)?.command else { panic!("not train") };
+        resolve(&a)
+    }
+
+    /// A flag given wins over the file; a flag left at its default does not (the file's
+    /// `segments = 16` stays though `--segments` defaults to 8); the file's keys merge over
+    /// the official defaults.
+    #[test]
+    fn flags_given_win_over_the_file_and_defaults_do_not() {
+        let file = "[model]\nsegments = 16\n[data]\ntrain_list = \"t.txt\"\nflip = true\n[optim]\nlr = 0.1\n";
+        let c = resolved(file, &[]).unwrap();
+        assert_eq!((c.model.net.segments, c.optim.lr, c.data.flip, c.optim.epochs), (16, 0.1, true, 60));
+        let c =
+            resolved(file, &["--segments", "4", "--lr", "0.5", "--no-flip", "--partial", "--gsf-ratio", "50"]).unwrap();
+        assert_eq!((c.model.net.segments, c.optim.lr, c.data.flip), (4, 0.5, false));
+        assert_eq!((c.model.partial, c.model.net.gsf_ratio), (gateshift::checkpoint::Fit::Backbone, Some(50)));
+        let c = resolved(file, &["--arch", "resnet50", "--val-list", "v.txt", "--skip-bad"]).unwrap();
+        assert_eq!(c.model.net.arch, gateshift::model::Arch::Resnet50);
+        assert_eq!((c.data.val_list.as_deref(), c.data.skip_bad), (Some(std::path::Path::new("v.txt")), true));
+    }
+
+    /// A key the configuration does not have is refused by name, in any section.
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        for (file, key) in [
+            ("[model]\nsegmnets = 8\n", "model.segmnets"),
+            ("lrr = 1\n", "lrr"),
+            ("[optim]\nmomentun = 0.9\n", "optim.momentun"),
+        ] {
+            let e = resolved(file, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    /// Every configuration flag of `train` sets a configuration key of its own name.
+    #[test]
+    fn every_flag_names_a_configuration_key() {
+        let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+        let train = cmd.find_subcommand("train").unwrap();
+        let plain = ["config", "out", "resume", "overwrite", "quiet", "help"];
+        for arg in train.get_arguments().map(|a| a.get_id().as_str()).filter(|id| !plain.contains(id)) {
+            assert!(TrainConfig::section_of(arg).is_some(), "--{arg} sets no configuration key");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod backbone;
 pub mod batch_norm;
+pub mod config;
 pub mod cost;
 pub mod i3d;
 pub mod layers;
@@ -10,5 +11,6 @@ pub mod temporal;
 
 pub use crate::probe::{self, capture};
 pub use backbone::{Arch, InputSpec, ShiftPlace};
-pub use recognizer::{ModelConfig, Recognizer};
+pub use config::ModelConfig;
+pub use recognizer::Recognizer;
 pub use temporal::TemporalKind;

@@ -3,99 +3,11 @@
 //! averaged over the segments (average consensus).
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
+use burn::nn::{Dropout, Linear};
+use burn::tensor::{DType, Tensor};
 
-use crate::model::backbone::{Arch, Backbone, ShiftPlace};
+use crate::model::backbone::Backbone;
 use crate::model::cost;
-use crate::model::temporal::{TemporalKind, TemporalOpts};
-
-/// Everything needed to build a recognizer; stored beside checkpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelConfig {
-    pub arch: Arch,
-    pub temporal: TemporalKind,
-    pub segments: usize,
-    pub classes: usize,
-    #[serde(default = "default_dropout")]
-    pub dropout: f64,
-    #[serde(default = "default_shift_div")]
-    pub shift_div: usize,
-    #[serde(default)]
-    pub shift_place: ShiftPlace,
-    /// GSF: percentage of channels gated (default: the official one for the backbone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gsf_ratio: Option<usize>,
-}
-
-fn default_dropout() -> f64 {
-    0.5
-}
-fn default_shift_div() -> usize {
-    8
-}
-
-impl ModelConfig {
-    pub fn new(arch: Arch, temporal: TemporalKind, segments: usize, classes: usize) -> Self {
-        Self {
-            arch,
-            temporal,
-            segments,
-            classes,
-            dropout: default_dropout(),
-            shift_div: default_shift_div(),
-            shift_place: ShiftPlace::Blockres,
-            gsf_ratio: None,
-        }
-    }
-
-    /// Refuses configurations gateshift cannot build, with the reason: no segments or
-    /// classes, a dropout that is not a probability, a GSF ratio outside 1..=100 or a TSM
-    /// shift of more than half the channels each way.
-    pub fn check(&self) -> anyhow::Result<()> {
-        if self.segments == 0 || self.classes == 0 {
-            anyhow::bail!("segments and classes must be at least 1, got {} and {}", self.segments, self.classes);
-        }
-        crate::limits::at_most("segments", self.segments, crate::limits::MAX_SEGMENTS)?;
-        crate::limits::at_most("classes", self.classes, crate::limits::MAX_CLASSES)?;
-        if !(0.0..1.0).contains(&self.dropout) {
-            anyhow::bail!("dropout must be a probability in [0, 1), got {}", self.dropout);
-        }
-        if self.temporal == TemporalKind::Gsf {
-            let r = self.temporal_opts().gsf_ratio;
-            if r == 0 || r > 100 {
-                anyhow::bail!("--gsf-ratio must be a percentage in 1..=100, got {r}");
-            }
-        }
-        if self.temporal == TemporalKind::Tsm && self.shift_div < 2 {
-            // 1/shift_div of the channels shift each way, so at most half may.
-            anyhow::bail!("--shift-div must be at least 2, got {}", self.shift_div);
-        }
-        Ok(())
-    }
-
-    /// The temporal modules' hyper-parameters, defaults resolved.
-    pub fn temporal_opts(&self) -> TemporalOpts {
-        TemporalOpts { shift_div: self.shift_div, gsf_ratio: self.gsf_ratio.unwrap_or(self.arch.gsf_ratio()) }
-    }
-
-    pub fn init(&self, device: &Device) -> Recognizer {
-        Recognizer {
-            base_model: Backbone::new(
-                self.arch,
-                self.temporal,
-                self.shift_place,
-                self.segments,
-                self.temporal_opts(),
-                device,
-            ),
-            dropout: DropoutConfig::new(self.dropout).init(),
-            new_fc: LinearConfig::new(self.arch.features(), self.classes).init(device),
-            num_segments: self.segments,
-        }
-    }
-}
 
 #[derive(Module, Debug)]
 pub struct Recognizer {
@@ -152,7 +64,7 @@ mod tests {
     use burn::module::Module;
     use burn::tensor::{Device, Distribution, Tensor, Tolerance};
 
-    use super::ModelConfig;
+    use crate::model::ModelConfig;
     use crate::model::{Arch, TemporalKind};
 
     /// Configurations that cannot be built are refused with the setting named, before any

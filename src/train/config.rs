@@ -8,44 +8,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::list::ListFormat;
 use crate::data::{FrameNaming, FrameOrder, Sampling};
-use crate::model::{Arch, ModelConfig, ShiftPlace, TemporalKind};
+use crate::model::ModelConfig;
 use crate::train::sgd::ParamPolicy;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+/// `[model]`: the model configuration (one type with the checkpoints' record and the flags:
+/// `ModelConfig`) and where its weights start from.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ModelSection {
-    pub arch: Arch,
-    pub temporal: TemporalKind,
-    pub segments: usize,
-    /// Number of classes; 0 = from the class-name file or the training list.
-    pub classes: usize,
-    pub dropout: f64,
-    pub shift_div: usize,
-    pub shift_place: ShiftPlace,
-    /// GSF: percentage of channels gated (unset: 25 on ResNets, 100 elsewhere).
-    pub gsf_ratio: Option<usize>,
+    #[serde(flatten)]
+    pub net: ModelConfig,
     /// Checkpoint to start from (ImageNet or official weights).
+    #[serde(default)]
     pub init: Option<PathBuf>,
     /// How much of the model `init` must fill: `strict` (all), `backbone` (every backbone
     /// tensor; the temporal modules and `new_fc` may stay new) or `any` (`true` = backbone).
+    #[serde(default)]
     pub partial: crate::checkpoint::Fit,
-}
-
-impl Default for ModelSection {
-    fn default() -> Self {
-        Self {
-            arch: Arch::BnInception,
-            temporal: TemporalKind::Gsm,
-            segments: 8,
-            classes: 0,
-            dropout: 0.5,
-            shift_div: 8,
-            shift_place: ShiftPlace::Blockres,
-            gsf_ratio: None,
-            init: None,
-            partial: crate::checkpoint::Fit::Strict,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -164,10 +142,34 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Reads a configuration file: what it sets over the defaults (the official recipe); a
+    /// key the configuration does not have is refused by name.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = crate::io::read_regular(path, "config")?;
         let text = String::from_utf8(bytes).with_context(|| format!("config {} is not UTF-8", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+        let file: toml::Value = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let unknown = unknown_keys(&file, &Self::schema(), "");
+        if !unknown.is_empty() {
+            bail!("config {}: unknown key(s) {}", path.display(), unknown.join(", "));
+        }
+        let mut merged = toml::Value::try_from(Self::default())?;
+        merge(&mut merged, file);
+        merged.try_into().with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    /// Every key of the configuration, `None`-valued ones included (as JSON nulls), by section.
+    pub fn schema() -> serde_json::Value {
+        serde_json::to_value(Self::default()).expect("the default configuration serialises")
+    }
+
+    /// The section (`model`, `data`, `optim`; `None`: top level) that holds `key`.
+    pub fn section_of(key: &str) -> Option<Option<String>> {
+        let schema = Self::schema();
+        let map = schema.as_object()?;
+        if map.get(key).is_some_and(|v| !v.is_object()) {
+            return Some(None);
+        }
+        map.iter().find(|(_, v)| v.as_object().is_some_and(|s| s.contains_key(key))).map(|(k, _)| Some(k.clone()))
     }
 
     pub fn to_toml(&self) -> Result<String> {
@@ -175,7 +177,7 @@ impl TrainConfig {
     }
 
     pub fn input_size(&self) -> u32 {
-        if self.data.input_size > 0 { self.data.input_size } else { self.model.arch.input().size as u32 }
+        if self.data.input_size > 0 { self.data.input_size } else { self.model.net.arch.input().size as u32 }
     }
 
     pub fn scale_size(&self) -> u32 {
@@ -188,23 +190,17 @@ impl TrainConfig {
 
     /// The model configuration with `classes` resolved.
     pub fn model_config(&self, classes: usize) -> ModelConfig {
-        let m = &self.model;
-        let mut cfg = ModelConfig::new(m.arch, m.temporal, m.segments, classes);
-        cfg.dropout = m.dropout;
-        cfg.shift_div = m.shift_div;
-        cfg.shift_place = m.shift_place;
-        cfg.gsf_ratio = m.gsf_ratio;
-        cfg
+        ModelConfig { classes, ..self.model.net.clone() }
     }
 
     pub fn validate(&self) -> Result<()> {
         self.model_config(1).check()?;
-        self.model.arch.check_input_size(self.input_size() as usize)?;
+        self.model.net.arch.check_input_size(self.input_size() as usize)?;
         let o = &self.optim;
         if self.data.train_list.as_os_str().is_empty() {
             bail!("no training list (--train-list or data.train_list)");
         }
-        if o.epochs == 0 || o.batch_size == 0 || o.iter_size == 0 || self.model.segments == 0 {
+        if o.epochs == 0 || o.batch_size == 0 || o.iter_size == 0 || self.model.net.segments == 0 {
             bail!("epochs, batch_size, iter_size and segments must be positive");
         }
         if !(o.lr > 0.0 && o.lr.is_finite()) {
@@ -261,15 +257,48 @@ pub fn changed_keys(a: &toml::Value, b: &toml::Value, prefix: &str) -> Vec<Strin
     }
 }
 
+/// The keys of `file` that `schema` lacks, as `section.key`.
+fn unknown_keys(file: &toml::Value, schema: &serde_json::Value, prefix: &str) -> Vec<String> {
+    let Some(table) = file.as_table() else { return Vec::new() };
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let name = format!("{prefix}{key}");
+        match schema.get(key) {
+            None => out.push(name),
+            Some(section) if section.is_object() => out.extend(unknown_keys(value, section, &format!("{name}."))),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// `over` set into `base`, tables key by key.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(base), toml::Value::Table(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Arch, TemporalKind};
 
     #[test]
     fn defaults_are_the_official_recipe_and_round_trip_through_toml() {
         let c = TrainConfig::default();
         assert_eq!((c.optim.lr, c.optim.momentum, c.optim.weight_decay), (0.01, 0.9, 5e-4));
-        assert_eq!((c.optim.warmup_epochs, c.optim.clip_gradient, c.model.dropout), (10, 20.0, 0.5));
+        assert_eq!((c.optim.warmup_epochs, c.optim.clip_gradient, c.model.net.dropout), (10, 20.0, 0.5));
         let back: TrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back, c);
         assert!(toml::from_str::<TrainConfig>("[optim]\nlr = 0.1\nbogus = 1\n").is_err(), "unknown keys are errors");
@@ -293,7 +322,7 @@ mod tests {
             (&|c| c.eval_every = 0, "eval_every"),
             (&|c| c.data.interval = 0, "interval"),
             (&|c| (c.data.input_size, c.data.scale_size) = (224, 200), "scale_size 200"),
-            (&|c| c.model.dropout = 1.0, "dropout"),
+            (&|c| c.model.net.dropout = 1.0, "dropout"),
             (&|c| c.data.prefetch = 1_000_000_000_000, "data.prefetch"),
             (&|c| c.data.workers = 100_000, "data.workers"),
             (&|c| c.data.scale_size = u32::MAX, "data.scale_size"),
@@ -314,13 +343,16 @@ mod tests {
     fn example_config_parses() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gsm_bninception_something_v1.toml");
         let c = TrainConfig::read(Path::new(path)).unwrap();
-        assert_eq!((c.model.classes, c.data.flip_swap.as_str()), (174, "86:87,93:94,166:167"));
+        assert_eq!((c.model.net.classes, c.data.flip_swap.as_str()), (174, "86:87,93:94,166:167"));
         // The official command: --batch-size 16 --iter_size 2 --dropout 0.5 --lr 0.01
         // --warmup 10 --epochs 60 --eval-freq 5 --gd 20 --npb.
         let o = &c.optim;
         assert_eq!((o.batch_size, o.iter_size, o.lr, o.warmup_epochs, o.epochs), (16, 2, 0.01, 10, 60));
-        assert_eq!((c.model.dropout, o.clip_gradient, o.partial_bn, c.eval_every), (0.5, 20.0, false, 5));
-        assert_eq!((c.model.arch, c.model.temporal, c.model.segments), (Arch::BnInception, TemporalKind::Gsm, 8));
+        assert_eq!((c.model.net.dropout, o.clip_gradient, o.partial_bn, c.eval_every), (0.5, 20.0, false, 5));
+        assert_eq!(
+            (c.model.net.arch, c.model.net.temporal, c.model.net.segments),
+            (Arch::BnInception, TemporalKind::Gsm, 8)
+        );
         c.validate().unwrap();
     }
 }

@@ -70,15 +70,15 @@ fn list_root(cfg: &TrainConfig, list: &Path) -> PathBuf {
 pub fn load_data(cfg: &TrainConfig) -> Result<RunData> {
     let d = &cfg.data;
     let class_names = d.class_names.as_deref().map(read_class_names).transpose()?;
-    let known = (cfg.model.classes > 0).then_some(cfg.model.classes).or(class_names.as_ref().map(Vec::len));
+    let known = (cfg.model.net.classes > 0).then_some(cfg.model.net.classes).or(class_names.as_ref().map(Vec::len));
     let train = List::read(&d.train_list, Some(&list_root(cfg, &d.train_list)), d.list_format, known)?;
     let val = d.val_list.as_ref().map(|v| List::read(v, Some(&list_root(cfg, v)), d.list_format, known)).transpose()?;
     let classes = known.unwrap_or_else(|| train.num_classes().max(val.as_ref().map_or(0, List::num_classes)));
-    let spec = cfg.model.arch.input();
+    let spec = cfg.model.net.arch.input();
     let base = Pipeline {
         spec,
         size: cfg.input_size(),
-        segments: cfg.model.segments,
+        segments: cfg.model.net.segments,
         sampling: d.sampling,
         interval: d.interval,
         mode: Mode::Train { scale: cfg.scale_size(), flip: d.flip, flip_map: FlipMap::parse(&d.flip_swap, classes)? },
@@ -264,7 +264,7 @@ impl Run<'_> {
             let batch = batch?;
             let b = batch.len();
             self.device.seed(mix(cfg.seed, epoch, iter));
-            let (size, channels) = (cfg.input_size() as usize, 3 * cfg.model.segments);
+            let (size, channels) = (cfg.input_size() as usize, 3 * cfg.model.net.segments);
             let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, channels, size, size]), &self.device);
             let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
             let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &self.device);

@@ -1,0 +1,122 @@
+//! The model configuration: what a recognizer is built from.
+
+use burn::nn::{DropoutConfig, LinearConfig};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::model::backbone::{Arch, Backbone, ShiftPlace};
+use crate::model::recognizer::Recognizer;
+use crate::model::temporal::{TemporalKind, TemporalOpts};
+
+/// Everything needed to build a recognizer, in one place: the `[model]` section of a run's
+/// configuration (`train::config`), the `gateshift.model` record beside a checkpoint's weights
+/// (`checkpoint::metadata`) and the model flags of `train`, `test`, `predict`, `stream`,
+/// `forward` and `info` (clap, flattened), whose defaults are the official recipe's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct ModelConfig {
+    /// Backbone.
+    #[arg(long, value_enum, default_value_t = Arch::BnInception)]
+    pub arch: Arch,
+    /// Temporal module (none: TSN).
+    #[arg(long, value_enum, default_value_t = TemporalKind::Gsm)]
+    pub temporal: TemporalKind,
+    /// Segments (frames) per clip.
+    #[arg(long, default_value_t = 8, value_parser = crate::limits::at_least_one::<usize>)]
+    pub segments: usize,
+    /// Classes (new_fc's outputs); left at 0: from the class names or training list (`train`),
+    /// from the checkpoint's new_fc (other commands).
+    #[arg(long, default_value_t = 0)]
+    pub classes: usize,
+    /// Dropout before new_fc.
+    #[serde(default = "default_dropout")]
+    #[arg(long, default_value_t = default_dropout())]
+    pub dropout: f64,
+    /// TSM: 1/shift_div of the channels shift each way.
+    #[serde(default = "default_shift_div")]
+    #[arg(long, default_value_t = default_shift_div())]
+    pub shift_div: usize,
+    /// TSM on ResNets: where the shift goes (blockres: the residual branch).
+    #[serde(default)]
+    #[arg(long, value_enum, default_value_t = ShiftPlace::Blockres)]
+    pub shift_place: ShiftPlace,
+    /// GSF: percentage of channels gated; none: 25 on ResNets, 100 elsewhere (the official
+    /// `gsf_ch_ratio`).
+    #[serde(default)]
+    #[arg(long)]
+    pub gsf_ratio: Option<usize>,
+}
+
+fn default_dropout() -> f64 {
+    0.5
+}
+fn default_shift_div() -> usize {
+    8
+}
+
+/// The official recipe: BN-Inception + GSM, 8 segments, dropout 0.5; classes unresolved (0).
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self::new(Arch::BnInception, TemporalKind::Gsm, 8, 0)
+    }
+}
+
+impl ModelConfig {
+    pub fn new(arch: Arch, temporal: TemporalKind, segments: usize, classes: usize) -> Self {
+        Self {
+            arch,
+            temporal,
+            segments,
+            classes,
+            dropout: default_dropout(),
+            shift_div: default_shift_div(),
+            shift_place: ShiftPlace::Blockres,
+            gsf_ratio: None,
+        }
+    }
+
+    /// Refuses configurations gateshift cannot build, with the reason: no segments or
+    /// classes, a dropout that is not a probability, a GSF ratio outside 1..=100 or a TSM
+    /// shift of more than half the channels each way.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.segments == 0 || self.classes == 0 {
+            anyhow::bail!("segments and classes must be at least 1, got {} and {}", self.segments, self.classes);
+        }
+        crate::limits::at_most("segments", self.segments, crate::limits::MAX_SEGMENTS)?;
+        crate::limits::at_most("classes", self.classes, crate::limits::MAX_CLASSES)?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            anyhow::bail!("dropout must be a probability in [0, 1), got {}", self.dropout);
+        }
+        if self.temporal == TemporalKind::Gsf {
+            let r = self.temporal_opts().gsf_ratio;
+            if r == 0 || r > 100 {
+                anyhow::bail!("--gsf-ratio must be a percentage in 1..=100, got {r}");
+            }
+        }
+        if self.temporal == TemporalKind::Tsm && self.shift_div < 2 {
+            // 1/shift_div of the channels shift each way, so at most half may.
+            anyhow::bail!("--shift-div must be at least 2, got {}", self.shift_div);
+        }
+        Ok(())
+    }
+
+    /// The temporal modules' hyper-parameters, defaults resolved.
+    pub fn temporal_opts(&self) -> TemporalOpts {
+        TemporalOpts { shift_div: self.shift_div, gsf_ratio: self.gsf_ratio.unwrap_or(self.arch.gsf_ratio()) }
+    }
+
+    pub fn init(&self, device: &Device) -> Recognizer {
+        Recognizer {
+            base_model: Backbone::new(
+                self.arch,
+                self.temporal,
+                self.shift_place,
+                self.segments,
+                self.temporal_opts(),
+                device,
+            ),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            new_fc: LinearConfig::new(self.arch.features(), self.classes).init(device),
+            num_segments: self.segments,
+        }
+    }
+}
