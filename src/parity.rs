@@ -14,7 +14,7 @@ use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 use crate::model::temporal::{Gsm, TemporalShift};
 use crate::ops::gate_shift::{self, unit};
-use crate::train::precision::CastAll;
+use crate::precision::CastAll;
 
 /// One compared quantity: `rel` = max|ours − official| / max|official|.
 #[derive(Clone, Debug)]

@@ -9,12 +9,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use gateshift::checkpoint::StateDict;
 use gateshift::data::FrameOrder;
+use gateshift::infer::{EvalOptions, Options, Predictor};
 use gateshift::io::write_atomic;
 use gateshift::model::{Arch, TemporalKind};
 use gateshift::train::config::TrainConfig;
-use gateshift::train::evaluate::evaluate;
 use gateshift::train::run_dir::Start;
 use gateshift::train::trainer::{self, EpochMetrics};
 
@@ -161,21 +160,13 @@ fn test_orders(checkpoint: &Path, cfg: &TrainConfig) -> Result<(f64, f64)> {
     let data = trainer::load_data(cfg)?;
     let val = data.val.ok_or_else(|| anyhow::anyhow!("the demo run has no validation list"))?;
     let model_cfg = cfg.model_config(data.classes);
-    let mut model = model_cfg.init(&device);
-    gateshift::checkpoint::load(
-        &mut model,
-        &model_cfg,
-        &StateDict::read(checkpoint)?,
-        gateshift::checkpoint::Fit::Strict,
-    )?;
-    let model = model.inference();
+    let p = Predictor::open(checkpoint, Options::default(), &device, |_| Ok(model_cfg))?;
     let mut out = [0.0; 2];
     for (i, order) in [FrameOrder::Normal, FrameOrder::Shuffle].into_iter().enumerate() {
         let mut ds = (*val).clone();
         ds.pipeline.order = order;
-        let ev =
-            evaluate(&model, Arc::new(ds), data.classes, 16, cfg.data.workers, cfg.seed, false, false, &device, None)?;
-        out[i] = ev.accuracy.top1();
+        let options = EvalOptions { batch_size: 16, workers: cfg.data.workers, seed: cfg.seed, ..Default::default() };
+        out[i] = p.evaluate(Arc::new(ds), &options)?.accuracy.top1();
     }
     Ok((out[0], out[1]))
 }

@@ -1,6 +1,6 @@
 //! `gateshift forward`: stored input → logits, the way anyone checks parity.
 
-use gateshift::train::precision::{self, Precision};
+use gateshift::train::precision::Precision;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use clap::Args;
 use gateshift::checkpoint::safetensors;
 
-use super::load_model;
+use super::open_checkpoint;
 use gateshift::model::ModelConfig;
 
 #[derive(Args, Debug)]
@@ -40,8 +40,9 @@ pub struct ForwardArgs {
 pub fn run(a: ForwardArgs) -> Result<()> {
     gateshift::io::check_output(&a.output)?;
     let device = gateshift::backend::device(&a.backend)?;
-    let (model, cfg, _) = load_model(&a.model, &a.checkpoint, a.partial.unwrap_or_default(), &device)?;
-    let model = precision::inference(&model, a.precision);
+    let options = gateshift::infer::Options { fit: a.partial.unwrap_or_default(), precision: a.precision };
+    let gateshift::infer::Predictor { model, config: cfg, .. } =
+        open_checkpoint(&a.model, &a.checkpoint, options, &device)?;
     let (tensors, _) = safetensors::read(&a.input)?;
     let input = tensors
         .get("input")

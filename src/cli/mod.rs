@@ -30,11 +30,11 @@ mod train;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use gateshift::checkpoint::{self, StateDict};
-use gateshift::model::{ModelConfig, Recognizer};
+use gateshift::checkpoint::StateDict;
+use gateshift::model::ModelConfig;
 
 /// The command line, `train --help` showing every flag's default (`train::with_defaults`).
 pub fn parse() -> Cli {
@@ -217,11 +217,7 @@ impl SizeArgs {
     /// backbone's default (input, input · 256/224); an input the backbone cannot take is an
     /// error.
     pub fn resolve(&self, cfg: &ModelConfig, meta: &Metadata) -> Result<(u32, u32)> {
-        let stored = gateshift::train::trainer::stored_input(meta)?;
-        let size = self.input_size.or(stored.map(|s| s.0)).unwrap_or(cfg.arch.input().size as u32);
-        let scale = self.scale_size.or(stored.filter(|s| s.0 == size).map(|s| s.1)).unwrap_or(size * 256 / 224);
-        cfg.arch.check_input_size(size as usize)?;
-        Ok((size, scale))
+        gateshift::infer::input_sizes(cfg, meta, self.input_size, self.scale_size)
     }
 }
 
@@ -291,25 +287,15 @@ pub fn given(id: &str) -> bool {
 /// Metadata stored beside a checkpoint's weights (model config, run state, class names).
 pub type Metadata = BTreeMap<String, String>;
 
-/// Builds the model for `args` and loads `path` into it as `fit` says; also returns the
-/// checkpoint's metadata so callers need not read the file again.
-pub fn load_model(
+/// The checkpoint at `path` for a command, in inference form: its model configuration from
+/// the flags given over the checkpoint's record ([`resolve_model`]).
+pub fn open_checkpoint(
     args: &ModelConfig,
     path: &Path,
-    fit: checkpoint::Fit,
+    options: gateshift::infer::Options,
     device: &Device,
-) -> Result<(Recognizer, ModelConfig, Metadata)> {
-    let sd = StateDict::read(path)?;
-    // Every record gateshift reads from the metadata must parse, or the file is named now.
-    let cfg = resolve_model(args, Some(&sd)).with_context(|| path.display().to_string())?;
-    gateshift::train::trainer::stored_input(&sd.metadata).with_context(|| path.display().to_string())?;
-    test::stored_class_names(&sd.metadata).with_context(|| path.display().to_string())?;
-    let mut model = cfg.init(device);
-    let report = checkpoint::load(&mut model, &cfg, &sd, fit).with_context(|| format!("loading {}", path.display()))?;
-    if fit != checkpoint::Fit::Strict {
-        report.print(&format!("loaded {}", path.display()));
-    }
-    Ok((model, cfg, sd.metadata))
+) -> Result<gateshift::infer::Predictor> {
+    gateshift::infer::Predictor::open(path, options, device, |sd| resolve_model(args, Some(sd)))
 }
 
 #[cfg(test)]

@@ -8,15 +8,16 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use clap::Args;
+use gateshift::checkpoint::Fit;
 use gateshift::checkpoint::StateDict;
 use gateshift::data::list::{Entry, List, ListFormat};
 use gateshift::data::{ClipDataset, Pipeline, Sampling};
+use gateshift::infer::{EvalOptions, Options};
 use gateshift::model::i3d;
-use gateshift::train::evaluate::evaluate;
 use rand::SeedableRng;
 use serde_json::json;
 
-use super::{FrameArgs, SizeArgs, load_model};
+use super::{FrameArgs, SizeArgs, open_checkpoint};
 use gateshift::model::ModelConfig;
 
 #[derive(Args, Debug)]
@@ -170,14 +171,13 @@ fn recognizer_scores(
     entry: Entry,
     device: &Device,
 ) -> Result<(Vec<f32>, Option<Vec<String>>)> {
-    let (model, cfg, meta) = load_model(&a.model_args, checkpoint, gateshift::checkpoint::Fit::Strict, device)?;
-    let model = precision::inference(&model, a.precision);
-    let names = super::test::class_names(a.labels.as_deref(), &meta, cfg.classes)?;
-    let (size, scale) = a.sizes.resolve(&cfg, &meta)?;
-    let pipeline = Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, a.crops, a.clips);
+    let p = open_checkpoint(&a.model_args, checkpoint, Options { fit: Fit::Strict, precision: a.precision }, device)?;
+    let names = p.class_names(a.labels.as_deref())?;
+    let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
+    let pipeline = Pipeline::test(p.config.arch.input(), size, scale, p.config.segments, a.crops, a.clips);
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
     let ds = Arc::new(ClipDataset { list, naming: a.frames.naming()?, pipeline });
-    let ev = evaluate(&model, ds, cfg.classes, 1, 1, 0, true, false, device, None)?;
+    let ev = p.evaluate(ds, &EvalOptions { batch_size: 1, workers: 1, softmax: true, ..Default::default() })?;
     let (_, _, probs) = ev.scores.into_iter().next().expect("one entry");
     Ok((probs, names))
 }

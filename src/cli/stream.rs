@@ -2,7 +2,7 @@
 //! video file, a frame folder, or a live source ffmpeg reads (URL, capture device), printed as
 //! each window is scored (`gateshift::stream`).
 
-use gateshift::train::precision::{self, Precision};
+use gateshift::train::precision::Precision;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -20,8 +20,7 @@ use image::RgbImage;
 use serde_json::json;
 
 use super::predict::{Pretrained, load_i3d};
-use super::test::class_names;
-use super::{FrameArgs, SizeArgs, load_model};
+use super::{FrameArgs, SizeArgs, open_checkpoint};
 use gateshift::model::ModelConfig;
 
 #[derive(Args, Debug)]
@@ -115,15 +114,12 @@ pub fn run(a: StreamArgs) -> Result<()> {
             (model, Some(i3d::kinetics400_names()), Prep { scale: 256, size: 224, spec: i3d::INPUT })
         }
         (None, Some(checkpoint)) => {
-            let (model, cfg, meta) =
-                load_model(&a.model_args, checkpoint, gateshift::checkpoint::Fit::Strict, &device)?;
-            let names = class_names(a.labels.as_deref(), &meta, cfg.classes)?;
-            let (size, scale) = a.sizes.resolve(&cfg, &meta)?;
-            (
-                WindowModel::Recognizer(Box::new(precision::inference(&model, a.precision))),
-                names,
-                Prep { scale, size, spec: cfg.arch.input() },
-            )
+            let options = gateshift::infer::Options { fit: gateshift::checkpoint::Fit::Strict, precision: a.precision };
+            let p = open_checkpoint(&a.model_args, checkpoint, options, &device)?;
+            let names = p.class_names(a.labels.as_deref())?;
+            let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
+            let spec = p.config.arch.input();
+            (WindowModel::Recognizer(Box::new(p.model)), names, Prep { scale, size, spec })
         }
         (None, None) => bail!("give --checkpoint or --model"),
     };

@@ -3,21 +3,21 @@
 //! per-video score dumps, and the frame-order diagnostic (`--frame-order shuffle|reverse`
 //! also runs the normal order and reports the drop).
 
-use gateshift::train::precision::{self, Precision};
+use gateshift::train::precision::Precision;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
 use clap::Args;
-use gateshift::data::list::{List, ListFormat, read_class_names};
+use gateshift::checkpoint::Fit;
+use gateshift::data::list::{List, ListFormat};
 use gateshift::data::{ClipDataset, FrameOrder, Pipeline, Sampling};
+use gateshift::infer::{EvalOptions, Evaluation, Options, Predictor};
 use gateshift::io::write_atomic;
-use gateshift::model::{ModelConfig, Recognizer};
-use gateshift::train::evaluate::{Evaluation, evaluate};
+use gateshift::model::ModelConfig;
 use serde_json::json;
 
-use super::{FrameArgs, Metadata, SizeArgs, load_model};
+use super::{FrameArgs, Metadata, SizeArgs, open_checkpoint};
 
 /// Where test data comes from and how it is read.
 #[derive(Args, Debug, Clone)]
@@ -106,42 +106,19 @@ pub fn dataset(d: &DataArgs, cfg: &ModelConfig, meta: &Metadata, clips: usize, c
     Ok(ClipDataset { list, naming: d.frames.naming()?, pipeline })
 }
 
-/// Class names: from the file if given, else those stored in the checkpoint; as many as the
-/// model has classes, or an error naming where they came from.
-pub fn class_names(file: Option<&Path>, meta: &Metadata, classes: usize) -> Result<Option<Vec<String>>> {
-    let names = match file {
-        Some(f) => Some(read_class_names(f)?),
-        None => stored_class_names(meta)?,
-    };
-    if let Some(n) = &names
-        && n.len() != classes
-    {
-        let source = file.map_or("the checkpoint".to_string(), |f| f.display().to_string());
-        bail!("{source} holds {} class names but the model has {classes} classes", n.len());
-    }
-    Ok(names)
-}
-
-/// The class names a checkpoint stores, if any.
-pub fn stored_class_names(meta: &Metadata) -> Result<Option<Vec<String>>> {
-    gateshift::checkpoint::metadata::get(meta, gateshift::checkpoint::metadata::CLASSES)
-}
-
 /// Runs one evaluation pass with a progress bar.
-#[allow(clippy::too_many_arguments)]
-pub fn run_once(
-    model: &Recognizer,
-    ds: ClipDataset,
-    classes: usize,
-    d: &DataArgs,
-    seed: u64,
-    softmax: bool,
-    device: &Device,
-    label: &str,
-) -> Result<Evaluation> {
+fn run_once(p: &Predictor, ds: ClipDataset, d: &DataArgs, seed: u64, softmax: bool, label: &str) -> Result<Evaluation> {
     let ds = Arc::new(ds);
     let bar = gateshift::train::trainer::progress_bar(true, ds.len() as u64, label);
-    let ev = evaluate(model, ds, classes, d.batch_size, d.workers, seed, softmax, d.skip_bad, device, Some(&bar))?;
+    let options = EvalOptions {
+        batch_size: d.batch_size,
+        workers: d.workers,
+        seed,
+        softmax,
+        skip_bad: d.skip_bad,
+        progress: Some(&bar),
+    };
+    let ev = p.evaluate(ds, &options)?;
     bar.finish_and_clear();
     gateshift::data::loader::report_skips(&ev.skipped);
     Ok(ev)
@@ -154,13 +131,13 @@ pub fn run(a: TestArgs) -> Result<()> {
         gateshift::io::check_output(&path)?;
     }
     let device = gateshift::backend::device(&a.backend)?;
-    let (model, cfg, meta) = load_model(&a.model, &a.checkpoint, gateshift::checkpoint::Fit::Strict, &device)?;
-    let model = precision::inference(&model, a.precision);
-    let names = class_names(a.data.class_names.as_deref(), &meta, cfg.classes)?;
-    let normal_ds = dataset(&a.data, &cfg, &meta, a.clips, a.crops)?;
+    let options = Options { fit: Fit::Strict, precision: a.precision };
+    let p = open_checkpoint(&a.model, &a.checkpoint, options, &device)?;
+    let names = p.class_names(a.data.class_names.as_deref())?;
+    let normal_ds = dataset(&a.data, &p.config, &p.metadata, a.clips, a.crops)?;
     let mut ds = normal_ds.clone();
     ds.pipeline.order = a.frame_order;
-    let ev = run_once(&model, ds, cfg.classes, &a.data, a.seed, a.softmax, &device, "test")?;
+    let ev = run_once(&p, ds, &a.data, a.seed, a.softmax, "test")?;
     let acc = &ev.accuracy;
     say!(
         "{} videos · {} clip(s) × {} crop(s) · order {:?} · top-1 {:.2}% · top-5 {:.2}% · mean class {:.2}% · {:.1} videos/s",
@@ -179,7 +156,7 @@ pub fn run(a: TestArgs) -> Result<()> {
         "per_class": acc.per_class(), "skipped": ev.skipped.len(),
     });
     if a.frame_order != FrameOrder::Normal {
-        let normal = run_once(&model, normal_ds, cfg.classes, &a.data, a.seed, a.softmax, &device, "normal")?;
+        let normal = run_once(&p, normal_ds, &a.data, a.seed, a.softmax, "normal")?;
         let drop = normal.accuracy.top1() - acc.top1();
         say!(
             "normal order top-1 {:.2}% → {:?} {:.2}%: drop {:.2} points",

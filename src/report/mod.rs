@@ -3,4 +3,4 @@
 mod metrics;
 pub mod plot;
 
-pub use metrics::EpochMetrics;
+pub use metrics::{EpochMetrics, RunState};

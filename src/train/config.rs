@@ -119,7 +119,7 @@ pub struct TrainConfig {
     pub seed: u64,
     pub backend: String,
     /// fp32, or bf16 mixed precision (fp32 master weights).
-    pub precision: crate::train::precision::Precision,
+    pub precision: crate::precision::Precision,
     /// Test-time clips and crops used for validation during training.
     pub val_crops: usize,
     pub val_order: FrameOrder,

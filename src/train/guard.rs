@@ -14,8 +14,8 @@ use burn::tensor::{DType, Device, Int, Tensor};
 
 use crate::checkpoint::{self, StateDict};
 use crate::model::ModelConfig;
+use crate::precision::{self, Precision};
 use crate::train::optim::cross_entropy;
-use crate::train::precision::{self, Precision};
 
 /// How many times the chance-level loss (ln classes, at least 1) an epoch's mean training
 /// loss may reach. A run that starts at chance and learns stays below it; a diverging one

@@ -1,15 +1,17 @@
-//! Training: the official optimisation recipe, the training loop, evaluation.
+//! Training: the official optimisation recipe and the training loop; validation runs through
+//! `infer`.
 
 pub mod config;
-pub mod evaluate;
 pub mod flat_step;
 pub mod guard;
-pub mod metrics;
 pub mod optim;
-pub mod precision;
 pub mod run_checkpoint;
 pub mod run_dir;
-pub mod run_state;
 pub mod schedule;
 pub mod sgd;
 pub mod trainer;
+
+/// Accuracy metrics live with evaluation (`infer::metrics`); their old path stays.
+pub use crate::infer::metrics;
+/// `precision` lives at the crate root (inference uses it too); its old path stays.
+pub use crate::precision;

@@ -10,8 +10,8 @@ use burn::tensor::{Device, TensorData};
 
 use crate::checkpoint::{self, StateDict, TRAIN_STATE_PREFIX, metadata};
 use crate::model::{ModelConfig, Recognizer};
+use crate::report::RunState;
 use crate::train::config::TrainConfig;
-use crate::train::run_state::RunState;
 use crate::train::sgd::Sgd;
 
 /// The run checkpoint: weights, optimizer state, trainer state, configuration, class names.

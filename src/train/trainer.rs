@@ -4,7 +4,6 @@
 //! `curves.png`. Every random choice derives from (seed, epoch, position), so a run resumed
 //! from `last` continues exactly as if it had never stopped.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,9 +21,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::list::{List, read_class_names};
 use crate::data::transform::FlipMap;
 use crate::data::{ClipDataset, Loader, Mode, Pipeline};
+use crate::infer::{EvalOptions, evaluate};
 use crate::model::{ModelConfig, Recognizer};
 use crate::train::config::TrainConfig;
-use crate::train::evaluate::evaluate;
 use crate::train::guard;
 use crate::train::metrics::Accuracy;
 use crate::train::optim::cross_entropy;
@@ -34,7 +33,7 @@ use crate::train::schedule::learning_rate;
 use crate::train::sgd::Sgd;
 
 pub use crate::report::EpochMetrics;
-pub use crate::train::run_state::RunState;
+pub use crate::report::RunState;
 
 /// What a finished (or stopped) run reports.
 pub struct Outcome {
@@ -42,13 +41,6 @@ pub struct Outcome {
     pub model_config: ModelConfig,
     pub dir: PathBuf,
     pub interrupted: bool,
-}
-
-/// The (input size, scale size) a run checkpoint was trained with, if it records them; a
-/// run record that does not parse is an error, not a silent fall-back to default sizes.
-pub fn stored_input(metadata: &BTreeMap<String, String>) -> Result<Option<(u32, u32)>> {
-    let state: Option<RunState> = crate::checkpoint::metadata::get(metadata, crate::checkpoint::metadata::RUN)?;
-    Ok(state.filter(|s| s.input_size > 0 && s.scale_size > 0).map(|s| (s.input_size, s.scale_size)))
 }
 
 /// Set by a SIGINT handler: stop after the current iteration, save, and exit.
@@ -327,7 +319,7 @@ impl Run<'_> {
         pending: &mut usize,
     ) -> (Tensor<2>, Tensor<1>) {
         let o = &self.cfg.optim;
-        let logits = crate::train::precision::forward(self.model(), input, self.cfg.precision);
+        let logits = crate::precision::forward(self.model(), input, self.cfg.precision);
         let loss = cross_entropy(logits.clone(), labels);
         let grads = GradientsParams::from_grads(loss.clone().div_scalar(o.iter_size as f64).backward(), self.model());
         accum.accumulate(self.model(), grads);
@@ -351,18 +343,15 @@ impl Run<'_> {
             let inference = self.model().inference();
             let (workers, skip) = (cfg.data.workers, cfg.data.skip_bad);
             let device = self.device.clone().inner();
-            let ev = evaluate(
-                &inference,
-                val.clone(),
-                self.data.classes,
-                o.batch_size,
+            let options = EvalOptions {
+                batch_size: o.batch_size,
                 workers,
-                cfg.seed,
-                false,
-                skip,
-                &device,
-                Some(&bar),
-            )?;
+                seed: cfg.seed,
+                skip_bad: skip,
+                progress: Some(&bar),
+                ..Default::default()
+            };
+            let ev = evaluate(&inference, val.clone(), self.data.classes, &device, &options)?;
             bar.finish_and_clear();
             (m.val_top1, m.val_top5) = (Some(ev.accuracy.top1()), Some(ev.accuracy.top5()));
             m.val_mean_class = Some(ev.accuracy.mean_class());

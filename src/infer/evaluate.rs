@@ -9,8 +9,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::ProgressBar;
 
 use crate::data::{ClipDataset, Loader};
+use crate::infer::metrics::Accuracy;
 use crate::model::Recognizer;
-use crate::train::metrics::Accuracy;
 
 /// Per-video scores and the accuracy they give.
 pub struct Evaluation {
@@ -21,20 +21,32 @@ pub struct Evaluation {
     pub seconds: f64,
 }
 
-/// Runs `model` (eval mode) over `dataset`.
-#[allow(clippy::too_many_arguments)]
+/// How [`evaluate`] runs.
+#[derive(Clone, Copy, Default)]
+pub struct EvalOptions<'a> {
+    /// Videos per batch (each with all its views).
+    pub batch_size: usize,
+    /// Loader workers (0: in the calling thread).
+    pub workers: usize,
+    /// Seed of the loader (test sampling is deterministic; shuffled frame orders use it).
+    pub seed: u64,
+    /// Average softmax probabilities over the views instead of logits.
+    pub softmax: bool,
+    /// Skip (and report) videos that cannot be read instead of stopping.
+    pub skip_bad: bool,
+    /// Advanced by one per video.
+    pub progress: Option<&'a ProgressBar>,
+}
+
+/// Runs `model` (eval mode) over `dataset`: `classes` scores per video.
 pub fn evaluate(
     model: &Recognizer,
     dataset: Arc<ClipDataset>,
     classes: usize,
-    batch_size: usize,
-    workers: usize,
-    seed: u64,
-    average_softmax: bool,
-    skip_bad: bool,
     device: &Device,
-    bar: Option<&ProgressBar>,
+    o: &EvalOptions,
 ) -> Result<Evaluation> {
+    let EvalOptions { batch_size, workers, seed, softmax: average_softmax, skip_bad, progress: bar } = *o;
     let start = std::time::Instant::now();
     let order: Vec<usize> = (0..dataset.len()).collect();
     let p = &dataset.pipeline;
