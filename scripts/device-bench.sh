@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check, run on a lent device machine in one call (see docs/PERFORMANCE.md), on the
 # two GPU routes of one binary built with `--features tch,cuda`:
-#   tch-cuda  burn's libtorch backend (cuDNN), fused GSM = src/model/temporal/gsm_cuda.rs
+#   tch-cuda  burn's libtorch backend (cuDNN), fused GSM = src/ops/gate_shift/cuda.rs
 #             (NVRTC from torch's pip wheels, found beside torch/lib);
 #   cuda      burn's CubeCL CUDA backend (kernels by NVRTC), fused GSM =
-#             src/model/temporal/gsm_cube.rs.
+#             src/ops/gate_shift/cube.rs.
 # Order, most important first, so that a run cut short still answers the acceptance points
 # (the first run, 2026-11-27 on an H200, is in docs/PERFORMANCE.md; its CubeCL rows took the
 # whole budget without finishing, so they now come after the tch-cuda target rows and checks,
@@ -16,7 +16,7 @@
 #      convolution + ReLU (GATESHIFT_CONV_RELU=1);
 #   2. the targets' rows on tch-cuda: BN-Inception GSM and TSN, 8 segments, batch 32, bf16,
 #      infer and train, with the defaults (libtorch's own convolution and batch norm,
-#      src/model/torch_layers.rs; channels-last; BN folded into the convolutions in
+#      src/ops/torch/; channels-last; BN folded into the convolutions in
 #      inference, src/model/layers.rs), then each turned off alone on the GSM rows
 #      (GATESHIFT_CHANNELS_LAST=0, GATESHIFT_FOLD_BN=0, GATESHIFT_TORCH_LAYERS=0 as in the
 #      first run); a training step's phases with the flat and the per-parameter clip + SGD;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Opt-in test tier for the CubeCL route (not in .ci/run: it is a second build of burn with
 # the wgpu runtime, several minutes on 2 cores). Runs the fused GSM's CubeCL kernels
-# (src/model/temporal/gsm_cube.rs) — the ones `--features cuda` compiles for NVIDIA GPUs —
+# (src/ops/gate_shift/cube.rs) — the ones `--features cuda` compiles for NVIDIA GPUs —
 # through wgpu on whatever adapter the machine has; without a GPU that is Mesa's lavapipe
 # (a Vulkan implementation on the CPU), installed here if missing. Checks them against the
 # flex kernels and the official fixtures (GATESHIFT_TEST_BACKEND sets the parity tests' device).

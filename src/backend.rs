@@ -109,7 +109,7 @@ fn cuda_ready(index: usize) -> Result<()> {
 }
 
 /// Whether `device` is burn's pure-Rust CPU backend (with or without autodiff), where
-/// gateshift's own CPU ops (`conv_gemm`, `pool2d`) run.
+/// gateshift's own CPU ops (`ops::conv::gemm`, `ops::pool`) run.
 pub fn is_flex(device: &Device) -> bool {
     matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
 }

@@ -222,7 +222,7 @@ impl BatchNorm {
     /// Puts this BN in affine form for inference, once: γ' = γ / √(σ² + ε) and
     /// β' = β − μ·γ', running mean 0 and variance 1 − ε, so that its forward computes the same
     /// per-channel map (to rounding) and fused kernels read γ' and β' as scale and shift
-    /// (`temporal::gsm_unit`). Not for training: the statistics are gone.
+    /// (`ops::gate_shift::unit`). Not for training: the statistics are gone.
     pub fn into_affine(&mut self) {
         if self.affine {
             return;

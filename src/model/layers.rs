@@ -20,8 +20,8 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// ReLU(BN(conv(x))). With the BN folded, in inference, the ReLU goes into the convolution:
-/// on flex applied to each output tile as the GEMM writes it (`conv_gemm`, `Geometry::max`),
-/// on libtorch one call where `torch_layers::conv2d_relu` applies (cuDNN's fused
+/// on flex applied to each output tile as the GEMM writes it (`ops::conv::gemm`, `Geometry::max`),
+/// on libtorch one call where `ops::torch::conv2d_relu` applies (cuDNN's fused
 /// convolution). Either way one pass over the unit's output fewer.
 pub fn conv_bn_relu(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     conv_bn_clamp(conv, bn, x, f32::INFINITY)

@@ -45,7 +45,7 @@ impl Gsm {
     }
 
     /// `(batch*segments, C, H, W)` → same shape: the fused kernel where it exists (see
-    /// `gsm_fused`), the composed reference otherwise.
+    /// `ops::gate_shift`), the composed reference otherwise.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let fused = gate_shift::applies(&x);
         self.forward_path(x, fused)

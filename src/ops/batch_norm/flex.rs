@@ -23,7 +23,7 @@
 //! passes — where burn's clamp or ReLU alone is a pass forward and a masking pass backward.
 //!
 //! Float32 on flex; `BatchNorm` uses the composed reference elsewhere (libtorch has its own
-//! fused op, `torch_layers.rs`). `GATESHIFT_FUSED_BN=0` turns it off, to compare.
+//! fused op, `ops/torch/mod.rs`). `GATESHIFT_FUSED_BN=0` turns it off, to compare.
 
 use crate::ops::avx2::with_avx2;
 use crate::ops::flex_alloc;

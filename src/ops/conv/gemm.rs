@@ -15,7 +15,7 @@
 //!
 //! Images run in parallel (the GEMMs single-threaded); with fewer images than threads (a 3D
 //! clip, one frame) the forward runs an image's tiles in parallel, the backward its GEMMs.
-//! `layers::conv2d` and I3D (`conv_gemm::forward_3d`) use it; `GATESHIFT_GEMM_CONV=0` restores
+//! `layers::conv2d` and I3D (`ops::conv::gemm::forward_3d`) use it; `GATESHIFT_GEMM_CONV=0` restores
 //! burn's own. On BN-Inception it halves the training step (docs/PERFORMANCE.md).
 //!
 //! A pointwise convolution can also read its input through TSM's shift (ResNet's residual

@@ -1,6 +1,6 @@
 //! The columns matrix of a convolution (im2col) and its adjoint (col2im), built straight from
 //! NCHW / NCDHW float32 maps in tiles of output lines, for the GEMM convolution of
-//! `conv_gemm.rs`.
+//! `ops/conv/gemm.rs`.
 //!
 //! Row `(c, a, i, j)` of the columns holds, for every output position, the input value that
 //! kernel tap `(a, i, j)` of channel `c` multiplies there (zero in the padding); so
@@ -204,7 +204,7 @@ pub fn with_scratch<R>(slot: usize, len: usize, f: impl FnOnce(&mut [f32]) -> R)
 mod tests {
     use super::*;
 
-    /// The shapes of `conv_gemm::tests` meant to span several tiles of columns do, and the tiles cover every
+    /// The shapes of `ops::conv::gemm::tests` meant to span several tiles of columns do, and the tiles cover every
     /// output line once.
     #[test]
     fn large_maps_are_tiled() {

@@ -1,7 +1,7 @@
 //! The fused GSM's kernels in CubeCL, for burn's CubeCL backend (`--features cuda`: CUDA through
 //! NVRTC; `--features wgpu`: Vulkan/Metal/WebGPU, and on a machine without a GPU Mesa's
-//! lavapipe, which is how they are tested here). The same computations as `gsm_kernels.rs`
-//! and `gsm_cuda.rs` (formulas in `gsm_fused.rs`), one unit per output value, reading and
+//! lavapipe, which is how they are tested here). The same computations as `ops/gate_shift/kernels.rs`
+//! and `ops/gate_shift/cuda.rs` (formulas in `ops/gate_shift/flex.rs`), one unit per output value, reading and
 //! writing the element type of the tensors (float32, or bfloat16 where the runtime has it) and
 //! computing in float32.
 //!
@@ -10,7 +10,7 @@
 //! of positions for one weight in shared memory, and a second kernel adds the cubes' partial
 //! sums, so no float atomics are needed (WebGPU has none).
 //!
-//! The launches, shape checks and burn registration are in `gsm_cube_ops.rs`.
+//! The launches, shape checks and burn registration are in `ops/gate_shift/cube_ops.rs`.
 
 use burn::cubecl::prelude::*;
 

@@ -1,4 +1,4 @@
-//! Launching the CubeCL kernels of `gsm_cube.rs` on burn's CubeCL tensors: the fused GSM's
+//! Launching the CubeCL kernels of `ops/gate_shift/cube.rs` on burn's CubeCL tensors: the fused GSM's
 //! `GateShiftKernels` (and so, through `Autodiff`, its training path) and `GateShift` for
 //! burn's `Cube` backend. Inputs are made contiguous; outputs are fresh contiguous tensors.
 

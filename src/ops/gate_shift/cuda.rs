@@ -1,6 +1,6 @@
 //! CUDA kernels of the fused GSM for libtorch's GPU tensors (`--features tch`, backend
 //! `tch-cuda`), float32 and bfloat16 (computed in float32): the same computations as
-//! `gsm_kernels.rs`, one thread per output value,
+//! `ops/gate_shift/kernels.rs`, one thread per output value,
 //! compiled at run time with NVRTC and launched through the CUDA driver (both loaded
 //! dynamically by `cudarc`, as burn's CubeCL runtimes do). Tensors stay libtorch's; kernels
 //! run on the device's legacy default stream, the one libtorch uses unless told otherwise.

@@ -15,9 +15,9 @@
 //! `dx[t,c] = dz[t,c] − g[t]·dz[t,c] + g[t]·dz[t−s,c]` and
 //! `da[k,t] = (1 − g[t]²) · Σ_{c∈k} x[t,c]·(dz[t−s,c] − dz[t,c])`.
 //!
-//! Kernels exist in float32 for the pure-Rust `flex` backend (`gsm_kernels.rs`) and, with
-//! `--features tch`, for libtorch on CPU (the same kernels) and CUDA (`gsm_cuda.rs`, via
-//! `gsm_tch.rs`); `Gsm::forward` uses the composed reference elsewhere. Both are tested
+//! Kernels exist in float32 for the pure-Rust `flex` backend (`ops/gate_shift/kernels.rs`) and, with
+//! `--features tch`, for libtorch on CPU (the same kernels) and CUDA (`ops/gate_shift/cuda.rs`, via
+//! `ops/gate_shift/tch.rs`); `Gsm::forward` uses the composed reference elsewhere. Both are tested
 //! against each other and against the official fixture.
 
 // The generated routing names burn's libtorch backend, which burn 0.22 marks deprecated.

@@ -1,8 +1,8 @@
 //! CPU kernels of the fused GSM's gated shift on plain float32 slices, in the backbone's own
 //! `(B·T, C, H, W)` layout — no transpose to (B, C, T, H, W) is ever made: tanh, shift,
 //! residual and re-interleave, forward and backward, the forward also on channels-last feature
-//! maps (memory order B·T, H, W, C: libtorch's CPU inference, `torch_layers::channels_last`).
-//! The gate convolution's CPU kernels are GEMMs (`gate_gemm.rs`).
+//! maps (memory order B·T, H, W, C: libtorch's CPU inference, `ops::torch::channels_last`).
+//! The gate convolution's CPU kernels are GEMMs (`ops/gate_shift/gate_gemm.rs`).
 //!
 //! Every kernel is parallel over output planes or frames, so tasks never share an output;
 //! on rayon's threads, or on another pool the caller names ([`on_pool`]: libtorch's).

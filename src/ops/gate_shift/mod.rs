@@ -3,7 +3,7 @@
 //! from ReLU(BN3d(x)) in the (B·T, C, H, W) layout) and `gate_shift` (tanh, gated shift,
 //! residual, re-interleave in one pass); `unit` adds the BNs and activation around GSM in
 //! inference. Routes: `flex.rs` (with the API and the autodiff registration), `tch.rs`
-//! (libtorch CPU through `gate_gemm.rs` / `kernels.rs`, CUDA through `cuda.rs`), `cube.rs` +
+//! (libtorch CPU through `ops/gate_shift/gate_gemm.rs` / `kernels.rs`, CUDA through `cuda.rs`), `cube.rs` +
 //! `cube_ops.rs` (CubeCL). The reference is `Gsm::shift_composed` and the Conv3d gate.
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]

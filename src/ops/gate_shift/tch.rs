@@ -1,6 +1,6 @@
 //! The fused GSM on burn's libtorch backend (`--features tch`): libtorch's float32 CPU tensors
-//! go through the CPU kernels of `gsm_kernels.rs`, its float32 and bfloat16 CUDA tensors
-//! through the NVRTC kernels of `gsm_cuda.rs`. Outputs are libtorch tensors allocated on the
+//! go through the CPU kernels of `ops/gate_shift/kernels.rs`, its float32 and bfloat16 CUDA tensors
+//! through the NVRTC kernels of `ops/gate_shift/cuda.rs`. Outputs are libtorch tensors allocated on the
 //! input's device, of the input's dtype.
 
 // burn 0.22 marks its libtorch backend deprecated (in favour of CubeCL, whose CUDA build is
@@ -109,7 +109,7 @@ impl GateShiftKernels for LibTorch {
             None => torch_pool(|| kernels::shift_forward(d, cpu(&x), cpu(&a), None, cpu_mut(&y))),
             Some(k) => k.shift_forward(d, e, ptr(&x), ptr(&a), ptr(&y)),
         }
-        // The kernels work in NCHW; a channels-last input (`torch_layers::channels_last`) gets
+        // The kernels work in NCHW; a channels-last input (`ops::torch::channels_last`) gets
         // its order back, so that the BN, ReLU and concatenation after GSM stay channels-last
         // (a mixed concatenation would come out NCHW and every branch of the next block would
         // convert it again).
@@ -279,7 +279,7 @@ fn elem(x: &Tensor) -> Elem {
 }
 
 /// A float32 CPU feature map stored channels-last, and its sizes: the NHWC forward kernels
-/// read it as it is (libtorch's CPU inference, `torch_layers::channels_last`).
+/// read it as it is (libtorch's CPU inference, `ops::torch::channels_last`).
 fn cpu_channels_last(x: &TchTensor, segments: usize) -> Option<(Tensor, Dims)> {
     let x = &x.tensor;
     if x.device() != TchDevice::Cpu || x.kind() != Kind::Float || !is_channels_last(x) {

@@ -8,8 +8,8 @@
 //! - the unit's BN + activation are applied by the shift kernel to each output plane (or
 //!   position) while it is in cache, instead of two more passes over the map.
 //!
-//! Float32 on flex and libtorch's CPU (`gsm_kernels.rs`), float32 and bfloat16 on libtorch's
-//! CUDA devices (`gsm_cuda.rs`: `affine_act`, `shift_fwd_affine`). Elsewhere (CubeCL), in
+//! Float32 on flex and libtorch's CPU (`ops/gate_shift/kernels.rs`), float32 and bfloat16 on libtorch's
+//! CUDA devices (`ops/gate_shift/cuda.rs`: `affine_act`, `shift_fwd_affine`). Elsewhere (CubeCL), in
 //! training and while activations are probed, `Gsm::forward_unit` runs the unit op by op.
 
 // The generated routing names burn's libtorch backend, which burn 0.22 marks deprecated.
@@ -29,7 +29,7 @@ use crate::ops::flex_alloc;
 pub trait GateShiftUnit: Backend {
     /// The whole unit `min(max(post(GSM(x)), 0), max)` with GSM's BN3d (`scale`, `shift`) and
     /// the unit's BN (`post_scale`, `post_shift`) in affine form. On libtorch's CUDA devices a
-    /// channels-last `x` takes two passes (`gsm_cuda.rs`, `unit_*_nhwc`); elsewhere it is
+    /// channels-last `x` takes two passes (`ops/gate_shift/cuda.rs`, `unit_*_nhwc`); elsewhere it is
     /// [`affine_act`](Self::affine_act), the fused gate convolution and
     /// [`gate_shift_affine`](Self::gate_shift_affine).
     #[allow(clippy::too_many_arguments)]
@@ -152,7 +152,7 @@ pub fn unit(
 }
 
 /// [`GateShiftUnit::channels_last`] on high-level tensors: the order libtorch's backbones
-/// give a GSM unit (`torch_layers::channels_last`) where `x` lives on libtorch, else `x`.
+/// give a GSM unit (`ops::torch::channels_last`) where `x` lives on libtorch, else `x`.
 pub fn backbone_order(x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "tch")]
     if (libtorch(&x.device(), false) || libtorch(&x.device(), true)) && crate::ops::torch::channels_last(&x) {

@@ -3,7 +3,7 @@
 //! where the composed version (`tsm.rs`) narrows, makes zero frames and concatenates twice.
 //! The backward is the adjoint shift of the output gradient, so nothing is kept for it.
 //!
-//! [`Shift`] also describes the shifted input of the GEMM convolution (`conv_gemm.rs`), which
+//! [`Shift`] also describes the shifted input of the GEMM convolution (`ops/conv/gemm.rs`), which
 //! in ResNet's residual shift reads the shifted map without it ever being written.
 
 use std::ops::Range;

@@ -1,4 +1,4 @@
-//! libtorch's native backward under burn's autodiff, for the ops of `torch_layers`.
+//! libtorch's native backward under burn's autodiff, for the ops of `ops::torch`.
 //!
 //! The forward runs the op and saves what its backward needs (the convolution's input and
 //! weight; batch norm's input, weight and saved statistics); the backward calls libtorch's own
@@ -249,7 +249,7 @@ impl<B: TorchLayersKernels, C: CheckpointStrategy> TorchLayers for Autodiff<B, C
         }
     }
 
-    /// Inference only in practice (`torch_layers::conv2d_relu` declines tracked inputs); under
+    /// Inference only in practice (`ops::torch::conv2d_relu` declines tracked inputs); under
     /// autodiff the two ops apart, so that a gradient is still right.
     fn torch_conv2d_bias_relu(
         x: FloatTensor<Self>,

@@ -1,4 +1,4 @@
-//! `conv_gemm` against burn's own convolution (the tested reference).
+//! `ops::conv::gemm` against burn's own convolution (the tested reference).
 
 use burn::nn::conv::{Conv2dConfig, Conv3dConfig};
 use burn::tensor::{Distribution, TensorData};
