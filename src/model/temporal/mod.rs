@@ -138,6 +138,8 @@ temporal_modules! {
     /// GSF: GSM whose shifted and residual parts are fused with learned per-channel,
     /// per-frame weights (the TPAMI 2023 successor).
     Gsf(gsf::Gsf),
+    /// CSN: a channel-separated (depthwise) 3-tap convolution over time, identity-initialised.
+    Csn(csn::ChannelSeparated),
 }
 
 impl TemporalKind {
