@@ -152,9 +152,19 @@ impl TrainConfig {
         if !unknown.is_empty() {
             bail!("config {}: unknown key(s) {}", path.display(), unknown.join(", "));
         }
-        let mut merged = toml::Value::try_from(Self::default())?;
-        merge(&mut merged, file);
-        merged.try_into().with_context(|| format!("parsing config {}", path.display()))
+        let defaults = toml::Value::try_from(Self::default())?;
+        let mut merged = defaults.clone();
+        merge(&mut merged, file.clone());
+        merged.try_into().map_err(|e: toml::de::Error| {
+            // The merged value has no lines: name the key of the file that does not fit, and its line.
+            match misfit(&defaults, &file, "") {
+                Some((key, why)) => {
+                    let line = line_of(&text, &key).map_or(String::new(), |n| format!(" line {n}"));
+                    anyhow::anyhow!("config {}{line}: {key}: {why}", path.display())
+                }
+                None => anyhow::anyhow!("config {}: {e}", path.display()),
+            }
+        })
     }
 
     /// Every key of the configuration, `None`-valued ones included (as JSON nulls), by section.
@@ -272,6 +282,51 @@ fn unknown_keys(file: &toml::Value, schema: &serde_json::Value, prefix: &str) ->
     out
 }
 
+/// The first key of `file` (as `section.key`) that the configuration cannot take, set alone
+/// over the defaults, and why.
+fn misfit(defaults: &toml::Value, file: &toml::Value, prefix: &str) -> Option<(String, String)> {
+    for (key, value) in file.as_table()? {
+        let name = format!("{prefix}{key}");
+        if let (Some(toml::Value::Table(_)), toml::Value::Table(_)) = (defaults.get(key), value) {
+            if let Some(found) = misfit(defaults, value, &format!("{name}.")) {
+                return Some(found);
+            }
+            continue;
+        }
+        let mut one = defaults.clone();
+        let mut over = toml::Table::new();
+        over.insert(key.clone(), value.clone());
+        let over = prefix.trim_end_matches('.').split('.').filter(|s| !s.is_empty()).rev().fold(
+            toml::Value::Table(over),
+            |v, s| {
+                let mut t = toml::Table::new();
+                t.insert(s.to_string(), v);
+                toml::Value::Table(t)
+            },
+        );
+        merge(&mut one, over);
+        if let Err(e) = one.try_into::<TrainConfig>() {
+            return Some((name, e.message().to_string()));
+        }
+    }
+    None
+}
+
+/// The 1-based line of `text` that sets `section.key` (or a top-level `key`).
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (section, key) = key.rsplit_once('.').map_or(("", key), |(s, k)| (s, k));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(header) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = header.trim().to_string();
+        } else if current == section && t.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// `over` set into `base`, tables key by key.
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
@@ -354,5 +409,24 @@ mod tests {
             (Arch::BnInception, TemporalKind::Gsm, 8)
         );
         c.validate().unwrap();
+    }
+
+    /// A value of the wrong type or range is refused naming the file, its line and the key
+    /// (the merge over the defaults would otherwise lose both).
+    #[test]
+    fn a_value_that_does_not_fit_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("[model]\nsegments = -3\n", "line 2: model.segments"),
+            ("seed = 1\n[optim]\nlr = \"fast\"\n", "line 3: optim.lr"),
+            ("model = 3\n", "line 1: model"),
+            ("[data]\n# a comment\nworkers = 1.5\n", "line 3: data.workers"),
+        ];
+        for (text, says) in cases {
+            let path = dir.path().join("run.toml");
+            std::fs::write(&path, text).unwrap();
+            let e = TrainConfig::read(&path).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("run.toml"), "{text:?}: {e}");
+        }
     }
 }
