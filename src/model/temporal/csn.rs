@@ -11,7 +11,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
 
-use super::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
+use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
 
 /// The temporal convolution on a feature map of `weight.dims()[0]` channels.

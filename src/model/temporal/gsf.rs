@@ -18,7 +18,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig, Conv3d, Conv3dConfig};
 use burn::tensor::activation::{relu, sigmoid, tanh};
 use burn::tensor::{Device, Tensor};
 
-use super::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
+use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
 use crate::model::batch_norm::BatchNorm;
 use crate::probe;

@@ -14,7 +14,7 @@ use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 
-use super::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
+use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
 use crate::model::batch_norm::BatchNorm;
 use crate::ops::gate_shift::{self, unit};

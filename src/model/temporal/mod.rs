@@ -1,60 +1,14 @@
 //! Temporal modules: each maps `(batch*segments, C, H, W)` to the same shape, mixing
 //! information across the segments of a clip inside a 2D backbone.
 
+mod module;
+
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::batch_norm::BatchNorm;
-
-/// Where a temporal module sits in a backbone (the official placements).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Place {
-    /// Shifts a block's input or its residual branch's (TSM); in ResNets `ShiftPlace` says which.
-    Shift,
-    /// Between a branch's first convolution and its BN (GSM's places).
-    AfterConv,
-    /// As `AfterConv`, except in ResNet blocks: on the last convolution, before its BN (GSF).
-    AfterLastConv,
-}
-
-/// What the backbones, the checkpoint names and the commands know of a temporal module.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Spec {
-    /// Its name in flags, configs and checkpoint metadata (`gsm`).
-    pub name: &'static str,
-    /// Its name in reports (`GSM`).
-    pub label: &'static str,
-    /// Its tensors' name in official checkpoints (`gsm_X` beside a Caffe layer `X`, `.gsm.` in a
-    /// ResNet block); `None`: it has no tensors.
-    pub official: Option<&'static str>,
-    pub place: Place,
-}
-
-/// A temporal module: `(batch·segments, C, H, W)` → the same shape, mixing the segments.
-pub trait TemporalModule: Module {
-    const SPEC: Spec;
-    /// The module for a feature map of `channels` channels and `segments` frames per clip.
-    fn build(channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Self;
-    fn forward(&self, x: Tensor<4>) -> Tensor<4>;
-    /// `clamp(post(self(x)), 0, max)`: the unit the module sits in (its BN and ReLU / ReLU6),
-    /// which a module may fuse.
-    fn forward_unit(&self, x: Tensor<4>, post: &BatchNorm, max: f32) -> Tensor<4> {
-        post.forward_clamp(self.forward(x), max)
-    }
-    /// Readies that unit for inference (`Recognizer::inference`); by default nothing: no BN
-    /// folds across a module.
-    fn fold_unit(&mut self, _post: &mut BatchNorm) {}
-}
-
-/// Hyper-parameters of the temporal modules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TemporalOpts {
-    /// TSM: 1/`shift_div` of the channels shift each way.
-    pub shift_div: usize,
-    /// GSF: percentage of the channels gated (the official `gsf_ch_ratio`).
-    pub gsf_ratio: usize,
-}
+pub use module::{Place, Spec, TemporalModule, TemporalOpts};
 
 /// The registry: `TemporalKind` (flags, configs, metadata) and `Temporal` (the module in a
 /// backbone) from one list of modules, each delegating to its file's [`TemporalModule`].
@@ -156,26 +110,4 @@ impl TemporalKind {
     pub fn place(self) -> Option<Place> {
         self.spec().map(|s| s.place)
     }
-}
-
-/// `x` shifted one step to the past along `dim` (frame t takes frame t+1), zero at the end.
-pub(crate) fn from_future<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
-    let len = x.dims()[dim];
-    // One zero frame of x's own dtype (bf16 models need it to match).
-    let zeros = x.clone().narrow(dim, 0, 1).zeros_like();
-    if len == 1 {
-        return zeros;
-    }
-    Tensor::cat(vec![x.narrow(dim, 1, len - 1), zeros], dim)
-}
-
-/// `x` shifted one step to the future along `dim` (frame t takes frame t-1), zero at the start.
-pub(crate) fn from_past<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
-    let len = x.dims()[dim];
-    // One zero frame of x's own dtype (bf16 models need it to match).
-    let zeros = x.clone().narrow(dim, 0, 1).zeros_like();
-    if len == 1 {
-        return zeros;
-    }
-    Tensor::cat(vec![zeros, x.narrow(dim, 0, len - 1)], dim)
 }

@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 
 use burn::tensor::Device;
 
-use super::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
+use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::ops::time_shift::{self, Shift};
 
 #[derive(Module, Debug)]
