@@ -21,8 +21,9 @@ pub struct Evaluation {
     pub seconds: f64,
 }
 
-/// How [`evaluate`] runs.
-#[derive(Clone, Copy, Default)]
+/// How [`evaluate`] runs; the default: one video per batch, in the calling thread, seed 0,
+/// logits averaged, a bad video stops the run, no progress bar.
+#[derive(Clone, Copy)]
 pub struct EvalOptions<'a> {
     /// Videos per batch (each with all its views).
     pub batch_size: usize,
@@ -36,6 +37,12 @@ pub struct EvalOptions<'a> {
     pub skip_bad: bool,
     /// Advanced by one per video.
     pub progress: Option<&'a ProgressBar>,
+}
+
+impl Default for EvalOptions<'_> {
+    fn default() -> Self {
+        Self { batch_size: 1, workers: 0, seed: 0, softmax: false, skip_bad: false, progress: None }
+    }
 }
 
 /// Runs `model` (eval mode) over `dataset`: `classes` scores per video.

@@ -74,7 +74,7 @@ impl Predictor {
 }
 
 /// The model of the checkpoint at `path` in training form (see [`Predictor::open`]).
-pub fn load(
+fn load(
     path: &Path,
     fit: Fit,
     device: &Device,
