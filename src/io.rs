@@ -172,12 +172,6 @@ fn temporary_owner(file_name: &str) -> Option<i32> {
     pid.parse().ok()
 }
 
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
-}
-
 /// Removes, once per folder and process, the temporary files of writers that no longer run
 /// (killed between creating and renaming them).
 pub fn remove_stale_temporaries(dir: &Path) {
@@ -236,6 +230,22 @@ pub fn require_regular(path: &Path, what: &str) -> Result<()> {
         bail!("{what} {} is {}, not a regular file", path.display(), describe(meta.file_type()));
     }
     Ok(())
+}
+
+/// Checks that `path` is a folder (after symlinks).
+pub fn require_dir(path: &Path, what: &str) -> Result<()> {
+    let meta = fs::metadata(path).with_context(|| format!("{what} {} does not exist", path.display()))?;
+    if !meta.is_dir() {
+        bail!("{what} {} is {}, not a folder", path.display(), describe(meta.file_type()));
+    }
+    Ok(())
+}
+
+/// Whether process `pid` still runs (for the owners of temporaries).
+pub fn process_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// "a directory", "a FIFO", … for messages.

@@ -30,7 +30,10 @@ fn list_file_corpus() {
     };
     // Too few fields, too many fields, non-integer and out-of-range labels.
     assert!(msg(read("few.txt", b"a 10 1\nb 10\n", None)).contains("few.txt:2"));
-    assert!(msg(read("many.txt", b"a 3 10 1 9\n", None)).contains("many.txt:1"));
+    assert!(msg(read("many.txt", b"a 3 10 1 9 4\n", None)).contains("many.txt:1"));
+    // Five fields are a verb-noun segment: a one-head model refuses it by line.
+    let two = read("verbnoun.txt", b"a 3 10 1 9\n", None).unwrap();
+    assert!(msg(two.check_nouns(0)).contains("verbnoun.txt:1"));
     let m = msg(read("nonint.txt", b"a 10 1.5\n", None));
     assert!(m.contains("nonint.txt:1") && m.contains("\"1.5\""), "{m}");
     let m = msg(read("range.txt", b"a 10 1\nb 10 7\n", Some(5)));

@@ -1,5 +1,6 @@
 //! `gateshift data`: extract-frames (videos → rawframes), build-list (class folders → list
-//! and class names, with a train/val split), check (read every entry, report problems).
+//! and class names, with a train/val split), check (read every entry, report problems),
+//! prepare (a benchmark's annotation files → lists: `prepare.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,9 @@ pub enum DataCommand {
     BuildList(BuildListArgs),
     /// Read every entry of a list and report unreadable, short or mis-counted ones.
     Check(CheckArgs),
+    /// From a benchmark's own annotation files (Something-Something, Diving48, Kinetics,
+    /// UCF101, HMDB51, EPIC-Kitchens) to lists, class names and a training config.
+    Prepare(super::prepare::PrepareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -94,6 +98,7 @@ pub fn run(a: DataArgs) -> Result<()> {
         DataCommand::ExtractFrames(e) => extract(e),
         DataCommand::BuildList(b) => build_list(b),
         DataCommand::Check(c) => check(c),
+        DataCommand::Prepare(p) => super::prepare::run(p),
     }
 }
 

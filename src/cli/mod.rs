@@ -22,6 +22,7 @@ mod ensemble;
 mod forward;
 mod info;
 mod predict;
+mod prepare;
 mod stream;
 mod synth;
 mod test;
@@ -91,7 +92,7 @@ pub enum Command {
     Stream(stream::StreamArgs),
     /// Generate the time-reversal-pairs synthetic dataset.
     Synth(synth::SynthArgs),
-    /// Data tools: extract-frames, build-list, check.
+    /// Data tools: prepare, extract-frames, build-list, check.
     Data(data::DataArgs),
     /// Throughput benchmarks: `bench model`, `bench data`.
     Bench(bench::BenchArgs),
@@ -251,7 +252,9 @@ pub fn resolve_model(flags: &ModelConfig, sd: Option<&StateDict>) -> Result<Mode
     }
     if !given("classes") {
         let fc = sd.and_then(|s| s.tensors.get("new_fc.weight")).map(|w| w.shape()[0]);
-        cfg.classes = fc.or(stored.as_ref().map(|c| c.classes)).unwrap_or(174);
+        // new_fc scores the classes, then a second head's nouns.
+        let fc_classes = fc.map(|n| n.saturating_sub(cfg.noun_classes));
+        cfg.classes = fc_classes.or(stored.as_ref().map(|c| c.classes)).unwrap_or(174);
     }
     cfg.check()?;
     Ok(cfg)

@@ -74,23 +74,36 @@ pub fn run(a: PredictArgs) -> Result<()> {
     }
     let device = gateshift::backend::device(&a.backend)?;
     let entry = entry(&a)?;
-    let (ranked, names) = match (a.model, &a.checkpoint) {
-        (Some(Pretrained::I3dKinetics400), _) => (i3d_scores(&a, entry, &device)?, Some(i3d::kinetics400_names())),
+    let (ranked, names, nouns) = match (a.model, &a.checkpoint) {
+        (Some(Pretrained::I3dKinetics400), _) => {
+            (i3d_scores(&a, entry, &device)?, Some(i3d::kinetics400_names()), None)
+        }
         (None, Some(checkpoint)) => recognizer_scores(&a, checkpoint, entry, &device)?,
         (None, None) => bail!("give --checkpoint or --model"),
     };
-    let mut ranked: Vec<(usize, f32)> = ranked.into_iter().enumerate().collect();
-    ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
-    ranked.truncate(a.topk);
+    let rank = |scores: Vec<f32>| {
+        let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
+        ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
+        ranked.truncate(a.topk);
+        ranked
+    };
+    let (ranked, nouns) = (rank(ranked), nouns.map(rank));
     let name = |i: usize| names.as_ref().map(|n| n[i].clone()).unwrap_or_else(|| format!("class {i}"));
     if a.json {
         let top: Vec<_> =
             ranked.iter().map(|&(i, p)| json!({"class": i, "label": name(i), "probability": p})).collect();
-        say!("{}", serde_json::to_string_pretty(&json!({"input": a.input, "top": top}))?)?;
+        let mut out = json!({"input": a.input, "top": top});
+        if let Some(nouns) = &nouns {
+            out["nouns"] = nouns.iter().map(|&(i, p)| json!({"noun": i, "probability": p})).collect();
+        }
+        say!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
         say!("{}", a.input.display())?;
         for (rank, &(i, p)) in ranked.iter().enumerate() {
             say!("{:>2}. {:>6.2}%  {}", rank + 1, 100.0 * p, name(i))?;
+        }
+        for (rank, &(i, p)) in nouns.iter().flatten().enumerate() {
+            say!("{:>2}. {:>6.2}%  noun {i}", rank + 1, 100.0 * p)?;
         }
     }
     Ok(())
@@ -106,11 +119,12 @@ fn entry(a: &PredictArgs) -> Result<Entry> {
             start: 0,
             num_frames: Some(naming.count(&a.input)?),
             label: 0,
+            noun: None,
             line: 0,
             is_video: false,
         })
     } else if a.input.is_file() {
-        Ok(Entry { path: a.input.clone(), start: 0, num_frames: None, label: 0, line: 0, is_video: true })
+        Ok(Entry { path: a.input.clone(), start: 0, num_frames: None, label: 0, noun: None, line: 0, is_video: true })
     } else {
         let what = match std::fs::metadata(&a.input) {
             Ok(m) => gateshift::io::describe(m.file_type()),
@@ -164,20 +178,21 @@ fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>
     softmax(mean, 1).into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
 }
 
+/// Class probabilities, class names if known, and a second head's noun probabilities.
+type Scores = (Vec<f32>, Option<Vec<String>>, Option<Vec<f32>>);
+
 /// A recognizer checkpoint: the test pipeline it was trained for, softmax scores.
-fn recognizer_scores(
-    a: &PredictArgs,
-    checkpoint: &Path,
-    entry: Entry,
-    device: &Device,
-) -> Result<(Vec<f32>, Option<Vec<String>>)> {
+fn recognizer_scores(a: &PredictArgs, checkpoint: &Path, mut entry: Entry, device: &Device) -> Result<Scores> {
     let p = open_checkpoint(&a.model_args, checkpoint, Options { fit: Fit::Strict, precision: a.precision }, device)?;
     let names = p.class_names(a.labels.as_deref())?;
     let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
     let pipeline = Pipeline::test(p.config.arch.input(), size, scale, p.config.segments, a.crops, a.clips);
+    // A two-head model scores verbs (the classes) and nouns; the unknown noun is not scored.
+    entry.noun = (p.config.noun_classes > 0).then_some(0);
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
     let ds = Arc::new(ClipDataset { list, naming: a.frames.naming()?, pipeline });
     let ev = p.evaluate(ds, &EvalOptions { batch_size: 1, workers: 1, softmax: true, ..Default::default() })?;
-    let (_, _, probs) = ev.scores.into_iter().next().expect("one entry");
-    Ok((probs, names))
+    let (_, _, mut probs) = ev.scores.into_iter().next().expect("one entry");
+    let nouns = (p.config.noun_classes > 0).then(|| probs.split_off(p.config.classes));
+    Ok((probs, names, nouns))
 }

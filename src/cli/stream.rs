@@ -116,6 +116,12 @@ pub fn run(a: StreamArgs) -> Result<()> {
         (None, Some(checkpoint)) => {
             let options = gateshift::infer::Options { fit: gateshift::checkpoint::Fit::Strict, precision: a.precision };
             let p = open_checkpoint(&a.model_args, checkpoint, options, &device)?;
+            if p.config.noun_classes > 0 {
+                bail!(
+                    "{} has two heads (verb, noun): `gateshift predict` and `test` score them; stream shows one head",
+                    checkpoint.display()
+                );
+            }
             let names = p.class_names(a.labels.as_deref())?;
             let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
             let spec = p.config.arch.input();

@@ -1,7 +1,20 @@
 //! `gateshift test`: 1 or 2 clips × 1/3/5/10 crops per video, logits (or softmax) averaged;
 //! top-1, top-5, mean-class accuracy, per-class accuracy, confusion matrix (CSV + PNG),
 //! per-video score dumps, and the frame-order diagnostic (`--frame-order shuffle|reverse`
-//! also runs the normal order and reports the drop).
+//! also runs the normal order and reports the drop). Two-head models add verb, noun and
+//! action accuracy.
+//!
+//! The official test protocols, as flags:
+//!
+//! | official | gateshift |
+//! |---|---|
+//! | GSM `test_models.py --test_crops 1 --num_clips 1` (scale 256 → crop 224; InceptionV3 261 → 229) | `--crops 1 --clips 1` (sizes from the checkpoint) |
+//! | GSM `--num_clips 2` (starts and centres of the segments) | `--clips 2` |
+//! | GSM `--test_crops 10` / `5` (`GroupOverSample`, `GroupFiveCrops`) | `--crops 10` / `--crops 5` |
+//! | GSF `--test_crops 3 --num_clips 2` (`GroupFullResSample` of input-size crops) | `--crops 3 --clips 2` |
+//! | TSM `--twice_sample` | `--twice-sample` (= `--clips 2`) |
+//! | TSM `--full_res --test_crops 3` (three 256² crops of the 256-scaled frame) | `--full-res --crops 3` |
+//! | `--softmax 1` | `--softmax` |
 
 use gateshift::train::precision::Precision;
 use std::path::{Path, PathBuf};
@@ -61,6 +74,13 @@ pub struct TestArgs {
     /// Clips per video: 1 (segment centres) or 2 (centres and starts, the official two-clip test).
     #[arg(long, default_value_t = 1)]
     pub clips: usize,
+    /// TSM's `--twice_sample`: two clips, segment starts and centres (the same as --clips 2).
+    #[arg(long, conflicts_with = "clips")]
+    pub twice_sample: bool,
+    /// TSM's `--full_res`: crops as large as the scaled short side (256² of a 256-scaled
+    /// frame) instead of the training input size.
+    #[arg(long, conflicts_with = "input_size")]
+    pub full_res: bool,
     /// Crops per clip: 1, 3, 5 or 10.
     #[arg(long, default_value_t = 1, value_parser = super::crop_count)]
     pub crops: usize,
@@ -90,7 +110,14 @@ pub struct TestArgs {
 }
 
 /// Builds the test dataset for a model.
-pub fn dataset(d: &DataArgs, cfg: &ModelConfig, meta: &Metadata, clips: usize, crops: usize) -> Result<ClipDataset> {
+pub fn dataset(
+    d: &DataArgs,
+    cfg: &ModelConfig,
+    meta: &Metadata,
+    clips: usize,
+    crops: usize,
+    full_res: bool,
+) -> Result<ClipDataset> {
     gateshift::data::transform::check_crops(crops).context("--crops")?;
     if clips == 0 {
         bail!("--clips must be at least 1");
@@ -98,6 +125,7 @@ pub fn dataset(d: &DataArgs, cfg: &ModelConfig, meta: &Metadata, clips: usize, c
     let root = d.root.clone().unwrap_or_else(|| d.list.parent().map(Path::to_path_buf).unwrap_or_default());
     let list = List::read(&d.list, Some(&root), d.list_format, Some(cfg.classes))?;
     let (size, scale) = d.sizes.resolve(cfg, meta)?;
+    let size = if full_res { scale } else { size };
     let pipeline = Pipeline {
         sampling: d.sampling,
         interval: d.interval,
@@ -134,7 +162,8 @@ pub fn run(a: TestArgs) -> Result<()> {
     let options = Options { fit: Fit::Strict, precision: a.precision };
     let p = open_checkpoint(&a.model, &a.checkpoint, options, &device)?;
     let names = p.class_names(a.data.class_names.as_deref())?;
-    let normal_ds = dataset(&a.data, &p.config, &p.metadata, a.clips, a.crops)?;
+    let clips = if a.twice_sample { 2 } else { a.clips };
+    let normal_ds = dataset(&a.data, &p.config, &p.metadata, clips, a.crops, a.full_res)?;
     let mut ds = normal_ds.clone();
     ds.pipeline.order = a.frame_order;
     let ev = run_once(&p, ds, &a.data, a.seed, a.softmax, "test")?;
@@ -142,7 +171,7 @@ pub fn run(a: TestArgs) -> Result<()> {
     say!(
         "{} videos · {} clip(s) × {} crop(s) · order {:?} · top-1 {:.2}% · top-5 {:.2}% · mean class {:.2}% · {:.1} videos/s",
         acc.count,
-        a.clips,
+        clips,
         a.crops,
         a.frame_order,
         100.0 * acc.top1(),
@@ -151,10 +180,24 @@ pub fn run(a: TestArgs) -> Result<()> {
         acc.count as f64 / ev.seconds
     )?;
     let mut report = json!({
-        "checkpoint": a.checkpoint, "list": a.data.list, "videos": acc.count, "clips": a.clips, "crops": a.crops,
+        "checkpoint": a.checkpoint, "list": a.data.list, "videos": acc.count, "clips": clips, "crops": a.crops, "full_res": a.full_res,
         "frame_order": a.frame_order, "top1": acc.top1(), "top5": acc.top5(), "mean_class": acc.mean_class(),
         "per_class": acc.per_class(), "skipped": ev.skipped.len(),
     });
+    if let Some(vn) = &ev.verb_noun {
+        say!(
+            "verb top-1 {:.2}% top-5 {:.2}% · noun top-1 {:.2}% top-5 {:.2}% · action top-1 {:.2}% top-5 {:.2}%",
+            100.0 * vn.verb.top1(),
+            100.0 * vn.verb.top5(),
+            100.0 * vn.noun.top1(),
+            100.0 * vn.noun.top5(),
+            100.0 * vn.action_top1(),
+            100.0 * vn.action_top5()
+        )?;
+        report["verb"] = json!({"top1": vn.verb.top1(), "top5": vn.verb.top5(), "mean_class": vn.verb.mean_class()});
+        report["noun"] = json!({"top1": vn.noun.top1(), "top5": vn.noun.top5(), "mean_class": vn.noun.mean_class()});
+        report["action"] = json!({"top1": vn.action_top1(), "top5": vn.action_top5()});
+    }
     if a.frame_order != FrameOrder::Normal {
         let normal = run_once(&p, normal_ds, &a.data, a.seed, a.softmax, "normal")?;
         let drop = normal.accuracy.top1() - acc.top1();
@@ -224,4 +267,42 @@ pub fn write_confusion(
     write_atomic(&with("_per_class.csv"), pc.as_bytes())?;
     let labels: Vec<String> = (0..k).map(name).collect();
     gateshift::report::plot::confusion(m, &labels, &with(".png"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use gateshift::data::Mode;
+    use gateshift::model::{Arch, TemporalKind};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        test: TestArgs,
+    }
+
+    /// TSM's accurate protocol, `--twice_sample --full_res --test_crops 3`: two clips of
+    /// three 256² crops from frames scaled to 256, whatever size the model trained at.
+    #[test]
+    fn tsm_protocol_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("val.txt");
+        std::fs::write(&list, "clip 10 0\n").unwrap();
+        let args = ["test", "--checkpoint", "c.safetensors", "--twice-sample", "--full-res", "--crops", "3", "--list"];
+        let a = Cli::try_parse_from(args.iter().copied().chain([list.to_str().unwrap()])).unwrap().test;
+        assert!(a.twice_sample && a.full_res);
+        let cfg = ModelConfig::new(Arch::Resnet50, TemporalKind::Tsm, 8, 174);
+        let ds = dataset(&a.data, &cfg, &Metadata::new(), 2, a.crops, a.full_res).unwrap();
+        assert_eq!(ds.pipeline.size, 256);
+        assert!(matches!(ds.pipeline.mode, Mode::Test { scale: 256, crops: 3, clips: 2 }));
+        // The centre-crop protocol keeps the 224 input; --full-res and --input-size conflict.
+        let ds = dataset(&a.data, &cfg, &Metadata::new(), 1, 1, false).unwrap();
+        assert_eq!(ds.pipeline.size, 224);
+        let both = args.iter().copied().chain(["x", "--input-size", "224"]);
+        assert!(Cli::try_parse_from(both).is_err());
+        assert!(
+            Cli::try_parse_from(["t", "--checkpoint", "c", "--list", "l", "--clips", "2", "--twice-sample"]).is_err()
+        );
+    }
 }

@@ -86,6 +86,8 @@ pub struct Clip {
     pub data: Vec<f32>,
     pub views: usize,
     pub label: usize,
+    /// The second head's label (EPIC-Kitchens' noun).
+    pub noun: Option<usize>,
 }
 
 /// A list of videos or frame folders and how to read them.
@@ -241,7 +243,7 @@ impl ClipDataset {
                 views += 1;
             }
         }
-        Ok(Clip { data, views, label })
+        Ok(Clip { data, views, label, noun: e.noun })
     }
 }
 

@@ -1,7 +1,9 @@
 //! Dataset list files, in the formats the official GSM/TSM code and mmaction2 read:
 //! - rawframes: `<dir> <num_frames> <label>`;
 //! - rawframes with offset (mmaction2): `<dir> <start> <num_frames> <label>`;
-//! - videos: `<path> <label>`.
+//! - videos: `<path> <label>`;
+//! - segments with two labels (EPIC-Kitchens' verb and noun): `<dir> <start> <num_frames>
+//!   <verb> <noun>`.
 //!
 //! Fields are whitespace separated and read from the right, so paths may contain spaces.
 //! CRLF line ends and blank lines are accepted; anything else malformed is an error naming
@@ -19,11 +21,13 @@ use crate::limits;
 #[serde(rename_all = "kebab-case")]
 pub enum ListFormat {
     /// Decide from the first entry: a video file extension means `video`, four fields with
-    /// three trailing integers mean `frames-offset`, else `frames`.
+    /// three trailing integers mean `frames-offset`, five with four `verb-noun`, else `frames`.
     Auto,
     Frames,
     FramesOffset,
     Video,
+    /// `<dir> <start> <num_frames> <verb> <noun>`: a segment of a recording, two heads.
+    VerbNoun,
 }
 
 /// Container extensions recognised as videos by `auto`.
@@ -39,6 +43,8 @@ pub struct Entry {
     /// Frame count from the list (videos: `None`, counted when opened).
     pub num_frames: Option<usize>,
     pub label: usize,
+    /// The second head's label (EPIC-Kitchens' noun; `label` is the verb).
+    pub noun: Option<usize>,
     /// 1-based line number in the list file; 0 for an input given on the command line.
     pub line: usize,
     pub is_video: bool,
@@ -114,6 +120,26 @@ impl List {
     pub fn num_classes(&self) -> usize {
         self.entries.iter().map(|e| e.label + 1).max().unwrap_or(0)
     }
+
+    /// Checks that every entry carries a noun label below `nouns` when the model has a
+    /// second head (`nouns` > 0), and none when it has not; the error names the line.
+    pub fn check_nouns(&self, nouns: usize) -> Result<()> {
+        for e in &self.entries {
+            let at = || e.origin(&self.file);
+            match (e.noun, nouns) {
+                (Some(n), k) if k > 0 && n >= k => bail!("{}: noun {n} is out of range for {k} noun classes", at()),
+                (None, k) if k > 0 => {
+                    bail!(
+                        "{}: no noun label: a two-head model reads `<dir> <start> <frames> <verb> <noun>` lines",
+                        at()
+                    )
+                }
+                (Some(_), 0) => bail!("{}: a verb-noun line, but the model has one head (set noun_classes)", at()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 fn is_video_path(p: &str) -> bool {
@@ -130,6 +156,8 @@ fn detect(line: &str) -> ListFormat {
         ListFormat::Video
     } else if fields.len() == 4 && fields[1..].iter().all(int) {
         ListFormat::FramesOffset
+    } else if fields.len() == 5 && fields[1..].iter().all(int) {
+        ListFormat::VerbNoun
     } else {
         ListFormat::Frames
     }
@@ -157,10 +185,16 @@ fn split_right(line: &str, n: usize) -> Result<(String, Vec<usize>)> {
 }
 
 fn parse_line(line: &str, format: ListFormat) -> Result<Entry> {
+    let mut noun = None;
     let (path, start, num_frames, label, is_video) = match format {
         ListFormat::Video => {
             let (p, n) = split_right(line, 1)?;
             (p, 0, None, n[0], true)
+        }
+        ListFormat::VerbNoun => {
+            let (p, n) = split_right(line, 4)?;
+            noun = Some(n[3]);
+            (p, n[0], Some(n[1]), n[2], false)
         }
         ListFormat::Frames | ListFormat::Auto => {
             let (p, n) = split_right(line, 2)?;
@@ -179,10 +213,10 @@ fn parse_line(line: &str, format: ListFormat) -> Result<Entry> {
     if let Some(n) = num_frames {
         limits::at_most("frame count", n, limits::MAX_LIST_FRAMES)?;
     }
-    if label >= limits::MAX_CLASSES {
-        bail!("label {label} is beyond the largest supported class count ({})", limits::MAX_CLASSES);
+    if let Some(big) = [Some(label), noun].into_iter().flatten().find(|&l| l >= limits::MAX_CLASSES) {
+        bail!("label {big} is beyond the largest supported class count ({})", limits::MAX_CLASSES);
     }
-    Ok(Entry { path: PathBuf::from(path), start, num_frames, label, line: 0, is_video })
+    Ok(Entry { path: PathBuf::from(path), start, num_frames, label, noun, line: 0, is_video })
 }
 
 /// Reads a class-name file: one name per line, line k names class k (blank lines are errors).
@@ -225,6 +259,20 @@ mod tests {
         assert_eq!(l.format, ListFormat::Video);
         assert_eq!(l.entries[0].path, PathBuf::from("/data/clips/My Video 1.mp4"));
         assert!(l.entries[0].is_video);
+    }
+
+    #[test]
+    fn verb_noun_segments() {
+        let l = parse("P01/rgb_frames/P01_01 30 12 4 7\n", ListFormat::Auto).unwrap();
+        assert_eq!(l.format, ListFormat::VerbNoun);
+        let e = &l.entries[0];
+        assert_eq!((e.start, e.num_frames, e.label, e.noun), (30, Some(12), 4, Some(7)));
+        assert!(l.check_nouns(8).is_ok());
+        assert!(format!("{:#}", l.check_nouns(7).unwrap_err()).contains("l.txt:1"));
+        assert!(l.check_nouns(0).is_err());
+        let one = parse("a 3 1\n", ListFormat::Auto).unwrap();
+        assert!(one.check_nouns(0).is_ok() && format!("{:#}", one.check_nouns(5).unwrap_err()).contains("no noun"));
+        assert!(parse("a 1 2 3 x\n", ListFormat::VerbNoun).is_err());
     }
 
     #[test]

@@ -20,6 +20,8 @@ use crate::limits;
 pub struct Batch {
     pub data: Vec<f32>,
     pub labels: Vec<usize>,
+    /// The second head's labels (EPIC-Kitchens' nouns), for samples that have one.
+    pub nouns: Vec<usize>,
     /// Dataset indices of the samples.
     pub indices: Vec<usize>,
     /// Views per sample (test crops × clips; 1 in training).
@@ -165,7 +167,8 @@ impl Loader {
 
     /// The next batch; `None` at the end of the epoch.
     pub fn next_batch(&mut self) -> Option<Result<Batch>> {
-        let mut batch = Batch { data: Vec::new(), labels: Vec::new(), indices: Vec::new(), views: 0 };
+        let mut batch =
+            Batch { data: Vec::new(), labels: Vec::new(), nouns: Vec::new(), indices: Vec::new(), views: 0 };
         while batch.len() < self.batch_size {
             let Some((index, r)) = self.next_sample() else { break };
             match r {
@@ -188,6 +191,7 @@ impl Loader {
                         batch.data.extend_from_slice(&clip.data);
                     }
                     batch.labels.push(clip.label);
+                    batch.nouns.extend(clip.noun);
                     batch.indices.push(index);
                 }
                 Err(e) if self.skip_bad => self.skipped.push(format!("{e:#}")),

@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod ffmpeg;
 pub mod list;
 pub mod loader;
+pub mod prepare;
 pub mod rawframes;
 pub mod sampling;
 pub mod transform;

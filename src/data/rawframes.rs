@@ -45,6 +45,14 @@ impl Template {
         format!("{}{:0w$}{}", self.prefix, index, self.suffix, w = self.width)
     }
 
+    /// The template as written: `img_{:05d}.jpg`.
+    pub fn format_string(&self) -> String {
+        match self.width {
+            0 => format!("{}{{}}{}", self.prefix, self.suffix),
+            w => format!("{}{{:0{w}d}}{}", self.prefix, self.suffix),
+        }
+    }
+
     /// The frame index a file name encodes, if it matches the template.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         let digits = name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;

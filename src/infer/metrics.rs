@@ -68,9 +68,81 @@ impl Accuracy {
     }
 }
 
+/// Two-head (verb, noun) accuracy as EPIC-Kitchens reports it: each head's own, and the
+/// action's, right when both are; action top-5 ranks verb × noun by the product of the two
+/// softmax probabilities.
+#[derive(Clone, Debug)]
+pub struct VerbNoun {
+    pub verb: Accuracy,
+    pub noun: Accuracy,
+    /// Videos whose verb and noun are both first.
+    pub action_top1: usize,
+    /// Videos whose (verb, noun) pair is among the five most probable.
+    pub action_top5: usize,
+}
+
+impl VerbNoun {
+    pub fn new(verbs: usize, nouns: usize) -> Self {
+        Self { verb: Accuracy::new(verbs), noun: Accuracy::new(nouns), action_top1: 0, action_top5: 0 }
+    }
+
+    /// Adds one video's verb and noun scores (logits or probabilities).
+    pub fn add(&mut self, verb: &[f32], noun: &[f32], labels: (usize, usize)) {
+        self.verb.add(verb, labels.0);
+        self.noun.add(noun, labels.1);
+        self.action_top1 += (argmax(verb) == labels.0 && argmax(noun) == labels.1) as usize;
+        // The five best pairs lie among the five best verbs × the five best nouns.
+        let (pv, pn) = (probabilities(verb), probabilities(noun));
+        let target = pv[labels.0] * pn[labels.1];
+        let (tv, tn) = (top(&pv, 5), top(&pn, 5));
+        let higher =
+            tv.iter().flat_map(|&v| tn.iter().map(move |&n| (v, n))).filter(|&(v, n)| pv[v] * pn[n] > target).count();
+        self.action_top5 += (higher < 5) as usize;
+    }
+
+    pub fn action_top1(&self) -> f64 {
+        self.action_top1 as f64 / self.verb.count.max(1) as f64
+    }
+
+    pub fn action_top5(&self) -> f64 {
+        self.action_top5 as f64 / self.verb.count.max(1) as f64
+    }
+}
+
+/// Softmax of `scores` (in f64).
+fn probabilities(scores: &[f32]) -> Vec<f64> {
+    let m = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = scores.iter().map(|&s| (s as f64 - m).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
+}
+
+/// Indices of the `k` largest values.
+fn top(values: &[f64], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    idx.truncate(k);
+    idx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_is_right_when_verb_and_noun_are() {
+        let mut a = VerbNoun::new(3, 4);
+        a.add(&[0.0, 5.0, 0.0], &[0.0, 0.0, 5.0, 0.0], (1, 2)); // both right
+        a.add(&[0.0, 5.0, 0.0], &[5.0, 0.0, 0.0, 0.0], (1, 2)); // noun wrong
+        a.add(&[5.0, 0.0, 0.0], &[0.0, 0.0, 5.0, 0.0], (1, 2)); // verb wrong
+        assert_eq!((a.verb.top1, a.noun.top1, a.action_top1), (2, 2, 1));
+        assert!((a.action_top1() - 1.0 / 3.0).abs() < 1e-12);
+        // 3 verbs × 4 nouns = 12 pairs; a pair ranked 6th or worse is outside the top 5.
+        let mut b = VerbNoun::new(3, 4);
+        b.add(&[3.0, 2.0, 1.0], &[4.0, 3.0, 2.0, 1.0], (2, 3));
+        b.add(&[3.0, 2.0, 1.0], &[4.0, 3.0, 2.0, 1.0], (0, 1));
+        assert_eq!(b.action_top5, 1);
+    }
 
     #[test]
     fn top_k_and_mean_class() {

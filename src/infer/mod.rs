@@ -67,9 +67,10 @@ impl Predictor {
         input_sizes(&self.config, &self.metadata, input, scale)
     }
 
-    /// Every video of `dataset` through the model: one score per class.
+    /// Every video of `dataset` through the model: one score per class of each head.
     pub fn evaluate(&self, dataset: Arc<ClipDataset>, options: &EvalOptions) -> Result<Evaluation> {
-        evaluate(&self.model, dataset, self.config.classes, &self.device, options)
+        dataset.list.check_nouns(self.config.noun_classes)?;
+        evaluate(&self.model, dataset, &self.config.heads(), &self.device, options)
     }
 }
 

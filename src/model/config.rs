@@ -27,6 +27,11 @@ pub struct ModelConfig {
     /// from the checkpoint's new_fc (other commands).
     #[arg(long, default_value_t = 0)]
     pub classes: usize,
+    /// EPIC-Kitchens' second head: noun classes, scored by new_fc after the `classes` verb
+    /// outputs (one linear layer holds both heads); 0: one head.
+    #[serde(default)]
+    #[arg(long, default_value_t = 0)]
+    pub noun_classes: usize,
     /// Dropout before new_fc.
     #[serde(default = "default_dropout")]
     #[arg(long, default_value_t = default_dropout())]
@@ -67,6 +72,7 @@ impl ModelConfig {
             temporal,
             segments,
             classes,
+            noun_classes: 0,
             dropout: default_dropout(),
             shift_div: default_shift_div(),
             shift_place: ShiftPlace::Blockres,
@@ -83,6 +89,7 @@ impl ModelConfig {
         }
         crate::limits::at_most("segments", self.segments, crate::limits::MAX_SEGMENTS)?;
         crate::limits::at_most("classes", self.classes, crate::limits::MAX_CLASSES)?;
+        crate::limits::at_most("noun_classes", self.noun_classes, crate::limits::MAX_CLASSES)?;
         if !(0.0..1.0).contains(&self.dropout) {
             anyhow::bail!("dropout must be a probability in [0, 1), got {}", self.dropout);
         }
@@ -97,6 +104,16 @@ impl ModelConfig {
             anyhow::bail!("--shift-div must be at least 2, got {}", self.shift_div);
         }
         Ok(())
+    }
+
+    /// new_fc's outputs: the classes, then the nouns of a second head.
+    pub fn outputs(&self) -> usize {
+        self.classes + self.noun_classes
+    }
+
+    /// The heads' class counts, in new_fc's output order: `[classes]` or `[verbs, nouns]`.
+    pub fn heads(&self) -> Vec<usize> {
+        if self.noun_classes > 0 { vec![self.classes, self.noun_classes] } else { vec![self.classes] }
     }
 
     /// The temporal modules' hyper-parameters, defaults resolved.
@@ -115,7 +132,7 @@ impl ModelConfig {
                 device,
             ),
             dropout: DropoutConfig::new(self.dropout).init(),
-            new_fc: LinearConfig::new(self.arch.features(), self.classes).init(device),
+            new_fc: LinearConfig::new(self.arch.features(), self.outputs()).init(device),
             num_segments: self.segments,
         }
     }

@@ -15,6 +15,11 @@ pub struct EpochMetrics {
     pub val_top1: Option<f64>,
     pub val_top5: Option<f64>,
     pub val_mean_class: Option<f64>,
+    /// Two-head (verb, noun) models: noun and action top-1 (`val_top1` is the verb's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_noun_top1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_action_top1: Option<f64>,
     pub clips_per_s: f64,
     pub seconds: f64,
 }

@@ -15,7 +15,7 @@ use burn::tensor::{DType, Device, Int, Tensor};
 use crate::checkpoint::{self, StateDict};
 use crate::model::ModelConfig;
 use crate::precision::{self, Precision};
-use crate::train::optim::cross_entropy;
+use crate::train::optim::heads_loss;
 
 /// How many times the chance-level loss (ln classes, at least 1) an epoch's mean training
 /// loss may reach. A run that starts at chance and learns stays below it; a diverging one
@@ -23,7 +23,7 @@ use crate::train::optim::cross_entropy;
 pub const DIVERGED: f64 = 20.0;
 
 /// A batch the state is tried on: input and labels on the training device.
-pub type Probe = (Tensor<4>, Tensor<1, Int>);
+pub type Probe = (Tensor<4>, Tensor<2, Int>);
 
 /// The first tensor holding a non-finite value, and that value.
 fn first_non_finite(sd: &StateDict) -> Option<(&str, f32)> {
@@ -57,7 +57,7 @@ pub fn check(
     let device: Device = input.device();
     let mut copy = cfg.init(&device);
     checkpoint::load(&mut copy, cfg, sd, checkpoint::Fit::Strict)?;
-    let loss = cross_entropy(precision::forward(&copy, input.clone(), precision), labels.clone());
+    let loss = heads_loss(precision::forward(&copy, input.clone(), precision), labels.clone(), &cfg.heads());
     let loss = loss.into_scalar::<f32>();
     if !loss.is_finite() {
         bail!("after epoch {epoch} the weights give a loss of {loss} on the epoch's last batch: training diverged");

@@ -13,6 +13,51 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     picked.mean().neg()
 }
 
+/// The loss of a model with one or more heads: the cross-entropy of each head's slice of
+/// `logits` (batch, Σ classes) against its column of `labels` (batch, heads), summed, as the
+/// verb + noun loss of two-head EPIC-Kitchens models. One head: plain cross-entropy.
+pub fn heads_loss(logits: Tensor<2>, labels: Tensor<2, Int>, heads: &[usize]) -> Tensor<1> {
+    let [b, _] = logits.dims();
+    if heads.len() == 1 {
+        return cross_entropy(logits, labels.reshape([b]));
+    }
+    let mut offset = 0;
+    let mut total: Option<Tensor<1>> = None;
+    for (h, &k) in heads.iter().enumerate() {
+        let head = cross_entropy(logits.clone().narrow(1, offset, k), labels.clone().narrow(1, h, 1).reshape([b]));
+        total = Some(match total {
+            Some(t) => t + head,
+            None => head,
+        });
+        offset += k;
+    }
+    total.expect("at least one head")
+}
+
+/// The labels of a batch as `(batch, heads)` integers: the class, and the noun for a second
+/// head; a sample without the noun a two-head model needs is an error.
+pub fn batch_labels(
+    batch: &crate::data::Batch,
+    heads: usize,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<Tensor<2, Int>> {
+    let b = batch.len();
+    if heads > 1 && batch.nouns.len() != b {
+        anyhow::bail!(
+            "a two-head (verb, noun) model needs a noun label on every sample ({} of {b} have one)",
+            batch.nouns.len()
+        );
+    }
+    let mut values = Vec::with_capacity(b * heads);
+    for i in 0..b {
+        values.push(batch.labels[i] as i64);
+        if heads > 1 {
+            values.push(batch.nouns[i] as i64);
+        }
+    }
+    Ok(Tensor::from_data(burn::tensor::TensorData::new(values, [b, heads]), device))
+}
+
 /// Global L2 norm of all gradients; if above `max_norm`, scales every gradient by
 /// `max_norm / (norm + 1e-6)` exactly as `torch.nn.utils.clip_grad_norm_`. Returns the
 /// pre-clip norm. The squares are summed on the device and read once: on a GPU a read per

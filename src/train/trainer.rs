@@ -26,7 +26,7 @@ use crate::model::{ModelConfig, Recognizer};
 use crate::train::config::TrainConfig;
 use crate::train::guard;
 use crate::train::metrics::Accuracy;
-use crate::train::optim::cross_entropy;
+use crate::train::optim::{batch_labels, heads_loss};
 use crate::train::run_checkpoint::{initialise, resume, run_checkpoint};
 use crate::train::run_dir::{RunDir, Start};
 use crate::train::schedule::learning_rate;
@@ -66,6 +66,9 @@ pub fn load_data(cfg: &TrainConfig) -> Result<RunData> {
     let train = List::read(&d.train_list, Some(&list_root(cfg, &d.train_list)), d.list_format, known)?;
     let val = d.val_list.as_ref().map(|v| List::read(v, Some(&list_root(cfg, v)), d.list_format, known)).transpose()?;
     let classes = known.unwrap_or_else(|| train.num_classes().max(val.as_ref().map_or(0, List::num_classes)));
+    for list in std::iter::once(&train).chain(&val) {
+        list.check_nouns(cfg.model.net.noun_classes)?;
+    }
     let spec = cfg.model.net.arch.input();
     let base = Pipeline {
         spec,
@@ -257,9 +260,8 @@ impl Run<'_> {
             let b = batch.len();
             self.device.seed(mix(cfg.seed, epoch, iter));
             let (size, channels) = (cfg.input_size() as usize, 3 * cfg.model.net.segments);
+            let labels = batch_labels(&batch, self.model_cfg.heads().len(), &self.device)?;
             let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, channels, size, size]), &self.device);
-            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
-            let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &self.device);
             probe = Some((input.clone(), labels.clone()));
             let (logits, loss) = self.step(input, labels, lr, &mut accum, &mut pending);
             // Read once the step is queued, so that a GPU is not left idle while the host
@@ -275,8 +277,9 @@ impl Run<'_> {
             }
             let scores: Vec<f32> =
                 logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            for (row, &l) in scores.chunks(self.data.classes).zip(&batch.labels) {
-                acc.add(row, l);
+            // Training accuracy is the first head's (the class, or the verb).
+            for (row, &l) in scores.chunks(self.model_cfg.outputs()).zip(&batch.labels) {
+                acc.add(&row[..self.data.classes], l);
             }
             (loss_sum, seen, iter) = (loss_sum + loss_value * b as f64, seen + b, iter + 1);
             bar.inc(b as u64);
@@ -301,6 +304,8 @@ impl Run<'_> {
             val_top1: None,
             val_top5: None,
             val_mean_class: None,
+            val_noun_top1: None,
+            val_action_top1: None,
             clips_per_s: seen as f64 / started.elapsed().as_secs_f64(),
             seconds: 0.0,
         };
@@ -313,14 +318,14 @@ impl Run<'_> {
     fn step(
         &mut self,
         input: Tensor<4>,
-        labels: Tensor<1, Int>,
+        labels: Tensor<2, Int>,
         lr: f64,
         accum: &mut GradientsAccumulator<Recognizer>,
         pending: &mut usize,
     ) -> (Tensor<2>, Tensor<1>) {
         let o = &self.cfg.optim;
         let logits = crate::precision::forward(self.model(), input, self.cfg.precision);
-        let loss = cross_entropy(logits.clone(), labels);
+        let loss = heads_loss(logits.clone(), labels, &self.model_cfg.heads());
         let grads = GradientsParams::from_grads(loss.clone().div_scalar(o.iter_size as f64).backward(), self.model());
         accum.accumulate(self.model(), grads);
         *pending += 1;
@@ -351,10 +356,13 @@ impl Run<'_> {
                 progress: Some(&bar),
                 ..Default::default()
             };
-            let ev = evaluate(&inference, val.clone(), self.data.classes, &device, &options)?;
+            let ev = evaluate(&inference, val.clone(), &self.model_cfg.heads(), &device, &options)?;
             bar.finish_and_clear();
             (m.val_top1, m.val_top5) = (Some(ev.accuracy.top1()), Some(ev.accuracy.top5()));
             m.val_mean_class = Some(ev.accuracy.mean_class());
+            if let Some(vn) = &ev.verb_noun {
+                (m.val_noun_top1, m.val_action_top1) = (Some(vn.noun.top1()), Some(vn.action_top1()));
+            }
         }
         m.seconds = pass.started.elapsed().as_secs_f64();
         if self.show_progress {
@@ -362,9 +370,11 @@ impl Run<'_> {
         }
         let mut next = state.clone();
         next.epochs_done = epoch + 1;
-        let improved = m.val_top1.is_some_and(|v| next.best_top1.is_none_or(|b| v > b));
+        // Two heads: the best epoch is the one with the best action accuracy.
+        let score = m.val_action_top1.or(m.val_top1);
+        let improved = score.is_some_and(|v| next.best_top1.is_none_or(|b| v > b));
         if improved {
-            (next.best_top1, next.best_epoch) = (m.val_top1, Some(epoch + 1));
+            (next.best_top1, next.best_epoch) = (score, Some(epoch + 1));
         }
         let loss = m.loss;
         next.history.push(m);
