@@ -345,6 +345,10 @@ fn extraction_runs_in_parallel_and_resumes() {
     let first = lines(&dir.join("out/train.txt"));
     assert_eq!(first.len(), 20);
     assert_eq!(first[3], "b/v_03 4 1");
+    // A second run decodes nothing and writes the same lists.
+    let text = ok(prepare("ucf101", &dir, &["--extract", "--jobs", "2"]));
+    assert!(text.contains("0 videos extracted, 20 already done"), "{text}");
+    assert_eq!(lines(&dir.join("out/train.txt")), first);
     // A run killed mid-video left a partial folder (its process is gone) and no finished one.
     let frames_dir = dir.join("out/frames/a");
     std::fs::remove_dir_all(frames_dir.join("v_04")).unwrap();
