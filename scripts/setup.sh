@@ -4,6 +4,9 @@
 #   fonts-dejavu-core      text in the PNG plots
 #   dataset-fashion-mnist  the objects of `gateshift synth`
 #   cmake, nasm            build libjpeg-turbo (SIMD) for the `turbojpeg` crate: JPEG frames
+#   openmpi-bin, libopenmpi-dev, libclang-dev
+#                          data-parallel training (`--features mpi`: rsmpi binds Open MPI
+#                          with bindgen); the default build does not link them
 # The synth backgrounds (scikit-image photos) are fetched by the binary itself through pip
 # (`gateshift assets fetch skimage-data`) into ~/.cache/gateshift on first use.
 set -euo pipefail
@@ -13,6 +16,9 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
+command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
+[ -f /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -f /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] || need+=(libopenmpi-dev)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

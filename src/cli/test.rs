@@ -145,6 +145,7 @@ fn run_once(p: &Predictor, ds: ClipDataset, d: &DataArgs, seed: u64, softmax: bo
         softmax,
         skip_bad: d.skip_bad,
         progress: Some(&bar),
+        ..Default::default()
     };
     let ev = p.evaluate(ds, &options)?;
     bar.finish_and_clear();

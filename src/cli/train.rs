@@ -126,6 +126,9 @@ pub struct TrainArgs {
     /// Partial BN on (every BN but the first frozen).
     #[arg(long)]
     pub partial_bn: bool,
+    /// Every BN frozen, the first too (running statistics, no updates).
+    #[arg(long)]
+    pub freeze_bn: bool,
     /// Validate every N epochs.
     #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub eval_every: Option<usize>,

@@ -63,7 +63,8 @@ fn load(ds: &ClipDataset, index: usize, seed: u64, epoch: usize, pos: usize) -> 
     })
 }
 
-type Job = (usize, usize);
+/// (position in this loader's order, position whose RNG the sample draws from, index).
+type Job = (usize, usize, usize);
 type Done = (usize, usize, Result<Clip>);
 
 /// Iterates over one epoch's batches.
@@ -82,6 +83,8 @@ pub struct Loader {
     yielded: usize,
     /// Samples skipped under `skip_bad`, with their errors.
     pub skipped: Vec<String>,
+    /// A shard of a global order: local position p is global position `offset + step·p`.
+    shard: (usize, usize),
 }
 
 impl Loader {
@@ -108,8 +111,8 @@ impl Loader {
         for k in 0..workers {
             let (rx, tx, ds) = (jobs_rx.clone(), done_tx.clone(), dataset.clone());
             let worker = std::thread::Builder::new().name(format!("loader-{k}")).spawn(move || {
-                while let Ok((pos, index)) = rx.recv() {
-                    let r = load(&ds, index, seed, epoch, pos);
+                while let Ok((pos, rng_pos, index)) = rx.recv() {
+                    let r = load(&ds, index, seed, epoch, rng_pos);
                     if tx.send((pos, index, r)).is_err() {
                         break;
                     }
@@ -130,7 +133,16 @@ impl Loader {
             ready: BTreeMap::new(),
             yielded: 0,
             skipped: Vec::new(),
+            shard: (0, 1),
         })
+    }
+
+    /// This loader's order is rank `rank`'s shard (every `size`-th sample from `rank`) of a
+    /// global order: each sample draws its augmentation from the RNG of its global position,
+    /// so a sample is augmented alike whatever the number of ranks.
+    pub fn sharded(mut self, rank: usize, size: usize) -> Self {
+        self.shard = (rank, size.max(1));
+        self
     }
 
     /// Batches in this epoch (the last one may be short).
@@ -141,7 +153,8 @@ impl Loader {
     fn issue(&mut self) {
         let Some(jobs) = &self.jobs else { return };
         while self.issued < self.order.len() && self.issued < self.next + self.window {
-            let _ = jobs.send((self.issued, self.order[self.issued]));
+            let global = self.shard.0 + self.shard.1 * self.issued;
+            let _ = jobs.send((self.issued, global, self.order[self.issued]));
             self.issued += 1;
         }
     }

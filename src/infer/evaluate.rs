@@ -40,11 +40,14 @@ pub struct EvalOptions<'a> {
     pub skip_bad: bool,
     /// Advanced by one per video.
     pub progress: Option<&'a ProgressBar>,
+    /// (rank, ranks): evaluate every `ranks`-th video from `rank` (a data-parallel run's
+    /// validation; the counts are summed over the ranks after).
+    pub shard: (usize, usize),
 }
 
 impl Default for EvalOptions<'_> {
     fn default() -> Self {
-        Self { batch_size: 1, workers: 0, seed: 0, softmax: false, skip_bad: false, progress: None }
+        Self { batch_size: 1, workers: 0, seed: 0, softmax: false, skip_bad: false, progress: None, shard: (0, 1) }
     }
 }
 
@@ -57,14 +60,15 @@ pub fn evaluate(
     device: &Device,
     o: &EvalOptions,
 ) -> Result<Evaluation> {
-    let EvalOptions { batch_size, workers, seed, softmax: average_softmax, skip_bad, progress: bar } = *o;
+    let EvalOptions { batch_size, workers, seed, softmax: average_softmax, skip_bad, progress: bar, shard } = *o;
     let start = std::time::Instant::now();
-    let order: Vec<usize> = (0..dataset.len()).collect();
+    let order: Vec<usize> = (shard.0..dataset.len()).step_by(shard.1.max(1)).collect();
     let p = &dataset.pipeline;
     let (segments, size) = (p.segments, p.size as usize);
     // Four batches ahead, within the loader's bound whatever the batch size.
     let prefetch = (4 * batch_size).min(crate::limits::MAX_PREFETCH);
-    let mut loader = Loader::new(dataset.clone(), order, batch_size, workers, prefetch, seed, 0, skip_bad)?;
+    let mut loader = Loader::new(dataset.clone(), order, batch_size, workers, prefetch, seed, 0, skip_bad)?
+        .sharded(shard.0, shard.1);
     let mut accuracy = Accuracy::new(heads[0]);
     let mut verb_noun = (heads.len() > 1).then(|| VerbNoun::new(heads[0], heads[1]));
     let mut scores = Vec::new();

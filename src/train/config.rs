@@ -94,6 +94,9 @@ pub struct OptimSection {
     pub policy: ParamPolicy,
     /// Partial BN: every BatchNorm but the first (and GSM's own) frozen, as the official code.
     pub partial_bn: bool,
+    /// Every BatchNorm frozen, the first too (running statistics, no updates): fine-tuning
+    /// with small batches, and data-parallel runs equal to one rank without `--sync-bn`.
+    pub freeze_bn: bool,
 }
 
 impl Default for OptimSection {
@@ -111,6 +114,7 @@ impl Default for OptimSection {
             clip_gradient: 20.0,
             policy: ParamPolicy::Official,
             partial_bn: false,
+            freeze_bn: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Training: the official optimisation recipe and the training loop; validation runs through
 //! `infer`.
 
+pub mod collective;
 pub mod config;
 pub mod flat_step;
 pub mod guard;
@@ -10,6 +11,9 @@ pub mod run_dir;
 pub mod schedule;
 pub mod sgd;
 pub mod trainer;
+pub mod world;
+#[cfg(feature = "mpi")]
+mod world_mpi;
 
 /// Accuracy metrics live with evaluation (`infer::metrics`); their old path stays.
 pub use crate::infer::metrics;

@@ -31,6 +31,7 @@ use crate::train::run_checkpoint::{initialise, resume, run_checkpoint};
 use crate::train::run_dir::{RunDir, Start};
 use crate::train::schedule::rate;
 use crate::train::sgd::Sgd;
+use crate::train::world::World;
 
 pub use crate::report::EpochMetrics;
 pub use crate::report::RunState;
@@ -99,19 +100,27 @@ fn mix(seed: u64, epoch: usize, iter: usize) -> u64 {
     x ^ (x >> 33)
 }
 
-/// Freezes every BatchNorm but the first one of the backbone (official partial BN; GSM's
-/// BN3d is not a BatchNorm2d there and stays trainable). Returns the frozen parameter paths.
-fn partial_bn(model: Recognizer) -> (Recognizer, Vec<String>) {
+/// Freezes every BatchNorm of the backbone but the first (official partial BN; GSM's BN3d is
+/// not a BatchNorm2d there and stays trainable), or with `all` the first too (frozen BN:
+/// running statistics, no updates). Returns the frozen parameter paths.
+fn partial_bn(model: Recognizer, all: bool) -> (Recognizer, Vec<String>) {
     struct Freeze {
         path: Vec<String>,
         seen_first: Option<String>,
         frozen: Vec<String>,
+        all: bool,
     }
     impl Freeze {
+        /// The BatchNorm whose flag is being mapped: burn enters the flag's own field
+        /// (`….bn1.training`), so the BatchNorm is the module above it.
         fn bn_of(&self) -> Option<String> {
-            let p = self.path.join(".");
-            let bn = self.path.last()?;
-            let is_bn = (bn == "bn" || bn.starts_with("bn")) && !p.contains("temporal");
+            let path = match self.path.split_last() {
+                Some((last, above)) if last == "training" => above,
+                _ => &self.path[..],
+            };
+            let p = path.join(".");
+            let bn = path.last()?;
+            let is_bn = (bn == "bn" || bn.starts_with("bn")) && (self.all || !p.contains("temporal"));
             is_bn.then_some(p)
         }
     }
@@ -125,12 +134,12 @@ fn partial_bn(model: Recognizer) -> (Recognizer, Vec<String>) {
         fn map_flag(&mut self, flag: Param<Flag>) -> Param<Flag> {
             let Some(bn) = self.bn_of() else { return flag };
             match &self.seen_first {
-                None => {
+                None if !self.all => {
                     self.seen_first = Some(bn);
                     flag
                 }
                 Some(first) if *first == bn => flag,
-                Some(_) => {
+                _ => {
                     self.frozen.push(format!("{bn}.weight"));
                     self.frozen.push(format!("{bn}.bias"));
                     flag.map(|f| f.with(false))
@@ -138,7 +147,7 @@ fn partial_bn(model: Recognizer) -> (Recognizer, Vec<String>) {
             }
         }
     }
-    let mut f = Freeze { path: Vec::new(), seen_first: None, frozen: Vec::new() };
+    let mut f = Freeze { path: Vec::new(), seen_first: None, frozen: Vec::new(), all };
     let model = model.map(&mut f);
     (model, f.frozen)
 }
@@ -166,7 +175,9 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
              batch × position reductions (docs/FIDELITY.md); train on flex, tch or tch-cuda"
         );
     }
-    let _lock = RunDir::open(dir, start)?;
+    // Ranks of a data-parallel run (mpirun): rank 0 alone owns and writes the run folder.
+    let world = World::from_launcher()?;
+    let _lock = if world.is_root() { Some(RunDir::open(dir, start)?) } else { None };
     let mut model = model_cfg.init(&device);
     let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.policy);
     let last = dir.join("last.safetensors");
@@ -178,15 +189,19 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
         initialise(cfg, &model_cfg, &mut model)?;
         RunState::default()
     };
-    crate::io::write_atomic(&dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    if world.is_root() {
+        crate::io::write_atomic(&dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    }
+    let show_progress = show_progress && world.is_root();
+    world.check_agree("the configuration, the lists and the starting epoch", &fingerprint(cfg, &data, &state))?;
     state.input_size = cfg.input_size();
     state.scale_size = cfg.scale_size();
-    if cfg.optim.partial_bn {
-        let (m, frozen) = partial_bn(model);
+    if cfg.optim.partial_bn || cfg.optim.freeze_bn {
+        let (m, frozen) = partial_bn(model, cfg.optim.freeze_bn);
         model = m;
         sgd.frozen = frozen;
     }
-    let mut run = Run { cfg, data, model_cfg, device, model: Some(model), sgd, dir, last, show_progress };
+    let mut run = Run { cfg, data, model_cfg, device, model: Some(model), sgd, dir, last, show_progress, world };
     let mut interrupted = false;
     for epoch in state.epochs_done..cfg.optim.epochs {
         let Some(pass) = run.train_epoch(epoch, &state)? else {
@@ -214,6 +229,7 @@ struct Run<'a> {
     dir: &'a Path,
     last: PathBuf,
     show_progress: bool,
+    world: World,
 }
 
 /// What one pass over the training list gave: its metrics (validation still empty), when it
@@ -237,19 +253,7 @@ impl Run<'_> {
         let started = Instant::now();
         let lr = rate(o.schedule, o.lr, epoch, o.epochs, o.warmup_epochs, &o.lr_steps);
         let n = self.data.train.len();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch, usize::MAX)));
-        let d = &cfg.data;
-        let mut loader = Loader::new(
-            self.data.train.clone(),
-            order,
-            o.batch_size,
-            d.workers,
-            d.prefetch,
-            cfg.seed,
-            epoch,
-            d.skip_bad,
-        )?;
+        let mut loader = self.loader(epoch)?;
         let bar = progress_bar(self.show_progress, n as u64, &format!("epoch {}/{}", epoch + 1, o.epochs));
         let mut acc = Accuracy::new(self.data.classes);
         let (mut loss_sum, mut seen, mut iter, mut pending) = (0.0, 0usize, 0, 0);
@@ -263,11 +267,14 @@ impl Run<'_> {
             let labels = batch_labels(&batch, self.model_cfg.heads().len(), &self.device)?;
             let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, channels, size, size]), &self.device);
             probe = Some((input.clone(), labels.clone()));
-            let (logits, loss) = self.step(input, labels, lr, &mut accum, &mut pending);
+            let (logits, loss) = self.step(input, labels, lr, &mut accum, &mut pending)?;
             // Read once the step is queued, so that a GPU is not left idle while the host
             // queues the backward. A non-finite loss has spoilt the weights in memory by then;
             // they are dropped unsaved.
-            let loss_value = loss.into_scalar::<f32>() as f64;
+            // The global batch's mean loss: every rank sees the same value, so all stop together.
+            let mut global = [loss.into_scalar::<f32>() as f64 * b as f64, b as f64];
+            self.world.sum_f64(&mut global);
+            let loss_value = global[0] / global[1];
             if !loss_value.is_finite() {
                 bail!(
                     "loss became {loss_value} in epoch {} iteration {iter}: stopping; {}",
@@ -281,8 +288,8 @@ impl Run<'_> {
             for (row, &l) in scores.chunks(self.model_cfg.outputs()).zip(&batch.labels) {
                 acc.add(&row[..self.data.classes], l);
             }
-            (loss_sum, seen, iter) = (loss_sum + loss_value * b as f64, seen + b, iter + 1);
-            bar.inc(b as u64);
+            (loss_sum, seen, iter) = (loss_sum + global[0], seen + global[1] as usize, iter + 1);
+            bar.inc(global[1] as u64);
             let rate = seen as f64 / started.elapsed().as_secs_f64();
             bar.set_message(format!("loss {:.3} · {rate:.1} clips/s", loss_sum / seen as f64));
             if STOP.load(Ordering::SeqCst) {
@@ -295,6 +302,7 @@ impl Run<'_> {
         }
         crate::data::loader::report_skips(&loader.skipped);
         bar.finish_and_clear();
+        self.world.reduce_accuracy(&mut acc);
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -313,6 +321,26 @@ impl Run<'_> {
         Ok(Some(Pass { metrics, started, probe }))
     }
 
+    /// The epoch's training batches: the list shuffled by seed and epoch, and of that order
+    /// this rank's shard (batch k of all ranks together is global batch k).
+    fn loader(&self, epoch: usize) -> Result<Loader> {
+        let (cfg, d) = (self.cfg, &self.cfg.data);
+        let mut order: Vec<usize> = (0..self.data.train.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch, usize::MAX)));
+        let order = self.world.shard(&order);
+        let loader = Loader::new(
+            self.data.train.clone(),
+            order,
+            cfg.optim.batch_size,
+            d.workers,
+            d.prefetch,
+            cfg.seed,
+            epoch,
+            d.skip_bad,
+        )?;
+        Ok(loader.sharded(self.world.rank, self.world.size))
+    }
+
     /// Forward and backward of one batch, gradients accumulated; the SGD step once
     /// `iter_size` batches are in. Returns the logits and the loss.
     fn step(
@@ -322,7 +350,7 @@ impl Run<'_> {
         lr: f64,
         accum: &mut GradientsAccumulator<Recognizer>,
         pending: &mut usize,
-    ) -> (Tensor<2>, Tensor<1>) {
+    ) -> Result<(Tensor<2>, Tensor<1>)> {
         let o = &self.cfg.optim;
         let logits = crate::precision::forward(self.model(), input, self.cfg.precision);
         let loss = heads_loss(logits.clone(), labels, &self.model_cfg.heads());
@@ -330,11 +358,13 @@ impl Run<'_> {
         accum.accumulate(self.model(), grads);
         *pending += 1;
         if *pending == o.iter_size {
+            let mut grads = accum.grads();
+            self.world.average_gradients(self.model(), &mut grads)?;
             let model = self.model.take().expect("the model is back after every step");
-            self.model = Some(self.sgd.step_clipped(lr, model, accum.grads(), o.clip_gradient));
+            self.model = Some(self.sgd.step_clipped(lr, model, grads, o.clip_gradient));
             *pending = 0;
         }
-        (logits, loss)
+        Ok((logits, loss))
     }
 
     /// After a pass: validation when due, then the divergence guard, then `last` (and `best`),
@@ -354,10 +384,15 @@ impl Run<'_> {
                 seed: cfg.seed,
                 skip_bad: skip,
                 progress: Some(&bar),
+                shard: (self.world.rank, self.world.size),
                 ..Default::default()
             };
-            let ev = evaluate(&inference, val.clone(), &self.model_cfg.heads(), &device, &options)?;
+            let mut ev = evaluate(&inference, val.clone(), &self.model_cfg.heads(), &device, &options)?;
             bar.finish_and_clear();
+            self.world.reduce_accuracy(&mut ev.accuracy);
+            if let Some(vn) = &mut ev.verb_noun {
+                self.world.reduce_verb_noun(vn);
+            }
             (m.val_top1, m.val_top5) = (Some(ev.accuracy.top1()), Some(ev.accuracy.top5()));
             m.val_mean_class = Some(ev.accuracy.mean_class());
             if let Some(vn) = &ev.verb_noun {
@@ -382,6 +417,9 @@ impl Run<'_> {
         let sd = run_checkpoint(self.model(), &self.model_cfg, cfg, &self.sgd, &mut next, names)?;
         guard::check(&sd, &self.model_cfg, loss, &pass.probe, cfg.precision, epoch + 1)
             .with_context(|| format!("not saved; {}", kept(&self.last, state)))?;
+        if !self.world.is_root() {
+            return Ok(next);
+        }
         if improved {
             sd.write_safetensors(&self.dir.join("best.safetensors"))?;
         }
@@ -391,6 +429,16 @@ impl Run<'_> {
         crate::report::plot::curves(&next.history, &self.dir.join("curves.png"), &title)?;
         Ok(next)
     }
+}
+
+/// What every rank of a data-parallel run must agree on: the resolved configuration (a
+/// 48-bit hash of its TOML), the list lengths and the epoch it starts from.
+fn fingerprint(cfg: &TrainConfig, data: &RunData, state: &RunState) -> [f64; 4] {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    cfg.to_toml().unwrap_or_default().hash(&mut h);
+    let val = data.val.as_ref().map_or(0, |v| v.len());
+    [(h.finish() >> 16) as f64, data.train.len() as f64, val as f64, state.epochs_done as f64]
 }
 
 /// Which checkpoint holds the last good state of a run that went bad.
@@ -432,4 +480,31 @@ pub fn progress_bar(show: bool, len: u64, prefix: &str) -> ProgressBar {
     );
     bar.set_prefix(prefix.to_string());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Arch, TemporalKind};
+
+    /// Partial BN keeps the first BatchNorm training and freezes the others; frozen BN freezes
+    /// every one, the temporal modules' too.
+    #[test]
+    fn partial_and_frozen_bn_find_the_batch_norms() {
+        let device = crate::backend::device("flex").unwrap();
+        let cfg = ModelConfig::new(Arch::ResnetMini, TemporalKind::Gsm, 4, 3);
+        let (_, partial) = partial_bn(cfg.init(&device), false);
+        let (_, all) = partial_bn(cfg.init(&device), true);
+        println!("partial {} all {}: {:?}", partial.len(), all.len(), &all[..all.len().min(6)]);
+        assert!(partial.len() >= 10, "{partial:?}");
+        assert_eq!(all.len(), partial.len() + 2 + 2 * 4, "{all:?}");
+        assert!(
+            partial.iter().all(|p| !p.contains("temporal"))
+                && !partial.contains(&"base_model.ResNet.bn1.weight".into())
+        );
+        // BN-Inception's units (`….bn`), as the official `--npb`-less recipes freeze them.
+        let cfg = ModelConfig::new(Arch::BnInception, TemporalKind::Gsm, 8, 3);
+        let (_, partial) = partial_bn(cfg.init(&device), false);
+        assert!(partial.len() > 100, "{}", partial.len());
+    }
 }

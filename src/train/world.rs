@@ -1,0 +1,214 @@
+//! Data-parallel training's process group, with PyTorch DDP's semantics: each of `size`
+//! ranks trains on its own shard of every global batch (global batch = per-rank batch ×
+//! ranks), the gradients are averaged by an all-reduce before the global-norm clip, so every
+//! rank takes the same SGD step; BatchNorm statistics stay per rank (DDP's default) and rank
+//! 0 alone writes the run folder.
+//!
+//! The collective engine is MPI (`--features mpi`, `world_mpi.rs`): processes started by
+//! `mpirun` (Open MPI, MPICH) on one machine or many, over whatever transport the MPI
+//! library picks (shared memory, TCP, InfiniBand). A rank that dies makes `mpirun` end the
+//! whole job, naming it, instead of leaving the others waiting.
+
+use anyhow::{Result, bail};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::infer::metrics::{Accuracy, VerbNoun};
+use crate::train::collective::Collective;
+
+/// This process's place among the ranks of a run.
+pub struct World {
+    pub rank: usize,
+    pub size: usize,
+    engine: Option<Box<dyn Collective>>,
+}
+
+/// Launcher variables that give the rank count: Open MPI's, then PMI's (MPICH, Slurm).
+const SIZE_VARS: &[&str] = &["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
+
+impl World {
+    /// One rank: nothing to reduce.
+    pub fn single() -> Self {
+        Self { rank: 0, size: 1, engine: None }
+    }
+
+    /// The process group the launcher started this process in: `mpirun -n N gateshift
+    /// train …` gives N ranks; started alone, one.
+    pub fn from_launcher() -> Result<Self> {
+        let size = SIZE_VARS.iter().find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok()).unwrap_or(1);
+        if size <= 1 {
+            return Ok(Self::single());
+        }
+        Self::mpi(size)
+    }
+
+    #[cfg(feature = "mpi")]
+    fn mpi(size: usize) -> Result<Self> {
+        let (engine, rank, n) = super::world_mpi::Mpi::start()?;
+        if n != size {
+            bail!("the launcher says {size} ranks, MPI's world has {n}");
+        }
+        Ok(Self { rank, size, engine: Some(Box::new(engine)) })
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn mpi(size: usize) -> Result<Self> {
+        bail!("started by an MPI launcher with {size} ranks, but this gateshift was built without `--features mpi`")
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    pub fn sum_f32(&self, values: &mut [f32]) {
+        if let Some(e) = &self.engine {
+            e.sum_f32(values);
+        }
+    }
+
+    pub fn sum_f64(&self, values: &mut [f64]) {
+        if let Some(e) = &self.engine {
+            e.sum_f64(values);
+        }
+    }
+
+    /// Checks that every rank holds the same `values` (the configuration and data a run was
+    /// started with): ranks launched with different settings or lists would shard different
+    /// orders and silently train on something else.
+    pub fn check_agree(&self, what: &str, values: &[f64]) -> Result<()> {
+        if self.size == 1 {
+            return Ok(());
+        }
+        let mut sums: Vec<f64> = values.iter().flat_map(|&v| [v, v * v]).collect();
+        self.sum_f64(&mut sums);
+        let n = self.size as f64;
+        for (k, pair) in sums.chunks(2).enumerate() {
+            // Equal on every rank exactly when the variance over the ranks is 0.
+            let (mean, mean_sq) = (pair[0] / n, pair[1] / n);
+            if (mean_sq - mean * mean).abs() > 1e-9 * mean_sq.abs().max(1.0)
+                || (values[k] - mean).abs() > 1e-9 * mean.abs().max(1.0)
+            {
+                bail!(
+                    "rank {} of {}: the ranks disagree on {what} (value {k}): start every rank with the same configuration and data",
+                    self.rank,
+                    self.size
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// This rank's share of `order`: positions `rank, rank + size, …` (PyTorch's
+    /// `DistributedSampler` on an order already shuffled by seed and epoch), so that batch k
+    /// of every rank together is batch k of one rank with a global batch `size` times larger.
+    pub fn shard<T: Clone>(&self, order: &[T]) -> Vec<T> {
+        order.iter().skip(self.rank).step_by(self.size).cloned().collect()
+    }
+
+    /// Averages `grads` over the ranks (sum, then ÷ size), in one all-reduce of all of them.
+    pub fn average_gradients<M: Module>(&self, model: &M, grads: &mut GradientsParams) -> Result<()> {
+        if self.size == 1 {
+            return Ok(());
+        }
+        let mut collect = Flatten { grads, parts: Vec::new(), ids: Vec::new() };
+        model.visit(&mut collect);
+        let Flatten { parts, ids, .. } = collect;
+        let Some(device) = parts.first().map(|p| p.device()) else { return Ok(()) };
+        let flat = Tensor::cat(parts, 0).into_data().convert::<f32>();
+        let mut values = flat.try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("gradients to the host: {e:?}"))?;
+        self.sum_f32(&mut values);
+        let scale = 1.0 / self.size as f32;
+        values.iter_mut().for_each(|v| *v *= scale);
+        let mut offset = 0;
+        for (id, dims) in ids {
+            let n: usize = dims.iter().product();
+            let data = TensorData::new(values[offset..offset + n].to_vec(), [n]);
+            let averaged = Tensor::<1>::from_data(data, &device);
+            register(grads, id, averaged, &dims);
+            offset += n;
+        }
+        Ok(())
+    }
+
+    /// Sums a two-head evaluation's counters over the ranks.
+    pub fn reduce_verb_noun(&self, vn: &mut VerbNoun) {
+        self.reduce_accuracy(&mut vn.verb);
+        self.reduce_accuracy(&mut vn.noun);
+        let mut v = [vn.action_top1 as f64, vn.action_top5 as f64];
+        self.sum_f64(&mut v);
+        (vn.action_top1, vn.action_top5) = (v[0] as usize, v[1] as usize);
+    }
+
+    /// Sums `acc`'s counters (and confusion matrix) over the ranks.
+    pub fn reduce_accuracy(&self, acc: &mut Accuracy) {
+        if self.size == 1 {
+            return;
+        }
+        let mut v: Vec<f64> = [acc.count, acc.top1, acc.top5].iter().map(|&c| c as f64).collect();
+        v.extend(acc.confusion.iter().flatten().map(|&c| c as f64));
+        self.sum_f64(&mut v);
+        (acc.count, acc.top1, acc.top5) = (v[0] as usize, v[1] as usize, v[2] as usize);
+        for (cell, &s) in acc.confusion.iter_mut().flatten().zip(&v[3..]) {
+            *cell = s as usize;
+        }
+    }
+}
+
+/// Each gradient flattened, in visit order (the same on every rank: one model).
+struct Flatten<'a> {
+    grads: &'a GradientsParams,
+    parts: Vec<Tensor<1>>,
+    ids: Vec<(ParamId, Vec<usize>)>,
+}
+
+impl ModuleVisitor for Flatten<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let Some(grad) = self.grads.get::<D>(param.id) else { return };
+        let dims = grad.dims().to_vec();
+        self.parts.push(grad.reshape([dims.iter().product::<usize>()]));
+        self.ids.push((param.id, dims));
+    }
+}
+
+/// Registers `flat` reshaped to `dims` as the gradient of `id`.
+fn register(grads: &mut GradientsParams, id: ParamId, flat: Tensor<1>, dims: &[usize]) {
+    match dims.len() {
+        1 => grads.register(id, flat),
+        2 => grads.register::<2>(id, flat.reshape([dims[0], dims[1]])),
+        3 => grads.register::<3>(id, flat.reshape([dims[0], dims[1], dims[2]])),
+        4 => grads.register::<4>(id, flat.reshape([dims[0], dims[1], dims[2], dims[3]])),
+        5 => grads.register::<5>(id, flat.reshape([dims[0], dims[1], dims[2], dims[3], dims[4]])),
+        r => unreachable!("a parameter of rank {r}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_interleave_and_cover_the_global_order() {
+        let order: Vec<usize> = (0..10).rev().collect();
+        let shard = |rank, size| World { rank, size, engine: None }.shard(&order);
+        assert_eq!(shard(0, 2), [9, 7, 5, 3, 1]);
+        assert_eq!(shard(1, 2), [8, 6, 4, 2, 0]);
+        // Batch k of each rank (2 per rank) is batch k of one rank with 4 per batch.
+        let (a, b) = (shard(0, 2), shard(1, 2));
+        let mut first: Vec<usize> = a[..2].iter().chain(&b[..2]).copied().collect();
+        first.sort();
+        let mut global = order[..4].to_vec();
+        global.sort();
+        assert_eq!(first, global);
+        assert_eq!(shard(0, 1), order);
+    }
+
+    #[test]
+    fn a_single_rank_needs_no_engine() {
+        let w = World::single();
+        let mut v = [1.0f32, 2.0];
+        w.sum_f32(&mut v);
+        assert_eq!(v, [1.0, 2.0]);
+        assert!(w.is_root());
+    }
+}
