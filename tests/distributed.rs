@@ -187,3 +187,29 @@ fn ranks_that_disagree_are_refused() {
     assert!(!out.status.success() && text.contains("ranks disagree"), "{text}");
     assert!(!dir.join("run/last.safetensors").exists());
 }
+
+/// Ctrl-C reaching one rank only (signals arrive at different moments): both ranks stop at
+/// the same iteration, the run folder keeps the last finished epoch, and it resumes.
+#[test]
+fn an_interrupt_of_one_rank_stops_both_together() {
+    let Some(mut two) = mpirun(2) else { return };
+    let dir = common::tmp("ddp-sigint");
+    let data = toy_data(&dir);
+    let run = dir.join("run");
+    let job = two.args(train_args(&data, &run, 2, 12)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while !run.join("last.safetensors").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no epoch finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ranks = ranks_of(&run);
+    assert!(Command::new("kill").args(["-INT", &ranks[1].1.to_string()]).status().unwrap().success());
+    let out = job.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && text.contains("interrupted"), "{text}");
+    assert!(!text.contains("signal 9") && !text.contains("signal 15"), "a rank was killed instead of stopping: {text}");
+    let done = common::run::metrics(&run).len();
+    assert!(done < 12, "{done}");
+    ok(mpirun(2).unwrap().args(["train", "--resume"]).arg(&run).arg("--quiet").output().unwrap());
+    assert_eq!(common::run::metrics(&run).len(), 12);
+}

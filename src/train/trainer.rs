@@ -209,7 +209,7 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
             break;
         };
         state = run.end_epoch(epoch, &state, pass)?;
-        if STOP.load(Ordering::SeqCst) {
+        if run.world.any(STOP.load(Ordering::SeqCst)) {
             interrupted = true;
             break;
         }
@@ -270,9 +270,10 @@ impl Run<'_> {
             let (logits, loss) = self.step(input, labels, lr, &mut accum, &mut pending)?;
             // Read once the step is queued, so that a GPU is not left idle while the host
             // queues the backward. A non-finite loss has spoilt the weights in memory by then;
-            // they are dropped unsaved.
-            // The global batch's mean loss: every rank sees the same value, so all stop together.
-            let mut global = [loss.into_scalar::<f32>() as f64 * b as f64, b as f64];
+            // they are dropped unsaved. Summed over the ranks with Ctrl-C: every rank sees the
+            // global batch's loss and whether any was interrupted, so all stop together.
+            let stop = STOP.load(Ordering::SeqCst) as u8 as f64;
+            let mut global = [loss.into_scalar::<f32>() as f64 * b as f64, b as f64, stop];
             self.world.sum_f64(&mut global);
             let loss_value = global[0] / global[1];
             if !loss_value.is_finite() {
@@ -292,7 +293,7 @@ impl Run<'_> {
             bar.inc(global[1] as u64);
             let rate = seen as f64 / started.elapsed().as_secs_f64();
             bar.set_message(format!("loss {:.3} · {rate:.1} clips/s", loss_sum / seen as f64));
-            if STOP.load(Ordering::SeqCst) {
+            if global[2] > 0.0 {
                 crate::data::loader::report_skips(&loader.skipped);
                 bar.finish_and_clear();
                 let (last, done) = (self.last.display(), state.epochs_done);

@@ -73,6 +73,13 @@ impl World {
         }
     }
 
+    /// Whether `flag` is set on any rank (Ctrl-C reaches the ranks at different moments).
+    pub fn any(&self, flag: bool) -> bool {
+        let mut v = [flag as u8 as f64];
+        self.sum_f64(&mut v);
+        v[0] > 0.0
+    }
+
     /// Checks that every rank holds the same `values` (the configuration and data a run was
     /// started with): ranks launched with different settings or lists would shard different
     /// orders and silently train on something else.
