@@ -358,6 +358,13 @@ fn extraction_runs_in_parallel_and_resumes() {
     assert!(text.contains("1 videos extracted, 19 already done"), "{text}");
     assert!(!frames_dir.join(".v_04.partial.999999999").exists());
     assert_eq!(lines(&dir.join("out/train.txt")), first);
+    // Two videos that would share one frame folder are refused, naming both.
+    video(&dir.join("data/a/v_00.mp4"), 4);
+    write(&ann.join("testlist01.txt"), "a/v_00.avi\na/v_00.mp4\n");
+    let e = failed(prepare("ucf101", &dir, &["--extract"]));
+    assert!(e.contains("v_00.avi") && e.contains("v_00.mp4") && e.contains("both"), "{e}");
+    write(&ann.join("testlist01.txt"), "a/v_00.avi\n");
+    std::fs::remove_file(dir.join("data/a/v_00.mp4")).unwrap();
     // A video that does not decode: listed, the others still prepared.
     std::fs::write(dir.join("data/a/v_06.avi"), b"not a video").unwrap();
     std::fs::remove_dir_all(frames_dir.join("v_06")).unwrap();

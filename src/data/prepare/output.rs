@@ -131,6 +131,13 @@ fn pixels(ann: &Annotations, opts: &Options, summary: &mut Summary, tick: &(dyn 
             dir: root.join(v.with_extension("")),
         })
         .collect();
+    // `a/clip.mp4` and `a/clip.avi` would share `a/clip`: the second would take the first's frames.
+    let mut taken = std::collections::HashMap::new();
+    for job in &jobs {
+        if let Some(first) = taken.insert(&job.dir, &job.origin) {
+            bail!("{first} and {} would both be extracted into {}", job.origin, job.dir.display());
+        }
+    }
     let outcomes = extract::run(&jobs, settings, tick)?;
     let mut frames = BTreeMap::new();
     for ((v, job), outcome) in videos.iter().zip(&jobs).zip(outcomes) {
