@@ -213,3 +213,34 @@ fn an_interrupt_of_one_rank_stops_both_together() {
     ok(mpirun(2).unwrap().args(["train", "--resume"]).arg(&run).arg("--quiet").output().unwrap());
     assert_eq!(common::run::metrics(&run).len(), 12);
 }
+
+/// A training list that does not divide by the ranks (21 clips, 2 ranks, batch 2: unpadded,
+/// 6 batches on one rank and 5 on the other): the shards are padded to the same length, so no
+/// rank waits for a step the other never takes.
+#[test]
+fn uneven_lists_do_not_hang() {
+    let Some(mut two) = mpirun(2) else { return };
+    let dir = common::tmp("ddp-uneven");
+    let data = toy_data(&dir);
+    let lines: Vec<String> =
+        std::fs::read_to_string(data.join("train.txt")).unwrap().lines().map(String::from).collect();
+    assert_eq!(lines.len(), 24);
+    std::fs::write(data.join("train.txt"), lines[..21].join("\n") + "\n").unwrap();
+    let mut job = two
+        .args(train_args(&data, &dir.join("run"), 2, 1))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while job.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = job.kill();
+            panic!("two ranks on 21 clips hung");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = job.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(common::run::metrics(&dir.join("run")).len(), 1);
+}

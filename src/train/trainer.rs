@@ -177,6 +177,10 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
     }
     // Ranks of a data-parallel run (mpirun): rank 0 alone owns and writes the run folder.
     let world = World::from_launcher()?;
+    if world.size > 1 && cfg.data.skip_bad {
+        // A skipped sample shortens one rank's epoch by a batch: its peers would wait for it.
+        bail!("data.skip_bad is not supported with several ranks: run `gateshift data check` and fix the list");
+    }
     let _lock = if world.is_root() { Some(RunDir::open(dir, start)?) } else { None };
     let mut model = model_cfg.init(&device);
     let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.policy);

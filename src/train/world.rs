@@ -109,8 +109,12 @@ impl World {
     /// This rank's share of `order`: positions `rank, rank + size, …` (PyTorch's
     /// `DistributedSampler` on an order already shuffled by seed and epoch), so that batch k
     /// of every rank together is batch k of one rank with a global batch `size` times larger.
+    /// As there, the order is padded with its own start to a multiple of `size`: every rank
+    /// gets as many samples, hence as many batches and all-reduces (uneven shards would leave
+    /// one rank waiting for a step the others never take).
     pub fn shard<T: Clone>(&self, order: &[T]) -> Vec<T> {
-        order.iter().skip(self.rank).step_by(self.size).cloned().collect()
+        let total = order.len().div_ceil(self.size) * self.size;
+        order.iter().cycle().take(total).skip(self.rank).step_by(self.size).cloned().collect()
     }
 
     /// Averages `grads` over the ranks (sum, then ÷ size), in one all-reduce of all of them.
@@ -208,6 +212,10 @@ mod tests {
         global.sort();
         assert_eq!(first, global);
         assert_eq!(shard(0, 1), order);
+        // 10 over 3 ranks: padded to 12 with the order's start, 4 each.
+        let shard3: Vec<Vec<usize>> = (0..3).map(|r| shard(r, 3)).collect();
+        assert_eq!(shard3, [vec![9, 6, 3, 0], vec![8, 5, 2, 9], vec![7, 4, 1, 8]]);
+        assert!(World { rank: 1, size: 4, engine: None }.shard::<usize>(&[]).is_empty());
     }
 
     #[test]
