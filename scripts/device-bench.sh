@@ -114,6 +114,12 @@ done
 # the budget cannot skip it.
 limit=${CUBE_ROW_S:-150} row "$bin" bench model --arch bninception --temporal gsm --segments 8 --batch 32 \
   --mode infer --precision fp32 --backend cuda --warmup 1 --iters 2
+echo "== 2b. data-parallel training (bench model --devices): one rank per GPU; with one GPU two ranks share it (the route works; no scaling to read)" | log
+gpus=$(nvidia-smi -L | wc -l)
+devs=$(seq -s, -f "tch-cuda:%g" 0 $((gpus - 1)))
+[ "$gpus" -lt 2 ] && devs="tch-cuda:0,tch-cuda:0"
+row "$bin" bench model --arch bninception --temporal gsm --segments 8 --batch 16 --mode train \
+  --warmup 2 --iters 5 --devices "$devs"
 # cuDNN's convolution with the bias and ReLU fused (off by default until measured here).
 for temporal in gsm none; do
   GATESHIFT_CONV_RELU=1 model tch-cuda bninception "$temporal" infer bf16

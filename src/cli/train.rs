@@ -144,6 +144,17 @@ pub struct TrainArgs {
     /// Backend: flex (pure Rust CPU); tch, tch-cuda[:N], cuda[:N], wgpu where compiled in.
     #[arg(long)]
     pub backend: Option<String>,
+    /// Data-parallel on several devices of this process, one rank each: `cuda:0,cuda:1`,
+    /// `tch-cuda:0,tch-cuda:1`, or `flex,flex` (CPU workers). The batch size is per device.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub devices: Option<Vec<String>>,
+    /// Data-parallel runs: BatchNorm statistics over the global batch (SyncBatchNorm).
+    #[arg(long)]
+    pub sync_bn: bool,
+    /// Data-parallel runs: seconds a rank waits for the others in one collective before
+    /// failing, naming the rank it waited for.
+    #[arg(long, value_parser = super::at_least_one::<u64>)]
+    pub collective_timeout_s: Option<u64>,
     /// fp32, or bf16 mixed precision (fp32 master weights; pays off on GPUs).
     #[arg(long, value_enum)]
     pub precision: Option<gateshift::train::precision::Precision>,
@@ -173,14 +184,15 @@ fn resume_config(a: &TrainArgs, dir: &std::path::Path) -> Result<TrainConfig> {
     let mut wanted = stored.clone();
     apply(a, &mut wanted)?;
     let mut resumed = stored.clone();
-    resumed.data.workers = wanted.data.workers;
-    resumed.backend = wanted.backend.clone();
+    // Another world size continues the same global order; the global batch is per-device
+    // batch × ranks, so keep it when changing the device count.
+    resumed.take_placement(&wanted);
     let changed =
         gateshift::train::config::changed_keys(&toml::Value::try_from(&resumed)?, &toml::Value::try_from(&wanted)?, "");
     if !changed.is_empty() {
         bail!(
             "--resume continues {} exactly as its config.toml says; these flags would change it: {} \
-             (only --workers and --backend may be given; start a new run to change the others)",
+             (only --workers, --backend, --devices and --collective-timeout-s may be given; start a new run to change the others)",
             dir.display(),
             changed.join(", ")
         );
@@ -212,6 +224,9 @@ fn apply(a: &TrainArgs, c: &mut TrainConfig) -> Result<()> {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     super::install_sigint();
+    if a.backend.is_some() && a.devices.is_some() {
+        bail!("--backend and --devices both given: --devices names each device with its backend (cuda:0,cuda:1)");
+    }
     let (cfg, dir, start) = match &a.resume {
         Some(dir) => (resume_config(&a, dir)?, dir.clone(), Start::Resume),
         None => (resolve(&a)?, a.out.clone(), Start::Fresh { overwrite: a.overwrite }),

@@ -4,7 +4,7 @@
 
 use burn::module::{Flag, Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 use crate::ops::batch_norm::{self as bn_ops, Path};
 use crate::ops::{clamp, route};
@@ -61,6 +61,7 @@ impl BatchNorm {
             Path::Library => self.forward_library(x),
             Path::Fused => self.forward_fused(x, None),
             Path::Composed => self.forward_composed(x),
+            Path::Synced => self.forward_synced(x),
         }
     }
 
@@ -87,7 +88,7 @@ impl BatchNorm {
         let y = bn_ops::normalize(x, [self.weight.val(), self.bias.val()], stats.clone(), self.epsilon, clamp);
         let mean = stats.clone().slice([0..1, 0..channels]).reshape([channels]);
         let var = stats.slice([1..2, 0..channels]).reshape([channels]);
-        self.update_running(mean, var, &dims, &device);
+        self.update_running(mean, var, count(&dims), &device);
         y
     }
 
@@ -120,15 +121,42 @@ impl BatchNorm {
         let scale = self.weight.val().reshape(stat_shape);
         let shift = self.bias.val().reshape(stat_shape);
         let out = centered * inv_std * scale + shift;
-        self.update_running(mean.detach().reshape([channels]), var.detach().reshape([channels]), &dims, &device);
+        self.update_running(mean.detach().reshape([channels]), var.detach().reshape([channels]), count(&dims), &device);
         out
     }
 
-    /// PyTorch's running-statistics rule from the batch mean and biased variance (C) of a map
-    /// of sizes `dims`: the variance enters unbiased (times n / (n − 1), n the values per
-    /// channel), in the statistics' own dtype.
-    fn update_running(&self, batch_mean: Tensor<1>, batch_var: Tensor<1>, dims: &[usize], device: &Device) {
-        let n = (dims.iter().product::<usize>() / dims[1]) as f64;
+    /// Training mode with the statistics of the global batch, every rank's (PyTorch's
+    /// `SyncBatchNorm`): the composed route's two passes, each per-channel sum taken over the
+    /// ranks by `ops::all_reduce::sum`, which autodiff differentiates through (its backward
+    /// sums the ranks' gradients of the statistics).
+    fn forward_synced<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let (device, dims, dtype) = (x.device(), x.dims(), x.dtype());
+        let channels = dims[1];
+        let axes: Vec<usize> = (0..D).filter(|&d| d != 1).collect();
+        let mut stat_shape = [1usize; D];
+        stat_shape[1] = channels;
+        // The sums and this rank's count in one all-reduce: the global count comes with them.
+        // In float32 (a bf16 count would be off by up to 0.4%).
+        let local = Tensor::<1>::from_data([count(&dims) as f32], &device);
+        let channel_sums = x.clone().sum_dims(&axes).reshape([channels]).cast(DType::F32);
+        let sums = crate::ops::all_reduce::sum(Tensor::cat(vec![channel_sums, local], 0));
+        let n = sums.clone().narrow(0, channels, 1).into_scalar::<f64>();
+        let mean = sums.narrow(0, 0, channels).div_scalar(n).cast(dtype);
+        let centered = x - mean.clone().reshape(stat_shape);
+        let var = crate::ops::all_reduce::sum(centered.clone().powi_scalar(2).sum_dims(&axes).reshape([channels]))
+            .div_scalar(n);
+        let inv_std = var.clone().add_scalar(self.epsilon).sqrt().recip().reshape(stat_shape);
+        let scale = self.weight.val().reshape(stat_shape);
+        let shift = self.bias.val().reshape(stat_shape);
+        let out = centered * inv_std * scale + shift;
+        self.update_running(mean.detach(), var.detach(), n, &device);
+        out
+    }
+
+    /// PyTorch's running-statistics rule from the batch mean and biased variance (C) over `n`
+    /// values per channel: the variance enters unbiased (times n / (n − 1)), in the
+    /// statistics' own dtype.
+    fn update_running(&self, batch_mean: Tensor<1>, batch_var: Tensor<1>, n: f64, device: &Device) {
         let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         let m = self.momentum;
         let running_mean = self.running_mean.value_sync().to_device(device);
@@ -163,6 +191,11 @@ impl BatchNorm {
         self.running_var.update(stats.slice([1..2, 0..channels]).reshape([channels]).detach());
         y
     }
+}
+
+/// Values per channel of a map of sizes `dims` (every axis but 1).
+fn count(dims: &[usize]) -> f64 {
+    (dims.iter().product::<usize>() / dims[1].max(1)) as f64
 }
 
 /// Whether [`crate::model::Recognizer::inference`] folds BatchNorms into the convolutions

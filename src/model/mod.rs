@@ -4,6 +4,7 @@ pub mod backbone;
 pub mod batch_norm;
 pub mod config;
 pub mod cost;
+pub mod dropout;
 pub mod i3d;
 pub mod layers;
 pub mod recognizer;

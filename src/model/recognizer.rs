@@ -48,7 +48,7 @@ impl Recognizer {
         assert_eq!(c, t * 3, "input has {c} channels, expected segments·3 = {}", t * 3);
         let features = self.base_model.forward(input.reshape([b * t, 3, h, w]));
         cost::stage("new_fc");
-        let scores = self.new_fc.forward(self.dropout.forward(features));
+        let scores = self.new_fc.forward(crate::model::dropout::forward(&self.dropout, features));
         if cost::is_recording() {
             let [n, f] = scores.dims();
             cost::add((n * f * self.new_fc.weight.dims()[0]) as u64);

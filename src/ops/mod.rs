@@ -5,6 +5,7 @@
 //! calls it) that every route is tested against. Which route runs is decided here, from the
 //! tensor's device and dtype and the switches of [`route`], never in `model/`.
 
+pub mod all_reduce;
 pub mod autodiff;
 pub(crate) mod avx2;
 pub mod batch_norm;

@@ -97,6 +97,9 @@ pub struct OptimSection {
     /// Every BatchNorm frozen, the first too (running statistics, no updates): fine-tuning
     /// with small batches, and data-parallel runs equal to one rank without `--sync-bn`.
     pub freeze_bn: bool,
+    /// Data-parallel runs: BatchNorm in training takes its statistics over the global batch
+    /// (every rank's), PyTorch's `SyncBatchNorm`; off, each rank its own (DDP's default).
+    pub sync_bn: bool,
 }
 
 impl Default for OptimSection {
@@ -115,6 +118,7 @@ impl Default for OptimSection {
             policy: ParamPolicy::Official,
             partial_bn: false,
             freeze_bn: false,
+            sync_bn: false,
         }
     }
 }
@@ -129,6 +133,12 @@ pub struct TrainConfig {
     pub eval_every: usize,
     pub seed: u64,
     pub backend: String,
+    /// Several devices in this process, one rank each (`--devices flex,flex`,
+    /// `cuda:0,cuda:1`); empty: the one device of `backend`. The batch size is per device.
+    pub devices: Vec<String>,
+    /// Data-parallel runs: how long a rank waits for the others in one collective before
+    /// failing with the name of the rank it waits for (a hung device).
+    pub collective_timeout_s: u64,
     /// fp32, or bf16 mixed precision (fp32 master weights).
     pub precision: crate::precision::Precision,
     /// Test-time clips and crops used for validation during training.
@@ -145,6 +155,8 @@ impl Default for TrainConfig {
             eval_every: 1,
             seed: 0,
             backend: "flex".into(),
+            devices: Vec::new(),
+            collective_timeout_s: 1800,
             precision: Default::default(),
             val_crops: 1,
             val_order: FrameOrder::Normal,
@@ -191,6 +203,16 @@ impl TrainConfig {
             return Some(None);
         }
         map.iter().find(|(_, v)| v.as_object().is_some_and(|s| s.contains_key(key))).map(|(k, _)| Some(k.clone()))
+    }
+
+    /// Takes from `other` the settings that say where and how a run computes, not what it
+    /// trains (loader threads, backend, devices, collective timeout): a resumed run may
+    /// change them — another world size continues the same global order.
+    pub fn take_placement(&mut self, other: &TrainConfig) {
+        self.data.workers = other.data.workers;
+        self.backend = other.backend.clone();
+        self.devices = other.devices.clone();
+        self.collective_timeout_s = other.collective_timeout_s;
     }
 
     pub fn to_toml(&self) -> Result<String> {
@@ -262,6 +284,10 @@ impl TrainConfig {
         at_most("optim.batch_size", o.batch_size, limits::MAX_BATCH)?;
         at_most("data.input_size", self.input_size(), limits::MAX_SIDE)?;
         at_most("data.scale_size", self.scale_size(), limits::MAX_SIDE)?;
+        at_most("devices", self.devices.len(), limits::MAX_DEVICES)?;
+        if self.collective_timeout_s == 0 {
+            bail!("collective_timeout_s must be at least 1");
+        }
         Ok(())
     }
 }
@@ -382,7 +408,7 @@ mod tests {
         ok.data.train_list = "train.txt".into();
         ok.validate().unwrap();
         type Edit = dyn Fn(&mut TrainConfig);
-        let cases: [(&Edit, &str); 14] = [
+        let cases: [(&Edit, &str); 16] = [
             (&|c| c.optim.momentum = -0.1, "momentum"),
             (&|c| c.optim.momentum = 1.0, "momentum"),
             (&|c| c.optim.weight_decay = -1e-4, "weight_decay"),
@@ -397,6 +423,8 @@ mod tests {
             (&|c| c.data.workers = 100_000, "data.workers"),
             (&|c| c.data.scale_size = u32::MAX, "data.scale_size"),
             (&|c| c.val_crops = 2, "val_crops"),
+            (&|c| c.devices = vec!["flex".into(); 1000], "devices"),
+            (&|c| c.collective_timeout_s = 0, "collective_timeout_s"),
         ];
         for (edit, says) in cases {
             let mut c = ok.clone();

@@ -3,6 +3,7 @@
 
 pub mod collective;
 pub mod config;
+pub mod devices;
 pub mod flat_step;
 pub mod guard;
 pub mod optim;
@@ -12,6 +13,7 @@ pub mod schedule;
 pub mod sgd;
 pub mod trainer;
 pub mod world;
+pub mod world_local;
 #[cfg(feature = "mpi")]
 mod world_mpi;
 

@@ -53,7 +53,7 @@ pub fn resume(
     if let Some(stored) = sd.metadata.get(metadata::TRAIN_CONFIG) {
         let mut stored: TrainConfig =
             toml::from_str(stored).with_context(|| format!("the run configuration stored in {}", last.display()))?;
-        (stored.data.workers, stored.backend) = (cfg.data.workers, cfg.backend.clone());
+        stored.take_placement(cfg);
         let changed =
             crate::train::config::changed_keys(&toml::Value::try_from(&stored)?, &toml::Value::try_from(cfg)?, "");
         if !changed.is_empty() {

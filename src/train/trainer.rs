@@ -162,37 +162,61 @@ fn write_metrics(dir: &Path, state: &RunState) -> Result<()> {
 }
 
 /// Trains `cfg` into the folder `dir`: a new run, or (`Start::Resume`) the continuation of
-/// the one there. The folder is locked for the whole run.
+/// the one there. The folder is locked for the whole run. With `devices`, one rank per
+/// device in this process (`train::devices`); started by `mpirun`, this process's rank.
 pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -> Result<Outcome> {
     cfg.validate()?;
+    if !cfg.devices.is_empty() {
+        if World::launcher_size() > 1 {
+            bail!(
+                "--devices and an MPI launcher together: start one process per device (mpirun -n N, no --devices) or one process with --devices"
+            );
+        }
+        return crate::train::devices::train_on_devices(cfg, dir, start, show_progress);
+    }
+    train_rank(cfg, dir, start, show_progress, &cfg.backend, World::from_launcher()?)
+}
+
+/// One rank's run on the device `backend`: rank 0 alone owns and writes the run folder.
+pub fn train_rank(
+    cfg: &TrainConfig,
+    dir: &Path,
+    start: Start,
+    show_progress: bool,
+    backend: &str,
+    world: World,
+) -> Result<Outcome> {
     let data = load_data(cfg)?;
     let model_cfg = cfg.model_config(data.classes);
     model_cfg.check()?;
-    let device = crate::backend::device(&cfg.backend)?.autodiff();
-    if cfg.backend.starts_with("wgpu") {
+    let device = crate::backend::device(backend)?.autodiff();
+    if backend.starts_with("wgpu") && world.is_root() {
         eprintln!(
             "warning: on wgpu, burn 0.22.1's convolution weight gradient is wrong for large \
              batch × position reductions (docs/FIDELITY.md); train on flex, tch or tch-cuda"
         );
     }
-    // Ranks of a data-parallel run (mpirun): rank 0 alone owns and writes the run folder.
-    let world = World::from_launcher()?;
     if world.size > 1 && cfg.data.skip_bad {
         // A skipped sample shortens one rank's epoch by a batch: its peers would wait for it.
         bail!("data.skip_bad is not supported with several ranks: run `gateshift data check` and fix the list");
     }
+    // Synchronised BatchNorm: the BatchNorms of this thread's model sum over the ranks.
+    let _sync_bn = world.engine().filter(|_| cfg.optim.sync_bn).map(crate::ops::all_reduce::scope);
     let _lock = if world.is_root() { Some(RunDir::open(dir, start)?) } else { None };
-    let mut model = model_cfg.init(&device);
+    let mut model = init_model(&model_cfg, &device, cfg.seed);
     let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.policy);
     let last = dir.join("last.safetensors");
     let mut state = if start == Start::Resume {
         let state = resume(&last, cfg, &model_cfg, &mut model, &mut sgd, &device)?;
-        eprintln!("resuming {} after epoch {}", dir.display(), state.epochs_done);
+        if world.is_root() {
+            eprintln!("resuming {} after epoch {} on {} rank(s)", dir.display(), state.epochs_done, world.size);
+        }
         state
     } else {
         initialise(cfg, &model_cfg, &mut model)?;
         RunState::default()
     };
+    let mut model = world.broadcast_parameters(model)?;
     if world.is_root() {
         crate::io::write_atomic(&dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
     }
@@ -213,12 +237,31 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
             break;
         };
         state = run.end_epoch(epoch, &state, pass)?;
-        if run.world.any(STOP.load(Ordering::SeqCst)) {
+        if run.world.any(STOP.load(Ordering::SeqCst))? {
             interrupted = true;
             break;
         }
     }
     Ok(Outcome { state, model_config: run.model_cfg, dir: dir.to_path_buf(), interrupted })
+}
+
+/// The model's random initialisation, from `seed`: the backend's generator seeded and drawn
+/// from under one lock, as the ranks of `train --devices` share it (rank 0's draw is then
+/// broadcast, `World::broadcast_parameters`).
+fn init_model(model_cfg: &ModelConfig, device: &Device, seed: u64) -> Recognizer {
+    /// burn draws a parameter's initial value on its first use: drawn here, under the lock.
+    struct Draw;
+    impl burn::module::ModuleVisitor for Draw {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = INIT.lock().unwrap_or_else(|p| p.into_inner());
+    device.seed(mix(seed, usize::MAX, usize::MAX));
+    let model = model_cfg.init(device);
+    model.visit(&mut Draw);
+    model
 }
 
 /// Everything an epoch of a run works with.
@@ -266,7 +309,9 @@ impl Run<'_> {
         while let Some(batch) = loader.next_batch() {
             let batch = batch?;
             let b = batch.len();
-            self.device.seed(mix(cfg.seed, epoch, iter));
+            let seed = mix(cfg.seed, epoch, iter);
+            self.device.seed(seed);
+            crate::model::dropout::seed(seed ^ mix(self.world.rank as u64, 0, 0));
             let (size, channels) = (cfg.input_size() as usize, 3 * cfg.model.net.segments);
             let labels = batch_labels(&batch, self.model_cfg.heads().len(), &self.device)?;
             let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, channels, size, size]), &self.device);
@@ -278,7 +323,7 @@ impl Run<'_> {
             // global batch's loss and whether any was interrupted, so all stop together.
             let stop = STOP.load(Ordering::SeqCst) as u8 as f64;
             let mut global = [loss.into_scalar::<f32>() as f64 * b as f64, b as f64, stop];
-            self.world.sum_f64(&mut global);
+            self.world.sum_f64(&mut global)?;
             let loss_value = global[0] / global[1];
             if !loss_value.is_finite() {
                 bail!(
@@ -307,7 +352,7 @@ impl Run<'_> {
         }
         crate::data::loader::report_skips(&loader.skipped);
         bar.finish_and_clear();
-        self.world.reduce_accuracy(&mut acc);
+        self.world.reduce_accuracy(&mut acc)?;
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -394,9 +439,9 @@ impl Run<'_> {
             };
             let mut ev = evaluate(&inference, val.clone(), &self.model_cfg.heads(), &device, &options)?;
             bar.finish_and_clear();
-            self.world.reduce_accuracy(&mut ev.accuracy);
+            self.world.reduce_accuracy(&mut ev.accuracy)?;
             if let Some(vn) = &mut ev.verb_noun {
-                self.world.reduce_verb_noun(vn);
+                self.world.reduce_verb_noun(vn)?;
             }
             (m.val_top1, m.val_top5) = (Some(ev.accuracy.top1()), Some(ev.accuracy.top5()));
             m.val_mean_class = Some(ev.accuracy.mean_class());

@@ -4,24 +4,29 @@
 //! rank takes the same SGD step; BatchNorm statistics stay per rank (DDP's default) and rank
 //! 0 alone writes the run folder.
 //!
-//! The collective engine is MPI (`--features mpi`, `world_mpi.rs`): processes started by
+//! Two collective engines: MPI (`--features mpi`, `world_mpi.rs`) for processes started by
 //! `mpirun` (Open MPI, MPICH) on one machine or many, over whatever transport the MPI
-//! library picks (shared memory, TCP, InfiniBand). A rank that dies makes `mpirun` end the
-//! whole job, naming it, instead of leaving the others waiting.
+//! library picks (shared memory, TCP, InfiniBand) — a rank that dies makes `mpirun` end the
+//! whole job, naming it; and shared memory between the threads of one process
+//! (`world_local.rs`, `train --devices`) — a rank that fails or hangs makes the others fail
+//! naming it.
+
+use std::rc::Rc;
 
 use anyhow::{Result, bail};
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::infer::metrics::{Accuracy, VerbNoun};
 use crate::train::collective::Collective;
+use crate::train::world_local::Member;
 
 /// This process's place among the ranks of a run.
 pub struct World {
     pub rank: usize,
     pub size: usize,
-    engine: Option<Box<dyn Collective>>,
+    engine: Option<Rc<dyn Collective>>,
 }
 
 /// Launcher variables that give the rank count: Open MPI's, then PMI's (MPICH, Slurm).
@@ -33,10 +38,15 @@ impl World {
         Self { rank: 0, size: 1, engine: None }
     }
 
+    /// The rank count an MPI launcher gave this process (1 when started alone).
+    pub fn launcher_size() -> usize {
+        SIZE_VARS.iter().find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok()).unwrap_or(1)
+    }
+
     /// The process group the launcher started this process in: `mpirun -n N gateshift
     /// train …` gives N ranks; started alone, one.
     pub fn from_launcher() -> Result<Self> {
-        let size = SIZE_VARS.iter().find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok()).unwrap_or(1);
+        let size = Self::launcher_size();
         if size <= 1 {
             return Ok(Self::single());
         }
@@ -49,7 +59,7 @@ impl World {
         if n != size {
             bail!("the launcher says {size} ranks, MPI's world has {n}");
         }
-        Ok(Self { rank, size, engine: Some(Box::new(engine)) })
+        Ok(Self { rank, size, engine: Some(Rc::new(engine)) })
     }
 
     #[cfg(not(feature = "mpi"))]
@@ -57,27 +67,40 @@ impl World {
         bail!("started by an MPI launcher with {size} ranks, but this gateshift was built without `--features mpi`")
     }
 
+    /// Rank `member.rank` of the devices of this process (`train --devices`).
+    pub fn local(member: Member) -> Self {
+        let (rank, size) = (member.rank, member.group.size());
+        Self { rank, size, engine: Some(Rc::new(member)) }
+    }
+
     pub fn is_root(&self) -> bool {
         self.rank == 0
     }
 
-    pub fn sum_f32(&self, values: &mut [f32]) {
-        if let Some(e) = &self.engine {
-            e.sum_f32(values);
+    /// The engine, for the sums inside the model (synchronised BatchNorm, `ops::all_reduce`).
+    pub fn engine(&self) -> Option<Rc<dyn Collective>> {
+        self.engine.clone()
+    }
+
+    pub fn sum_f32(&self, values: &mut [f32]) -> Result<()> {
+        match &self.engine {
+            Some(e) => e.sum_f32(values),
+            None => Ok(()),
         }
     }
 
-    pub fn sum_f64(&self, values: &mut [f64]) {
-        if let Some(e) = &self.engine {
-            e.sum_f64(values);
+    pub fn sum_f64(&self, values: &mut [f64]) -> Result<()> {
+        match &self.engine {
+            Some(e) => e.sum_f64(values),
+            None => Ok(()),
         }
     }
 
     /// Whether `flag` is set on any rank (Ctrl-C reaches the ranks at different moments).
-    pub fn any(&self, flag: bool) -> bool {
+    pub fn any(&self, flag: bool) -> Result<bool> {
         let mut v = [flag as u8 as f64];
-        self.sum_f64(&mut v);
-        v[0] > 0.0
+        self.sum_f64(&mut v)?;
+        Ok(v[0] > 0.0)
     }
 
     /// Checks that every rank holds the same `values` (the configuration and data a run was
@@ -88,7 +111,7 @@ impl World {
             return Ok(());
         }
         let mut sums: Vec<f64> = values.iter().flat_map(|&v| [v, v * v]).collect();
-        self.sum_f64(&mut sums);
+        self.sum_f64(&mut sums)?;
         let n = self.size as f64;
         for (k, pair) in sums.chunks(2).enumerate() {
             // Equal on every rank exactly when the variance over the ranks is 0.
@@ -117,6 +140,27 @@ impl World {
         order.iter().cycle().take(total).skip(self.rank).step_by(self.size).cloned().collect()
     }
 
+    /// Makes every rank's parameters rank 0's (DDP's broadcast at the start of a run): the
+    /// ranks of one process draw their initialisation from one generator in turn, and a
+    /// difference would stay for the whole run.
+    pub fn broadcast_parameters<M: Module>(&self, model: M) -> Result<M> {
+        if self.size == 1 {
+            return Ok(model);
+        }
+        let mut gather = Gather(Vec::new());
+        model.visit(&mut gather);
+        if gather.0.is_empty() {
+            return Ok(model);
+        }
+        let flat = Tensor::cat(gather.0, 0).into_data().convert::<f32>();
+        let mut values = flat.try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("parameters to the host: {e:?}"))?;
+        if !self.is_root() {
+            values.fill(0.0);
+        }
+        self.sum_f32(&mut values)?;
+        Ok(model.map(&mut Scatter { values, offset: 0 }))
+    }
+
     /// Averages `grads` over the ranks (sum, then ÷ size), in one all-reduce of all of them.
     pub fn average_gradients<M: Module>(&self, model: &M, grads: &mut GradientsParams) -> Result<()> {
         if self.size == 1 {
@@ -128,7 +172,7 @@ impl World {
         let Some(device) = parts.first().map(|p| p.device()) else { return Ok(()) };
         let flat = Tensor::cat(parts, 0).into_data().convert::<f32>();
         let mut values = flat.try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("gradients to the host: {e:?}"))?;
-        self.sum_f32(&mut values);
+        self.sum_f32(&mut values)?;
         let scale = 1.0 / self.size as f32;
         values.iter_mut().for_each(|v| *v *= scale);
         let mut offset = 0;
@@ -143,26 +187,28 @@ impl World {
     }
 
     /// Sums a two-head evaluation's counters over the ranks.
-    pub fn reduce_verb_noun(&self, vn: &mut VerbNoun) {
-        self.reduce_accuracy(&mut vn.verb);
-        self.reduce_accuracy(&mut vn.noun);
+    pub fn reduce_verb_noun(&self, vn: &mut VerbNoun) -> Result<()> {
+        self.reduce_accuracy(&mut vn.verb)?;
+        self.reduce_accuracy(&mut vn.noun)?;
         let mut v = [vn.action_top1 as f64, vn.action_top5 as f64];
-        self.sum_f64(&mut v);
+        self.sum_f64(&mut v)?;
         (vn.action_top1, vn.action_top5) = (v[0] as usize, v[1] as usize);
+        Ok(())
     }
 
     /// Sums `acc`'s counters (and confusion matrix) over the ranks.
-    pub fn reduce_accuracy(&self, acc: &mut Accuracy) {
+    pub fn reduce_accuracy(&self, acc: &mut Accuracy) -> Result<()> {
         if self.size == 1 {
-            return;
+            return Ok(());
         }
         let mut v: Vec<f64> = [acc.count, acc.top1, acc.top5].iter().map(|&c| c as f64).collect();
         v.extend(acc.confusion.iter().flatten().map(|&c| c as f64));
-        self.sum_f64(&mut v);
+        self.sum_f64(&mut v)?;
         (acc.count, acc.top1, acc.top5) = (v[0] as usize, v[1] as usize, v[2] as usize);
         for (cell, &s) in acc.confusion.iter_mut().flatten().zip(&v[3..]) {
             *cell = s as usize;
         }
+        Ok(())
     }
 }
 
@@ -179,6 +225,35 @@ impl ModuleVisitor for Flatten<'_> {
         let dims = grad.dims().to_vec();
         self.parts.push(grad.reshape([dims.iter().product::<usize>()]));
         self.ids.push((param.id, dims));
+    }
+}
+
+/// Every parameter flattened, in visit order.
+struct Gather(Vec<Tensor<1>>);
+
+impl ModuleVisitor for Gather {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val().detach();
+        let n = t.shape().num_elements();
+        self.0.push(t.reshape([n]).cast(burn::tensor::DType::F32));
+    }
+}
+
+/// Sets every parameter, in visit order, from `values`.
+struct Scatter {
+    values: Vec<f32>,
+    offset: usize,
+}
+
+impl ModuleMapper for Scatter {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|t| {
+            let (dims, n, dtype, device) = (t.dims(), t.shape().num_elements(), t.dtype(), t.device());
+            let data = TensorData::new(self.values[self.offset..self.offset + n].to_vec(), [n]);
+            self.offset += n;
+            let value = Tensor::<1>::from_data(data, &device).reshape(dims).cast(dtype);
+            if t.is_require_grad() { value.require_grad() } else { value }
+        })
     }
 }
 
@@ -222,7 +297,7 @@ mod tests {
     fn a_single_rank_needs_no_engine() {
         let w = World::single();
         let mut v = [1.0f32, 2.0];
-        w.sum_f32(&mut v);
+        w.sum_f32(&mut v).unwrap();
         assert_eq!(v, [1.0, 2.0]);
         assert!(w.is_root());
     }

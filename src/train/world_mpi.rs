@@ -27,13 +27,17 @@ impl Mpi {
 }
 
 impl Collective for Mpi {
-    fn sum_f32(&self, values: &mut [f32]) {
+    // MPI's default error handler ends the whole job on a failed collective (`mpirun` names the
+    // rank that died), so a call that returns has succeeded.
+    fn sum_f32(&self, values: &mut [f32]) -> Result<()> {
         let input = values.to_vec();
         self.universe.world().all_reduce_into(&input[..], values, SystemOperation::sum());
+        Ok(())
     }
 
-    fn sum_f64(&self, values: &mut [f64]) {
+    fn sum_f64(&self, values: &mut [f64]) -> Result<()> {
         let input = values.to_vec();
         self.universe.world().all_reduce_into(&input[..], values, SystemOperation::sum());
+        Ok(())
     }
 }

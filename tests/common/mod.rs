@@ -1,6 +1,7 @@
 //! Helpers for tests against `../shared` (reference fixtures of the official code).
 #![allow(dead_code)]
 
+pub mod ddp;
 pub mod run;
 pub mod torch_file;
 pub mod weights;

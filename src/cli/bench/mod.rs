@@ -2,6 +2,7 @@
 //! inference), with warm-up and device synchronisation. `gateshift bench data`: clips/s of
 //! the training and test data pipelines on a real list.
 
+mod devices;
 mod gsm;
 
 use std::path::PathBuf;
@@ -85,6 +86,10 @@ pub struct ModelBench {
     /// at once (`Sgd::step_flat`), `per-param` one at a time (`clip_grad_norm`, `Sgd::step`).
     #[arg(long, value_enum, default_value = "auto")]
     pub sgd: SgdPath,
+    /// Data-parallel scaling: the model on the first of these devices, then on all of them
+    /// (one rank each, as `train --devices`): throughput per device and scaling efficiency.
+    #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with_all = ["backend", "phases"])]
+    pub devices: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -177,6 +182,12 @@ fn model(a: ModelBench) -> Result<()> {
         anyhow::bail!("--phases and --sgd time parts of a training step: they need --mode train");
     }
     gate_shift::set_enabled(a.gsm == GsmImpl::Fused);
+    if let Some(names) = &a.devices {
+        if a.precision != Precision::Fp32 {
+            anyhow::bail!("--devices times fp32");
+        }
+        return devices::scaling(&a, names);
+    }
     let mut base = gateshift::backend::device(&a.backend)?;
     if (a.precision, a.mode) == (Precision::Bf16, BenchMode::Infer) {
         // Inference in bf16: weights and activations created as bf16 on the device.

@@ -18,10 +18,16 @@ pub enum Path {
     Fused,
     /// burn ops, on every backend.
     Composed,
+    /// Training with the global batch's statistics (`train --sync-bn`): burn ops around
+    /// `ops::all_reduce::sum`, on every backend.
+    Synced,
 }
 
 /// The route for `x`; `training`: batch statistics on an autodiff device.
 pub fn path<const D: usize>(x: &Tensor<D>, training: bool) -> Path {
+    if training && crate::ops::all_reduce::active() {
+        return Path::Synced;
+    }
     #[cfg(feature = "tch")]
     if crate::ops::torch::applies(x) {
         return Path::Library;
