@@ -6,6 +6,7 @@
 pub mod assets;
 pub mod backend;
 pub mod checkpoint;
+pub mod collective;
 pub mod data;
 pub mod infer;
 pub mod io;

@@ -19,6 +19,8 @@ pub const MAX_FRAME_PIXELS: u64 = 1 << 26;
 pub const MAX_SIDE: u32 = 8192;
 /// Loader worker threads.
 pub const MAX_WORKERS: usize = 1024;
+/// Seconds a data-parallel rank waits for the others in one collective: a week.
+pub const MAX_WAIT_S: u64 = 7 * 24 * 3600;
 /// Devices of one process (`train --devices`): one thread and one model copy each.
 pub const MAX_DEVICES: usize = 64;
 /// Samples prefetched by the loader beyond the one being batched.

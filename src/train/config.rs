@@ -288,6 +288,7 @@ impl TrainConfig {
         if self.collective_timeout_s == 0 {
             bail!("collective_timeout_s must be at least 1");
         }
+        at_most("collective_timeout_s", self.collective_timeout_s, limits::MAX_WAIT_S)?;
         Ok(())
     }
 }
@@ -408,7 +409,7 @@ mod tests {
         ok.data.train_list = "train.txt".into();
         ok.validate().unwrap();
         type Edit = dyn Fn(&mut TrainConfig);
-        let cases: [(&Edit, &str); 16] = [
+        let cases: [(&Edit, &str); 17] = [
             (&|c| c.optim.momentum = -0.1, "momentum"),
             (&|c| c.optim.momentum = 1.0, "momentum"),
             (&|c| c.optim.weight_decay = -1e-4, "weight_decay"),
@@ -425,6 +426,7 @@ mod tests {
             (&|c| c.val_crops = 2, "val_crops"),
             (&|c| c.devices = vec!["flex".into(); 1000], "devices"),
             (&|c| c.collective_timeout_s = 0, "collective_timeout_s"),
+            (&|c| c.collective_timeout_s = u64::MAX, "collective_timeout_s"),
         ];
         for (edit, says) in cases {
             let mut c = ok.clone();

@@ -1,7 +1,6 @@
 //! Training: the official optimisation recipe and the training loop; validation runs through
 //! `infer`.
 
-pub mod collective;
 pub mod config;
 pub mod devices;
 pub mod flat_step;

@@ -172,9 +172,25 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
                 "--devices and an MPI launcher together: start one process per device (mpirun -n N, no --devices) or one process with --devices"
             );
         }
-        return crate::train::devices::train_on_devices(cfg, dir, start, show_progress);
+        return train_on_devices(cfg, dir, start, show_progress);
     }
     train_rank(cfg, dir, start, show_progress, &cfg.backend, World::from_launcher()?)
+}
+
+/// `train --devices`: one rank per device on threads of this process (`train::devices`);
+/// rank 0's outcome.
+fn train_on_devices(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -> Result<Outcome> {
+    let names = cfg.devices.clone();
+    if show_progress {
+        let global = cfg.optim.batch_size * names.len();
+        eprintln!("data-parallel on {} devices ({}): global batch {global}", names.len(), names.join(", "));
+    }
+    let (shared, dir) = (Arc::new(cfg.clone()), dir.to_path_buf());
+    let timeout = std::time::Duration::from_secs(cfg.collective_timeout_s);
+    let mut outcomes = crate::train::devices::on_devices(&names, timeout, move |rank, name, world| {
+        train_rank(&shared, &dir, start, show_progress && rank == 0, name, world)
+    })?;
+    Ok(outcomes.swap_remove(0))
 }
 
 /// One rank's run on the device `backend`: rank 0 alone owns and writes the run folder.

@@ -18,8 +18,8 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
+use crate::collective::Collective;
 use crate::infer::metrics::{Accuracy, VerbNoun};
-use crate::train::collective::Collective;
 use crate::train::world_local::Member;
 
 /// This process's place among the ranks of a run.

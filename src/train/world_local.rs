@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::collective::Collective;
+use crate::collective::Collective;
 
 /// The ranks of one process's devices.
 pub struct Group {
@@ -140,6 +140,9 @@ impl Collective for Member {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::all_reduce;
+    use burn::tensor::{Device, Tensor};
+    use std::rc::Rc;
 
     fn members(n: usize, timeout: Duration) -> (Arc<Group>, Vec<Member>) {
         let group = Group::new((0..n).map(|i| format!("flex#{i}")).collect(), timeout);
@@ -194,5 +197,34 @@ mod tests {
         let _ = other.join();
         assert!(err.contains("rank 2 (flex#2)") && err.contains("hung"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// `ops::all_reduce` on two rank threads: rank r holds x_r and the loss L_r = Σ c_r · sum(x); every rank's x gets Σ_r c_r.
+    #[test]
+    fn all_reduce_sums_over_the_ranks_forward_and_backward() {
+        let group = Group::new(vec!["flex".into(), "flex".into()], Duration::from_secs(30));
+        let handles: Vec<_> = (0..2usize)
+            .map(|rank| {
+                let group = group.clone();
+                std::thread::spawn(move || {
+                    let _scope = all_reduce::scope(Rc::new(Member { rank, group }));
+                    assert!(all_reduce::active());
+                    let device = Device::flex().autodiff();
+                    let x = Tensor::<1>::from_data([1.0 + rank as f32, 10.0], &device).require_grad();
+                    let c = Tensor::<1>::from_data([2.0 + rank as f32, -1.0], &device);
+                    let y = all_reduce::sum(x.clone());
+                    let forward = y.clone().into_data().try_to_vec::<f32>().unwrap();
+                    let grads = (y * c).sum().backward();
+                    let dx = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+                    (forward, dx)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (forward, dx) = h.join().unwrap();
+            assert_eq!(forward, [3.0, 20.0]);
+            assert_eq!(dx, [5.0, -2.0]);
+        }
+        assert!(!all_reduce::active(), "the scope is the thread's");
     }
 }

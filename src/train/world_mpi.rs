@@ -7,7 +7,7 @@ use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::traits::{Communicator, CommunicatorCollectives};
 
-use super::collective::Collective;
+use crate::collective::Collective;
 
 /// An initialised MPI environment (finalised when dropped).
 pub struct Mpi {

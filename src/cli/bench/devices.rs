@@ -10,10 +10,10 @@ use anyhow::{Result, anyhow};
 use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Int, Tensor};
 use gateshift::model::{ModelConfig, ShiftPlace};
+use gateshift::train::devices::on_devices;
 use gateshift::train::optim::cross_entropy;
 use gateshift::train::sgd::{ParamPolicy, Sgd};
 use gateshift::train::world::World;
-use gateshift::train::world_local::{Group, Member};
 
 use super::{BenchMode, ModelBench};
 
@@ -40,46 +40,16 @@ pub fn scaling(a: &ModelBench, names: &[String]) -> Result<()> {
 
 /// Clips per second of `names` together: the global batch over the median iteration time.
 fn group_rate(a: &ModelBench, names: &[String]) -> Result<f64> {
-    let group = Group::new(names.to_vec(), Duration::from_secs(600));
-    let handles: Vec<_> = names
-        .iter()
-        .enumerate()
-        .map(|(rank, name)| {
-            let (group, name) = (group.clone(), name.clone());
-            let (mode, arch, temporal, segments, classes, batch) =
-                (a.mode, a.arch, a.temporal, a.segments, a.classes, a.batch);
-            let size = a.size.unwrap_or(arch.input().size);
-            let iters = a.warmup + a.iters;
-            std::thread::Builder::new().stack_size(8 << 20).spawn(move || -> Result<Vec<f64>> {
-                let world = World::local(Member { rank, group: group.clone() });
-                let mut cfg = ModelConfig::new(arch, temporal, segments, classes);
-                cfg.shift_place = ShiftPlace::Blockres;
-                let result = rank_times(&world, &cfg, &name, mode, batch, size, iters);
-                group.leave(rank, &result.as_ref().map_or_else(|e| format!("{e:#}"), |_| "done".into()));
-                result
-            })
-        })
-        .collect::<std::io::Result<_>>()?;
-    let results: Vec<Result<Vec<f64>>> = handles
-        .into_iter()
-        .enumerate()
-        .map(|(rank, h)| {
-            h.join()
-                .unwrap_or_else(|_| Err(anyhow!("panicked")))
-                .map_err(|e| e.context(format!("rank {rank} ({})", names[rank])))
-        })
-        .collect();
-    // The first rank to fail has the cause; the others only name it.
-    let first = group.first_to_leave().map_or(0, |(rank, _)| rank);
-    if results.iter().any(Result::is_err) {
-        let culprit =
-            if results[first].is_err() { first } else { results.iter().position(Result::is_err).unwrap_or(0) };
-        return Err(results.into_iter().nth(culprit).and_then(Result::err).unwrap_or_else(|| anyhow!("a rank failed")));
-    }
-    let times: Vec<Vec<f64>> = results.into_iter().map(|r| r.expect("no rank failed")).collect();
+    let (mode, arch, temporal, segments, classes, batch) = (a.mode, a.arch, a.temporal, a.segments, a.classes, a.batch);
+    let size = a.size.unwrap_or(arch.input().size);
+    let iters = a.warmup + a.iters;
+    let times = on_devices(names, Duration::from_secs(600), move |_, name, world| {
+        let mut cfg = ModelConfig::new(arch, temporal, segments, classes);
+        cfg.shift_place = ShiftPlace::Blockres;
+        rank_times(&world, &cfg, name, mode, batch, size, iters)
+    })?;
     // The ranks step together; an iteration lasts as long as its slowest rank.
-    let mut per_iter: Vec<f64> =
-        (a.warmup..a.warmup + a.iters).map(|i| times.iter().map(|t| t[i]).fold(0.0, f64::max)).collect();
+    let mut per_iter: Vec<f64> = (a.warmup..iters).map(|i| times.iter().map(|t| t[i]).fold(0.0, f64::max)).collect();
     per_iter.sort_by(f64::total_cmp);
     Ok((a.batch * names.len()) as f64 / per_iter[per_iter.len() / 2])
 }

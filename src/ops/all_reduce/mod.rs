@@ -27,7 +27,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
-use crate::train::collective::Collective;
+use crate::collective::Collective;
 
 thread_local! {
     /// The engine of this thread's rank while a [`Scope`] is alive.

@@ -1,5 +1,6 @@
-//! What a collective engine gives data-parallel training (`world.rs`) and synchronised
-//! BatchNorm (`ops::all_reduce`): sums over the ranks.
+//! What a collective engine gives data-parallel training (`train::world`) and synchronised
+//! BatchNorm (`ops::all_reduce`): sums over the ranks. The engines live in `train/`
+//! (`world_mpi.rs`, `world_local.rs`).
 
 use anyhow::Result;
 
