@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::ddp::{relative_difference, relative_difference_of, train_args};
 use common::run::{bin, metrics, ok, toy_data};
 
-/// `train_args` on `devices` flex workers (none: the plain one-device run), BatchNorm
+/// `train_args` on `devices` flex workers (at least one, through `--devices`), BatchNorm
 /// frozen or (`bn_training`) training, with `extra` flags.
 fn args(data: &Path, out: &Path, batch: usize, epochs: usize, devices: usize, bn_training: bool) -> Vec<String> {
     let mut a = train_args(data, out, batch, epochs);
@@ -184,7 +184,7 @@ fn a_killed_job_resumes_exactly() {
 fn bad_device_lists_are_refused() {
     let dir = common::tmp("devices-bad");
     let data = toy_data(&dir);
-    let mut a = args(&data, &dir.join("run"), 2, 1, 0, false);
+    let mut a = train_args(&data, &dir.join("run"), 2, 1);
     a.extend(["--devices".into(), "flex,warp9".into()]);
     let out = bin().args(&a).output().unwrap();
     assert!(!out.status.success() && text(&out).contains("warp9"), "{}", text(&out));

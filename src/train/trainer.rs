@@ -219,7 +219,7 @@ pub fn train_rank(
     // Synchronised BatchNorm: the BatchNorms of this thread's model sum over the ranks.
     let _sync_bn = world.engine().filter(|_| cfg.optim.sync_bn).map(crate::ops::all_reduce::scope);
     let _lock = if world.is_root() { Some(RunDir::open(dir, start)?) } else { None };
-    let mut model = init_model(&model_cfg, &device, cfg.seed, !cfg.devices.is_empty());
+    let mut model = init_model(&model_cfg, &device, cfg.seed, world.size > 1 || !cfg.devices.is_empty());
     let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.policy);
     let last = dir.join("last.safetensors");
     let mut state = if start == Start::Resume {
@@ -261,12 +261,13 @@ pub fn train_rank(
     Ok(Outcome { state, model_config: run.model_cfg, dir: dir.to_path_buf(), interrupted })
 }
 
-/// The model's random initialisation. With rank `threads` (`train --devices`), from `seed`:
-/// the backend's generator seeded and drawn from under one lock, as the ranks share it (rank 0's draw is then
+/// The model's random initialisation. For data-parallel `ranks` (and any `--devices` run),
+/// from `seed`: the backend's generator seeded and drawn from under one lock, as rank
+/// threads share it (rank 0's draw is then
 /// broadcast, `World::broadcast_parameters`).
-fn init_model(model_cfg: &ModelConfig, device: &Device, seed: u64, threads: bool) -> Recognizer {
-    if !threads {
-        // One rank per process: burn's lazy draw at the first forward is deterministic.
+fn init_model(model_cfg: &ModelConfig, device: &Device, seed: u64, ranks: bool) -> Recognizer {
+    if !ranks {
+        // A single rank: burn's lazy draw at the first forward, as runs always had.
         return model_cfg.init(device);
     }
     /// burn draws a parameter's initial value on its first use: drawn here, under the lock.
