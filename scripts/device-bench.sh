@@ -74,7 +74,7 @@ row() {
     return
   fi
   local env=""
-  for v in GATESHIFT_TORCH_LAYERS GATESHIFT_CHANNELS_LAST GATESHIFT_FOLD_BN GATESHIFT_CONV_RELU NVIDIA_TF32_OVERRIDE; do
+  for v in GATESHIFT_TORCH_LAYERS GATESHIFT_CHANNELS_LAST GATESHIFT_FOLD_BN GATESHIFT_CONV_RELU GATESHIFT_DEVICE_ALL_REDUCE NVIDIA_TF32_OVERRIDE; do
     [ -n "${!v:-}" ] && env+="$v=${!v} "
   done
   echo "-- $env$*" | log
@@ -118,8 +118,32 @@ echo "== 2b. data-parallel training (bench model --devices): one rank per GPU; w
 gpus=$(nvidia-smi -L | wc -l)
 devs=$(seq -s, -f "tch-cuda:%g" 0 $((gpus - 1)))
 [ "$gpus" -lt 2 ] && devs="tch-cuda:0,tch-cuda:0"
+# NCCL for the on-device gradient sum (src/ops/all_reduce/device.rs) is loaded as libnccl.so;
+# the pip wheel ships libnccl.so.2 only.
+nccl=$(ls "$(dirname "$torch_dir")"/nvidia/nccl/lib/libnccl.so.2 2>/dev/null | head -1)
+if [ -n "$nccl" ]; then
+  mkdir -p /tmp/nccl-lib && ln -sf "$nccl" /tmp/nccl-lib/libnccl.so && export LD_LIBRARY_PATH="/tmp/nccl-lib:$LD_LIBRARY_PATH"
+fi
+echo "nccl: ${nccl:-not found}" | log
 row "$bin" bench model --arch bninception --temporal gsm --segments 8 --batch 16 --mode train \
   --warmup 2 --iters 5 --devices "$devs"
+if [ "$gpus" -ge 2 ]; then
+  # The same through host memory, and on CubeCL (burn's collective): the NCCL routes' gain.
+  GATESHIFT_DEVICE_ALL_REDUCE=0 row "$bin" bench model --arch bninception --temporal gsm --segments 8 \
+    --batch 16 --mode train --warmup 2 --iters 5 --devices "$devs"
+  row "$bin" bench model --arch resnet18 --temporal tsm --segments 8 --batch 8 --mode train \
+    --warmup 1 --iters 3 --devices "$(seq -s, -f "cuda:%g" 0 $((gpus - 1)))"
+  # Correctness: one epoch of a small run on two GPUs, NCCL against host memory (losses and
+  # accuracies should agree to float32 rounding).
+  row "$bin" synth --out /tmp/dp-data --train-per-class 8 --val-per-class 2 --size 32
+  for route in 1 0; do
+    GATESHIFT_DEVICE_ALL_REDUCE=$route row "$bin" train --arch resnet-mini --temporal gsm --segments 4 \
+      --epochs 1 --batch-size 4 --input-size 32 --scale-size 32 --workers 2 --seed 3 --dropout 0 \
+      --freeze-bn --quiet --train-list /tmp/dp-data/train.txt --val-list /tmp/dp-data/val.txt \
+      --devices tch-cuda:0,tch-cuda:1 --out /tmp/dp-run-$route
+    cat /tmp/dp-run-$route/metrics.jsonl 2>&1 | log
+  done
+fi
 # cuDNN's convolution with the bias and ReLU fused (off by default until measured here).
 for temporal in gsm none; do
   GATESHIFT_CONV_RELU=1 model tch-cuda bninception "$temporal" infer bf16

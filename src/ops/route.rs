@@ -14,6 +14,7 @@
 //! | `GATESHIFT_TORCH_LAYERS` | `torch`: libtorch's conv and BN (`--features tch`) | CUDA; CPU inference |
 //! | `GATESHIFT_CHANNELS_LAST` | `torch`: channels-last convolutions | CUDA; CPU inference |
 //! | `GATESHIFT_CONV_RELU` | `torch`: cuDNN's fused conv + ReLU | off |
+//! | `GATESHIFT_DEVICE_ALL_REDUCE` | `all_reduce::device`: NCCL between the GPUs of `train --devices` | on |
 
 use std::sync::OnceLock;
 
@@ -30,6 +31,7 @@ pub struct Switches {
     pub torch_layers: Option<bool>,
     pub channels_last: Option<bool>,
     pub conv_relu: bool,
+    pub device_all_reduce: bool,
 }
 
 /// The switches of this process, read on first use.
@@ -57,6 +59,7 @@ impl Switches {
             torch_layers: setting("GATESHIFT_TORCH_LAYERS"),
             channels_last: setting("GATESHIFT_CHANNELS_LAST"),
             conv_relu: setting("GATESHIFT_CONV_RELU") == Some(true),
+            device_all_reduce: on("GATESHIFT_DEVICE_ALL_REDUCE"),
         }
     }
 }
@@ -70,11 +73,18 @@ mod tests {
     #[test]
     fn switches_read_as_documented() {
         let none = Switches::from_env(|_| None);
-        assert!(none.gemm_conv && none.fast_pool && none.fused_bn && none.fold_bn && !none.conv_relu);
+        assert!(
+            none.gemm_conv
+                && none.fast_pool
+                && none.fused_bn
+                && none.fold_bn
+                && !none.conv_relu
+                && none.device_all_reduce
+        );
         assert_eq!((none.torch_layers, none.channels_last), (None, None));
         let set = |value: &'static str| Switches::from_env(move |_| Some(value.to_string()));
         let off = set("0");
-        assert!(!off.gemm_conv && !off.fast_depthwise && !off.fused_tsm && !off.fold_bn);
+        assert!(!off.gemm_conv && !off.fast_depthwise && !off.fused_tsm && !off.fold_bn && !off.device_all_reduce);
         assert_eq!(off.torch_layers, Some(false));
         let on = set("1");
         assert!(on.conv_relu && on.gemm_conv && on.torch_layers == Some(true));

@@ -4,6 +4,9 @@
 //! graph; the ranks sum through shared memory (`world_local.rs`) exactly as MPI ranks do, so
 //! the run is the one `mpirun -n N` gives with one device per process.
 //!
+//! On GPUs of one kind (`cuda:N`, `tch-cuda:N`) the gradients are summed by NCCL on the
+//! devices (`ops::all_reduce::device`); the metrics and the failure bookkeeping stay here.
+//!
 //! A rank that fails (an error, a panic) leaves the group: the others stop at their next
 //! collective with an error naming it, and the run fails with the first rank's own error. A
 //! rank that hangs makes the others fail after the collective timeout; the process then
@@ -15,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 
+use crate::ops::all_reduce::device::Plan;
 use crate::train::world::World;
 use crate::train::world_local::{Group, Member};
 
@@ -33,21 +37,25 @@ where
     T: Send + 'static,
     F: Fn(usize, &str, World) -> Result<T> + Send + Sync + 'static,
 {
-    for name in names {
-        // Every device opens before any rank starts (a typo fails here, naming it).
-        crate::backend::device(name).map_err(|e| anyhow!("--devices {}: {e:#}", names.join(",")))?;
-    }
+    // Every device opens before any rank starts (a typo fails here, naming it).
+    let devices = names
+        .iter()
+        .map(|name| crate::backend::device(name).map_err(|e| anyhow!("--devices {}: {e:#}", names.join(","))))
+        .collect::<Result<Vec<_>>>()?;
+    let plan = Plan::new(&devices).map_err(|e| anyhow!("--devices {}: {e:#}", names.join(",")))?;
     let group = Group::new(names.to_vec(), timeout);
     let rank = Arc::new(rank);
     let (tx, rx) = mpsc::channel();
     for (r, name) in names.iter().enumerate() {
-        let (group, tx, name, rank) = (group.clone(), tx.clone(), name.clone(), rank.clone());
+        let (group, tx, name, rank, plan) = (group.clone(), tx.clone(), name.clone(), rank.clone(), plan.clone());
         std::thread::Builder::new()
             .name(format!("rank {r}"))
             .stack_size(STACK)
             .spawn(move || {
-                let world = World::local(Member { rank: r, group: group.clone() });
-                let run = std::panic::AssertUnwindSafe(|| rank(r, &name, world));
+                let run = std::panic::AssertUnwindSafe(|| {
+                    let device_sum = plan.map(|p| p.join(r)).transpose()?;
+                    rank(r, &name, World::local(Member { rank: r, group: group.clone() }, device_sum))
+                });
                 let result =
                     std::panic::catch_unwind(run).unwrap_or_else(|p| Err(anyhow!("panicked: {}", panic_text(&*p))));
                 // Leaving, however the run ended, wakes any rank waiting for this one.

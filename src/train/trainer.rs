@@ -174,7 +174,8 @@ pub fn train(cfg: &TrainConfig, dir: &Path, start: Start, show_progress: bool) -
         }
         return train_on_devices(cfg, dir, start, show_progress);
     }
-    train_rank(cfg, dir, start, show_progress, &cfg.backend, World::from_launcher()?)
+    let backend = World::rank_backend(&cfg.backend, |v| std::env::var(v).ok());
+    train_rank(cfg, dir, start, show_progress, &backend, World::from_launcher()?)
 }
 
 /// `train --devices`: one rank per device on threads of this process (`train::devices`);

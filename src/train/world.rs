@@ -20,6 +20,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::collective::Collective;
 use crate::infer::metrics::{Accuracy, VerbNoun};
+use crate::ops::all_reduce::device::DeviceSum;
 use crate::train::world_local::Member;
 
 /// This process's place among the ranks of a run.
@@ -27,15 +28,21 @@ pub struct World {
     pub rank: usize,
     pub size: usize,
     engine: Option<Rc<dyn Collective>>,
+    /// The gradients' sum on the GPUs (NCCL), where the ranks' devices allow it.
+    device_sum: Option<DeviceSum>,
 }
 
 /// Launcher variables that give the rank count: Open MPI's, then PMI's (MPICH, Slurm).
 const SIZE_VARS: &[&str] = &["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
 
+/// Launcher variables that give a rank's place among the ranks of its machine: Open MPI's,
+/// MPICH's (Hydra), Slurm's.
+const LOCAL_RANK_VARS: &[&str] = &["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"];
+
 impl World {
     /// One rank: nothing to reduce.
     pub fn single() -> Self {
-        Self { rank: 0, size: 1, engine: None }
+        Self { rank: 0, size: 1, engine: None, device_sum: None }
     }
 
     /// The rank count an MPI launcher gave this process (1 when started alone).
@@ -53,13 +60,26 @@ impl World {
         Self::mpi(size)
     }
 
+    /// The device of this process's rank for `--backend backend`: under an MPI launcher a GPU
+    /// backend named without an index (`cuda`, `tch-cuda`) takes the GPU of the rank's place
+    /// on its machine (local rank 0 → `:0`, 1 → `:1`, …), as `torchrun`'s `LOCAL_RANK` is used;
+    /// an explicit index, or any other backend, is kept.
+    pub fn rank_backend(backend: &str, var: impl Fn(&str) -> Option<String>) -> String {
+        let launched = SIZE_VARS.iter().any(|v| var(v).and_then(|s| s.parse::<usize>().ok()).is_some_and(|n| n > 1));
+        let local = LOCAL_RANK_VARS.iter().find_map(|v| var(v)?.parse::<usize>().ok());
+        match (launched, local, backend) {
+            (true, Some(local), "cuda" | "tch-cuda") => format!("{backend}:{local}"),
+            _ => backend.to_string(),
+        }
+    }
+
     #[cfg(feature = "mpi")]
     fn mpi(size: usize) -> Result<Self> {
         let (engine, rank, n) = super::world_mpi::Mpi::start()?;
         if n != size {
             bail!("the launcher says {size} ranks, MPI's world has {n}");
         }
-        Ok(Self { rank, size, engine: Some(Rc::new(engine)) })
+        Ok(Self { rank, size, engine: Some(Rc::new(engine)), device_sum: None })
     }
 
     #[cfg(not(feature = "mpi"))]
@@ -67,10 +87,11 @@ impl World {
         bail!("started by an MPI launcher with {size} ranks, but this gateshift was built without `--features mpi`")
     }
 
-    /// Rank `member.rank` of the devices of this process (`train --devices`).
-    pub fn local(member: Member) -> Self {
+    /// Rank `member.rank` of the devices of this process (`train --devices`), summing the
+    /// gradients on its GPU with `device_sum` if given, in host memory otherwise.
+    pub fn local(member: Member, device_sum: Option<DeviceSum>) -> Self {
         let (rank, size) = (member.rank, member.group.size());
-        Self { rank, size, engine: Some(Rc::new(member)) }
+        Self { rank, size, engine: Some(Rc::new(member)), device_sum }
     }
 
     pub fn is_root(&self) -> bool {
@@ -161,7 +182,8 @@ impl World {
         Ok(model.map(&mut Scatter { values, offset: 0 }))
     }
 
-    /// Averages `grads` over the ranks (sum, then ÷ size), in one all-reduce of all of them.
+    /// Averages `grads` over the ranks (sum, then ÷ size), in one all-reduce of all of them:
+    /// on the GPUs where the ranks' devices allow it, in host memory otherwise.
     pub fn average_gradients<M: Module>(&self, model: &M, grads: &mut GradientsParams) -> Result<()> {
         if self.size == 1 {
             return Ok(());
@@ -169,21 +191,32 @@ impl World {
         let mut collect = Flatten { grads, parts: Vec::new(), ids: Vec::new() };
         model.visit(&mut collect);
         let Flatten { parts, ids, .. } = collect;
-        let Some(device) = parts.first().map(|p| p.device()) else { return Ok(()) };
-        let flat = Tensor::cat(parts, 0).into_data().convert::<f32>();
-        let mut values = flat.try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("gradients to the host: {e:?}"))?;
-        self.sum_f32(&mut values)?;
-        let scale = 1.0 / self.size as f32;
-        values.iter_mut().for_each(|v| *v *= scale);
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let flat = Tensor::cat(parts, 0).cast(burn::tensor::DType::F32);
+        let summed = match &self.device_sum {
+            Some(device) => device.sum(flat)?,
+            None => self.sum_on_host(flat)?,
+        };
+        let averaged = summed.mul_scalar(1.0 / self.size as f32);
         let mut offset = 0;
         for (id, dims) in ids {
             let n: usize = dims.iter().product();
-            let data = TensorData::new(values[offset..offset + n].to_vec(), [n]);
-            let averaged = Tensor::<1>::from_data(data, &device);
-            register(grads, id, averaged, &dims);
+            register(grads, id, averaged.clone().slice(offset..offset + n), &dims);
             offset += n;
         }
         Ok(())
+    }
+
+    /// `flat` summed over the ranks through host memory, back on its device.
+    fn sum_on_host(&self, flat: Tensor<1>) -> Result<Tensor<1>> {
+        let device = flat.device();
+        let data = flat.into_data().convert::<f32>();
+        let mut values = data.try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("gradients to the host: {e:?}"))?;
+        self.sum_f32(&mut values)?;
+        let n = values.len();
+        Ok(Tensor::<1>::from_data(TensorData::new(values, [n]), &device))
     }
 
     /// Sums a two-head evaluation's counters over the ranks.
@@ -276,7 +309,7 @@ mod tests {
     #[test]
     fn shards_interleave_and_cover_the_global_order() {
         let order: Vec<usize> = (0..10).rev().collect();
-        let shard = |rank, size| World { rank, size, engine: None }.shard(&order);
+        let shard = |rank, size| World { rank, size, engine: None, device_sum: None }.shard(&order);
         assert_eq!(shard(0, 2), [9, 7, 5, 3, 1]);
         assert_eq!(shard(1, 2), [8, 6, 4, 2, 0]);
         // Batch k of each rank (2 per rank) is batch k of one rank with 4 per batch.
@@ -290,7 +323,25 @@ mod tests {
         // 10 over 3 ranks: padded to 12 with the order's start, 4 each.
         let shard3: Vec<Vec<usize>> = (0..3).map(|r| shard(r, 3)).collect();
         assert_eq!(shard3, [vec![9, 6, 3, 0], vec![8, 5, 2, 9], vec![7, 4, 1, 8]]);
-        assert!(World { rank: 1, size: 4, engine: None }.shard::<usize>(&[]).is_empty());
+        assert!(World { rank: 1, size: 4, engine: None, device_sum: None }.shard::<usize>(&[]).is_empty());
+    }
+
+    #[test]
+    fn launched_ranks_take_the_gpu_of_their_local_rank() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let ompi = env(&[("OMPI_COMM_WORLD_SIZE", "4"), ("OMPI_COMM_WORLD_LOCAL_RANK", "1")]);
+        assert_eq!(World::rank_backend("cuda", ompi), "cuda:1");
+        assert_eq!(World::rank_backend("tch-cuda", ompi), "tch-cuda:1");
+        // An explicit index, a CPU backend, or no launcher: as given.
+        assert_eq!(World::rank_backend("cuda:3", ompi), "cuda:3");
+        assert_eq!(World::rank_backend("flex", ompi), "flex");
+        assert_eq!(World::rank_backend("cuda", env(&[])), "cuda");
+        assert_eq!(World::rank_backend("cuda", env(&[("PMI_SIZE", "1"), ("MPI_LOCALRANKID", "0")])), "cuda");
+        let slurm = env(&[("PMI_SIZE", "8"), ("SLURM_LOCALID", "5")]);
+        assert_eq!(World::rank_backend("tch-cuda", slurm), "tch-cuda:5");
+        assert_eq!(World::rank_backend("cuda", env(&[("PMI_SIZE", "8"), ("SLURM_LOCALID", "x")])), "cuda");
     }
 
     #[test]

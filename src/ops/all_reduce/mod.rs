@@ -7,13 +7,18 @@
 //!
 //! The engine is the one of the training thread's rank ([`scope`]); the sum goes through
 //! host memory on every backend (`host.rs`): BatchNorm statistics are a few kilobytes per
-//! layer. Every rank must call it in the same order, which one model on every rank gives,
+//! layer. The gradients' sum, megabytes per step, stays on the GPUs where it can (`device.rs`). Every rank must call it in the same order, which one model on every rank gives,
 //! forward and backward (burn's tape runs in an order fixed by the graph).
 
 // The generated routing names burn's libtorch backend, which burn 0.22 marks deprecated.
 #![cfg_attr(feature = "tch", allow(deprecated))]
 
+#[cfg(feature = "cuda")]
+mod cube;
+pub mod device;
 mod host;
+#[cfg(feature = "tch")]
+mod nccl;
 
 use std::cell::RefCell;
 use std::rc::Rc;
