@@ -52,8 +52,19 @@ pub struct Block {
 }
 
 impl Block {
+    /// Which convolution's unit the temporal module sits in, between the conv and its BN: 1
+    /// (`conv1`: GSM; (2+1)D in basic blocks) or 2 (`conv2`, the bottleneck's 3×3: (2+1)D).
+    fn unit_of_temporal(&self) -> Option<usize> {
+        match self.temporal.as_ref()?.spec().place {
+            Place::AfterConv => Some(1),
+            Place::AfterSpatialConv => Some(if self.conv3.is_some() { 2 } else { 1 }),
+            _ => None,
+        }
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let place = self.temporal.as_ref().map(|t| t.spec().place);
+        let unit = self.unit_of_temporal();
         let x = match (&self.temporal, place, self.shift_block) {
             (Some(t), Some(Place::Shift), true) => t.forward(x),
             _ => x,
@@ -63,13 +74,16 @@ impl Block {
             // it through the shift).
             (Some(Temporal::Tsm(t)), _, false) => shift_conv_bn_relu(t, &self.conv1, &self.bn1, x.clone()),
             (Some(t), Some(Place::Shift), false) => conv_bn_relu(&self.conv1, &self.bn1, t.forward(x.clone())),
-            (Some(t), Some(Place::AfterConv), _) => {
+            (Some(t), _, _) if unit == Some(1) => {
                 t.forward_unit(conv2d(&self.conv1, x.clone()), &self.bn1, f32::INFINITY)
             }
             _ => conv_bn_relu(&self.conv1, &self.bn1, x.clone()),
         };
-        let (last_conv, last_bn, y) = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => (conv3, bn3, conv_bn_relu(&self.conv2, &self.bn2, y)),
+        let (last_conv, last_bn, y) = match (&self.conv3, &self.bn3, &self.temporal) {
+            (Some(conv3), Some(bn3), Some(t)) if unit == Some(2) => {
+                (conv3, bn3, t.forward_unit(conv2d(&self.conv2, y), &self.bn2, f32::INFINITY))
+            }
+            (Some(conv3), Some(bn3), _) => (conv3, bn3, conv_bn_relu(&self.conv2, &self.bn2, y)),
             _ => (&self.conv2, &self.bn2, y),
         };
         let identity = match &self.downsample {
@@ -88,14 +102,18 @@ impl Block {
     /// to affine form instead (`Gsm::forward_unit`).
     pub fn fold_bn(&mut self) {
         let place = self.temporal.as_ref().map(|t| t.spec().place);
+        let unit = self.unit_of_temporal();
         match &mut self.temporal {
-            Some(t) if place == Some(Place::AfterConv) => t.fold_unit(&mut self.bn1),
+            Some(t) if unit == Some(1) => t.fold_unit(&mut self.bn1),
             _ => self.bn1.fold_into(&mut self.conv1),
         }
         let gsf = place == Some(Place::AfterLastConv);
         match (&mut self.conv3, &mut self.bn3) {
             (Some(conv3), Some(bn3)) => {
-                self.bn2.fold_into(&mut self.conv2);
+                match &mut self.temporal {
+                    Some(t) if unit == Some(2) => t.fold_unit(&mut self.bn2),
+                    _ => self.bn2.fold_into(&mut self.conv2),
+                }
                 if !gsf {
                     bn3.fold_into(conv3);
                 }

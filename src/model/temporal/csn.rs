@@ -64,16 +64,12 @@ mod tests {
     use burn::tensor::{Distribution, TensorData, Tolerance};
 
     use super::*;
+    use crate::model::temporal::tests::{check_gradients, check_identity, sits_in_every_backbone};
 
     /// Identity-initialised: the output is the input, shape and values.
     #[test]
     fn starts_as_the_identity() {
-        let device = Device::flex();
-        let m = ChannelSeparated::new(6, 4, &device);
-        let x = Tensor::<4>::random([8, 6, 3, 5], Distribution::Normal(0.0, 1.0), &device);
-        let y = m.forward(x.clone());
-        assert_eq!(y.dims(), [8, 6, 3, 5]);
-        y.into_data().assert_eq(&x.into_data(), true);
+        check_identity(ChannelSeparated::new(6, 4, &Device::flex()), [8, 6, 3, 5]);
     }
 
     /// Each channel's taps reach frames t−1, t, t+1 of that channel only, zero outside the clip.
@@ -100,68 +96,16 @@ mod tests {
     /// linear in the taps and in the input, so they are exact up to rounding).
     #[test]
     fn gradients_match_finite_differences() {
-        let device = Device::flex().autodiff();
-        let (bt, c, t) = (4, 3, 2);
-        let x0 = Tensor::<4>::random([bt, c, 2, 2], Distribution::Normal(0.0, 1.0), &Device::flex());
-        let r = Tensor::<4>::random([bt, c, 2, 2], Distribution::Normal(0.0, 1.0), &Device::flex());
-        let w0 = Tensor::<2>::random([c, 3], Distribution::Normal(0.0, 1.0), &Device::flex());
-        let loss = |w: &TensorData, x: &TensorData| -> f64 {
-            let m = ChannelSeparated { weight: Param::from_tensor(Tensor::from_data(w.clone(), &Device::flex())), num_segments: t };
-            let y = m.forward(Tensor::from_data(x.clone(), &Device::flex()));
-            (y * r.clone()).sum().into_scalar::<f32>() as f64
-        };
-        let m = ChannelSeparated { weight: Param::from_tensor(Tensor::from_data(w0.to_data(), &device)), num_segments: t };
-        let x = Tensor::<4>::from_data(x0.to_data(), &device).require_grad();
-        let y = m.forward(x.clone());
-        let grads = (y * Tensor::from_data(r.to_data(), &device)).sum().backward();
-        let gw: Vec<f32> = m.weight.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap();
-        let gx: Vec<f32> = x.grad(&grads).unwrap().into_data().try_into_vec::<f32>().unwrap();
-        let eps = 1e-2f32;
-        for (data, grad) in [(w0.to_data(), gw), (x0.to_data(), gx)] {
-            let values: Vec<f32> = data.try_to_vec::<f32>().unwrap();
-            for i in 0..values.len() {
-                let at = |d: f32| {
-                    let mut v = values.clone();
-                    v[i] += d;
-                    TensorData::new(v, data.shape().to_vec())
-                };
-                let (plus, minus) = if data.shape().len() == 2 {
-                    (loss(&at(eps), &x0.to_data()), loss(&at(-eps), &x0.to_data()))
-                } else {
-                    (loss(&w0.to_data(), &at(eps)), loss(&w0.to_data(), &at(-eps)))
-                };
-                let numeric = (plus - minus) / (2.0 * eps as f64);
-                assert!((numeric - grad[i] as f64).abs() < 1e-2 * (1.0 + numeric.abs()), "{i}: {numeric} vs {}", grad[i]);
-            }
-        }
+        let device = Device::flex();
+        let mut m = ChannelSeparated::new(3, 2, &device);
+        m.weight = Param::from_tensor(Tensor::random([3, 3], Distribution::Normal(0.0, 1.0), &device));
+        check_gradients(m, [4, 3, 2, 2]);
     }
 
-    /// On every backbone family, where its `Spec` places it: the recognizer builds, trains a
-    /// step's forward, and in inference (BN folded around it, never across it) gives what
-    /// the unfolded model gives.
+    /// Checkpoint names: `csn_X`, `.csn.`; EfficientNet keeps `.temporal.`, having no
+    /// official temporal code.
     #[test]
-    fn sits_in_every_backbone() {
-        use crate::model::{Arch, ModelConfig, TemporalKind};
-        let device = Device::flex();
-        for (arch, size) in [(Arch::ResnetMini, 48), (Arch::Resnet50, 48), (Arch::BnInception, 64), (Arch::EfficientnetLite0, 48)] {
-            let cfg = ModelConfig::new(arch, TemporalKind::Csn, 2, 5);
-            let model = cfg.init(&device.clone().autodiff());
-            let x = Tensor::<4>::random([1, 6, size, size], Distribution::Normal(0.0, 1.0), &device);
-            let _ = model.forward(Tensor::from_data(x.to_data(), &device.clone().autodiff()));
-            let reference = model.valid().forward(x.clone());
-            let scale = reference.clone().abs().max().into_scalar::<f32>();
-            assert!(scale.is_finite() && scale > 0.0, "{arch:?}: logits {scale}");
-            let reference = reference.into_data();
-            let folded = model.inference().forward(x.clone());
-            folded.into_data().assert_approx_eq::<f32>(&reference, Tolerance::absolute(1e-4 * scale));
-            // Through a checkpoint under official names (`csn_X`, `.csn.`; EfficientNet keeps
-            // `.temporal.`, having no official temporal code) and back, strictly.
-            let sd = crate::checkpoint::state_dict(&model.valid(), &cfg).unwrap();
-            let named = |k: &String| k.contains("csn") || k.contains(".temporal.");
-            assert!(sd.tensors.keys().any(named), "{arch:?}: the module's tensors are not in the checkpoint");
-            let mut fresh = cfg.init(&device);
-            crate::checkpoint::load(&mut fresh, &cfg, &sd, crate::checkpoint::Fit::Strict).unwrap();
-            fresh.valid().forward(x).into_data().assert_eq(&reference, true);
-        }
+    fn sits_in_every_backbone_where_its_spec_places_it() {
+        sits_in_every_backbone(crate::model::TemporalKind::Csn, &["csn", ".temporal."]);
     }
 }

@@ -94,7 +94,16 @@ temporal_modules! {
     Gsf(gsf::Gsf),
     /// CSN: a channel-separated (depthwise) 3-tap convolution over time, identity-initialised.
     Csn(csn::ChannelSeparated),
+    /// (2+1)D / P3D: a 3×1×1 convolution over time on all channels after the spatial one,
+    /// identity-initialised.
+    R2plus1d(r2plus1d::R2Plus1d),
+    /// MFNet: fixed motion filters (next frame shifted in five directions minus this one),
+    /// added back with learned per-channel weights that start at zero.
+    Mfnet(mfnet::MotionFilter),
 }
+
+#[cfg(test)]
+mod tests;
 
 impl TemporalKind {
     /// Its name in flags, configs and metadata (`none` for TSN).

@@ -16,6 +16,9 @@ pub enum Place {
     AfterConv,
     /// As `AfterConv`, except in ResNet blocks: on the last convolution, before its BN (GSF).
     AfterLastConv,
+    /// As `AfterConv`, except in ResNet bottlenecks: on the 3×3 convolution, before its BN
+    /// ((2+1)D's temporal convolution follows the spatial one).
+    AfterSpatialConv,
 }
 
 /// What the backbones, the checkpoint names and the commands know of a temporal module.

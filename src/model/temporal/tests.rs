@@ -1,0 +1,137 @@
+//! Checks every temporal module's file runs on itself: autodiff against finite differences,
+//! and the module inside every backbone family.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Distribution, Tensor, TensorData, Tolerance};
+
+use super::{TemporalKind, TemporalModule};
+
+/// Every float parameter's values, flattened in visit order.
+struct Values(Vec<f32>);
+
+impl ModuleVisitor for Values {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0.extend(p.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+    }
+}
+
+/// Every float parameter's gradient, flattened in visit order (zeros where none).
+struct Grads<'a>(&'a burn::tensor::Gradients, Vec<f32>);
+
+impl ModuleVisitor for Grads<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        match p.grad(self.0) {
+            Some(g) => self.1.extend(g.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()),
+            None => self.1.extend(std::iter::repeat_n(0.0, p.val().shape().num_elements())),
+        }
+    }
+}
+
+/// Adds `delta` to the `index`-th scalar of the parameters in visit order.
+struct Nudge {
+    index: usize,
+    delta: f32,
+    seen: usize,
+}
+
+impl ModuleMapper for Nudge {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let n = p.val().shape().num_elements();
+        let (start, index, delta) = (self.seen, self.index, self.delta);
+        self.seen += n;
+        if !(start..start + n).contains(&index) {
+            return p;
+        }
+        p.map(|t| {
+            let (dims, device) = (t.shape(), t.device());
+            let mut v = t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+            v[index - start] += delta;
+            Tensor::from_data(TensorData::new(v, dims.to_vec()), &device)
+        })
+    }
+}
+
+/// `m` as built is the identity: the output is the input, shape and values (within `1e-6`).
+pub(crate) fn check_identity<M: TemporalModule>(m: M, dims: [usize; 4]) {
+    let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &Device::flex());
+    let y = m.forward(x.clone());
+    assert_eq!(y.dims(), dims);
+    y.into_data().assert_approx_eq::<f32>(&x.into_data(), Tolerance::absolute(1e-6));
+}
+
+/// Every float parameter moved to the autodiff device `0` and tracked.
+struct ToAutodiff(Device);
+
+impl ModuleMapper for ToAutodiff {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        p.map(|t| Tensor::from_data(t.to_data(), &self.0).require_grad())
+    }
+}
+
+/// The gradients autodiff gives `m` (built on flex) for `sum(m(x) · r)`, with respect to every
+/// parameter and to `x`, agree with central finite differences.
+pub(crate) fn check_gradients<M: TemporalModule>(m: M, dims: [usize; 4]) {
+    let flex = Device::flex();
+    let x0 = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &flex);
+    let r = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &flex);
+    let loss = |m: &M, x: Tensor<4>| -> f64 { (m.forward(x) * r.clone()).sum().into_scalar::<f32>() as f64 };
+    let ad = m.clone().map(&mut ToAutodiff(flex.clone().autodiff()));
+    let x = Tensor::<4>::from_data(x0.to_data(), &flex.clone().autodiff()).require_grad();
+    let y = ad.forward(x.clone());
+    let grads = (y * Tensor::from_data(r.to_data(), &flex.clone().autodiff())).sum().backward();
+    let mut g = Grads(&grads, Vec::new());
+    ad.visit(&mut g);
+    let gx = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+    let mut values = Values(Vec::new());
+    m.visit(&mut values);
+    let eps = 1e-2f32;
+    let agree = |what: String, numeric: f64, analytic: f32| {
+        assert!(
+            (numeric - analytic as f64).abs() < 1e-2 * (1.0 + numeric.abs()),
+            "{what}: finite difference {numeric}, autodiff {analytic}"
+        );
+    };
+    for (i, &analytic) in g.1.iter().enumerate() {
+        let at = |delta| loss(&m.clone().map(&mut Nudge { index: i, delta, seen: 0 }), x0.clone());
+        agree(format!("parameter scalar {i}"), (at(eps) - at(-eps)) / (2.0 * eps as f64), analytic);
+    }
+    let xv = x0.to_data().try_to_vec::<f32>().unwrap();
+    for (i, &analytic) in gx.iter().enumerate() {
+        let at = |d: f32| {
+            let mut v = xv.clone();
+            v[i] += d;
+            loss(&m, Tensor::from_data(TensorData::new(v, dims), &flex))
+        };
+        agree(format!("input {i}"), (at(eps) - at(-eps)) / (2.0 * eps as f64), analytic);
+    }
+    assert!(!values.0.is_empty() || gx.iter().any(|v| *v != 0.0));
+}
+
+/// On every backbone family, where its `Spec` places it: the recognizer builds, trains a
+/// step's forward, and in inference (BN folded around it, never across it) gives what the
+/// unfolded model gives; through a checkpoint (its tensors named by one of `names`) and back,
+/// strictly.
+pub(crate) fn sits_in_every_backbone(kind: TemporalKind, names: &[&str]) {
+    use crate::model::{Arch, ModelConfig};
+    let device = Device::flex();
+    for (arch, size) in
+        [(Arch::ResnetMini, 48), (Arch::Resnet50, 48), (Arch::BnInception, 64), (Arch::EfficientnetLite0, 48)]
+    {
+        let cfg = ModelConfig::new(arch, kind, 2, 5);
+        let model = cfg.init(&device.clone().autodiff());
+        let x = Tensor::<4>::random([1, 6, size, size], Distribution::Normal(0.0, 1.0), &device);
+        let _ = model.forward(Tensor::from_data(x.to_data(), &device.clone().autodiff()));
+        let reference = model.valid().forward(x.clone());
+        let scale = reference.clone().abs().max().into_scalar::<f32>();
+        assert!(scale.is_finite() && scale > 0.0, "{arch:?}: logits {scale}");
+        let reference = reference.into_data();
+        let folded = model.inference().forward(x.clone());
+        folded.into_data().assert_approx_eq::<f32>(&reference, Tolerance::absolute(1e-4 * scale));
+        let sd = crate::checkpoint::state_dict(&model.valid(), &cfg).unwrap();
+        let named = |k: &String| names.iter().any(|n| k.contains(n));
+        assert!(sd.tensors.keys().any(named), "{arch:?}: the module's tensors are not in the checkpoint");
+        let mut fresh = cfg.init(&device);
+        crate::checkpoint::load(&mut fresh, &cfg, &sd, crate::checkpoint::Fit::Strict).unwrap();
+        fresh.valid().forward(x).into_data().assert_eq(&reference, true);
+    }
+}
