@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
 use clap::Args;
 use gateshift::data::FrameOrder;
 use gateshift::infer::{EvalOptions, Options, Predictor};
 use gateshift::io::write_atomic;
-use gateshift::model::{Arch, TemporalKind};
+use gateshift::model::{Arch, TemporalKind, cost};
 use gateshift::train::config::TrainConfig;
 use gateshift::train::run_dir::Start;
 use gateshift::train::trainer::{self, EpochMetrics};
@@ -60,6 +62,18 @@ struct Row {
     shuffled: f64,
     train_seconds: f64,
     history: Vec<EpochMetrics>,
+    cost: Cost,
+}
+
+/// What a model costs, measured on this machine by this run.
+struct Cost {
+    params: usize,
+    /// Multiply-accumulates of one clip's forward pass (`gateshift info`'s count).
+    macs: u64,
+    /// Median over the epochs of a training step's time (batch ÷ the epoch's clips/s).
+    train_ms_per_step: f64,
+    /// Median of a one-clip forward pass of the trained checkpoint, as `test` runs it.
+    infer_ms_per_clip: f64,
 }
 
 fn display(t: TemporalKind) -> &'static str {
@@ -103,7 +117,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let name = display(temporal);
         eprintln!("[2/3] training {name} on ResNet-Mini ({}/{})", k + 1, a.models.len());
         let cfg = train_config(&a, temporal, &data_dir);
-        let dir = a.out.join(name.to_lowercase());
+        // OUT/tsn, OUT/gsm, …: the module's flag name (TSN's folder keeps its label).
+        let dir = a.out.join(if temporal == TemporalKind::None { "tsn" } else { temporal.name() });
         let resume = dir.join("last.safetensors").exists();
         // A run of ours that stopped before its first epoch ended is started again.
         let ours =
@@ -116,9 +131,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
         }
         let train_seconds =
             if resume { outcome.state.history.iter().map(|m| m.seconds).sum() } else { t0.elapsed().as_secs_f64() };
-        let (normal, shuffled) = test_orders(&dir.join("last.safetensors"), &cfg)?;
+        let (p, cfg_model) = open_trained(&dir.join("last.safetensors"), &cfg)?;
+        let (normal, shuffled) = test_orders(&p, &cfg)?;
         eprintln!("      {name}: val top-1 {:.1}% (shuffled frames {:.1}%)", 100.0 * normal, 100.0 * shuffled);
-        rows.push(Row { name, temporal, normal, shuffled, train_seconds, history: outcome.state.history });
+        let cost = measure(&p, &cfg_model, a.batch_size, &outcome.state.history);
+        let history = outcome.state.history;
+        rows.push(Row { name, temporal, normal, shuffled, train_seconds, history, cost });
     }
     eprintln!("[3/3] writing the report");
     let table = report(&a, &rows, start.elapsed().as_secs_f64())?;
@@ -154,13 +172,19 @@ fn train_config(a: &DemoArgs, temporal: TemporalKind, data_dir: &Path) -> TrainC
     cfg
 }
 
-/// Val top-1 with normal and with shuffled frame order, on the run's own validation set.
-fn test_orders(checkpoint: &Path, cfg: &TrainConfig) -> Result<(f64, f64)> {
+/// The trained checkpoint, opened for inference on the run's backend, and its configuration.
+fn open_trained(checkpoint: &Path, cfg: &TrainConfig) -> Result<(Predictor, gateshift::model::ModelConfig)> {
     let device = gateshift::backend::device(&cfg.backend)?;
     let data = trainer::load_data(cfg)?;
-    let val = data.val.ok_or_else(|| anyhow::anyhow!("the demo run has no validation list"))?;
     let model_cfg = cfg.model_config(data.classes);
-    let p = Predictor::open(checkpoint, Options::default(), &device, |_| Ok(model_cfg))?;
+    let p = Predictor::open(checkpoint, Options::default(), &device, |_| Ok(model_cfg.clone()))?;
+    Ok((p, model_cfg))
+}
+
+/// Val top-1 with normal and with shuffled frame order, on the run's own validation set.
+fn test_orders(p: &Predictor, cfg: &TrainConfig) -> Result<(f64, f64)> {
+    let data = trainer::load_data(cfg)?;
+    let val = data.val.ok_or_else(|| anyhow::anyhow!("the demo run has no validation list"))?;
     let mut out = [0.0; 2];
     for (i, order) in [FrameOrder::Normal, FrameOrder::Shuffle].into_iter().enumerate() {
         let mut ds = (*val).clone();
@@ -171,18 +195,52 @@ fn test_orders(checkpoint: &Path, cfg: &TrainConfig) -> Result<(f64, f64)> {
     Ok((out[0], out[1]))
 }
 
+/// Parameters and MACs of the model, its training step's time from the run's epochs, and a
+/// one-clip forward pass timed here (one warm-up, then the median of five).
+fn measure(p: &Predictor, cfg: &gateshift::model::ModelConfig, batch: usize, history: &[EpochMetrics]) -> Cost {
+    let size = p.input_sizes(None, None).map_or(48, |(input, _)| input as usize);
+    let x = Tensor::<4>::zeros([1, 3 * cfg.segments, size, size], &p.device);
+    // Counted as `gateshift info` counts them: the model as configured, BN not folded.
+    let fresh = cfg.init(&Device::flex()).valid();
+    let (_, stages) = cost::record(|| fresh.forward(Tensor::zeros([1, 3 * cfg.segments, size, size], &Device::flex())));
+    let time = || {
+        let t0 = Instant::now();
+        let _ = p.model.forward(x.clone()).into_data();
+        t0.elapsed().as_secs_f64() * 1e3
+    };
+    time();
+    let steps: Vec<f64> =
+        history.iter().filter(|m| m.clips_per_s > 0.0).map(|m| 1e3 * batch as f64 / m.clips_per_s).collect();
+    Cost {
+        params: gateshift::train::optim::learnable_params(&fresh),
+        macs: stages.iter().map(|(_, m)| m).sum(),
+        train_ms_per_step: median(steps),
+        infer_ms_per_clip: median((0..5).map(|_| time()).collect()),
+    }
+}
+
+/// The median of `v` (NaN when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn report(a: &DemoArgs, rows: &[Row], seconds: f64) -> Result<String> {
     let mut table = String::from(
-        "| model | temporal module | val top-1 | val top-1, shuffled frames | drop | training time |\n|---|---|---|---|---|---|\n",
+        "| model | temporal module | val top-1 | val top-1, shuffled frames | drop | parameters | MMACs/clip | train ms/step | infer ms/clip | training time |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         table.push_str(&format!(
-            "| {} ResNet-Mini | {} | {:.1}% | {:.1}% | {:.1} pts | {:.0} s |\n",
+            "| {} ResNet-Mini | {} | {:.1}% | {:.1}% | {:.1} pts | {} | {:.1} | {:.0} | {:.1} | {:.0} s |\n",
             r.name,
             r.temporal.name(),
             100.0 * r.normal,
             100.0 * r.shuffled,
             100.0 * (r.normal - r.shuffled),
+            r.cost.params,
+            r.cost.macs as f64 / 1e6,
+            r.cost.train_ms_per_step,
+            r.cost.infer_ms_per_clip,
             r.train_seconds
         ));
     }
@@ -197,7 +255,10 @@ fn report(a: &DemoArgs, rows: &[Row], seconds: f64) -> Result<String> {
          Recipe: ResNet-Mini from scratch, 8 segments, {} epochs, SGD lr {} (cosine, no warm-up), momentum 0.9,\n\
          weight decay 5e-4, no dropout, batch {}, gradient clip 20, multi-scale crop + flip (flip swaps the\n\
          mirrored pairs), backend {}, seed {}.\n\n{table}\n\
-         Shuffled frames: the same clips with their 8 frames in a random order (`test --frame-order shuffle`).\n\n\
+         Shuffled frames: the same clips with their 8 frames in a random order (`test --frame-order shuffle`).\n\
+         Costs measured by this run on this machine: MACs of one clip's forward pass (`gateshift info`), a\n\
+         training step's median time over the epochs (batch ÷ clips/s, data loading included), and a one-clip\n\
+         forward pass of the trained checkpoint (median of five).\n\n\
          ![training curves](curves.png)\n\nTotal time: {:.0} s.\n",
         2 * a.pairs,
         a.pairs,
