@@ -3,10 +3,11 @@
 virtualenv (torch, torchvision, numpy, safetensors), never as a project dependency:
 
     python3 -m venv /tmp/tv && /tmp/tv/bin/pip install torch==2.11.0 torchvision==0.26.0 numpy safetensors
-    /tmp/tv/bin/python scripts/official_fixtures.py GSM_REPO TSM_REPO GSF_REPO tests/fixtures
+    /tmp/tv/bin/python scripts/official_fixtures.py GSM_REPO TSM_REPO GSF_REPO GST_REPO tests/fixtures [NAME…]
 
-where the repositories are checkouts of swathikirans/GSM, mit-han-lab/temporal-shift-module
-and swathikirans/GSF. It writes:
+where the repositories are checkouts of swathikirans/GSM, mit-han-lab/temporal-shift-module,
+swathikirans/GSF and chenxuluo/GST-video; NAMEs (gsm, tsm, gsf, gst) make only those
+fixtures. It writes:
 
 - `gsm_module_t16.safetensors`, `gsm_module_t5.safetensors`: one official `gsmModule` (gsm.py)
   with T = 16 and T = 5, laid out as ../shared/fixtures/gsm_module.safetensors (input, parameters,
@@ -14,7 +15,9 @@ and swathikirans/GSF. It writes:
   metadata C/H/W/T/B.
 - `tsm_resnet101_official.safetensors`: the official TSM `TSN(…, 'resnet101', is_shift=True,
   shift_place='blockres')`; `gsf_resnet50_official.safetensors`: torchvision ResNet-50 with
-  the official GSF module after each bottleneck's conv3 (25%), as the GSF code places it.
+  the official GSF module after each bottleneck's conv3 (25%), as the GSF code places it;
+  `gst_resnet50_official.safetensors`: the official GST `TemporalModel(…, 'GST', 'resnet50',
+  alpha=4, beta=2)`, its fixed `AvgPool2d(7)` (global at 224²) made global at any size.
   Whole models are too large to commit, so their weights come from a generator both sides
   implement (`values` below, `tests/common/weights.rs`): the fixture holds the checkpoint's
   key list and shapes (metadata `keys`), the BN running statistics calibrated on random input
@@ -161,6 +164,20 @@ def gsf_resnet50(gsf_repo, out):
                         "model_state_dict")
 
 
+def gst_resnet50(gst_repo, out):
+    sys.path.insert(0, gst_repo)
+    for name in ("models", "transforms", "GST"):
+        sys.modules.pop(name, None)
+    import GST
+    import models as gst_models
+
+    # The official resnet50() downloads the ImageNet weights; the fixture's are generated.
+    GST.resnet50 = lambda alpha, beta, **kw: GST.ResNet(GST.Bottleneck, [3, 4, 6, 3], alpha, beta, **kw)
+    model = gst_models.TemporalModel(10, 8, "GST", "resnet50", alpha=4, beta=2, dropout=0.3)
+    model.base_model.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+    whole_model_fixture(f"{out}/gst_resnet50_official.safetensors", model, "module.", (1, 24, 64, 64), "state_dict")
+
+
 def gsm_module(gsm_repo, out, t):
     sys.path.insert(0, gsm_repo)
     import gsm as official
@@ -204,7 +221,12 @@ def gsm_module(gsm_repo, out, t):
 
 
 def main():
-    gsm_repo, tsm_repo, gsf_repo, out = sys.argv[1:5]
+    gsm_repo, tsm_repo, gsf_repo, gst_repo, out = sys.argv[1:6]
+    only = set(sys.argv[6:])
+
+    def want(name):
+        return not only or name in only
+
     os.makedirs(out, exist_ok=True)
     # `ops` is TSM's: imported first, as the GSM and GSF repositories have an `ops` of their own.
     sys.path.insert(0, tsm_repo)
@@ -213,10 +235,15 @@ def main():
 
     TSM.update(TSN=TSN, TemporalShift=TemporalShift)
     torch.set_num_threads(2)
-    for t in (16, 5):
-        gsm_module(gsm_repo, out, t)
-    tsm_resnet101(out)
-    gsf_resnet50(gsf_repo, out)
+    if want("gsm"):
+        for t in (16, 5):
+            gsm_module(gsm_repo, out, t)
+    if want("tsm"):
+        tsm_resnet101(out)
+    if want("gsf"):
+        gsf_resnet50(gsf_repo, out)
+    if want("gst"):
+        gst_resnet50(gst_repo, out)
 
 
 if __name__ == "__main__":

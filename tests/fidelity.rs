@@ -134,6 +134,17 @@ fn official_gsf_checkpoint_loads_and_gives_the_official_logits() {
     check_official("GSF ResNet-50", "gsf_resnet50_official.safetensors", &logits(&dir), &reference);
 }
 
+/// GST (`chenxuluo/GST-video`'s `TemporalModel(…, 'GST', 'resnet50', alpha=4, beta=2)`):
+/// its checkpoint — every convolution a `Conv3d` of temporal size 1, the spatio-temporal half
+/// `Tconv` — loads as is (the module found from the keys) and gives the official logits.
+#[test]
+fn official_gst_checkpoint_loads_and_gives_the_official_logits() {
+    let dir = common::tmp("gst50");
+    let (ckpt, input, reference) = official_checkpoint("gst_resnet50_official.safetensors", &dir, &|k| k.into());
+    ok(forward(&ckpt, &input, &dir, &["--arch", "resnet50"]));
+    check_official("GST ResNet-50", "gst_resnet50_official.safetensors", &logits(&dir), &reference);
+}
+
 // ---------- ImageNet backbones as published ----------
 
 /// A backbone file as published: our model's backbone tensors under their official names

@@ -159,10 +159,32 @@ pub fn parameter_shapes<M: Module>(model: &M, variants: bool) -> BTreeMap<String
 /// Tensors by model path, and the file key of each model path.
 type ByPath = (Vec<(String, TensorData)>, BTreeMap<String, String>);
 
-/// The file's tensors by model path, as float32, and the file key each came from; a leading dimension of 1 the model does not
-/// have is dropped (the Caffe-converted BN-Inception and InceptionV3 ImageNet files store BN
-/// statistics as (1, C): the official code squeezes dimension 0 of every tensor).
-fn by_model_path(sd: &StateDict, cfg: &ModelConfig, shapes: &BTreeMap<String, Vec<usize>>) -> Result<ByPath> {
+/// Whether `file` is `model` with one more dimension, of size 1: the Caffe-converted
+/// BN-Inception and InceptionV3 ImageNet files store BN statistics as (1, C) (the official
+/// code squeezes dimension 0 of every tensor); GST's code builds every 2D convolution as a
+/// `Conv3d` of temporal size 1, (O, I, 1, kh, kw).
+fn drops_to(file: &[usize], model: &[usize]) -> bool {
+    file.len() == model.len() + 1
+        && (0..file.len()).any(|d| file[d] == 1 && file[..d] == model[..d] && file[d + 1..] == model[d..])
+}
+
+/// A 2D network's 3×3 convolution loaded into GST's narrower spatial half: its first output
+/// and input channels, as the official `resnet50()` slices the ImageNet weights
+/// (`w[:n_out // alpha * (alpha - 1), :n_in // beta]`); `None` where `file` is not such a
+/// superset of `model`'s shape.
+fn gst_share(file: &TensorData, model: &[usize]) -> Option<TensorData> {
+    let f = file.shape();
+    let fits = f.len() == 4 && model.len() == 4 && f[2..] == model[2..] && f[0] >= model[0] && f[1] >= model[1];
+    if !fits || f[..] == model[..] {
+        return None;
+    }
+    let t = Tensor::<4>::from_data(file.clone(), &burn::tensor::Device::flex());
+    Some(t.slice([0..model[0], 0..model[1], 0..model[2], 0..model[3]]).into_data())
+}
+
+/// The file's tensors by model path, as float32, and the file key each came from; a
+/// dimension of 1 the model does not have is dropped ([`drops_to`]).
+fn by_model_path(sd: &StateDict, cfg: &ModelConfig, shapes: &BTreeMap<String, Vec<usize>>, fit: Fit) -> Result<ByPath> {
     let mut sources: BTreeMap<String, String> = BTreeMap::new();
     let mut out = Vec::new();
     for (key, data) in &sd.tensors {
@@ -176,11 +198,16 @@ fn by_model_path(sd: &StateDict, cfg: &ModelConfig, shapes: &BTreeMap<String, Ve
         }
         let mut data = if data.dtype() == DType::F32 { data.clone() } else { data.clone().convert::<f32>() };
         if let Some(expected) = shapes.get(&internal)
-            && data.shape().len() == expected.len() + 1
-            && data.shape()[0] == 1
-            && data.shape()[1..] == expected[..]
+            && drops_to(data.shape(), expected)
         {
             data = TensorData::new(data.try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?, expected.clone());
+        }
+        if fit != Fit::Strict
+            && cfg.temporal == TemporalKind::Gst
+            && let Some(expected) = shapes.get(&internal)
+            && let Some(part) = gst_share(&data, expected)
+        {
+            data = part;
         }
         out.push((internal, data));
     }
@@ -212,7 +239,7 @@ fn shift_layout_mismatches(sd: &StateDict, cfg: &ModelConfig) -> Vec<String> {
 /// Loads `sd` into `model` as `fit` says; every problem is named.
 pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, fit: Fit) -> Result<LoadReport> {
     let shapes = parameter_shapes(&*model, false);
-    let (tensors, sources) = by_model_path(sd, cfg, &shapes)?;
+    let (tensors, sources) = by_model_path(sd, cfg, &shapes, fit)?;
     let packs = tensors.into_iter().map(|(path, data)| bridge::from_data(data, path, None)).collect();
     let result = model.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), true);
     let official = |p: &str| names::to_official(cfg.arch, cfg.temporal, cfg.shift_place, p);
@@ -285,4 +312,34 @@ pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, fit: Fit)
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A singleton dimension the model lacks is dropped wherever it is; nothing else.
+    #[test]
+    fn singleton_dimensions_drop_only_where_they_are_extra() {
+        assert!(drops_to(&[1, 64], &[64]));
+        assert!(drops_to(&[64, 3, 1, 7, 7], &[64, 3, 7, 7]));
+        assert!(!drops_to(&[64, 3, 2, 7, 7], &[64, 3, 7, 7]));
+        assert!(!drops_to(&[64, 3, 7, 7], &[64, 3, 7, 7]));
+        assert!(!drops_to(&[1, 32], &[64]));
+    }
+
+    /// GST's spatial half takes the ImageNet 3×3's first channels; equal or unrelated shapes
+    /// are left to the shape check.
+    #[test]
+    fn gst_takes_the_first_channels_of_a_wider_convolution() {
+        let values: Vec<f32> = (0..4 * 4 * 9).map(|v| v as f32).collect();
+        let file = TensorData::new(values, [4, 4, 3, 3]);
+        let part = gst_share(&file, &[3, 2, 3, 3]).unwrap();
+        assert_eq!(part.shape().to_vec(), [3, 2, 3, 3]);
+        let v = part.try_to_vec::<f32>().unwrap();
+        assert_eq!((v[0], v[9], v[18]), (0.0, 9.0, 36.0));
+        assert!(gst_share(&file, &[4, 4, 3, 3]).is_none());
+        assert!(gst_share(&file, &[3, 2, 1, 1]).is_none());
+        assert!(gst_share(&file, &[5, 2, 3, 3]).is_none());
+    }
 }

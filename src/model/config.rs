@@ -49,6 +49,23 @@ pub struct ModelConfig {
     #[serde(default)]
     #[arg(long)]
     pub gsf_ratio: Option<usize>,
+    /// GST: 1/gst_alpha of each split 3×3 convolution's outputs come from its spatio-temporal
+    /// (3×3×3) half (the official `--alpha`).
+    #[serde(default = "default_gst_alpha")]
+    #[arg(long, default_value_t = default_gst_alpha())]
+    pub gst_alpha: usize,
+    /// GST: 2 gives each half its own half of the input channels, 1 all of them (GST-Large;
+    /// the official `--beta`).
+    #[serde(default = "default_gst_beta")]
+    #[arg(long, default_value_t = default_gst_beta())]
+    pub gst_beta: usize,
+}
+
+fn default_gst_alpha() -> usize {
+    4
+}
+fn default_gst_beta() -> usize {
+    2
 }
 
 fn default_dropout() -> f64 {
@@ -77,6 +94,8 @@ impl ModelConfig {
             shift_div: default_shift_div(),
             shift_place: ShiftPlace::Blockres,
             gsf_ratio: None,
+            gst_alpha: default_gst_alpha(),
+            gst_beta: default_gst_beta(),
         }
     }
 
@@ -99,9 +118,32 @@ impl ModelConfig {
                 anyhow::bail!("--gsf-ratio must be a percentage in 1..=100, got {r}");
             }
         }
+        if self.temporal == TemporalKind::Gst {
+            self.check_gst()?;
+        }
         if self.temporal == TemporalKind::Tsm && self.shift_div < 2 {
             // 1/shift_div of the channels shift each way, so at most half may.
             anyhow::bail!("--shift-div must be at least 2, got {}", self.shift_div);
+        }
+        Ok(())
+    }
+
+    /// GST splits a ResNet block's 3×3 convolution: other backbones have none to split, and
+    /// every unit's outputs (multiples of the stage-1 width) must divide by α.
+    fn check_gst(&self) -> anyhow::Result<()> {
+        let width = match self.arch {
+            crate::model::Arch::ResnetMini => crate::model::backbone::resnet::MINI_WIDTH,
+            a if a.resnet_depth().is_some() => 64,
+            a => anyhow::bail!(
+                "--temporal gst splits a ResNet block's 3×3 convolution; --arch {} has none (use a resnet)",
+                a.name()
+            ),
+        };
+        if !(2..=width).contains(&self.gst_alpha) || !width.is_multiple_of(self.gst_alpha) {
+            anyhow::bail!("--gst-alpha must divide {width} and be at least 2, got {}", self.gst_alpha);
+        }
+        if !matches!(self.gst_beta, 1 | 2) {
+            anyhow::bail!("--gst-beta must be 1 or 2, got {}", self.gst_beta);
         }
         Ok(())
     }
@@ -118,7 +160,12 @@ impl ModelConfig {
 
     /// The temporal modules' hyper-parameters, defaults resolved.
     pub fn temporal_opts(&self) -> TemporalOpts {
-        TemporalOpts { shift_div: self.shift_div, gsf_ratio: self.gsf_ratio.unwrap_or(self.arch.gsf_ratio()) }
+        TemporalOpts {
+            shift_div: self.shift_div,
+            gsf_ratio: self.gsf_ratio.unwrap_or(self.arch.gsf_ratio()),
+            gst_alpha: self.gst_alpha,
+            gst_beta: self.gst_beta,
+        }
     }
 
     pub fn init(&self, device: &Device) -> Recognizer {

@@ -239,7 +239,7 @@ mod tests {
     /// stem at 224² input, halved by every earlier block's depthwise stride.
     #[test]
     fn lite0_places_are_the_models() {
-        let opts = TemporalOpts { shift_div: 8, gsf_ratio: 100 };
+        let opts = TemporalOpts { shift_div: 8, gsf_ratio: 100, ..TemporalOpts::default() };
         let m = EfficientNet::new(Lite::Lite0, TemporalKind::Gsm, 8, opts, &Device::flex());
         let mut side = 224 / m.conv_stem.stride;
         let mut built = Vec::new();

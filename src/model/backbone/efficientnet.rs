@@ -271,7 +271,7 @@ mod tests {
             Lite::Lite0,
             TemporalKind::None,
             8,
-            TemporalOpts { shift_div: 8, gsf_ratio: 100 },
+            TemporalOpts { shift_div: 8, gsf_ratio: 100, ..TemporalOpts::default() },
             &Device::flex(),
         );
         assert_eq!(m.blocks.len(), 16);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::cost;
 use crate::model::layers::{BatchNorm, ConvSpec, conv_bn, conv_bn_add_relu, conv_bn_relu, conv2d, shift_conv_bn_relu};
-use crate::model::temporal::{Place, Temporal, TemporalKind, TemporalOpts};
+use crate::model::temporal::{Gst, Place, Temporal, TemporalKind, TemporalOpts, gst};
 use crate::ops::pool;
 
 /// Where TSM's shift goes in a residual block.
@@ -51,13 +51,22 @@ pub struct Block {
     pub shift_block: bool,
 }
 
+/// ReLU(BN(conv(x))) with the temporal module `t` sitting in the unit: between the conv and
+/// its BN, or (GST) as the spatio-temporal half of the convolution.
+fn unit_with(t: &Temporal, conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    match t {
+        Temporal::Gst(g) => bn.forward_clamp(g.forward_split(conv, x), f32::INFINITY),
+        t => t.forward_unit(conv2d(conv, x), bn, f32::INFINITY),
+    }
+}
+
 impl Block {
     /// Which convolution's unit the temporal module sits in, between the conv and its BN: 1
     /// (`conv1`: GSM; (2+1)D in basic blocks) or 2 (`conv2`, the bottleneck's 3×3: (2+1)D).
     fn unit_of_temporal(&self) -> Option<usize> {
         match self.temporal.as_ref()?.spec().place {
             Place::AfterConv => Some(1),
-            Place::AfterSpatialConv => Some(if self.conv3.is_some() { 2 } else { 1 }),
+            Place::AfterSpatialConv | Place::SplitsSpatialConv => Some(if self.conv3.is_some() { 2 } else { 1 }),
             _ => None,
         }
     }
@@ -74,14 +83,12 @@ impl Block {
             // it through the shift).
             (Some(Temporal::Tsm(t)), _, false) => shift_conv_bn_relu(t, &self.conv1, &self.bn1, x.clone()),
             (Some(t), Some(Place::Shift), false) => conv_bn_relu(&self.conv1, &self.bn1, t.forward(x.clone())),
-            (Some(t), _, _) if unit == Some(1) => {
-                t.forward_unit(conv2d(&self.conv1, x.clone()), &self.bn1, f32::INFINITY)
-            }
+            (Some(t), _, _) if unit == Some(1) => unit_with(t, &self.conv1, &self.bn1, x.clone()),
             _ => conv_bn_relu(&self.conv1, &self.bn1, x.clone()),
         };
         let (last_conv, last_bn, y) = match (&self.conv3, &self.bn3, &self.temporal) {
             (Some(conv3), Some(bn3), Some(t)) if unit == Some(2) => {
-                (conv3, bn3, t.forward_unit(conv2d(&self.conv2, y), &self.bn2, f32::INFINITY))
+                (conv3, bn3, unit_with(t, &self.conv2, &self.bn2, y))
             }
             (Some(conv3), Some(bn3), _) => (conv3, bn3, conv_bn_relu(&self.conv2, &self.bn2, y)),
             _ => (&self.conv2, &self.bn2, y),
@@ -233,7 +240,7 @@ impl ResNet {
                         conv: ConvSpec::new(cin, cout, 1, s, 0).no_bias().init(device),
                         bn: BatchNorm::new(cout, device),
                     });
-                    let (conv1, conv2, conv3) = if bottleneck {
+                    let (mut conv1, mut conv2, conv3) = if bottleneck {
                         (
                             ConvSpec::new(cin, planes, 1, 1, 0),
                             ConvSpec::new(planes, planes, 3, s, 1),
@@ -246,6 +253,16 @@ impl ResNet {
                         Some(Place::Shift) if !i.is_multiple_of(round) => None,
                         Some(Place::Shift) => temporal.build(cin, segments, opts, device),
                         Some(Place::AfterLastConv) if bottleneck => temporal.build(cout, segments, opts, device),
+                        Some(Place::SplitsSpatialConv) => {
+                            // GST: the 3×3 unit keeps its spatial share; the module is the rest.
+                            let unit = if bottleneck { &mut conv2 } else { &mut conv1 };
+                            let mut gst = Gst::new(unit.cin, unit.cout, segments, opts, device);
+                            gst.stride = s;
+                            let [spatial_in, spatial_out, ..] =
+                                gst::split(unit.cin, unit.cout, opts.gst_alpha, opts.gst_beta);
+                            (unit.cin, unit.cout) = (spatial_in, spatial_out);
+                            Some(Temporal::Gst(gst))
+                        }
                         _ => temporal.build(planes, segments, opts, device),
                     };
                     cin = cout;

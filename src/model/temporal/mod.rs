@@ -100,6 +100,9 @@ temporal_modules! {
     /// MFNet: fixed motion filters (next frame shifted in five directions minus this one),
     /// added back with learned per-channel weights that start at zero.
     Mfnet(mfnet::MotionFilter),
+    /// GST: a ResNet block's 3×3 convolution split into a spatial and a 3×3×3
+    /// spatio-temporal path by channel groups (α = 4, β = 2 as the official code).
+    Gst(gst::Gst),
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ pub enum Place {
     /// As `AfterConv`, except in ResNet bottlenecks: on the 3×3 convolution, before its BN
     /// ((2+1)D's temporal convolution follows the spatial one).
     AfterSpatialConv,
+    /// Half of a ResNet block's split 3×3 convolution (GST): the module's `forward` is the
+    /// spatio-temporal half, which the block concatenates with its own, narrower spatial
+    /// convolution. ResNets only (`ModelConfig::check`).
+    SplitsSpatialConv,
 }
 
 /// What the backbones, the checkpoint names and the commands know of a temporal module.
@@ -34,7 +38,8 @@ pub struct Spec {
     pub place: Place,
 }
 
-/// A temporal module: `(batch·segments, C, H, W)` → the same shape, mixing the segments.
+/// A temporal module: `(batch·segments, C, H, W)` → the same shape, mixing the segments
+/// (GST's, half of a split convolution, gives its share of the unit's output channels).
 pub trait TemporalModule: Module {
     const SPEC: Spec;
     /// The module for a feature map of `channels` channels and `segments` frames per clip.
@@ -57,6 +62,17 @@ pub struct TemporalOpts {
     pub shift_div: usize,
     /// GSF: percentage of the channels gated (the official `gsf_ch_ratio`).
     pub gsf_ratio: usize,
+    /// GST: 1/`gst_alpha` of a split unit's output channels come from the spatio-temporal half.
+    pub gst_alpha: usize,
+    /// GST: 2 splits the unit's input channels between the halves, 1 gives both all of them.
+    pub gst_beta: usize,
+}
+
+/// The official defaults: TSM 1/8 each way, GSF 25% (its ResNet default), GST α = 4, β = 2.
+impl Default for TemporalOpts {
+    fn default() -> Self {
+        Self { shift_div: 8, gsf_ratio: 25, gst_alpha: 4, gst_beta: 2 }
+    }
 }
 
 /// `x` shifted one step to the past along `dim` (frame t takes frame t+1), zero at the end.

@@ -73,7 +73,7 @@ impl ModuleMapper for ToAutodiff {
 pub(crate) fn check_gradients<M: TemporalModule>(m: M, dims: [usize; 4]) {
     let flex = Device::flex();
     let x0 = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &flex);
-    let r = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &flex);
+    let r = Tensor::<4>::random(m.forward(x0.clone()).dims(), Distribution::Normal(0.0, 1.0), &flex);
     let loss = |m: &M, x: Tensor<4>| -> f64 { (m.forward(x) * r.clone()).sum().into_scalar::<f32>() as f64 };
     let ad = m.clone().map(&mut ToAutodiff(flex.clone().autodiff()));
     let x = Tensor::<4>::from_data(x0.to_data(), &flex.clone().autodiff()).require_grad();
@@ -112,12 +112,26 @@ pub(crate) fn check_gradients<M: TemporalModule>(m: M, dims: [usize; 4]) {
 /// unfolded model gives; through a checkpoint (its tensors named by one of `names`) and back,
 /// strictly.
 pub(crate) fn sits_in_every_backbone(kind: TemporalKind, names: &[&str]) {
-    use crate::model::{Arch, ModelConfig};
+    use crate::model::Arch;
+    sits_in(kind, names, &[Arch::ResnetMini, Arch::Resnet50, Arch::BnInception, Arch::EfficientnetLite0]);
+}
+
+/// [`sits_in_every_backbone`] on the backbones `archs` (on a thread with a main thread's
+/// stack: deep backbones' graphs are dropped recursively).
+pub(crate) fn sits_in(kind: TemporalKind, names: &[&str], archs: &[crate::model::Arch]) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let archs = archs.to_vec();
+    let run = move || sits_in_here(kind, &names, &archs);
+    std::thread::Builder::new().stack_size(16 << 20).spawn(run).unwrap().join().unwrap();
+}
+
+fn sits_in_here(kind: TemporalKind, names: &[String], archs: &[crate::model::Arch]) {
+    use crate::model::ModelConfig;
     let device = Device::flex();
-    for (arch, size) in
-        [(Arch::ResnetMini, 48), (Arch::Resnet50, 48), (Arch::BnInception, 64), (Arch::EfficientnetLite0, 48)]
-    {
+    for &arch in archs {
+        let size = if arch == crate::model::Arch::BnInception { 64 } else { 48 };
         let cfg = ModelConfig::new(arch, kind, 2, 5);
+        cfg.check().unwrap();
         let model = cfg.init(&device.clone().autodiff());
         let x = Tensor::<4>::random([1, 6, size, size], Distribution::Normal(0.0, 1.0), &device);
         let _ = model.forward(Tensor::from_data(x.to_data(), &device.clone().autodiff()));
