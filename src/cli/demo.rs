@@ -151,6 +151,9 @@ fn train_config(a: &DemoArgs, temporal: TemporalKind, data_dir: &Path) -> TrainC
     cfg.model.net.arch = Arch::ResnetMini;
     cfg.model.net.temporal = temporal;
     cfg.model.net.segments = 8;
+    // From scratch: the modules that can start as the identity start off it (an exact
+    // identity is a saddle they barely leave, `TemporalInit`).
+    cfg.model.net.temporal_init = gateshift::model::temporal::TemporalInit::Perturbed;
     // From scratch on a small dataset: no dropout, no warm-up (both slow the start).
     cfg.model.net.dropout = 0.0;
     cfg.data.train_list = data_dir.join("train.txt");

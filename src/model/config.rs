@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::backbone::{Arch, Backbone, ShiftPlace};
 use crate::model::recognizer::Recognizer;
-use crate::model::temporal::{TemporalKind, TemporalOpts};
+use crate::model::temporal::{TemporalInit, TemporalKind, TemporalOpts};
 
 /// Everything needed to build a recognizer, in one place: the `[model]` section of a run's
 /// configuration (`train::config`), the `gateshift.model` record beside a checkpoint's weights
@@ -59,6 +59,11 @@ pub struct ModelConfig {
     #[serde(default = "default_gst_beta")]
     #[arg(long, default_value_t = default_gst_beta())]
     pub gst_beta: usize,
+    /// CSN, (2+1)D, MFNet: start as the exact identity (for a pretrained backbone) or the
+    /// identity plus noise (from scratch, which an exact identity traps).
+    #[serde(default)]
+    #[arg(long, value_enum, default_value_t = TemporalInit::Identity)]
+    pub temporal_init: TemporalInit,
 }
 
 fn default_gst_alpha() -> usize {
@@ -96,6 +101,7 @@ impl ModelConfig {
             gsf_ratio: None,
             gst_alpha: default_gst_alpha(),
             gst_beta: default_gst_beta(),
+            temporal_init: TemporalInit::Identity,
         }
     }
 
@@ -165,6 +171,7 @@ impl ModelConfig {
             gsf_ratio: self.gsf_ratio.unwrap_or(self.arch.gsf_ratio()),
             gst_alpha: self.gst_alpha,
             gst_beta: self.gst_beta,
+            init: self.temporal_init,
         }
     }
 

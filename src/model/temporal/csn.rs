@@ -9,9 +9,9 @@
 //! unchanged. It sits where GSM does (between a branch's first convolution and its BN).
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 
-use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
+use super::module::{PERTURBATION, Place, Spec, TemporalInit, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
 
 /// The temporal convolution on a feature map of `weight.dims()[0]` channels.
@@ -25,8 +25,17 @@ pub struct ChannelSeparated {
 impl ChannelSeparated {
     /// The identity: every channel's centre tap 1, the others 0.
     pub fn new(channels: usize, num_segments: usize, device: &Device) -> Self {
+        Self::with_init(channels, num_segments, TemporalInit::Identity, device)
+    }
+
+    /// The identity, or ([`TemporalInit::Perturbed`]) with side taps drawn from N(0, 0.3).
+    pub fn with_init(channels: usize, num_segments: usize, init: TemporalInit, device: &Device) -> Self {
         let centre = Tensor::<2>::ones([channels, 1], device);
-        let weight = Tensor::cat(vec![centre.zeros_like(), centre.clone(), centre.zeros_like()], 1);
+        let side = || match init {
+            TemporalInit::Identity => centre.zeros_like(),
+            TemporalInit::Perturbed => Tensor::random([channels, 1], Distribution::Normal(0.0, PERTURBATION), device),
+        };
+        let weight = Tensor::cat(vec![side(), centre.clone(), side()], 1);
         Self { weight: Param::from_tensor(weight), num_segments }
     }
 
@@ -50,8 +59,8 @@ impl ChannelSeparated {
 impl TemporalModule for ChannelSeparated {
     const SPEC: Spec = Spec { name: "csn", label: "CSN", official: Some("csn"), place: Place::AfterConv };
 
-    fn build(channels: usize, segments: usize, _: TemporalOpts, device: &Device) -> Self {
-        ChannelSeparated::new(channels, segments, device)
+    fn build(channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
+        ChannelSeparated::with_init(channels, segments, opts.init, device)
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -61,7 +70,7 @@ impl TemporalModule for ChannelSeparated {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Distribution, TensorData, Tolerance};
+    use burn::tensor::{TensorData, Tolerance};
 
     use super::*;
     use crate::model::temporal::tests::{check_gradients, check_identity, sits_in_every_backbone};

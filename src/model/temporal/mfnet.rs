@@ -11,9 +11,9 @@
 //! It sits where GSM does (between a branch's first convolution and its BN).
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 
-use super::module::{Place, Spec, TemporalModule, TemporalOpts};
+use super::module::{PERTURBATION, Place, Spec, TemporalInit, TemporalModule, TemporalOpts};
 use crate::model::cost;
 
 /// The directions of the fixed filters, (dy, dx): the next frame's feature at (h + dy, w + dx)
@@ -57,7 +57,16 @@ fn shifted(x: Tensor<5>, (dy, dx): (isize, isize)) -> Tensor<5> {
 impl MotionFilter {
     /// No motion at the start: every α zero.
     pub fn new(channels: usize, num_segments: usize, device: &Device) -> Self {
-        Self { alpha: Param::from_tensor(Tensor::zeros([channels], device)), num_segments }
+        Self::with_init(channels, num_segments, TemporalInit::Identity, device)
+    }
+
+    /// No motion, or ([`TemporalInit::Perturbed`]) α drawn from N(0, 0.3).
+    pub fn with_init(channels: usize, num_segments: usize, init: TemporalInit, device: &Device) -> Self {
+        let alpha = match init {
+            TemporalInit::Identity => Tensor::zeros([channels], device),
+            TemporalInit::Perturbed => Tensor::random([channels], Distribution::Normal(0.0, PERTURBATION), device),
+        };
+        Self { alpha: Param::from_tensor(alpha), num_segments }
     }
 
     /// The motion features `m`, `(batch, segments, C, H, W)`.
@@ -99,8 +108,8 @@ impl MotionFilter {
 impl TemporalModule for MotionFilter {
     const SPEC: Spec = Spec { name: "mfnet", label: "MFNet", official: Some("mfnet"), place: Place::AfterConv };
 
-    fn build(channels: usize, segments: usize, _: TemporalOpts, device: &Device) -> Self {
-        MotionFilter::new(channels, segments, device)
+    fn build(channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
+        MotionFilter::with_init(channels, segments, opts.init, device)
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -110,7 +119,7 @@ impl TemporalModule for MotionFilter {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Distribution, TensorData, Tolerance};
+    use burn::tensor::{TensorData, Tolerance};
 
     use super::*;
     use crate::model::temporal::tests::{check_gradients, check_identity, sits_in_every_backbone};

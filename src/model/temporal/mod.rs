@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::batch_norm::BatchNorm;
-pub use module::{Place, Spec, TemporalModule, TemporalOpts};
+pub use module::{PERTURBATION, Place, Spec, TemporalInit, TemporalModule, TemporalOpts};
 
 /// The registry: `TemporalKind` (flags, configs, metadata) and `Temporal` (the module in a
 /// backbone) from one list of modules, each delegating to its file's [`TemporalModule`].

@@ -12,9 +12,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 
-use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
+use super::module::{PERTURBATION, Place, Spec, TemporalInit, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
 
 /// The temporal convolution on a feature map of C channels, as a 1×1 convolution of the three
@@ -29,9 +29,20 @@ pub struct R2Plus1d {
 impl R2Plus1d {
     /// The identity: `W₁ = I`, the other taps zero.
     pub fn new(channels: usize, num_segments: usize, device: &Device) -> Self {
+        Self::with_init(channels, num_segments, TemporalInit::Identity, device)
+    }
+
+    /// The identity, or ([`TemporalInit::Perturbed`]) with `W₀`, `W₂` drawn from
+    /// N(0, 0.3/√C): each output's side contribution then has 0.3 of the identity's scale.
+    pub fn with_init(channels: usize, num_segments: usize, init: TemporalInit, device: &Device) -> Self {
         let mut conv = Conv2dConfig::new([3 * channels, channels], [1, 1]).with_bias(false).init(device);
         let eye = Tensor::<2>::eye(channels, device);
-        let weight = Tensor::cat(vec![eye.zeros_like(), eye.clone(), eye.zeros_like()], 1);
+        let std = PERTURBATION / (channels as f64).sqrt();
+        let side = || match init {
+            TemporalInit::Identity => eye.zeros_like(),
+            TemporalInit::Perturbed => Tensor::random([channels, channels], Distribution::Normal(0.0, std), device),
+        };
+        let weight = Tensor::cat(vec![side(), eye.clone(), side()], 1);
         conv.weight = Param::from_tensor(weight.reshape([channels, 3 * channels, 1, 1]));
         Self { conv, num_segments }
     }
@@ -55,8 +66,8 @@ impl R2Plus1d {
 impl TemporalModule for R2Plus1d {
     const SPEC: Spec = Spec { name: "r2plus1d", label: "(2+1)D", official: Some("r2plus1d"), place: Place::AfterSpatialConv };
 
-    fn build(channels: usize, segments: usize, _: TemporalOpts, device: &Device) -> Self {
-        R2Plus1d::new(channels, segments, device)
+    fn build(channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
+        R2Plus1d::with_init(channels, segments, opts.init, device)
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -66,7 +77,7 @@ impl TemporalModule for R2Plus1d {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Distribution, TensorData, Tolerance};
+    use burn::tensor::{TensorData, Tolerance};
 
     use super::*;
     use crate::model::temporal::tests::{check_gradients, check_identity, sits_in_every_backbone};

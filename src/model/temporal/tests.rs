@@ -149,3 +149,19 @@ fn sits_in_here(kind: TemporalKind, names: &[String], archs: &[crate::model::Arc
         fresh.valid().forward(x).into_data().assert_eq(&reference, true);
     }
 }
+
+/// `TemporalInit::Perturbed` starts CSN, (2+1)D and MFNet off the identity, the default on it.
+#[test]
+fn perturbed_starts_leave_the_identity() {
+    use super::{TemporalInit, TemporalOpts};
+    let device = Device::flex();
+    let x = Tensor::<4>::random([8, 16, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+    for kind in [TemporalKind::Csn, TemporalKind::R2plus1d, TemporalKind::Mfnet] {
+        let moved = |init| {
+            let m = kind.build(16, 4, TemporalOpts { init, ..TemporalOpts::default() }, &device).unwrap();
+            (m.forward(x.clone()) - x.clone()).abs().max().into_scalar::<f32>()
+        };
+        assert!(moved(TemporalInit::Identity) < 1e-6, "{kind:?}");
+        assert!(moved(TemporalInit::Perturbed) > 0.05, "{kind:?}");
+    }
+}
