@@ -9,6 +9,7 @@ pub mod optim;
 pub mod run_checkpoint;
 pub mod run_dir;
 pub mod schedule;
+pub mod seeds;
 pub mod sgd;
 pub mod trainer;
 pub mod world;

@@ -30,6 +30,7 @@ use crate::train::optim::{batch_labels, heads_loss};
 use crate::train::run_checkpoint::{initialise, resume, run_checkpoint};
 use crate::train::run_dir::{RunDir, Start};
 use crate::train::schedule::rate;
+use crate::train::seeds::{init_model, mix};
 use crate::train::sgd::Sgd;
 use crate::train::world::World;
 
@@ -90,14 +91,6 @@ pub fn load_data(cfg: &TrainConfig) -> Result<RunData> {
         Arc::new(ClipDataset { list, naming: naming.clone(), pipeline })
     });
     Ok(RunData { train: Arc::new(ClipDataset { list: train, naming, pipeline: base }), val, classes, class_names })
-}
-
-/// Seeds for everything random in iteration `iter` of `epoch`.
-fn mix(seed: u64, epoch: usize, iter: usize) -> u64 {
-    let mut x = seed ^ ((epoch as u64) << 40) ^ (iter as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^ (x >> 33)
 }
 
 /// Freezes every BatchNorm of the backbone but the first (official partial BN; GSM's BN3d is
@@ -260,30 +253,6 @@ pub fn train_rank(
         }
     }
     Ok(Outcome { state, model_config: run.model_cfg, dir: dir.to_path_buf(), interrupted })
-}
-
-/// The model's random initialisation. For data-parallel `ranks` (and any `--devices` run),
-/// from `seed`: the backend's generator seeded and drawn from under one lock, as rank
-/// threads share it (rank 0's draw is then
-/// broadcast, `World::broadcast_parameters`).
-fn init_model(model_cfg: &ModelConfig, device: &Device, seed: u64, ranks: bool) -> Recognizer {
-    if !ranks {
-        // A single rank: burn's lazy draw at the first forward, as runs always had.
-        return model_cfg.init(device);
-    }
-    /// burn draws a parameter's initial value on its first use: drawn here, under the lock.
-    struct Draw;
-    impl burn::module::ModuleVisitor for Draw {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let _ = param.val();
-        }
-    }
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _serial = INIT.lock().unwrap_or_else(|p| p.into_inner());
-    device.seed(mix(seed, usize::MAX, usize::MAX));
-    let model = model_cfg.init(device);
-    model.visit(&mut Draw);
-    model
 }
 
 /// Everything an epoch of a run works with.
