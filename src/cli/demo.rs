@@ -134,7 +134,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let (p, cfg_model) = open_trained(&dir.join("last.safetensors"), &cfg)?;
         let (normal, shuffled) = test_orders(&p, &cfg)?;
         eprintln!("      {name}: val top-1 {:.1}% (shuffled frames {:.1}%)", 100.0 * normal, 100.0 * shuffled);
-        let cost = measure(&p, &cfg_model, a.batch_size, &outcome.state.history);
+        let cost = measure(&p, &cfg_model, a.batch_size, &outcome.state.history)?;
         let history = outcome.state.history;
         rows.push(Row { name, temporal, normal, shuffled, train_seconds, history, cost });
     }
@@ -200,8 +200,8 @@ fn test_orders(p: &Predictor, cfg: &TrainConfig) -> Result<(f64, f64)> {
 
 /// Parameters and MACs of the model, its training step's time from the run's epochs, and a
 /// one-clip forward pass timed here (one warm-up, then the median of five).
-fn measure(p: &Predictor, cfg: &gateshift::model::ModelConfig, batch: usize, history: &[EpochMetrics]) -> Cost {
-    let size = p.input_sizes(None, None).map_or(48, |(input, _)| input as usize);
+fn measure(p: &Predictor, cfg: &gateshift::model::ModelConfig, batch: usize, history: &[EpochMetrics]) -> Result<Cost> {
+    let size = p.input_sizes(None, None)?.0 as usize;
     let x = Tensor::<4>::zeros([1, 3 * cfg.segments, size, size], &p.device);
     // Counted as `gateshift info` counts them: the model as configured, BN not folded.
     let fresh = cfg.init(&Device::flex()).valid();
@@ -214,12 +214,12 @@ fn measure(p: &Predictor, cfg: &gateshift::model::ModelConfig, batch: usize, his
     time();
     let steps: Vec<f64> =
         history.iter().filter(|m| m.clips_per_s > 0.0).map(|m| 1e3 * batch as f64 / m.clips_per_s).collect();
-    Cost {
+    Ok(Cost {
         params: gateshift::train::optim::learnable_params(&fresh),
         macs: stages.iter().map(|(_, m)| m).sum(),
         train_ms_per_step: median(steps),
         infer_ms_per_clip: median((0..5).map(|_| time()).collect()),
-    }
+    })
 }
 
 /// The median of `v` (NaN when empty).
