@@ -15,12 +15,13 @@ use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::PaddingConfig3d;
 use burn::nn::conv::{Conv2d, Conv2dConfig, Conv3d, Conv3dConfig};
-use burn::tensor::activation::{relu, sigmoid, tanh};
+use burn::tensor::activation::{sigmoid, tanh};
 use burn::tensor::{Device, Tensor};
 
 use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
 use crate::model::batch_norm::BatchNorm;
+use crate::ops::gate_shift;
 use crate::probe;
 
 /// Gate-Shift-Fuse on a feature map of `f_plane` channels, gating the first `gsf_plane`.
@@ -77,13 +78,12 @@ impl Gsf {
         assert_eq!(c, self.f_plane, "GSF built for {} channels got {c}", self.f_plane);
         assert_eq!(bt % t, 0, "GSF: {bt} frames is not a multiple of {t} segments");
         let b = bt / t;
-        // (B, T, Cg, H, W) → (B, Cg, T, H, W): time becomes the Conv3d depth axis.
-        let x = x_full.clone().narrow(1, 0, cg).reshape([b, t, cg, h, w]).swap_dims(1, 2);
-        let gate = tanh(self.conv3D.forward(relu(self.bn.forward(x.clone()))));
-        if cost::is_recording() {
-            cost::add((bt * 2 * h * w * (cg / 2) * 27) as u64);
-        }
+        let gated = x_full.clone().narrow(1, 0, cg);
+        let fused = gate_shift::applies(&gated);
+        let gate = tanh(self.gate_logits(gated.clone(), fused));
         probe::tap("gsf.tanh", &gate);
+        // (B, T, Cg, H, W) → (B, Cg, T, H, W): time becomes the depth axis, as in the official code.
+        let x = gated.reshape([b, t, cg, h, w]).swap_dims(1, 2);
         let half = cg / 2;
         let fuse = |x: Tensor<5>, g: Tensor<5>, conv: &Conv2d, from_future_frame: bool| {
             let y = x.clone() * g;
@@ -105,6 +105,29 @@ impl Gsf {
     }
 }
 
+impl Gsf {
+    /// The gate convolution on ReLU(BN3d(x)) of the gated channels `(B·T, Cg, H, W)`, before
+    /// tanh: `(B, 2, T, H, W)`. GSM's gate exactly, so GSM's fused gate convolution runs it
+    /// where it applies (`ops::gate_shift::gate_conv`, reading the frames' layout as it is);
+    /// burn's grouped Conv3d on the transposed clip otherwise (the reference).
+    pub fn gate_logits(&self, x: Tensor<4>, fused: bool) -> Tensor<5> {
+        let [bt, cg, h, w] = x.dims();
+        let t = self.num_segments;
+        if cost::is_recording() {
+            cost::add((bt * 2 * h * w * (cg / 2) * 27) as u64);
+        }
+        let r = self.bn.forward_clamp(x, f32::INFINITY);
+        if fused {
+            let bias = match &self.conv3D.bias {
+                Some(b) => b.val(),
+                None => Tensor::<1>::zeros([2], &r.device()).cast(r.dtype()),
+            };
+            return gate_shift::gate_conv(r, self.conv3D.weight.val(), bias, t);
+        }
+        self.conv3D.forward(r.reshape([bt / t, t, cg, h, w]).swap_dims(1, 2))
+    }
+}
+
 impl TemporalModule for Gsf {
     const SPEC: Spec = Spec { name: "gsf", label: "GSF", official: Some("gsf"), place: Place::AfterLastConv };
 
@@ -120,7 +143,54 @@ impl TemporalModule for Gsf {
 
 #[cfg(test)]
 mod tests {
-    use super::gated_channels;
+    use burn::module::Param;
+    use burn::tensor::{Distribution, Tolerance};
+
+    use super::*;
+    use crate::model::temporal::tests::{check_gradients, sits_in_every_backbone};
+
+    /// A GSF with a drawn gate (the default gate convolution is nearly flat), and a BN bias of
+    /// 4 that keeps ReLU(BN(x)) off its kink, where finite differences are no derivative.
+    fn drawn(f_plane: usize, segments: usize, device: &Device) -> Gsf {
+        let mut m = Gsf::new(f_plane, segments, 100, device);
+        let cg = m.gsf_plane;
+        let w = Tensor::random([2, cg / 2, 3, 3, 3], Distribution::Normal(0.0, 0.3), device);
+        m.conv3D.weight = Param::from_tensor(if device.is_autodiff() { w.require_grad() } else { w });
+        m.bn.bias = Param::from_tensor(Tensor::ones([cg], device).mul_scalar(4.0));
+        m
+    }
+
+    /// GSM's fused gate convolution gives the reference Conv3d's logits, and the same
+    /// gradients to the input and to the BN before it.
+    #[test]
+    fn the_fused_gate_matches_the_conv3d() {
+        let device = Device::flex().autodiff();
+        let m = drawn(8, 3, &device);
+        let x = Tensor::<4>::random([6, 8, 5, 4], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let r = Tensor::<5>::random([2, 2, 3, 5, 4], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused| {
+            let logits = m.gate_logits(x.clone(), fused);
+            let grads = (logits.clone() * r.clone()).sum().backward();
+            (logits, x.grad(&grads).unwrap(), m.bn.bias.grad(&grads).unwrap())
+        };
+        let (fused, reference) = (run(true), run(false));
+        assert_eq!(fused.0.dims(), [2, 2, 3, 5, 4]);
+        let close = Tolerance::absolute(1e-4);
+        fused.0.into_data().assert_approx_eq::<f32>(&reference.0.into_data(), close);
+        fused.1.into_data().assert_approx_eq::<f32>(&reference.1.into_data(), close);
+        fused.2.into_data().assert_approx_eq::<f32>(&reference.2.into_data(), close);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let m = drawn(8, 2, &Device::flex());
+        check_gradients(m, [4, 8, 3, 3]);
+    }
+
+    #[test]
+    fn sits_in_every_backbone_where_its_spec_places_it() {
+        sits_in_every_backbone(crate::model::TemporalKind::Gsf, &["gsf", ".conv3D."]);
+    }
 
     #[test]
     fn gated_channel_counts() {

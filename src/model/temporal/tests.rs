@@ -60,16 +60,22 @@ impl ModuleMapper for ToAutodiff {
 }
 
 /// The gradients autodiff gives `m` (built on flex) for `sum(m(x) · r)`, with respect to every
-/// parameter and to `x`, agree with central finite differences.
+/// parameter and to `x`, agree with central finite differences. Both run on the autodiff
+/// device, so a BN in training mode normalises with batch statistics in both (its running
+/// statistics, visited as parameters, then have no effect and no gradient).
 pub(crate) fn check_gradients<M: TemporalModule>(m: M, dims: [usize; 4]) {
-    let flex = Device::flex();
-    let x0 = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &flex);
-    let r = Tensor::<4>::random(m.forward(x0.clone()).dims(), Distribution::Normal(0.0, 1.0), &flex);
+    let ad_device = Device::flex().autodiff();
+    let x0 = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &ad_device);
+    let r = Tensor::<4>::random(
+        m.forward(Tensor::from_data(x0.to_data(), &Device::flex())).dims(),
+        Distribution::Normal(0.0, 1.0),
+        &ad_device,
+    );
     let loss = |m: &M, x: Tensor<4>| -> f64 { (m.forward(x) * r.clone()).sum().into_scalar::<f32>() as f64 };
-    let ad = m.clone().map(&mut ToAutodiff(flex.clone().autodiff()));
-    let x = Tensor::<4>::from_data(x0.to_data(), &flex.clone().autodiff()).require_grad();
+    let ad = m.map(&mut ToAutodiff(ad_device.clone()));
+    let x = x0.clone().require_grad();
     let y = ad.forward(x.clone());
-    let grads = (y * Tensor::from_data(r.to_data(), &flex.clone().autodiff())).sum().backward();
+    let grads = (y * r.clone()).sum().backward();
     let mut g = Grads(&grads, Vec::new());
     ad.visit(&mut g);
     let gx = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
@@ -81,7 +87,7 @@ pub(crate) fn check_gradients<M: TemporalModule>(m: M, dims: [usize; 4]) {
         );
     };
     for (i, &analytic) in g.1.iter().enumerate() {
-        let at = |delta| loss(&m.clone().map(&mut Nudge { index: i, delta, seen: 0 }), x0.clone());
+        let at = |delta| loss(&ad.clone().map(&mut Nudge { index: i, delta, seen: 0 }), x0.clone());
         agree(format!("parameter scalar {i}"), (at(eps) - at(-eps)) / (2.0 * eps as f64), analytic);
     }
     let xv = x0.to_data().try_to_vec::<f32>().unwrap();
@@ -89,7 +95,7 @@ pub(crate) fn check_gradients<M: TemporalModule>(m: M, dims: [usize; 4]) {
         let at = |d: f32| {
             let mut v = xv.clone();
             v[i] += d;
-            loss(&m, Tensor::from_data(TensorData::new(v, dims), &flex))
+            loss(&ad, Tensor::from_data(TensorData::new(v, dims), &ad_device))
         };
         agree(format!("input {i}"), (at(eps) - at(-eps)) / (2.0 * eps as f64), analytic);
     }
