@@ -8,6 +8,8 @@ use anyhow::{Result, bail};
 /// Frames per clip (segments, dense clip length, streaming window): the paper uses 8–16,
 /// 3D networks 64–250.
 pub const MAX_SEGMENTS: usize = 1024;
+/// RGB differences per segment (TSN uses 5).
+pub const MAX_NEW_LENGTH: usize = 64;
 /// Classes of a model or list (ImageNet-21k has 21,841).
 pub const MAX_CLASSES: usize = 100_000;
 /// Frames a list entry may claim, and its first-frame offset: 10⁸ frames is 38 days at 30 fps.

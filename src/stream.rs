@@ -164,7 +164,12 @@ impl WindowModel {
     /// Class probabilities for `frames`.
     pub fn score(&self, frames: &[&[f32]], size: usize, device: &Device) -> Vec<f32> {
         let (indices, shape_t) = match self {
-            Self::Recognizer(m) => (tsn_test(frames.len(), m.num_segments, 1), m.num_segments),
+            Self::Recognizer(m) => {
+                // Per segment its frame, or (RGB difference) its L + 1 consecutive frames.
+                let length = crate::model::modality::frames_per_segment(m.diff_length);
+                let starts = tsn_test(frames.len(), m.num_segments, length);
+                (crate::data::sampling::consecutive(&starts, length, frames.len()), m.num_segments * length)
+            }
             Self::I3d { length, .. } => (windows(frames.len(), *length, 1).remove(0), *length),
         };
         let plane = 3 * size * size;

@@ -39,6 +39,7 @@ fn dataset(list: &Path, mode: Mode) -> ClipDataset {
         interval: 2,
         mode,
         order: FrameOrder::Normal,
+        frames_per_segment: 1,
     };
     ClipDataset { list, naming: FrameNaming::new("img_{:05d}.jpg", 1).unwrap(), pipeline }
 }
@@ -216,4 +217,45 @@ fn truncated_video_is_a_clear_error() {
     let msg = format!("{err:#}");
     assert!(msg.contains("cut.mp4") && msg.contains("videos.txt:1"), "{msg}");
     println!("truncated mp4 → {msg}");
+}
+
+/// RGB difference reads `new_length + 1` consecutive frames per segment: segment starts as
+/// TSN's test sampling with that length, the last frame repeated past the end; reversing
+/// reverses every frame, shuffling moves whole segments.
+#[test]
+fn segments_of_consecutive_frames_for_rgb_difference() {
+    let dir = common::tmp("consecutive");
+    let clip = dir.join("clip");
+    std::fs::create_dir_all(&clip).unwrap();
+    for i in 0..10u8 {
+        image::RgbImage::from_pixel(8, 8, image::Rgb([20 * i; 3]))
+            .save(clip.join(format!("img_{:05}.png", i + 1)))
+            .unwrap();
+    }
+    std::fs::write(dir.join("list.txt"), "clip 10 0\n").unwrap();
+    let spec = gateshift::model::InputSpec { size: 8, bgr: false, range: 255.0, mean: [0.0; 3], std: [1.0; 3] };
+    let frames_read = |order: FrameOrder, mode: Mode| -> Vec<usize> {
+        let list = List::read(&dir.join("list.txt"), Some(&dir), ListFormat::Auto, None).unwrap();
+        let pipeline = Pipeline { order, frames_per_segment: 3, mode, ..Pipeline::test(spec, 8, 8, 3, 1, 1) };
+        let ds = ClipDataset { list, naming: FrameNaming::new("img_{:05d}.png", 1).unwrap(), pipeline };
+        let clip = ds.get(0, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5)).unwrap();
+        assert_eq!(clip.data.len(), 3 * 3 * 3 * 64, "3 segments × 3 frames × RGB");
+        clip.data.chunks(3 * 64).map(|frame| (frame[0] / 20.0).round() as usize).collect()
+    };
+    let test = || Mode::Test { scale: 8, crops: 1, clips: 1 };
+    // tsn_test(10, 3, 3) starts 1, 4, 6.
+    assert_eq!(frames_read(FrameOrder::Normal, test()), [1, 2, 3, 4, 5, 6, 6, 7, 8]);
+    assert_eq!(frames_read(FrameOrder::Reverse, test()), [8, 7, 6, 6, 5, 4, 3, 2, 1]);
+    let shuffled = frames_read(FrameOrder::Shuffle, test());
+    let mut groups: Vec<&[usize]> = shuffled.chunks(3).collect();
+    assert!(groups.iter().all(|g| g[1] == g[0] + 1 && g[2] == g[1] + 1), "{shuffled:?}");
+    groups.sort();
+    assert_eq!(groups.concat(), [1, 2, 3, 4, 5, 6, 6, 7, 8]);
+    // Training: each segment a random start with room for its frames.
+    let train = Mode::Train { scale: 8, flip: false, flip_map: FlipMap::default() };
+    let read = frames_read(FrameOrder::Normal, train);
+    for g in read.chunks(3) {
+        assert!(g[1] == g[0] + 1 && g[2] == g[1] + 1 && g[2] <= 9, "{read:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,7 +13,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{StateDict, TRAIN_STATE_PREFIX, names};
-use crate::model::{ModelConfig, Recognizer, TemporalKind};
+use crate::model::{Modality, ModelConfig, Recognizer, TemporalKind};
 
 /// How much of the model a checkpoint must fill.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -182,6 +182,32 @@ fn gst_share(file: &TensorData, model: &[usize]) -> Option<TensorData> {
     Some(t.slice([0..model[0], 0..model[1], 0..model[2], 0..model[3]]).into_data())
 }
 
+/// An RGB network's first convolution `(O, 3, kh, kw)` loaded into an RGB-difference model's
+/// `(O, 3·L, kh, kw)`: the RGB mean in every channel (`modality::widen_kernel`); `None` where
+/// `file` is not such a kernel of `model`'s shape.
+fn diff_stem(file: &TensorData, model: &[usize]) -> Option<TensorData> {
+    let f = file.shape();
+    let fits = f.len() == 4 && model.len() == 4 && f[1] == 3 && model[1] > 3 && model[1].is_multiple_of(3);
+    if !(fits && f[0] == model[0] && f[2..] == model[2..]) {
+        return None;
+    }
+    let rgb = Tensor::<4>::from_data(file.clone(), &burn::tensor::Device::flex());
+    Some(crate::model::modality::widen_kernel(rgb, model[1]).into_data())
+}
+
+/// For a first convolution whose input channels differ as RGB and RGB difference do, the
+/// flags that fit the file's.
+fn stem_hint(expected: &[usize], found: &[usize]) -> String {
+    let stem = |s: &[usize]| s.len() == 4 && s[1].is_multiple_of(3) && s[1] > 0;
+    if !(stem(expected) && stem(found)) || expected[0] != found[0] || expected[2..] != found[2..] {
+        return String::new();
+    }
+    match found[1] / 3 {
+        1 => " (an RGB network: --modality rgb, or --partial to widen it for RGB difference)".into(),
+        l => format!(" (an RGB-difference network: --modality rgbdiff --new-length {l})"),
+    }
+}
+
 /// The file's tensors by model path, as float32, and the file key each came from; a
 /// dimension of 1 the model does not have is dropped ([`drops_to`]).
 fn by_model_path(sd: &StateDict, cfg: &ModelConfig, shapes: &BTreeMap<String, Vec<usize>>, fit: Fit) -> Result<ByPath> {
@@ -208,6 +234,13 @@ fn by_model_path(sd: &StateDict, cfg: &ModelConfig, shapes: &BTreeMap<String, Ve
             && let Some(part) = gst_share(&data, expected)
         {
             data = part;
+        }
+        if fit != Fit::Strict
+            && cfg.modality == Modality::Rgbdiff
+            && let Some(expected) = shapes.get(&internal)
+            && let Some(wide) = diff_stem(&data, expected)
+        {
+            data = wide;
         }
         out.push((internal, data));
     }
@@ -263,7 +296,7 @@ pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, fit: Fit)
                     found.as_slice()
                 );
                 if required(path) {
-                    let _ = writeln!(problems, "  shape mismatch  {line}");
+                    let _ = writeln!(problems, "  shape mismatch  {line}{}", stem_hint(expected, found));
                 }
                 report.mismatched.push(line);
             }
@@ -303,11 +336,15 @@ pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, fit: Fit)
             Fit::Any => "",
         };
         bail!(
-            "checkpoint does not fit the model ({} {} segments {} classes {}{}):\n{problems}{hint}",
+            "checkpoint does not fit the model ({} {} segments {} classes {}{}{}):\n{problems}{hint}",
             cfg.arch.name(),
             cfg.temporal.name(),
             cfg.segments,
             cfg.classes,
+            match cfg.modality {
+                Modality::Rgb => String::new(),
+                Modality::Rgbdiff => format!(", rgbdiff {}", cfg.new_length),
+            },
             if cfg.temporal == TemporalKind::Tsm { format!(", shift {:?}", cfg.shift_place) } else { String::new() },
         );
     }
@@ -341,5 +378,37 @@ mod tests {
         assert!(gst_share(&file, &[4, 4, 3, 3]).is_none());
         assert!(gst_share(&file, &[3, 2, 1, 1]).is_none());
         assert!(gst_share(&file, &[5, 2, 3, 3]).is_none());
+    }
+
+    /// An RGB network fills an RGB-difference model of the same backbone (`--partial`): its
+    /// stem takes the RGB kernel's mean in all `3·L` channels, the rest loads as it is; a
+    /// strict load names the stem's shapes and the flags that fit them.
+    #[test]
+    fn an_rgb_network_fills_an_rgb_difference_model() {
+        use crate::model::{Arch, Modality};
+        let device = burn::tensor::Device::flex();
+        let rgb_cfg = ModelConfig::new(Arch::ResnetMini, TemporalKind::Tsm, 2, 4);
+        let rgb = rgb_cfg.init(&device);
+        let sd = crate::checkpoint::state_dict(&rgb, &rgb_cfg).unwrap();
+        let mut cfg = rgb_cfg.clone();
+        (cfg.modality, cfg.new_length) = (Modality::Rgbdiff, 3);
+        let mut diff = cfg.init(&device);
+        let err = load(&mut diff, &cfg, &sd, Fit::Strict).unwrap_err().to_string();
+        assert!(err.contains("[32, 9, 7, 7]") && err.contains("an RGB network: --modality rgb"), "{err}");
+        assert!(err.contains("rgbdiff 3"), "{err}");
+        let report = load(&mut diff, &cfg, &sd, Fit::Backbone).unwrap();
+        assert!(report.mismatched.is_empty(), "{:?}", report.mismatched);
+        let mut rgb = rgb;
+        let (stem, wide) = (rgb.base_model.stem_mut().weight.val(), diff.base_model.stem_mut().weight.val());
+        assert_eq!(wide.dims()[1], 9);
+        let mean = stem.mean_dim(1).expand([wide.dims()[0], 9, 7, 7]);
+        wide.into_data().assert_approx_eq::<f32>(&mean.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+        // The other way round, the hint names the file's modality.
+        let sd = crate::checkpoint::state_dict(&diff, &cfg).unwrap();
+        let err = load(&mut rgb, &rgb_cfg, &sd, Fit::Strict).unwrap_err().to_string();
+        assert!(err.contains("--modality rgbdiff --new-length 3"), "{err}");
+        assert!(diff_stem(&TensorData::new(vec![0f32; 9], [1, 3, 3, 1]), &[1, 9, 3, 1]).is_some());
+        assert!(diff_stem(&TensorData::new(vec![0f32; 9], [1, 3, 3, 1]), &[1, 8, 3, 1]).is_none());
+        assert!(diff_stem(&TensorData::new(vec![0f32; 9], [1, 3, 3, 1]), &[1, 3, 3, 1]).is_none());
     }
 }

@@ -202,10 +202,11 @@ fn test_orders(p: &Predictor, cfg: &TrainConfig) -> Result<(f64, f64)> {
 /// one-clip forward pass timed here (one warm-up, then the median of five).
 fn measure(p: &Predictor, cfg: &gateshift::model::ModelConfig, batch: usize, history: &[EpochMetrics]) -> Result<Cost> {
     let size = p.input_sizes(None, None)?.0 as usize;
-    let x = Tensor::<4>::zeros([1, 3 * cfg.segments, size, size], &p.device);
+    let x = Tensor::<4>::zeros([1, cfg.input_channels(), size, size], &p.device);
     // Counted as `gateshift info` counts them: the model as configured, BN not folded.
     let fresh = cfg.init(&Device::flex()).valid();
-    let (_, stages) = cost::record(|| fresh.forward(Tensor::zeros([1, 3 * cfg.segments, size, size], &Device::flex())));
+    let (_, stages) =
+        cost::record(|| fresh.forward(Tensor::zeros([1, cfg.input_channels(), size, size], &Device::flex())));
     let time = || {
         let t0 = Instant::now();
         let _ = p.model.forward(x.clone()).into_data();

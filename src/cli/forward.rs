@@ -51,20 +51,24 @@ pub fn run(a: ForwardArgs) -> Result<()> {
         .convert::<f32>();
     let shape = input.shape().to_vec();
     if shape.len() != 4 {
-        return Err(anyhow!("{}: `input` must be 4-D (batch, segments·3, H, W), got {shape:?}", a.input.display()));
+        return Err(anyhow!(
+            "{}: `input` must be 4-D (batch, segments·frames·3, H, W), got {shape:?}",
+            a.input.display()
+        ));
     }
-    if shape[1] != 3 * cfg.segments {
-        let hint = if shape[1] % 3 == 0 {
-            format!(" (for {} segments pass --segments {})", shape[1] / 3, shape[1] / 3)
+    let per_segment = 3 * cfg.frames_per_segment();
+    if shape[1] != cfg.input_channels() {
+        let hint = if shape[1] % per_segment == 0 {
+            format!(" (for {} segments pass --segments {})", shape[1] / per_segment, shape[1] / per_segment)
         } else {
             String::new()
         };
         return Err(anyhow!(
-            "{}: `input` has {} channels, but the model takes {} segments × 3 = {}{hint}",
+            "{}: `input` has {} channels, but the model takes {} segments × {per_segment} = {}{hint}",
             a.input.display(),
             shape[1],
             cfg.segments,
-            3 * cfg.segments
+            cfg.input_channels()
         ));
     }
     for side in [shape[2], shape[3]] {

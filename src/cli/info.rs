@@ -24,7 +24,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let size = a.size.unwrap_or(cfg.arch.input().size);
     cfg.arch.check_input_size(size)?;
     let t = cfg.segments;
-    let x = Tensor::<4>::zeros([1, 3 * t, size, size], &device);
+    let x = Tensor::<4>::zeros([1, cfg.input_channels(), size, size], &device);
     let (_, stages) = cost::record(|| model.forward(x));
     let total: u64 = stages.iter().map(|(_, m)| m).sum();
     let n = gateshift::train::optim::learnable_params(&model);
@@ -35,6 +35,10 @@ pub fn run(a: InfoArgs) -> Result<()> {
         t,
         cfg.classes
     )?;
+    if cfg.modality == gateshift::model::Modality::Rgbdiff {
+        let l = cfg.new_length;
+        say!("input      rgbdiff: {l} differences of {} frames per segment, {} channels", l + 1, 3 * l)?;
+    }
     say!("parameters {} ({:.2} M)", n, n as f64 / 1e6)?;
     say!("{:<14} {:>12} {:>12}", "stage", "GMACs/clip", "GMACs/frame")?;
     for (name, macs) in &stages {

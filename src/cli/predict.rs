@@ -186,7 +186,7 @@ fn recognizer_scores(a: &PredictArgs, checkpoint: &Path, mut entry: Entry, devic
     let p = open_checkpoint(&a.model_args, checkpoint, Options { fit: Fit::Strict, precision: a.precision }, device)?;
     let names = p.class_names(a.labels.as_deref())?;
     let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
-    let pipeline = Pipeline::test(p.config.arch.input(), size, scale, p.config.segments, a.crops, a.clips);
+    let pipeline = Pipeline::for_model(&p.config, size, scale, a.crops, a.clips);
     // A two-head model scores verbs (the classes) and nouns; the unknown noun is not scored.
     entry.noun = (p.config.noun_classes > 0).then_some(0);
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };

@@ -126,11 +126,8 @@ pub fn dataset(
     let list = List::read(&d.list, Some(&root), d.list_format, Some(cfg.classes))?;
     let (size, scale) = d.sizes.resolve(cfg, meta)?;
     let size = if full_res { scale } else { size };
-    let pipeline = Pipeline {
-        sampling: d.sampling,
-        interval: d.interval,
-        ..Pipeline::test(cfg.arch.input(), size, scale, cfg.segments, crops, clips)
-    };
+    let pipeline =
+        Pipeline { sampling: d.sampling, interval: d.interval, ..Pipeline::for_model(cfg, size, scale, crops, clips) };
     Ok(ClipDataset { list, naming: d.frames.naming()?, pipeline })
 }
 

@@ -62,6 +62,8 @@ pub struct Pipeline {
     pub interval: usize,
     pub mode: Mode,
     pub order: FrameOrder,
+    /// Consecutive frames each segment reads (RGB difference: `new_length` + 1; else 1).
+    pub frames_per_segment: usize,
 }
 
 impl Pipeline {
@@ -76,11 +78,24 @@ impl Pipeline {
             interval: 1,
             mode: Mode::Test { scale, crops, clips },
             order: FrameOrder::Normal,
+            frames_per_segment: 1,
         }
+    }
+
+    /// [`Pipeline::test`] for `model`'s input: its backbone's colour spec, segments and
+    /// frames per segment.
+    pub fn for_model(model: &crate::model::ModelConfig, size: u32, scale: u32, crops: usize, clips: usize) -> Self {
+        let test = Self::test(model.arch.input(), size, scale, model.segments, crops, clips);
+        Self { frames_per_segment: model.frames_per_segment(), ..test }
+    }
+
+    /// Channels of one view: `segments · frames per segment · 3`.
+    pub fn channels(&self) -> usize {
+        self.segments * self.frames_per_segment.max(1) * 3
     }
 }
 
-/// One processed sample: `views` stacks of `(segments·3, size, size)` floats.
+/// One processed sample: `views` stacks of `(segments·frames per segment·3, size, size)` floats.
 #[derive(Clone, Debug)]
 pub struct Clip {
     pub data: Vec<f32>,
@@ -149,24 +164,30 @@ impl ClipDataset {
         }
     }
 
-    /// The frame indices of every test clip (or the one training clip) of a video.
+    /// The frame indices of every test clip (or the one training clip) of a video: per
+    /// segment its first frame and the `frames_per_segment − 1` after it (TSN repeats the last
+    /// frame where a segment runs past the end). Shuffling permutes segments, keeping each
+    /// one's frames in order; reversing reverses every frame.
     fn indices(&self, frames: usize, rng: &mut impl Rng) -> Vec<Vec<usize>> {
         let p = &self.pipeline;
+        let length = p.frames_per_segment.max(1);
         let mut clips = match (&p.mode, p.sampling) {
-            (Mode::Train { .. }, Sampling::Tsn) => vec![sampling::tsn_train(frames, p.segments, 1, rng)],
+            (Mode::Train { .. }, Sampling::Tsn) => vec![sampling::tsn_train(frames, p.segments, length, rng)],
             (Mode::Train { .. }, Sampling::Dense) => vec![sampling::dense_train(frames, p.segments, p.interval, rng)],
-            (Mode::Test { clips: 1, .. }, Sampling::Tsn) => vec![sampling::tsn_test(frames, p.segments, 1)],
-            (Mode::Test { clips: 2, .. }, Sampling::Tsn) => sampling::two_clip_test(frames, p.segments, 1),
+            (Mode::Test { clips: 1, .. }, Sampling::Tsn) => vec![sampling::tsn_test(frames, p.segments, length)],
+            (Mode::Test { clips: 2, .. }, Sampling::Tsn) => sampling::two_clip_test(frames, p.segments, length),
             (Mode::Test { clips, .. }, Sampling::Tsn) => sampling::uniform_clips(frames, p.segments, *clips),
             (Mode::Test { clips, .. }, Sampling::Dense) => sampling::dense_test(frames, p.segments, p.interval, *clips),
             (Mode::Train { .. }, Sampling::Window) => vec![sampling::dense_train(frames, p.segments, 1, rng)],
             (Mode::Test { clips, .. }, Sampling::Window) => sampling::windows(frames, p.segments, *clips),
         };
         for c in &mut clips {
-            match p.order {
-                FrameOrder::Normal => {}
-                FrameOrder::Reverse => c.reverse(),
-                FrameOrder::Shuffle => c.shuffle(rng),
+            if p.order == FrameOrder::Shuffle {
+                c.shuffle(rng);
+            }
+            *c = sampling::consecutive(c, length, frames);
+            if p.order == FrameOrder::Reverse {
+                c.reverse();
             }
         }
         clips
@@ -215,7 +236,7 @@ impl ClipDataset {
             Mode::Train { .. } => 1,
             Mode::Test { crops, .. } => *crops,
         };
-        let mut data = Vec::with_capacity(clips.len() * crops_per_clip * p.segments * plane);
+        let mut data = Vec::with_capacity(clips.len() * crops_per_clip * p.segments * p.frames_per_segment * plane);
         let mut views = 0;
         for idx in &clips {
             let (scale, crops) = match &p.mode {

@@ -6,13 +6,13 @@ use rand::Rng;
 
 /// TSN training: T equal segments, one random frame in each. Videos with fewer usable
 /// frames than segments get sorted random frames, and videos with none repeat frame 0 —
-/// the official behaviour.
+/// the official behaviour (which fails where `new_length` exceeds the video; frame 0 here).
 pub fn tsn_train(num_frames: usize, segments: usize, new_length: usize, rng: &mut impl Rng) -> Vec<usize> {
     let usable = num_frames.saturating_add(1).saturating_sub(new_length);
     let average = usable / segments;
     if average > 0 {
         (0..segments).map(|i| i * average + rng.random_range(0..average)).collect()
-    } else if num_frames > segments {
+    } else if num_frames > segments && usable > 0 {
         let mut v: Vec<usize> = (0..segments).map(|_| rng.random_range(0..usable)).collect();
         v.sort_unstable();
         v
@@ -87,9 +87,33 @@ pub fn windows(num_frames: usize, len: usize, clips: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Each of `starts` followed by the `length − 1` frames after it, the last frame of a
+/// `frames`-long video repeated past its end (TSN's loader: `if p < num_frames: p += 1`).
+pub fn consecutive(starts: &[usize], length: usize, frames: usize) -> Vec<usize> {
+    if length <= 1 {
+        return starts.to_vec();
+    }
+    let last = frames.saturating_sub(1);
+    starts.iter().flat_map(|&s| (0..length).map(move |i| s.saturating_add(i).min(last.max(s)))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each start is followed by the frames after it; past the end the last frame repeats.
+    #[test]
+    fn segments_read_consecutive_frames() {
+        assert_eq!(consecutive(&[0, 4], 3, 10), [0, 1, 2, 4, 5, 6]);
+        assert_eq!(consecutive(&[7, 9], 3, 10), [7, 8, 9, 9, 9, 9]);
+        assert_eq!(consecutive(&[3, 1], 1, 10), [3, 1]);
+        assert_eq!(consecutive(&[0, 0], 2, 1), [0, 0, 0, 0]);
+        // A segment length longer than the video: starts at frame 0, never a panic.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert_eq!(tsn_train(10, 8, 64, &mut rng), [0; 8]);
+        assert_eq!(tsn_test(10, 8, 64), [0; 8]);
+        assert_eq!(two_clip_test(10, 8, 64), [[0; 8], [0; 8]]);
+    }
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 

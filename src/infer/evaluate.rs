@@ -64,7 +64,7 @@ pub fn evaluate(
     let start = std::time::Instant::now();
     let order: Vec<usize> = (shard.0..dataset.len()).step_by(shard.1.max(1)).collect();
     let p = &dataset.pipeline;
-    let (segments, size) = (p.segments, p.size as usize);
+    let (channels, size) = (p.channels(), p.size as usize);
     // Four batches ahead, within the loader's bound whatever the batch size.
     let prefetch = (4 * batch_size).min(crate::limits::MAX_PREFETCH);
     let mut loader = Loader::new(dataset.clone(), order, batch_size, workers, prefetch, seed, 0, skip_bad)?
@@ -75,7 +75,7 @@ pub fn evaluate(
     while let Some(batch) = loader.next_batch() {
         let batch = batch?;
         let (b, views) = (batch.len(), batch.views);
-        let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b * views, segments * 3, size, size]), device);
+        let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b * views, channels, size, size]), device);
         let logits = model.forward(input);
         let logits = if average_softmax { softmax_per_head(logits, heads) } else { logits };
         let k = logits.dims()[1];

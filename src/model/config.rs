@@ -5,6 +5,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::model::backbone::{Arch, Backbone, ShiftPlace};
+use crate::model::modality::{self, Modality};
 use crate::model::recognizer::Recognizer;
 use crate::model::temporal::{TemporalInit, TemporalKind, TemporalOpts};
 
@@ -64,6 +65,19 @@ pub struct ModelConfig {
     #[serde(default)]
     #[arg(long, value_enum, default_value_t = TemporalInit::Identity)]
     pub temporal_init: TemporalInit,
+    /// Input: RGB frames, or TSN's RGB difference (`model::modality`).
+    #[serde(default)]
+    #[arg(long, value_enum, default_value_t = Modality::Rgb)]
+    pub modality: Modality,
+    /// RGB difference: differences per segment, of that many + 1 consecutive frames (TSN's
+    /// `new_length`).
+    #[serde(default = "default_new_length")]
+    #[arg(long, default_value_t = default_new_length())]
+    pub new_length: usize,
+}
+
+fn default_new_length() -> usize {
+    5
 }
 
 fn default_gst_alpha() -> usize {
@@ -102,6 +116,8 @@ impl ModelConfig {
             gst_alpha: default_gst_alpha(),
             gst_beta: default_gst_beta(),
             temporal_init: TemporalInit::Identity,
+            modality: Modality::Rgb,
+            new_length: default_new_length(),
         }
     }
 
@@ -126,6 +142,9 @@ impl ModelConfig {
         }
         if self.temporal == TemporalKind::Gst {
             self.check_gst()?;
+        }
+        if self.modality == Modality::Rgbdiff && !(1..=crate::limits::MAX_NEW_LENGTH).contains(&self.new_length) {
+            anyhow::bail!("--new-length must be in 1..={}, got {}", crate::limits::MAX_NEW_LENGTH, self.new_length);
         }
         if self.temporal == TemporalKind::Tsm && self.shift_div < 2 {
             // 1/shift_div of the channels shift each way, so at most half may.
@@ -175,19 +194,37 @@ impl ModelConfig {
         }
     }
 
+    /// RGB differences per segment; 0 for RGB input.
+    pub fn diff_length(&self) -> usize {
+        match self.modality {
+            Modality::Rgb => 0,
+            Modality::Rgbdiff => self.new_length,
+        }
+    }
+
+    /// Frames each segment reads: 1, or `new_length` + 1 for RGB difference.
+    pub fn frames_per_segment(&self) -> usize {
+        modality::frames_per_segment(self.diff_length())
+    }
+
+    /// Channels of one clip as the loaders give it: `segments · frames per segment · 3`.
+    pub fn input_channels(&self) -> usize {
+        self.segments * self.frames_per_segment() * 3
+    }
+
     pub fn init(&self, device: &Device) -> Recognizer {
+        let mut base_model =
+            Backbone::new(self.arch, self.temporal, self.shift_place, self.segments, self.temporal_opts(), device);
+        let channels = modality::backbone_channels(self.diff_length());
+        if channels != 3 {
+            base_model.widen_input(channels);
+        }
         Recognizer {
-            base_model: Backbone::new(
-                self.arch,
-                self.temporal,
-                self.shift_place,
-                self.segments,
-                self.temporal_opts(),
-                device,
-            ),
+            base_model,
             dropout: DropoutConfig::new(self.dropout).init(),
             new_fc: LinearConfig::new(self.arch.features(), self.outputs()).init(device),
             num_segments: self.segments,
+            diff_length: self.diff_length(),
         }
     }
 }

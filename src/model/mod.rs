@@ -7,11 +7,13 @@ pub mod cost;
 pub mod dropout;
 pub mod i3d;
 pub mod layers;
+pub mod modality;
 pub mod recognizer;
 pub mod temporal;
 
 pub use crate::probe::{self, capture};
 pub use backbone::{Arch, InputSpec, ShiftPlace};
 pub use config::ModelConfig;
+pub use modality::Modality;
 pub use recognizer::Recognizer;
 pub use temporal::TemporalKind;

@@ -7,7 +7,7 @@ use burn::nn::{Dropout, Linear};
 use burn::tensor::{DType, Tensor};
 
 use crate::model::backbone::Backbone;
-use crate::model::cost;
+use crate::model::{cost, modality};
 
 #[derive(Module, Debug)]
 pub struct Recognizer {
@@ -15,6 +15,8 @@ pub struct Recognizer {
     pub dropout: Dropout,
     pub new_fc: Linear,
     pub num_segments: usize,
+    /// RGB differences per segment (`model::modality`); 0: RGB frames.
+    pub diff_length: usize,
 }
 
 impl Recognizer {
@@ -30,7 +32,8 @@ impl Recognizer {
         model
     }
 
-    /// `(batch, segments·3, H, W)` → `(batch, classes)` logits.
+    /// `(batch, segments·3, H, W)` (RGB difference: `segments·(L+1)·3`) → `(batch, classes)`
+    /// logits.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
         let frames = self.forward_frames(input);
         let [b, _, k] = frames.dims();
@@ -45,8 +48,13 @@ impl Recognizer {
         let input = input.cast(dtype);
         let [b, c, h, w] = input.dims();
         let t = self.num_segments;
-        assert_eq!(c, t * 3, "input has {c} channels, expected segments·3 = {}", t * 3);
-        let features = self.base_model.forward(input.reshape([b * t, 3, h, w]));
+        let frames = modality::frames_per_segment(self.diff_length);
+        assert_eq!(c, t * frames * 3, "input has {c} channels, expected segments·frames·3 = {}", t * frames * 3);
+        let input = match self.diff_length {
+            0 => input.reshape([b * t, 3, h, w]),
+            l => modality::differences(input, t, l),
+        };
+        let features = self.base_model.forward(input);
         cost::stage("new_fc");
         let scores = self.new_fc.forward(crate::model::dropout::forward(&self.dropout, features));
         if cost::is_recording() {

@@ -80,6 +80,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<RunData> {
         interval: d.interval,
         mode: Mode::Train { scale: cfg.scale_size(), flip: d.flip, flip_map: FlipMap::parse(&d.flip_swap, classes)? },
         order: Default::default(),
+        frames_per_segment: cfg.model.net.frames_per_segment(),
     };
     let naming = cfg.naming()?;
     let val = val.map(|list| {
@@ -303,7 +304,7 @@ impl Run<'_> {
             let seed = mix(cfg.seed, epoch, iter);
             self.device.seed(seed);
             crate::model::dropout::seed(seed ^ mix(self.world.rank as u64, 0, 0));
-            let (size, channels) = (cfg.input_size() as usize, 3 * cfg.model.net.segments);
+            let (size, channels) = (cfg.input_size() as usize, cfg.model.net.input_channels());
             let labels = batch_labels(&batch, self.model_cfg.heads().len(), &self.device)?;
             let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, channels, size, size]), &self.device);
             probe = Some((input.clone(), labels.clone()));

@@ -368,6 +368,7 @@ fn data(a: DataBench) -> Result<()> {
             interval: 2,
             mode,
             order: FrameOrder::Normal,
+            frames_per_segment: 1,
         };
         let ds = Arc::new(ClipDataset { list: list.clone(), naming: FrameNaming::new(&a.template, 1)?, pipeline });
         let t = Instant::now();

@@ -6,6 +6,7 @@ pub mod inceptionv3;
 pub mod resnet;
 
 use burn::module::Module;
+use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +211,24 @@ impl Backbone {
             Self::EfficientNet(m) => m.forward(x),
         };
         y.flatten(1, 3)
+    }
+
+    /// The first convolution, which reads the frames.
+    pub fn stem_mut(&mut self) -> &mut Conv2d {
+        match self {
+            Self::BnInception(m) => &mut m.conv1_7x7_s2.conv,
+            Self::InceptionV3(m) => &mut m.conv.conv,
+            Self::ResNet(m) => &mut m.conv1,
+            Self::EfficientNet(m) => &mut m.conv_stem.conv,
+        }
+    }
+
+    /// The first convolution made to take `channels` inputs (a multiple of 3), each with the
+    /// mean of its RGB kernel (`modality::widen_kernel`).
+    pub fn widen_input(&mut self, channels: usize) {
+        let stem = self.stem_mut();
+        let weight = stem.weight.clone();
+        stem.weight = weight.map(|w| crate::model::modality::widen_kernel(w, channels).detach());
     }
 
     /// Folds each BN that directly follows a convolution into it (`BatchNorm::fold_into`):
