@@ -74,6 +74,30 @@ fn gsm_efficientnet_lite0_starts_from_imagenet_weights() {
     assert_eq!(y.dims(), [2, 10]);
 }
 
+/// TSN's RGB-difference network from real ImageNet weights: every backbone tensor filled, the
+/// stem's 3·L input channels each the mean of the real RGB kernel.
+#[test]
+fn an_rgb_difference_network_starts_from_imagenet_weights() {
+    let Some(root) = cached() else { return };
+    let sd = StateDict::read(&EFFICIENTNET_LITE0.file(&root, "efficientnet-lite0-57934424.safetensors")).unwrap();
+    let mut cfg = ModelConfig::new(Arch::EfficientnetLite0, TemporalKind::None, 2, 10);
+    (cfg.modality, cfg.new_length) = (gateshift::model::Modality::Rgbdiff, 5);
+    let device = Device::flex();
+    let mut model = cfg.init(&device);
+    let report = checkpoint::load(&mut model, &cfg, &sd, checkpoint::Fit::Backbone).unwrap();
+    assert_eq!(report.backbone_filled, report.backbone, "{:?}", report.missing);
+    assert!(report.mismatched.iter().all(|m| m.starts_with("new_fc")), "{:?}", report.mismatched);
+    let rgb =
+        sd.tensors.iter().find(|(_, t)| t.shape().len() == 4 && t.shape()[1] == 3).map(|(_, t)| t.clone()).unwrap();
+    let rgb = Tensor::<4>::from_data(rgb, &device);
+    let stem = model.base_model.stem_mut().weight.val();
+    let [o, c, kh, kw] = stem.dims();
+    assert_eq!(c, 15);
+    let expected = rgb.mean_dim(1).expand([o, c, kh, kw]);
+    stem.into_data().assert_approx_eq::<f32>(&expected.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+    assert_eq!(model.forward(Tensor::zeros([1, cfg.input_channels(), 112, 112], &device)).dims(), [1, 10]);
+}
+
 #[test]
 fn efficientnet_lite1_and_lite2_load_strictly_and_see_espresso() {
     let root = assets::cache_dir();

@@ -42,10 +42,10 @@ impl Recognizer {
 
     /// Per-frame class scores `(batch, segments, classes)` before the consensus. The input is
     /// cast to the model's float type (a bf16 model, `precision::inference`, takes the
-    /// loaders' f32 clips) and the scores come back as f32.
+    /// loaders' f32 clips; RGB differences are taken before the cast) and the scores come
+    /// back as f32.
     pub fn forward_frames(&self, input: Tensor<4>) -> Tensor<3> {
         let dtype = self.new_fc.weight.val().dtype();
-        let input = input.cast(dtype);
         let [b, c, h, w] = input.dims();
         let t = self.num_segments;
         let frames = modality::frames_per_segment(self.diff_length);
@@ -54,7 +54,7 @@ impl Recognizer {
             0 => input.reshape([b * t, 3, h, w]),
             l => modality::differences(input, t, l),
         };
-        let features = self.base_model.forward(input);
+        let features = self.base_model.forward(input.cast(dtype));
         cost::stage("new_fc");
         let scores = self.new_fc.forward(crate::model::dropout::forward(&self.dropout, features));
         if cost::is_recording() {
@@ -96,6 +96,9 @@ mod tests {
             refused(&|c| c.dropout = p, "dropout");
         }
         refused(&|c| c.shift_div = 1, "--shift-div");
+        for l in [0, 65, usize::MAX] {
+            refused(&|c| (c.modality, c.new_length) = (crate::model::Modality::Rgbdiff, l), "--new-length");
+        }
         refused(
             &|c| {
                 c.temporal = TemporalKind::Gsf;
@@ -134,6 +137,27 @@ mod tests {
             let what = format!("{} + {:?}", arch.name(), temporal);
             assert!(scale > 0.0, "{what}: zero logits");
             y.to_data().assert_approx_eq::<f32>(&reference.to_data(), Tolerance::absolute(1e-4 * scale));
+        }
+    }
+
+    /// Every backbone family takes RGB-difference input: a first layer of 3·L channels, the
+    /// segments' scores from their differences (a still clip gives what zeros give).
+    #[test]
+    fn every_backbone_takes_rgb_differences() {
+        let device = Device::flex();
+        for (arch, size) in
+            [(Arch::BnInception, 64), (Arch::InceptionV3, 139), (Arch::ResnetMini, 48), (Arch::EfficientnetLite0, 48)]
+        {
+            let mut cfg = ModelConfig::new(arch, TemporalKind::Tsm, 2, 5);
+            (cfg.modality, cfg.new_length) = (crate::model::Modality::Rgbdiff, 2);
+            cfg.check().unwrap();
+            let mut model = cfg.init(&device).valid();
+            assert_eq!(model.base_model.stem_mut().weight.dims()[1], 6, "{arch:?}");
+            let still = Tensor::<4>::ones([1, cfg.input_channels(), size, size], &device).mul_scalar(3.0);
+            let zeros = Tensor::<4>::zeros([1, cfg.input_channels(), size, size], &device);
+            let (a, b) = (model.forward(still), model.forward(zeros));
+            assert_eq!(a.dims(), [1, 5]);
+            a.into_data().assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(1e-5));
         }
     }
 }
