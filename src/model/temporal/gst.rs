@@ -18,7 +18,7 @@ use burn::nn::PaddingConfig3d;
 use burn::nn::conv::{Conv2d, Conv3d};
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::module::{Place, Spec, TemporalModule, TemporalOpts};
+use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
 
 /// The spatio-temporal half of a GST split convolution.
@@ -52,11 +52,34 @@ impl Gst {
     }
 
     /// The spatio-temporal half on `x` (`(batch·segments, C_in/β, H, W)`, the input's last
-    /// channels): `(batch·segments, C_out/α, H/stride, W/stride)`.
+    /// channels): `(batch·segments, C_out/α, H/stride, W/stride)`. Computed in the frames'
+    /// layout as three 2D convolutions, one per temporal tap, in one GEMM convolution with
+    /// their outputs stacked — `Zₖ = W[:, :, k] ⊛ x` — then `y[t] = Z₀[t−1] + Z₁[t] + Z₂[t+1]`
+    /// (zero outside the clip): the 3×3×3 convolution's MACs without its transposes.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [bt, c, h, w] = x.dims();
+        let [bt, c, _, _] = x.dims();
         let t = self.num_segments;
         assert_eq!(bt % t, 0, "GST: {bt} frames is not a multiple of {t} segments");
+        let [co, ci, kt, kh, kw] = self.weight.dims();
+        assert_eq!(c, ci, "GST's Tconv takes {ci} channels, got {c}");
+        // (C_out, C_in, 3, 3, 3) → (3·C_out, C_in, 3, 3): tap k's kernels are outputs k·C_out…
+        let taps = self.weight.val().permute([2, 0, 1, 3, 4]).reshape([kt * co, ci, kh, kw]);
+        let z = crate::ops::conv::conv2d_weight(x, taps, self.stride, 1);
+        let [_, _, ho, wo] = z.dims();
+        if cost::is_recording() {
+            cost::add((bt * co * ho * wo * c * 27) as u64);
+        }
+        let z = z.reshape([bt / t, t, kt, co, ho * wo]);
+        let tap = |k: usize| z.clone().narrow(2, k, 1);
+        let y = from_past(tap(0), 1) + tap(1) + from_future(tap(2), 1);
+        y.reshape([bt, co, ho, wo])
+    }
+
+    /// The reference: the official `Tconv`, a Conv3d on the clip transposed to
+    /// `(batch, C_in/β, segments, H, W)`.
+    pub fn forward_conv3d(&self, x: Tensor<4>) -> Tensor<4> {
+        let [bt, c, h, w] = x.dims();
+        let t = self.num_segments;
         let s = self.stride;
         let conv = Conv3d {
             weight: self.weight.clone(),
@@ -69,10 +92,7 @@ impl Gst {
         };
         let clip = x.reshape([bt / t, t, c, h, w]).swap_dims(1, 2);
         let y = crate::ops::conv::conv3d(&conv, clip);
-        let [b, co, _, ho, wo] = y.dims();
-        if cost::is_recording() {
-            cost::add((b * co * t * ho * wo * c * 27) as u64);
-        }
+        let [_, co, _, ho, wo] = y.dims();
         y.swap_dims(1, 2).reshape([bt, co, ho, wo])
     }
 
@@ -153,6 +173,32 @@ mod tests {
             })
             .collect();
         y.into_data().assert_approx_eq::<f32>(&TensorData::new(expected, [t, co, 1, 1]), Tolerance::absolute(1e-4));
+    }
+
+    /// The three stacked 2D convolutions give the official Conv3d's output, with and without
+    /// the stride, in inference and under autodiff (its gradients too).
+    #[test]
+    fn stacked_taps_match_the_conv3d() {
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            for stride in [1, 2] {
+                let mut g = Gst::new(6, 8, 3, opts(4, 2), &device);
+                g.stride = stride;
+                let x = Tensor::<4>::random([6, 3, 7, 6], Distribution::Normal(0.0, 1.0), &device);
+                let x = if device.is_autodiff() { x.require_grad() } else { x };
+                let (y, reference) = (g.forward(x.clone()), g.forward_conv3d(x.clone()));
+                assert_eq!(y.dims(), reference.dims());
+                let close = Tolerance::absolute(1e-4);
+                y.clone().into_data().assert_approx_eq::<f32>(&reference.clone().into_data(), close);
+                if device.is_autodiff() {
+                    let r = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &device);
+                    let (a, b) = ((y * r.clone()).sum().backward(), (reference * r).sum().backward());
+                    let (da, db) = (x.grad(&a).unwrap(), x.grad(&b).unwrap());
+                    da.into_data().assert_approx_eq::<f32>(&db.into_data(), close);
+                    let (wa, wb) = (g.weight.grad(&a).unwrap(), g.weight.grad(&b).unwrap());
+                    wa.into_data().assert_approx_eq::<f32>(&wb.into_data(), close);
+                }
+            }
+        }
     }
 
     #[test]

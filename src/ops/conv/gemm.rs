@@ -113,6 +113,18 @@ fn run<const D: usize>(x: Tensor<D>, weight: Tensor<D>, bias: Option<Tensor<1>>,
     Tensor::from_dispatch(<Dispatch as GemmConv>::gemm_conv(x, weight, bias, geometry))
 }
 
+/// Whether this op takes `x` for a convolution with a weight tensor ([`conv2d_weight`]).
+pub fn takes_input(x: &Tensor<4>) -> bool {
+    takes(x)
+}
+
+/// A bias-free 2D convolution of `x` with a weight tensor (not a layer's parameter), stride
+/// and padding symmetric, by this op (see [`takes_input`]).
+pub fn conv2d_weight(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
+    let geometry = Geometry { stride: [1, stride, stride], padding: [0, padding, padding], max: None, shift: None };
+    run(x, weight, None, geometry)
+}
+
 /// `conv` applied to `x` by this op (see [`applies`]).
 pub fn conv2d(conv: &Conv2d, geometry: Geometry, x: Tensor<4>) -> Tensor<4> {
     run(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), geometry)

@@ -71,6 +71,16 @@ pub fn conv2d_shifted(conv: &Conv2d, x: &Tensor<4>, shift: Shift, max: Option<f3
     })
 }
 
+/// A bias-free 2D convolution with a weight computed rather than held by a layer (GST's 3D
+/// kernel as three 2D ones): the GEMM convolution where it takes `x`, burn's otherwise.
+pub fn conv2d_weight(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
+    if gemm::takes_input(&x) {
+        return gemm::conv2d_weight(x, weight, stride, padding);
+    }
+    let options = burn::tensor::ops::ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
+    burn::tensor::module::conv2d(x, weight, None, options)
+}
+
 /// `conv(x)` in 3D: the GEMM convolution where it takes `x`, burn's otherwise.
 pub fn conv3d(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
     gemm::forward_3d(conv, x)
