@@ -10,6 +10,7 @@
 //! | `GATESHIFT_FAST_POOL` | `pool::flex` | on |
 //! | `GATESHIFT_FUSED_BN` | `batch_norm::flex`, the fused training BN | on |
 //! | `GATESHIFT_FUSED_TSM` | `time_shift::flex` and the convolution reading through it | on |
+//! | `GATESHIFT_FUSED_MFNET` | `motion_filter::flex`, MFNet's motion branch | on |
 //! | `GATESHIFT_FOLD_BN` | BN folded into the conv before it in inference | on |
 //! | `GATESHIFT_TORCH_LAYERS` | `torch`: libtorch's conv and BN (`--features tch`) | CUDA; CPU inference |
 //! | `GATESHIFT_CHANNELS_LAST` | `torch`: channels-last convolutions | CUDA; CPU inference |
@@ -26,6 +27,7 @@ pub struct Switches {
     pub fast_pool: bool,
     pub fused_bn: bool,
     pub fused_tsm: bool,
+    pub fused_mfnet: bool,
     pub fold_bn: bool,
     /// `None`: decided per device (see `ops::torch::applies`).
     pub torch_layers: Option<bool>,
@@ -55,6 +57,7 @@ impl Switches {
             fast_pool: on("GATESHIFT_FAST_POOL"),
             fused_bn: on("GATESHIFT_FUSED_BN"),
             fused_tsm: on("GATESHIFT_FUSED_TSM"),
+            fused_mfnet: on("GATESHIFT_FUSED_MFNET"),
             fold_bn: on("GATESHIFT_FOLD_BN"),
             torch_layers: setting("GATESHIFT_TORCH_LAYERS"),
             channels_last: setting("GATESHIFT_CHANNELS_LAST"),
@@ -85,6 +88,7 @@ mod tests {
         let set = |value: &'static str| Switches::from_env(move |_| Some(value.to_string()));
         let off = set("0");
         assert!(!off.gemm_conv && !off.fast_depthwise && !off.fused_tsm && !off.fold_bn && !off.device_all_reduce);
+        assert!(none.fused_mfnet && !off.fused_mfnet);
         assert_eq!(off.torch_layers, Some(false));
         let on = set("1");
         assert!(on.conv_relu && on.gemm_conv && on.torch_layers == Some(true));

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use super::module::{PERTURBATION, Place, Spec, TemporalInit, TemporalModule, TemporalOpts};
 use crate::model::cost;
+use crate::ops::motion_filter::{self, Motion};
 
 /// The directions of the fixed filters, (dy, dx): the next frame's feature at (h + dy, w + dx)
 /// is compared with this frame's at (h, w).
@@ -90,8 +91,22 @@ impl MotionFilter {
         Tensor::cat(groups, 2)
     }
 
-    /// `(batch·segments, C, H, W)` → the same shape.
+    /// `(batch·segments, C, H, W)` → the same shape: one fused pass where it applies
+    /// (`ops::motion_filter`, float32 on flex), [`MotionFilter::forward_composed`] otherwise.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if motion_filter::applies(&x) && self.alpha.val().dtype() == x.dtype() {
+            let [bt, c, h, w] = x.dims();
+            if cost::is_recording() {
+                cost::add((bt * c * h * w) as u64);
+            }
+            let motion = Motion { segments: self.num_segments, directions: &DIRECTIONS };
+            return motion_filter::motion_branch(x, self.alpha.val(), motion);
+        }
+        self.forward_composed(x)
+    }
+
+    /// The reference: [`MotionFilter::motion`] op by op, weighted and added.
+    pub fn forward_composed(&self, x: Tensor<4>) -> Tensor<4> {
         let [bt, c, h, w] = x.dims();
         let t = self.num_segments;
         assert_eq!(bt % t, 0, "MFNet: {bt} frames is not a multiple of {t} segments");
@@ -169,6 +184,26 @@ mod tests {
         assert_eq!(m.forward(x.clone()).dims(), [2, 3, 1, 1]);
         m.num_segments = 1;
         m.forward(x.clone()).into_data().assert_eq(&x.into_data(), true);
+    }
+
+    /// The fused branch gives the composition's output and gradients (input and α), for
+    /// channel counts that leave groups empty or uneven and for one-pixel maps.
+    #[test]
+    fn the_fused_branch_matches_the_composition() {
+        let device = Device::flex().autodiff();
+        for [n, c, h, w, t] in [[6, 7, 4, 5, 3], [4, 3, 2, 3, 2], [3, 11, 1, 1, 3], [2, 5, 3, 3, 1]] {
+            let mut m = MotionFilter::new(c, t, &device);
+            m.alpha = Param::from_tensor(Tensor::random([c], Distribution::Normal(0.0, 1.0), &device).require_grad());
+            let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let r = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let (fused, composed) = (m.forward(x.clone()), m.forward_composed(x.clone()));
+            let close = Tolerance::absolute(1e-5);
+            fused.clone().into_data().assert_approx_eq::<f32>(&composed.clone().into_data(), close);
+            let (a, b) = ((fused * r.clone()).sum().backward(), (composed * r).sum().backward());
+            x.grad(&a).unwrap().into_data().assert_approx_eq::<f32>(&x.grad(&b).unwrap().into_data(), close);
+            let (da, db) = (m.alpha.grad(&a).unwrap(), m.alpha.grad(&b).unwrap());
+            da.into_data().assert_approx_eq::<f32>(&db.into_data(), Tolerance::absolute(1e-4));
+        }
     }
 
     #[test]
