@@ -57,6 +57,19 @@ impl R2Plus1d {
         if cost::is_recording() {
             cost::add((bt * c * h * w * 3 * c) as u64);
         }
+        // The taps' outputs stacked, Zₖ = Wₖ·x in one pointwise convolution, then
+        // y[t] = Z₀[t−1] + Z₁[t] + Z₂[t+1]: no stacked copy of the input.
+        let taps = self.conv.weight.val().reshape([c, 3, c]).swap_dims(0, 1).reshape([3 * c, c, 1, 1]);
+        let z = crate::ops::conv::conv2d_weight(x, taps, 1, 0).reshape([bt / t, t, 3, c, h * w]);
+        let tap = |k: usize| z.clone().narrow(2, k, 1);
+        (from_past(tap(0), 1) + tap(1) + from_future(tap(2), 1)).reshape([bt, c, h, w])
+    }
+
+    /// The reference: the frames' channels stacked `[x[t−1], x[t], x[t+1]]`, then the 1×1
+    /// convolution.
+    pub fn forward_stacked(&self, x: Tensor<4>) -> Tensor<4> {
+        let [bt, c, h, w] = x.dims();
+        let t = self.num_segments;
         let x = x.reshape([bt / t, t, c, h, w]);
         let stacked = Tensor::cat(vec![from_past(x.clone(), 1), x.clone(), from_future(x, 1)], 2);
         crate::ops::conv::conv2d(&self.conv, stacked.reshape([bt, 3 * c, h, w]))
@@ -108,6 +121,24 @@ mod tests {
             })
             .collect();
         y.into_data().assert_approx_eq::<f32>(&TensorData::new(expected, [t, c, 1, 1]), Tolerance::absolute(1e-3));
+    }
+
+    /// The stacked-outputs form gives the stacked-inputs reference, values and gradients.
+    #[test]
+    fn stacked_outputs_match_stacked_inputs() {
+        let device = Device::flex().autodiff();
+        let mut m = R2Plus1d::new(5, 3, &device);
+        let w = Tensor::<4>::random([5, 15, 1, 1], Distribution::Normal(0.0, 0.5), &device);
+        m.conv.weight = Param::from_tensor(w.require_grad());
+        let x = Tensor::<4>::random([6, 5, 3, 4], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let r = Tensor::<4>::random([6, 5, 3, 4], Distribution::Normal(0.0, 1.0), &device);
+        let (y, reference) = (m.forward(x.clone()), m.forward_stacked(x.clone()));
+        let close = Tolerance::absolute(1e-5);
+        y.clone().into_data().assert_approx_eq::<f32>(&reference.clone().into_data(), close);
+        let (a, b) = ((y * r.clone()).sum().backward(), (reference * r).sum().backward());
+        x.grad(&a).unwrap().into_data().assert_approx_eq::<f32>(&x.grad(&b).unwrap().into_data(), close);
+        let (wa, wb) = (m.conv.weight.grad(&a).unwrap(), m.conv.weight.grad(&b).unwrap());
+        wa.into_data().assert_approx_eq::<f32>(&wb.into_data(), Tolerance::absolute(1e-4));
     }
 
     #[test]
