@@ -13,6 +13,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod flex_alloc;
 pub mod gate_shift;
+pub mod gsf_fuse;
 pub mod motion_filter;
 pub mod pool;
 pub mod route;

@@ -16,12 +16,12 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::PaddingConfig3d;
 use burn::nn::conv::{Conv2d, Conv2dConfig, Conv3d, Conv3dConfig};
 use burn::tensor::activation::{sigmoid, tanh};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, s};
 
 use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
 use crate::model::cost;
 use crate::model::batch_norm::BatchNorm;
-use crate::ops::gate_shift;
+use crate::ops::{gate_shift, gsf_fuse};
 use crate::probe;
 
 /// Gate-Shift-Fuse on a feature map of `f_plane` channels, gating the first `gsf_plane`.
@@ -71,20 +71,37 @@ impl Gsf {
         }
     }
 
-    /// `(batch*segments, C, H, W)` → same shape.
+    /// `(batch*segments, C, H, W)` → same shape: the fusion in one fused pass where it applies
+    /// ([`Gsf::fuse_frames`]), op by op as the official code otherwise ([`Gsf::fuse_composed`]).
     pub fn forward(&self, x_full: Tensor<4>) -> Tensor<4> {
-        let [bt, c, h, w] = x_full.dims();
+        let [bt, c, _, _] = x_full.dims();
         let (t, cg) = (self.num_segments, self.gsf_plane);
         assert_eq!(c, self.f_plane, "GSF built for {} channels got {c}", self.f_plane);
         assert_eq!(bt % t, 0, "GSF: {bt} frames is not a multiple of {t} segments");
-        let b = bt / t;
         let gated = x_full.clone().narrow(1, 0, cg);
         let fused = gate_shift::applies(&gated);
         let gate = tanh(self.gate_logits(gated.clone(), fused));
         probe::tap("gsf.tanh", &gate);
+        let y = if gsf_fuse::applies(&gated) { self.fuse_frames(gated, gate) } else { self.fuse_composed(gated, gate) };
+        // The ungated channels pass through: the fused channels are written over the input's
+        // first ones (in place where the map is no longer shared) rather than concatenated.
+        let y = if cg < c { x_full.slice_assign(s![.., 0..cg], y) } else { y };
+        probe::tap("gsf", &y);
+        y
+    }
+}
+
+impl Gsf {
+    /// The reference fusion, op by op as the official code: on the gated channels `(B·T, Cg,
+    /// H, W)` and tanh gates `(B, 2, T, H, W)`, each half gated, its gated part shifted (half 1
+    /// from t+1, half 2 from t−1), fused with the residual by the weights its spatial means
+    /// give, re-interleaved: `(B·T, Cg, H, W)`.
+    pub fn fuse_composed(&self, gated: Tensor<4>, gate: Tensor<5>) -> Tensor<4> {
+        let [bt, cg, h, w] = gated.dims();
+        let (t, half) = (self.num_segments, cg / 2);
+        let b = bt / t;
         // (B, T, Cg, H, W) → (B, Cg, T, H, W): time becomes the depth axis, as in the official code.
         let x = gated.reshape([b, t, cg, h, w]).swap_dims(1, 2);
-        let half = cg / 2;
         let fuse = |x: Tensor<5>, g: Tensor<5>, conv: &Conv2d, from_future_frame: bool| {
             let y = x.clone() * g;
             let r = x - y.clone();
@@ -98,14 +115,35 @@ impl Gsf {
         let z1 = fuse(x.clone().narrow(1, 0, half), gate.clone().narrow(1, 0, 1), &self.channel_conv1, true);
         let z2 = fuse(x.narrow(1, half, half), gate.narrow(1, 1, 1), &self.channel_conv2, false);
         let y = Tensor::cat(vec![super::gsm::interleave(z1), super::gsm::interleave(z2)], 1);
-        let y = y.swap_dims(1, 2).reshape([bt, cg, h, w]);
-        let y = if cg < c { Tensor::cat(vec![y, x_full.narrow(1, cg, c - cg)], 1) } else { y };
-        probe::tap("gsf", &y);
-        y
+        y.swap_dims(1, 2).reshape([bt, cg, h, w])
     }
-}
 
-impl Gsf {
+    /// The same fusion in the frames' layout: the spatial means from two reductions (the
+    /// shifted part's mean is the gated product's mean of the neighbouring frame; the
+    /// residual's is the map's mean minus the gated product's), the fusion weights from them
+    /// as in [`Gsf::fuse_composed`], then the weighting, shift and re-interleave in one pass
+    /// (`ops::gsf_fuse`).
+    pub fn fuse_frames(&self, gated: Tensor<4>, gate: Tensor<5>) -> Tensor<4> {
+        let [bt, cg, h, w] = gated.dims();
+        let (t, half, hw) = (self.num_segments, cg / 2, h * w);
+        let b = bt / t;
+        let g = gate.swap_dims(1, 2).reshape([bt, 2, h, w]);
+        let x = gated.clone().reshape([b, t, 2, half, hw]);
+        let gated_mean = (x.clone() * g.clone().reshape([b, t, 2, 1, hw])).mean_dim(4);
+        let residual_mean = x.mean_dim(4) - gated_mean.clone();
+        let shifted_mean = Tensor::cat(
+            vec![from_future(gated_mean.clone().narrow(2, 0, 1), 1), from_past(gated_mean.narrow(2, 1, 1), 1)],
+            2,
+        );
+        let weights = |k: usize, conv: &Conv2d| {
+            let map = |m: &Tensor<5>| m.clone().narrow(2, k, 1).reshape([b, t, half]).swap_dims(1, 2);
+            let map = Tensor::stack::<4>(vec![map(&shifted_mean), map(&residual_mean)], 1);
+            sigmoid(conv.forward(map)).reshape([b, half, t]).swap_dims(1, 2)
+        };
+        let weights = Tensor::cat(vec![weights(0, &self.channel_conv1), weights(1, &self.channel_conv2)], 2);
+        gsf_fuse::fuse(gated, g, weights.reshape([bt, cg]), gsf_fuse::Fuse { segments: t })
+    }
+
     /// The gate convolution on ReLU(BN3d(x)) of the gated channels `(B·T, Cg, H, W)`, before
     /// tanh: `(B, 2, T, H, W)`. GSM's gate exactly, so GSM's fused gate convolution runs it
     /// where it applies (`ops::gate_shift::gate_conv`, reading the frames' layout as it is);
@@ -179,6 +217,34 @@ mod tests {
         fused.0.into_data().assert_approx_eq::<f32>(&reference.0.into_data(), close);
         fused.1.into_data().assert_approx_eq::<f32>(&reference.1.into_data(), close);
         fused.2.into_data().assert_approx_eq::<f32>(&reference.2.into_data(), close);
+    }
+
+    /// The fused fusion gives the official composition's output and gradients (input, gates,
+    /// fusion convolutions), with one and several clips, and with one segment (no neighbours).
+    #[test]
+    fn the_fused_fusion_matches_the_composition() {
+        let device = Device::flex().autodiff();
+        for [b, t, cg, h, w] in [[1, 3, 8, 4, 5], [2, 2, 12, 3, 3], [1, 1, 4, 2, 2]] {
+            let m = drawn(cg, t, &device);
+            let x = Tensor::<4>::random([b * t, cg, h, w], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let gate = Tensor::<5>::random([b, 2, t, h, w], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let r = Tensor::<4>::random([b * t, cg, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let g = tanh(gate.clone());
+                let z = if fused { m.fuse_frames(x.clone(), g) } else { m.fuse_composed(x.clone(), g) };
+                let grads = (z.clone() * r.clone()).sum().backward();
+                let dw = m.channel_conv2.weight.grad(&grads).unwrap();
+                let db = m.channel_conv1.bias.as_ref().unwrap().grad(&grads).unwrap();
+                (z, x.grad(&grads).unwrap(), dw, db, gate.grad(&grads).unwrap())
+            };
+            let (fused, reference) = (run(true), run(false));
+            let close = Tolerance::absolute(1e-4);
+            fused.0.into_data().assert_approx_eq::<f32>(&reference.0.into_data(), close);
+            fused.1.into_data().assert_approx_eq::<f32>(&reference.1.into_data(), close);
+            fused.2.into_data().assert_approx_eq::<f32>(&reference.2.into_data(), close);
+            fused.3.into_data().assert_approx_eq::<f32>(&reference.3.into_data(), close);
+            fused.4.into_data().assert_approx_eq::<f32>(&reference.4.into_data(), close);
+        }
     }
 
     #[test]
