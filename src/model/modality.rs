@@ -35,12 +35,12 @@ impl Modality {
 
 /// The frames a segment reads: 1 for RGB, `L + 1` for `L` differences (`diff_length`, 0: RGB).
 pub fn frames_per_segment(diff_length: usize) -> usize {
-    if diff_length == 0 { 1 } else { diff_length + 1 }
+    if diff_length == 0 { 1 } else { diff_length.saturating_add(1) }
 }
 
 /// The channels the backbone's first convolution takes: 3, or `3·L`.
 pub fn backbone_channels(diff_length: usize) -> usize {
-    3 * diff_length.max(1)
+    3usize.saturating_mul(diff_length.max(1))
 }
 
 /// `(batch, segments·(L+1)·3, H, W)` → `(batch·segments, 3·L, H, W)`: each segment's `L`
