@@ -17,6 +17,7 @@ pub mod gsf_fuse;
 pub mod motion_filter;
 pub mod pool;
 pub mod route;
+pub mod tap_sum;
 pub mod time_shift;
 #[cfg(feature = "tch")]
 pub mod torch;

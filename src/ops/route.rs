@@ -12,6 +12,7 @@
 //! | `GATESHIFT_FUSED_TSM` | `time_shift::flex` and the convolution reading through it | on |
 //! | `GATESHIFT_FUSED_MFNET` | `motion_filter::flex`, MFNet's motion branch | on |
 //! | `GATESHIFT_FUSED_GSF` | `gsf_fuse::flex`, GSF's fusion of shifted and residual parts | on |
+//! | `GATESHIFT_FUSED_TAPS` | `tap_sum::flex`, the temporal taps of (2+1)D and GST summed | on |
 //! | `GATESHIFT_FOLD_BN` | BN folded into the conv before it in inference | on |
 //! | `GATESHIFT_TORCH_LAYERS` | `torch`: libtorch's conv and BN (`--features tch`) | CUDA; CPU inference |
 //! | `GATESHIFT_CHANNELS_LAST` | `torch`: channels-last convolutions | CUDA; CPU inference |
@@ -30,6 +31,7 @@ pub struct Switches {
     pub fused_tsm: bool,
     pub fused_mfnet: bool,
     pub fused_gsf: bool,
+    pub fused_taps: bool,
     pub fold_bn: bool,
     /// `None`: decided per device (see `ops::torch::applies`).
     pub torch_layers: Option<bool>,
@@ -61,6 +63,7 @@ impl Switches {
             fused_tsm: on("GATESHIFT_FUSED_TSM"),
             fused_mfnet: on("GATESHIFT_FUSED_MFNET"),
             fused_gsf: on("GATESHIFT_FUSED_GSF"),
+            fused_taps: on("GATESHIFT_FUSED_TAPS"),
             fold_bn: on("GATESHIFT_FOLD_BN"),
             torch_layers: setting("GATESHIFT_TORCH_LAYERS"),
             channels_last: setting("GATESHIFT_CHANNELS_LAST"),
@@ -91,7 +94,14 @@ mod tests {
         let set = |value: &'static str| Switches::from_env(move |_| Some(value.to_string()));
         let off = set("0");
         assert!(!off.gemm_conv && !off.fast_depthwise && !off.fused_tsm && !off.fold_bn && !off.device_all_reduce);
-        assert!(none.fused_mfnet && !off.fused_mfnet && none.fused_gsf && !off.fused_gsf);
+        assert!(
+            none.fused_mfnet
+                && !off.fused_mfnet
+                && none.fused_gsf
+                && !off.fused_gsf
+                && none.fused_taps
+                && !off.fused_taps
+        );
         assert_eq!(off.torch_layers, Some(false));
         let on = set("1");
         assert!(on.conv_relu && on.gemm_conv && on.torch_layers == Some(true));

@@ -18,7 +18,7 @@ use burn::nn::PaddingConfig3d;
 use burn::nn::conv::{Conv2d, Conv3d};
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
+use super::module::{Place, Spec, TemporalModule, TemporalOpts};
 use crate::model::cost;
 
 /// The spatio-temporal half of a GST split convolution.
@@ -69,10 +69,7 @@ impl Gst {
         if cost::is_recording() {
             cost::add((bt * co * ho * wo * c * 27) as u64);
         }
-        let z = z.reshape([bt / t, t, kt, co, ho * wo]);
-        let tap = |k: usize| z.clone().narrow(2, k, 1);
-        let y = from_past(tap(0), 1) + tap(1) + from_future(tap(2), 1);
-        y.reshape([bt, co, ho, wo])
+        super::module::sum_taps(z, t)
     }
 
     /// The reference: the official `Tconv`, a Conv3d on the clip transposed to

@@ -94,6 +94,25 @@ impl Default for TemporalOpts {
     }
 }
 
+/// `y[t] = Z₀[t−1] + Z₁[t] + Z₂[t+1]` (zero outside the clip) of three taps stacked along the
+/// channels of `z` (`(B·T, 3·C, H, W)`, tap k's channel c at `k·C + c`): `(B·T, C, H, W)`. One
+/// pass where `ops::tap_sum` applies, the composition otherwise (its reference).
+pub(crate) fn sum_taps(z: Tensor<4>, segments: usize) -> Tensor<4> {
+    if crate::ops::tap_sum::applies(&z) {
+        return crate::ops::tap_sum::tap_sum(z, segments);
+    }
+    sum_taps_composed(z, segments)
+}
+
+/// [`sum_taps`] op by op.
+pub(crate) fn sum_taps_composed(z: Tensor<4>, segments: usize) -> Tensor<4> {
+    let [bt, c3, h, w] = z.dims();
+    let c = c3 / 3;
+    let z = z.reshape([bt / segments, segments, 3, c, h * w]);
+    let tap = |k: usize| z.clone().narrow(2, k, 1);
+    (from_past(tap(0), 1) + tap(1) + from_future(tap(2), 1)).reshape([bt, c, h, w])
+}
+
 /// `x` shifted one step to the past along `dim` (frame t takes frame t+1), zero at the end.
 pub(crate) fn from_future<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     let len = x.dims()[dim];

@@ -60,9 +60,8 @@ impl R2Plus1d {
         // The taps' outputs stacked, Zₖ = Wₖ·x in one pointwise convolution, then
         // y[t] = Z₀[t−1] + Z₁[t] + Z₂[t+1]: no stacked copy of the input.
         let taps = self.conv.weight.val().reshape([c, 3, c]).swap_dims(0, 1).reshape([3 * c, c, 1, 1]);
-        let z = crate::ops::conv::conv2d_weight(x, taps, 1, 0).reshape([bt / t, t, 3, c, h * w]);
-        let tap = |k: usize| z.clone().narrow(2, k, 1);
-        (from_past(tap(0), 1) + tap(1) + from_future(tap(2), 1)).reshape([bt, c, h, w])
+        let z = crate::ops::conv::conv2d_weight(x, taps, 1, 0);
+        super::module::sum_taps(z, t)
     }
 
     /// The reference: the frames' channels stacked `[x[t−1], x[t], x[t+1]]`, then the 1×1
