@@ -143,6 +143,12 @@ impl ModelConfig {
         if self.temporal == TemporalKind::Gst {
             self.check_gst()?;
         }
+        if self.modality == Modality::Rgb && self.new_length != default_new_length() {
+            anyhow::bail!(
+                "--new-length {} applies to --modality rgbdiff only; RGB reads one frame per segment",
+                self.new_length
+            );
+        }
         if self.modality == Modality::Rgbdiff && !(1..=crate::limits::MAX_NEW_LENGTH).contains(&self.new_length) {
             anyhow::bail!("--new-length must be in 1..={}, got {}", crate::limits::MAX_NEW_LENGTH, self.new_length);
         }

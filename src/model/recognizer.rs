@@ -96,6 +96,7 @@ mod tests {
             refused(&|c| c.dropout = p, "dropout");
         }
         refused(&|c| c.shift_div = 1, "--shift-div");
+        refused(&|c| c.new_length = 3, "applies to --modality rgbdiff only");
         for l in [0, 65, usize::MAX] {
             refused(&|c| (c.modality, c.new_length) = (crate::model::Modality::Rgbdiff, l), "--new-length");
         }

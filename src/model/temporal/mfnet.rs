@@ -31,8 +31,7 @@ pub struct MotionFilter {
 
 /// The channels of direction group `g` of `c` channels: five near-equal contiguous groups.
 pub fn group(c: usize, g: usize) -> std::ops::Range<usize> {
-    let n = DIRECTIONS.len();
-    (g * c / n)..((g + 1) * c / n)
+    motion_filter::group(c, g, DIRECTIONS.len())
 }
 
 /// `x` (…, H, W) read at (h + dy, w + dx), zero outside the map.

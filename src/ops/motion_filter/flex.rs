@@ -29,11 +29,17 @@ pub struct Motion {
     pub directions: &'static [(isize, isize)],
 }
 
+/// The channels of direction group `g` of `n` groups over `c` channels: near-equal and
+/// contiguous (`mfnet::group` is this for MFNet's five directions).
+pub fn group(c: usize, g: usize, n: usize) -> std::ops::Range<usize> {
+    (g * c / n)..((g + 1) * c / n)
+}
+
 impl Motion {
-    /// The direction of channel `c` of `channels`: five near-equal contiguous groups.
+    /// The direction of channel `c` of `channels`: the one whose [`group`] holds it.
     fn direction(&self, c: usize, channels: usize) -> (isize, isize) {
         let n = self.directions.len();
-        let g = (0..n).find(|&g| c < (g + 1) * channels / n).unwrap_or(n - 1);
+        let g = (0..n).find(|&g| group(channels, g, n).contains(&c)).unwrap_or(n - 1);
         self.directions[g]
     }
 }

@@ -5,4 +5,4 @@
 
 mod flex;
 
-pub use flex::{Motion, MotionBranch, applies, motion_branch};
+pub use flex::{Motion, MotionBranch, applies, group, motion_branch};
