@@ -100,6 +100,24 @@ pub fn check_output(path: &Path) -> Result<()> {
     }
 }
 
+/// [`check_output`], and `path` is none of the command's `inputs`: an output that would
+/// replace a file the command reads (`export --checkpoint m.pth --onnx m.pth`) is refused
+/// before anything is read or written. Compared by device and inode, through links.
+pub fn check_output_apart(path: &Path, inputs: &[&Path]) -> Result<()> {
+    check_output(path)?;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(out) = fs::metadata(path) else { return Ok(()) };
+    if !out.is_file() {
+        return Ok(());
+    }
+    for input in inputs {
+        if fs::metadata(input).is_ok_and(|i| (i.dev(), i.ino()) == (out.dev(), out.ino())) {
+            bail!("output {} is the input {}: refusing to write over it", path.display(), input.display());
+        }
+    }
+    Ok(())
+}
+
 fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

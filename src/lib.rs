@@ -8,6 +8,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod collective;
 pub mod data;
+pub mod export;
 pub mod infer;
 pub mod io;
 pub mod limits;

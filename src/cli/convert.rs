@@ -18,7 +18,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     if a.output.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         bail!("{}: only .safetensors output is supported", a.output.display());
     }
-    gateshift::io::check_output(&a.output)?;
+    gateshift::io::check_output_apart(&a.output, &[&a.input])?;
     let sd = StateDict::read(&a.input)?;
     sd.write_safetensors(&a.output)?;
     eprintln!("wrote {} tensors to {}", sd.tensors.len(), a.output.display());

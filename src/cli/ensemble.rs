@@ -64,7 +64,8 @@ fn softmax(v: &[f32]) -> Vec<f32> {
 
 pub fn run(a: EnsembleArgs) -> Result<()> {
     if let Some(p) = &a.out {
-        gateshift::io::check_output(p)?;
+        let inputs: Vec<&std::path::Path> = a.scores.iter().map(|p| p.as_path()).collect();
+        gateshift::io::check_output_apart(p, &inputs)?;
     }
     let files: Vec<Vec<Line>> = a.scores.iter().map(|p| read(p)).collect::<Result<_>>()?;
     let first = &files[0];

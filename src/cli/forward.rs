@@ -38,7 +38,7 @@ pub struct ForwardArgs {
 }
 
 pub fn run(a: ForwardArgs) -> Result<()> {
-    gateshift::io::check_output(&a.output)?;
+    gateshift::io::check_output_apart(&a.output, &[&a.checkpoint, &a.input])?;
     let device = gateshift::backend::device(&a.backend)?;
     let options = gateshift::infer::Options { fit: a.partial.unwrap_or_default(), precision: a.precision };
     let gateshift::infer::Predictor { model, config: cfg, .. } =

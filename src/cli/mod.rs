@@ -19,6 +19,7 @@ mod convert;
 mod data;
 mod demo;
 mod ensemble;
+mod export;
 mod forward;
 mod info;
 mod predict;
@@ -77,6 +78,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Run a stored input tensor through a checkpoint (eval mode) and write the logits.
     Forward(forward::ForwardArgs),
+    /// Export a checkpoint as a standard ONNX model (ONNX Runtime, OpenVINO, TensorRT).
+    Export(export::ExportArgs),
     /// Convert a checkpoint between PyTorch `.pth(.tar)` and safetensors.
     Convert(convert::ConvertArgs),
     /// Train a recognizer (official recipe by default) into a run folder.
@@ -110,6 +113,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info(a) => info::run(a),
         Command::Forward(a) => forward::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Export(a) => export::run(a),
         Command::Train(a) => train::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Test(a) => test::run(a),

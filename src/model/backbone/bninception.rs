@@ -17,12 +17,12 @@ use crate::ops::pool;
 pub const FEATURES: usize = 1024;
 
 /// A four-branch block (1x1 | 3x3_reduce→3x3 | double_3x3 | pool→pool_proj).
-struct Mixed<'a> {
-    b1x1: &'a ConvBn,
-    b3x3: [&'a ConvBn; 2],
-    double: [&'a ConvBn; 3],
-    pool_proj: &'a ConvBn,
-    max_pool: bool,
+pub(crate) struct Mixed<'a> {
+    pub b1x1: &'a ConvBn,
+    pub b3x3: [&'a ConvBn; 2],
+    pub double: [&'a ConvBn; 3],
+    pub pool_proj: &'a ConvBn,
+    pub max_pool: bool,
 }
 
 #[derive(Module, Debug)]
@@ -329,7 +329,7 @@ impl BnInception {
         Tensor::cat(vec![a, b, c], 1)
     }
 
-    fn block_3a(&self) -> Mixed<'_> {
+    pub(crate) fn block_3a(&self) -> Mixed<'_> {
         Mixed {
             b1x1: &self.inception_3a_1x1,
             b3x3: [&self.inception_3a_3x3_reduce, &self.inception_3a_3x3],
@@ -343,7 +343,7 @@ impl BnInception {
         }
     }
 
-    fn block_3b(&self) -> Mixed<'_> {
+    pub(crate) fn block_3b(&self) -> Mixed<'_> {
         Mixed {
             b1x1: &self.inception_3b_1x1,
             b3x3: [&self.inception_3b_3x3_reduce, &self.inception_3b_3x3],
@@ -358,7 +358,7 @@ impl BnInception {
     }
 
     /// Blocks 4a–4d.
-    fn block_4(&self, i: usize) -> Mixed<'_> {
+    pub(crate) fn block_4(&self, i: usize) -> Mixed<'_> {
         let s = self;
         let units = [
             [
@@ -403,7 +403,7 @@ impl BnInception {
     }
 
     /// Blocks 5a (average pool branch) and 5b (max pool branch).
-    fn block_5(&self, b: bool) -> Mixed<'_> {
+    pub(crate) fn block_5(&self, b: bool) -> Mixed<'_> {
         let s = self;
         let u = if b {
             [

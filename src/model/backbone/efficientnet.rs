@@ -129,6 +129,11 @@ impl SameConv {
     /// SAME padding of `x` (top, bottom, left, right): the smaller half before.
     fn padding(&self, x: &Tensor<4>) -> [usize; 4] {
         let [_, _, h, w] = x.dims();
+        self.padding_of(h, w)
+    }
+
+    /// SAME padding (top, bottom, left, right) of an `h` × `w` map.
+    pub(crate) fn padding_of(&self, h: usize, w: usize) -> [usize; 4] {
         let (ph, pw) = (self.pad_total(h), self.pad_total(w));
         [ph / 2, ph - ph / 2, pw / 2, pw - pw / 2]
     }

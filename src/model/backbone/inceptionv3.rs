@@ -9,7 +9,7 @@
 
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
-use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::model::cost;
@@ -61,24 +61,30 @@ impl Units<'_> {
 }
 
 /// Caffe pooling, 3×3, ceil mode; stride-1 pools are padded by 1 (average counts the padding).
-fn avg_pool_3x3(x: Tensor<4>) -> Tensor<4> {
-    let pool = AvgPool2dConfig::new([3, 3])
+pub(crate) fn avg_pool_3x3_layer() -> AvgPool2d {
+    AvgPool2dConfig::new([3, 3])
         .with_strides([1, 1])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .with_count_include_pad(true)
         .with_ceil_mode(true)
-        .init();
-    pool::avg(&pool, x)
+        .init()
 }
 
-fn max_pool_3x3(x: Tensor<4>, stride: usize) -> Tensor<4> {
+pub(crate) fn max_pool_3x3_layer(stride: usize) -> MaxPool2d {
     let pad = if stride == 1 { 1 } else { 0 };
-    let pool = MaxPool2dConfig::new([3, 3])
+    MaxPool2dConfig::new([3, 3])
         .with_strides([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_ceil_mode(true)
-        .init();
-    pool::max(&pool, x)
+        .init()
+}
+
+fn avg_pool_3x3(x: Tensor<4>) -> Tensor<4> {
+    pool::avg(&avg_pool_3x3_layer(), x)
+}
+
+fn max_pool_3x3(x: Tensor<4>, stride: usize) -> Tensor<4> {
+    pool::max(&max_pool_3x3_layer(stride), x)
 }
 
 /// 35×35 block (`mixed`, `mixed_1`, `mixed_2`): 1x1 | 1x1→5x5 | 1x1→3x3→3x3 | avg pool→1x1.

@@ -63,7 +63,7 @@ fn unit_with(t: &Temporal, conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tenso
 impl Block {
     /// Which convolution's unit the temporal module sits in, between the conv and its BN: 1
     /// (`conv1`: GSM; (2+1)D in basic blocks) or 2 (`conv2`, the bottleneck's 3×3: (2+1)D).
-    fn unit_of_temporal(&self) -> Option<usize> {
+    pub(crate) fn unit_of_temporal(&self) -> Option<usize> {
         match self.temporal.as_ref()?.spec().place {
             Place::AfterConv => Some(1),
             Place::AfterSpatialConv | Place::SplitsSpatialConv => Some(if self.conv3.is_some() { 2 } else { 1 }),
