@@ -3,7 +3,8 @@
 //! frames already cropped and normalised; [`Schedule`] says which windows are scored; the
 //! model sees each window as a whole clip — TSN test sampling of its segments for the
 //! recognizers (GSM, TSM and GSF mix frames at every layer, so nothing is reused between
-//! windows), every frame for I3D.
+//! windows), every frame for I3D. Online (`--online`), a causal recognizer scores every frame
+//! as it arrives with one frame's forward instead (`infer::online`).
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -155,7 +156,7 @@ pub fn run(
 pub enum WindowModel {
     /// A TSN-style recognizer: its `segments` frames at the segment centres of the window
     /// (the test sampling of `gateshift test` and `predict`), one view.
-    Recognizer(Box<Recognizer>),
+    Recognizer(Box<Recognizer>, crate::model::ModelConfig),
     /// I3D: `length` consecutive frames — the window, looped if shorter (as `predict` does).
     I3d { model: Box<I3d>, length: usize },
 }
@@ -164,7 +165,7 @@ impl WindowModel {
     /// Class probabilities for `frames`.
     pub fn score(&self, frames: &[&[f32]], size: usize, device: &Device) -> Vec<f32> {
         let (indices, shape_t) = match self {
-            Self::Recognizer(m) => {
+            Self::Recognizer(m, _) => {
                 // Per segment its frame, or (RGB difference) its L + 1 consecutive frames.
                 let length = crate::model::modality::frames_per_segment(m.diff_length);
                 let starts = tsn_test(frames.len(), m.num_segments, length);
@@ -179,7 +180,7 @@ impl WindowModel {
             data.extend_from_slice(frames[i]);
         }
         let logits = match self {
-            Self::Recognizer(m) => {
+            Self::Recognizer(m, _) => {
                 m.forward(Tensor::<4>::from_data(TensorData::new(data, [1, shape_t * 3, size, size]), device))
             }
             Self::I3d { model, .. } => {
@@ -190,6 +191,20 @@ impl WindowModel {
         let probs = softmax(logits, 1).into_data().convert::<f32>();
         probs.try_into_vec::<f32>().expect("float32 after convert")
     }
+}
+
+/// Class probabilities of the next frame `(3, size, size)` (normalised for the model) of an
+/// online stream (`stream --online`).
+pub fn score_online(
+    online: &mut crate::infer::online::Online,
+    frame: &[f32],
+    size: usize,
+    device: &Device,
+) -> Vec<f32> {
+    assert_eq!(frame.len(), 3 * size * size, "frame of {} values, expected 3·{size}²", frame.len());
+    let x = Tensor::<4>::from_data(TensorData::new(frame.to_vec(), [1, 3, size, size]), device);
+    let probs = softmax(online.push(x), 1).into_data().convert::<f32>();
+    probs.try_into_vec::<f32>().expect("float32 after convert")
 }
 
 #[cfg(test)]

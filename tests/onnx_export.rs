@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use burn::module::{Module, ModuleMapper, Param};
+mod common;
+
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use gateshift::export::{self, Export};
 use gateshift::model::{Arch, Modality, ModelConfig, Recognizer, TemporalKind};
@@ -43,30 +44,9 @@ const STANDARD: &[&str] = &[
     "Identity",
 ];
 
-/// Parameters that start at zero (GSM's gate, BN biases) drawn instead, so that every path of
-/// the graph carries a signal.
-struct DrawZeros;
-
-impl ModuleMapper for DrawZeros {
-    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        p.map(|t| {
-            if t.clone().abs().max().into_scalar::<f32>() > 0.0 {
-                return t;
-            }
-            Tensor::random(t.shape(), Distribution::Normal(0.0, 0.2), &t.device())
-        })
-    }
-}
-
-/// A recognizer in inference form with drawn gates and BN statistics from one training
-/// forward (so folding has something to fold).
+/// A recognizer in inference form with drawn gates and BN statistics.
 fn model(cfg: &ModelConfig, size: usize) -> Recognizer {
-    cfg.check().unwrap();
-    let ad = Device::flex().autodiff();
-    let m = cfg.init(&ad).map(&mut DrawZeros);
-    let x = Tensor::<4>::random([2, cfg.input_channels(), size, size], Distribution::Normal(1.0, 2.0), &ad);
-    let _ = m.forward(x);
-    m.valid().inference()
+    common::models::drawn(cfg, size)
 }
 
 fn config(arch: Arch, temporal: TemporalKind, segments: usize) -> ModelConfig {
@@ -88,7 +68,8 @@ fn export_bytes(m: &Recognizer, cfg: &ModelConfig, size: usize, batch: Option<us
 fn cases() -> Vec<(String, ModelConfig, usize)> {
     let mut out = Vec::new();
     let mut add = |cfg: ModelConfig, size: usize| {
-        let what = format!("{} + {} ({})", cfg.arch.name(), cfg.temporal.label(), cfg.modality.name());
+        let causal = if cfg.causal { ", causal" } else { "" };
+        let what = format!("{} + {} ({}{causal})", cfg.arch.name(), cfg.temporal.label(), cfg.modality.name());
         out.push((what, cfg, size));
     };
     for temporal in [TemporalKind::None, TemporalKind::Tsm, TemporalKind::Gsm, TemporalKind::Gsf] {
@@ -105,6 +86,16 @@ fn cases() -> Vec<(String, ModelConfig, usize)> {
     (diff.modality, diff.new_length) = (Modality::Rgbdiff, 2);
     add(diff, 64);
     add(config(Arch::ResnetMini, TemporalKind::Gsm, 1), 64);
+    let causal = [
+        (Arch::ResnetMini, TemporalKind::Tsm, 64),
+        (Arch::ResnetMini, TemporalKind::Gsm, 64),
+        (Arch::BnInception, TemporalKind::Gsm, 96),
+    ];
+    for (arch, temporal, size) in causal {
+        let mut cfg = config(arch, temporal, 4);
+        cfg.causal = true;
+        add(cfg, size);
+    }
     out
 }
 

@@ -52,6 +52,10 @@ pub struct PredictArgs {
     pub crops: usize,
     #[command(flatten)]
     pub sizes: SizeArgs,
+    /// Also write the input video with the top classes drawn on every frame and a strip of
+    /// each segment's top class along the bottom (ffmpeg; .mp4, .mkv, .avi or .mov).
+    #[arg(long)]
+    pub render: Option<PathBuf>,
     #[arg(long, default_value = "flex")]
     pub backend: String,
     /// Inference arithmetic: fp32, or bf16 (weights and activations in bf16, scores f32; fast
@@ -74,11 +78,20 @@ pub fn run(a: PredictArgs) -> Result<()> {
     }
     let device = gateshift::backend::device(&a.backend)?;
     let entry = entry(&a)?;
+    if let Some(out) = &a.render {
+        check_render_output(out, &a)?;
+    }
+    let mut segments = None;
     let (ranked, names, nouns) = match (a.model, &a.checkpoint) {
         (Some(Pretrained::I3dKinetics400), _) => {
             (i3d_scores(&a, entry, &device)?, Some(i3d::kinetics400_names()), None)
         }
-        (None, Some(checkpoint)) => recognizer_scores(&a, checkpoint, entry, &device)?,
+        (None, Some(checkpoint)) if a.render.is_some() => {
+            let (scores, per_segment) = recognizer_scores(&a, checkpoint, entry, &device)?;
+            segments = Some(per_segment);
+            scores
+        }
+        (None, Some(checkpoint)) => recognizer_scores(&a, checkpoint, entry, &device)?.0,
         (None, None) => bail!("give --checkpoint or --model"),
     };
     let rank = |scores: Vec<f32>| {
@@ -89,6 +102,10 @@ pub fn run(a: PredictArgs) -> Result<()> {
     };
     let (ranked, nouns) = (rank(ranked), nouns.map(rank));
     let name = |i: usize| names.as_ref().map(|n| n[i].clone()).unwrap_or_else(|| format!("class {i}"));
+    if let Some(out) = &a.render {
+        let top: Vec<(String, f32)> = ranked.iter().map(|&(i, p)| (name(i), p)).collect();
+        render(&a, out, &top, segments.unwrap_or_else(|| vec![ranked[0].0]))?;
+    }
     if a.json {
         let top: Vec<_> =
             ranked.iter().map(|&(i, p)| json!({"class": i, "label": name(i), "probability": p})).collect();
@@ -181,8 +198,49 @@ fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>
 /// Class probabilities, class names if known, and a second head's noun probabilities.
 type Scores = (Vec<f32>, Option<Vec<String>>, Option<Vec<f32>>);
 
-/// A recognizer checkpoint: the test pipeline it was trained for, softmax scores.
-fn recognizer_scores(a: &PredictArgs, checkpoint: &Path, mut entry: Entry, device: &Device) -> Result<Scores> {
+/// `--render`'s output: a video container ffmpeg writes, which is not one of the inputs.
+fn check_render_output(out: &Path, a: &PredictArgs) -> Result<()> {
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !["mp4", "mkv", "avi", "mov"].contains(&ext) {
+        bail!("--render {}: name a .mp4, .mkv, .avi or .mov file", out.display());
+    }
+    let inputs: Vec<&Path> = [Some(a.input.as_path()), a.checkpoint.as_deref()].into_iter().flatten().collect();
+    gateshift::io::check_output_apart(out, &inputs)?;
+    if !gateshift::data::video::available() {
+        bail!("--render needs ffmpeg (scripts/setup.sh installs it)");
+    }
+    Ok(())
+}
+
+/// Writes the result video: `top` on every frame, and along the bottom the top class of each
+/// of the clip's segments (`segments`, in time order) over the frames it stands for.
+fn render(a: &PredictArgs, out: &Path, top: &[(String, f32)], segments: Vec<usize>) -> Result<()> {
+    use gateshift::report::render::{Frames, Labels};
+    let naming = a.frames.naming()?;
+    let (frames, count, fps) = if a.input.is_dir() {
+        let count = naming.count(&a.input)?;
+        (Frames::Folder { dir: &a.input, naming: &naming, count }, count, 25.0)
+    } else {
+        let info = gateshift::data::video::probe_cached(&a.input)?;
+        (Frames::Video(&a.input), info.frames, info.fps)
+    };
+    let t = segments.len();
+    let timeline: Vec<Option<usize>> =
+        (0..count.max(1)).map(|f| Some(segments[(f * t / count.max(1)).min(t - 1)])).collect();
+    let at = |_: usize| top.to_vec();
+    let (n, (w, h)) = gateshift::report::render::render(frames, &Labels { at: &at, timeline: &timeline }, fps, out)?;
+    eprintln!("rendered {n} frames ({w}×{h}) to {}", out.display());
+    Ok(())
+}
+
+/// A recognizer checkpoint: the test pipeline it was trained for, softmax scores; and each
+/// segment's top class in the first view (for `--render`).
+fn recognizer_scores(
+    a: &PredictArgs,
+    checkpoint: &Path,
+    mut entry: Entry,
+    device: &Device,
+) -> Result<(Scores, Vec<usize>)> {
     let p = open_checkpoint(&a.model_args, checkpoint, Options { fit: Fit::Strict, precision: a.precision }, device)?;
     let names = p.class_names(a.labels.as_deref())?;
     let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
@@ -191,8 +249,25 @@ fn recognizer_scores(a: &PredictArgs, checkpoint: &Path, mut entry: Entry, devic
     entry.noun = (p.config.noun_classes > 0).then_some(0);
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
     let ds = Arc::new(ClipDataset { list, naming: a.frames.naming()?, pipeline });
+    let segments = if a.render.is_some() { segment_classes(&p, &ds, size as usize, device)? } else { Vec::new() };
     let ev = p.evaluate(ds, &EvalOptions { batch_size: 1, workers: 1, softmax: true, ..Default::default() })?;
     let (_, _, mut probs) = ev.scores.into_iter().next().expect("one entry");
     let nouns = (p.config.noun_classes > 0).then(|| probs.split_off(p.config.classes));
-    Ok((probs, names, nouns))
+    Ok(((probs, names, nouns), segments))
+}
+
+/// The top class of each segment's frame scores in the clip's first view.
+fn segment_classes(
+    p: &gateshift::infer::Predictor,
+    ds: &ClipDataset,
+    size: usize,
+    device: &Device,
+) -> Result<Vec<usize>> {
+    let clip = ds.get(0, &mut rand::rngs::StdRng::seed_from_u64(0))?;
+    let c = p.config.input_channels();
+    let x = Tensor::<4>::from_data(TensorData::new(clip.data[..c * size * size].to_vec(), [1, c, size, size]), device);
+    let scores = p.model.forward_frames(x).narrow(2, 0, p.config.classes);
+    let top =
+        scores.argmax(2).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(top.into_iter().map(|i| i as usize).collect())
 }

@@ -52,6 +52,16 @@ pub struct StreamArgs {
     /// Score only the freshest due window when the input is ahead of the model (live sources).
     #[arg(long)]
     pub latest: bool,
+    /// Online inference, as TSM's online mode: a causal model (`train --causal`) scores every
+    /// frame as it arrives with one frame's forward, its temporal modules keeping what they
+    /// need of the earlier frames (no windows: --window and --stride do not apply).
+    #[arg(long, conflicts_with_all = ["latest", "model"])]
+    pub online: bool,
+    /// Also write the input with, on every frame, the top classes of the latest window scored
+    /// by then and a strip of each window's top class along the bottom (a video file or frame
+    /// folder; ffmpeg; .mp4, .mkv, .avi or .mov).
+    #[arg(long, conflicts_with = "latest")]
+    pub render: Option<PathBuf>,
     /// Class names, one per line (default: the names stored in the checkpoint).
     #[arg(long)]
     pub labels: Option<PathBuf>,
@@ -105,30 +115,16 @@ impl Prep {
 }
 
 pub fn run(a: StreamArgs) -> Result<()> {
-    let schedule = Schedule::new(a.window, a.stride)?;
+    if a.online && (super::given("window") || super::given("stride")) {
+        bail!("--online scores every frame as it arrives: --window and --stride do not apply");
+    }
+    let schedule = if a.online { Schedule::new(1, 1)? } else { Schedule::new(a.window, a.stride)? };
+    if let Some(out) = &a.render {
+        check_render(&a, out)?;
+    }
     let device = gateshift::backend::device(&a.backend)?;
     let input = open(&a)?;
-    let (model, names, prep) = match (a.model, &a.checkpoint) {
-        (Some(Pretrained::I3dKinetics400), _) => {
-            let model = WindowModel::I3d { model: Box::new(load_i3d(&device, a.precision)?), length: a.window };
-            (model, Some(i3d::kinetics400_names()), Prep { scale: 256, size: 224, spec: i3d::INPUT })
-        }
-        (None, Some(checkpoint)) => {
-            let options = gateshift::infer::Options { fit: gateshift::checkpoint::Fit::Strict, precision: a.precision };
-            let p = open_checkpoint(&a.model_args, checkpoint, options, &device)?;
-            if p.config.noun_classes > 0 {
-                bail!(
-                    "{} has two heads (verb, noun): `gateshift predict` and `test` score them; stream shows one head",
-                    checkpoint.display()
-                );
-            }
-            let names = p.class_names(a.labels.as_deref())?;
-            let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
-            let spec = p.config.arch.input();
-            (WindowModel::Recognizer(Box::new(p.model)), names, Prep { scale, size, spec })
-        }
-        (None, None) => bail!("give --checkpoint or --model"),
-    };
+    let (model, names, prep) = load(&a, &device)?;
     let fps = match &input {
         Input::Video(_, info) => Some(info.fps),
         Input::Frames { .. } => a.fps,
@@ -145,12 +141,23 @@ pub fn run(a: StreamArgs) -> Result<()> {
     let wall = Instant::now();
     let size = prep.size as usize;
     let mut stdout = std::io::stdout().lock();
+    let mut online = match (&model, a.online) {
+        (WindowModel::Recognizer(m, config), true) => Some(gateshift::infer::online::Online::new(m, config)?),
+        _ => None,
+    };
+    let mut scored_windows: Vec<(usize, Vec<f32>)> = Vec::new();
     let summary = gateshift::stream::run(
         &rx,
         schedule,
         a.latest,
-        |frames| Ok(model.score(frames, size, &device)),
+        |frames| match online.as_mut() {
+            Some(online) => Ok(gateshift::stream::score_online(online, frames[0], size, &device)),
+            None => Ok(model.score(frames, size, &device)),
+        },
         |scored| {
+            if a.render.is_some() {
+                scored_windows.push((scored.frames.end, scored.probs.clone()));
+            }
             let line = describe(scored, fps, names.as_deref(), a.topk, a.json);
             writeln!(stdout, "{line}").and_then(|_| stdout.flush()).context("writing to stdout")
         },
@@ -158,8 +165,90 @@ pub fn run(a: StreamArgs) -> Result<()> {
     drop(rx);
     let _ = producer.join();
     let summary = summary.with_context(|| format!("streaming {}", a.input))?;
-    report(&summary, fps, wall.elapsed().as_secs_f64());
+    report(&summary, fps, wall.elapsed().as_secs_f64(), if a.online { "frame" } else { "window" });
+    if let Some(out) = &a.render {
+        render(&a, out, &scored_windows, summary.frames, fps.unwrap_or(25.0), names.as_deref())?;
+    }
     Ok(())
+}
+
+/// `--render` needs a file or folder to decode again, and an output apart from the inputs.
+fn check_render(a: &StreamArgs, out: &Path) -> Result<()> {
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !["mp4", "mkv", "avi", "mov"].contains(&ext) {
+        bail!("--render {}: name a .mp4, .mkv, .avi or .mov file", out.display());
+    }
+    let input = Path::new(&a.input);
+    if a.input_format.is_some() || !(input.is_file() || input.is_dir()) {
+        bail!("--render draws on a video file or frame folder; {} is a live source", a.input);
+    }
+    let inputs: Vec<&Path> = [Some(input), a.checkpoint.as_deref()].into_iter().flatten().collect();
+    gateshift::io::check_output_apart(out, &inputs)
+}
+
+/// The result video: each frame with the latest window scored by then (`windows`: each
+/// window's end frame and probabilities, in order) and the strip of their top classes.
+fn render(
+    a: &StreamArgs,
+    out: &Path,
+    windows: &[(usize, Vec<f32>)],
+    frames: usize,
+    fps: f64,
+    names: Option<&[String]>,
+) -> Result<()> {
+    use gateshift::report::render::{Frames, Labels};
+    // The window shown at frame i: the last one whose frames end by i + 1.
+    let shown = |i: usize| windows.partition_point(|(end, _)| *end <= i + 1).checked_sub(1);
+    let ranked = |probs: &[f32]| {
+        let mut r: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+        r.sort_by(|x, y| y.1.total_cmp(&x.1));
+        r.truncate(a.topk);
+        r
+    };
+    let name = |i: usize| names.map(|n| n[i].clone()).unwrap_or_else(|| format!("class {i}"));
+    let at = |i: usize| {
+        shown(i).map_or(Vec::new(), |w| ranked(&windows[w].1).into_iter().map(|(c, p)| (name(c), p)).collect())
+    };
+    let timeline: Vec<Option<usize>> = (0..frames).map(|i| shown(i).map(|w| ranked(&windows[w].1)[0].0)).collect();
+    let naming = a.frames.naming()?;
+    let input = Path::new(&a.input);
+    let source = if input.is_dir() {
+        Frames::Folder { dir: input, naming: &naming, count: frames }
+    } else {
+        Frames::Video(input)
+    };
+    let (n, (w, h)) = gateshift::report::render::render(source, &Labels { at: &at, timeline: &timeline }, fps, out)?;
+    eprintln!("rendered {n} frames ({w}×{h}) to {}", out.display());
+    Ok(())
+}
+
+/// The model a stream is scored with, its class names, and how frames are prepared for it.
+fn load(a: &StreamArgs, device: &burn::tensor::Device) -> Result<(WindowModel, Option<Vec<String>>, Prep)> {
+    Ok(match (a.model, &a.checkpoint) {
+        (Some(Pretrained::I3dKinetics400), _) => {
+            let model = WindowModel::I3d { model: Box::new(load_i3d(device, a.precision)?), length: a.window };
+            (model, Some(i3d::kinetics400_names()), Prep { scale: 256, size: 224, spec: i3d::INPUT })
+        }
+        (None, Some(checkpoint)) => {
+            let options = gateshift::infer::Options { fit: gateshift::checkpoint::Fit::Strict, precision: a.precision };
+            let p = open_checkpoint(&a.model_args, checkpoint, options, device)?;
+            if p.config.noun_classes > 0 {
+                bail!(
+                    "{} has two heads (verb, noun): `gateshift predict` and `test` score them; stream shows one head",
+                    checkpoint.display()
+                );
+            }
+            let names = p.class_names(a.labels.as_deref())?;
+            let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
+            let spec = p.config.arch.input();
+            if a.online {
+                // Refused here, before any frame is read, if the model is not causal.
+                gateshift::infer::online::Online::new(&p.model, &p.config)?;
+            }
+            (WindowModel::Recognizer(Box::new(p.model), p.config), names, Prep { scale, size, spec })
+        }
+        (None, None) => bail!("give --checkpoint or --model"),
+    })
 }
 
 /// Recognises the input: a frame folder (counted), else a video source (`Source::open`:
@@ -229,7 +318,7 @@ fn describe(s: &Scored, fps: Option<f64>, names: Option<&[String]>, topk: usize,
 }
 
 /// Totals on stderr: windows, model latency, and how the run compares with real time.
-fn report(s: &Summary, fps: Option<f64>, wall_s: f64) {
+fn report(s: &Summary, fps: Option<f64>, wall_s: f64, unit: &str) {
     let mut ms: Vec<f64> = s.latencies.iter().map(|d| 1e3 * d.as_secs_f64()).collect();
     ms.sort_by(f64::total_cmp);
     let median = ms.get(ms.len() / 2).copied().unwrap_or(0.0);
@@ -238,7 +327,7 @@ fn report(s: &Summary, fps: Option<f64>, wall_s: f64) {
         _ => String::new(),
     };
     eprintln!(
-        "stream: {} frames, {} windows scored ({} skipped), model {median:.1} ms per window (median), \
+        "stream: {} frames, {} {unit}s scored ({} skipped), model {median:.1} ms per {unit} (median), \
          {wall_s:.1} s in all{realtime}",
         s.frames, s.windows, s.skipped
     );

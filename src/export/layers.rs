@@ -43,17 +43,21 @@ pub fn conv_padded(g: &mut Graph, conv: &Conv2d, x: &Value, pads: [usize; 4]) ->
 }
 
 /// A 3×3×3 (or any odd-sized) 3-D convolution with "same" padding on `(B, C, T, H, W)`: the
-/// gate convolution of GSM and GSF.
-pub fn conv3d(g: &mut Graph, conv: &Conv3d, x: &Value) -> Value {
+/// gate convolution of GSM and GSF. `causal`: the time padding all before the clip, so the
+/// taps read t−2, t−1, t (causal GSM).
+pub fn conv3d(g: &mut Graph, conv: &Conv3d, x: &Value, causal: bool) -> Value {
     let [cout, _, kt, kh, kw] = conv.weight.dims();
     let mut inputs = vec![x.name.clone(), g.tensor(conv.weight.val())];
     if let Some(b) = &conv.bias {
         inputs.push(g.tensor(b.val()));
     }
-    let pads = [kt / 2, kh / 2, kw / 2];
+    let (begin, end) = match causal {
+        true => ([kt - 1, kh / 2, kw / 2], [0, kh / 2, kw / 2]),
+        false => ([kt / 2, kh / 2, kw / 2], [kt / 2, kh / 2, kw / 2]),
+    };
     let attrs = vec![
         ("kernel_shape", Attr::Ints(vec![kt as i64, kh as i64, kw as i64])),
-        ("pads", Attr::Ints(pads.iter().chain(&pads).map(|&p| p as i64).collect())),
+        ("pads", Attr::Ints(begin.iter().chain(&end).map(|&p| p as i64).collect())),
         ("group", Attr::Int(conv.groups as i64)),
     ];
     let names: Vec<&str> = inputs.iter().map(String::as_str).collect();

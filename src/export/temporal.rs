@@ -53,7 +53,8 @@ fn shift_time(g: &mut Graph, x: &Value, from_future: bool) -> Value {
     }
 }
 
-/// TSM: the first C/div channels from t+1, the next C/div from t−1, the rest kept.
+/// TSM: the first C/div channels from t+1, the next C/div from t−1, the rest kept (causal:
+/// the first C/div from t−1, the rest kept).
 pub fn tsm(g: &mut Graph, m: &TemporalShift, x: &Value) -> Value {
     let c = x.dim(1);
     let fold = c / m.shift_div;
@@ -61,6 +62,13 @@ pub fn tsm(g: &mut Graph, m: &TemporalShift, x: &Value) -> Value {
         return x.clone();
     }
     let x5 = clip(g, x, m.num_segments);
+    if m.causal {
+        let past = g.slice(&x5, 2, 0, fold);
+        let past = shift_time(g, &past, false);
+        let rest = g.slice(&x5, 2, fold, c);
+        let y = g.concat(&[past, rest], 2);
+        return frames(g, &y);
+    }
     let left = g.slice(&x5, 2, 0, fold);
     let left = shift_time(g, &left, true);
     let right = g.slice(&x5, 2, fold, 2 * fold);
@@ -74,19 +82,20 @@ pub fn tsm(g: &mut Graph, m: &TemporalShift, x: &Value) -> Value {
 }
 
 /// The gate of GSM and GSF: tanh of the grouped 3-D convolution on ReLU(BN3d(x)), as
-/// `(B, T, 2, H, W)`.
+/// `(B, T, 2, H, W)`; `causal`: its temporal taps on t−2, t−1, t.
 fn gate(
     g: &mut Graph,
     bn: &crate::model::batch_norm::BatchNorm,
     conv: &burn::nn::conv::Conv3d,
     x: &Value,
     t: usize,
+    causal: bool,
 ) -> Value {
     let r = batch_norm(g, bn, x);
     let r = g.clamp(&r, f32::INFINITY);
     let r = clip(g, &r, t);
     let r = g.transpose(&r, &[0, 2, 1, 3, 4]);
-    let logits = conv3d(g, conv, &r);
+    let logits = conv3d(g, conv, &r, causal);
     let gate = g.unary("Tanh", &logits);
     g.transpose(&gate, &[0, 2, 1, 3, 4])
 }
@@ -107,13 +116,14 @@ fn interleave(g: &mut Graph, z: &Value) -> Value {
 }
 
 /// GSM: half 1's gated part from t+1, half 2's from t−1, residuals stay, halves
-/// re-interleaved.
+/// re-interleaved; causal GSM (`Gsm::causal`) as its own composition.
 pub fn gsm(g: &mut Graph, m: &Gsm, x: &Value) -> Value {
     let (t, c) = (m.num_segments, x.dim(1));
-    let gate = gate(g, &m.bn, &m.conv3D, x, t);
+    let gate = gate(g, &m.bn, &m.conv3D, x, t, m.causal);
     let x5 = clip(g, x, t);
     let mut halves = Vec::new();
-    for (k, from_future) in [(0, true), (1, false)] {
+    // Half 1's gated part from t+1 (causal: t−1), half 2's from t−1.
+    for (k, from_future) in [(0, !m.causal), (1, false)] {
         let xk = g.slice(&x5, 2, k * c / 2, (k + 1) * c / 2);
         let gk = g.slice(&gate, 2, k, k + 1);
         let (shifted, residual) = gated_parts(g, &xk, &gk, from_future);
@@ -130,7 +140,7 @@ pub fn gsm(g: &mut Graph, m: &Gsm, x: &Value) -> Value {
 pub fn gsf(g: &mut Graph, m: &Gsf, x: &Value) -> Result<Value> {
     let (t, c, cg) = (m.num_segments, x.dim(1), m.gsf_plane);
     let gated = if cg < c { g.slice(x, 1, 0, cg) } else { x.clone() };
-    let gate = gate(g, &m.bn, &m.conv3D, &gated, t);
+    let gate = gate(g, &m.bn, &m.conv3D, &gated, t, false);
     let x5 = clip(g, &gated, t);
     let half = cg / 2;
     let mut halves = Vec::new();

@@ -4,6 +4,7 @@
 
 mod evaluate;
 pub mod metrics;
+pub mod online;
 
 use std::collections::BTreeMap;
 use std::path::Path;

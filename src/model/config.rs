@@ -74,6 +74,13 @@ pub struct ModelConfig {
     #[serde(default = "default_new_length")]
     #[arg(long, default_value_t = default_new_length())]
     pub new_length: usize,
+    /// Causal temporal modules, for online (per-frame) inference (`stream --online`): TSM
+    /// shifts 1/shift_div of the channels from the previous frame only, GSM takes both gated
+    /// halves from the previous frame and gates from the current and two previous ones (a
+    /// documented variant, not the paper's module). TSN, TSM and GSM.
+    #[serde(default)]
+    #[arg(long)]
+    pub causal: bool,
 }
 
 fn default_new_length() -> usize {
@@ -118,6 +125,7 @@ impl ModelConfig {
             temporal_init: TemporalInit::Identity,
             modality: Modality::Rgb,
             new_length: default_new_length(),
+            causal: false,
         }
     }
 
@@ -151,6 +159,12 @@ impl ModelConfig {
         }
         if self.modality == Modality::Rgbdiff && !(1..=crate::limits::MAX_NEW_LENGTH).contains(&self.new_length) {
             anyhow::bail!("--new-length must be in 1..={}, got {}", crate::limits::MAX_NEW_LENGTH, self.new_length);
+        }
+        if self.causal && !matches!(self.temporal, TemporalKind::None | TemporalKind::Tsm | TemporalKind::Gsm) {
+            anyhow::bail!(
+                "--causal applies to TSN, TSM and GSM; {} looks at later frames and has no causal variant",
+                self.temporal.label()
+            );
         }
         if self.temporal == TemporalKind::Tsm && self.shift_div < 2 {
             // 1/shift_div of the channels shift each way, so at most half may.
@@ -197,6 +211,7 @@ impl ModelConfig {
             gst_alpha: self.gst_alpha,
             gst_beta: self.gst_beta,
             init: self.temporal_init,
+            causal: self.causal,
         }
     }
 

@@ -56,7 +56,7 @@ pub fn conv_bn_clamp(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, max: f32) -> T
 /// elsewhere the shift, then [`conv_bn_relu`].
 pub fn shift_conv_bn_relu(tsm: &TemporalShift, conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let channels = x.dims()[1];
-    if channels / tsm.shift_div == 0 {
+    if channels / tsm.shift_div == 0 || !tsm.readable_through() {
         return conv_bn_relu(conv, bn, tsm.forward(x));
     }
     let inference = bn.folded && !x.device().is_autodiff();

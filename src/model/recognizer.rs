@@ -54,16 +54,24 @@ impl Recognizer {
             0 => input.reshape([b * t, 3, h, w]),
             l => modality::differences(input, t, l),
         };
-        let features = self.base_model.forward(input.cast(dtype));
+        let scores = self.frame_scores(input.cast(dtype));
+        let k = scores.dims()[1];
+        scores.reshape([b, t, k])
+    }
+
+    /// Class scores `(N, classes)` (f32) of `N` frames `(N, C, H, W)` in the model's float
+    /// type, each frame through the backbone and `new_fc`: the segments of clips
+    /// ([`Recognizer::forward_frames`]), or one new frame per stream of a causal model online
+    /// (`infer::online`, inside `temporal::online::step`).
+    pub fn frame_scores(&self, frames: Tensor<4>) -> Tensor<2> {
+        let features = self.base_model.forward(frames);
         cost::stage("new_fc");
         let scores = self.new_fc.forward(crate::model::dropout::forward(&self.dropout, features));
         if cost::is_recording() {
             let [n, f] = scores.dims();
             cost::add((n * f * self.new_fc.weight.dims()[0]) as u64);
         }
-        let k = scores.dims()[1];
-        let scores = scores.cast(DType::F32);
-        scores.reshape([b, t, k])
+        scores.cast(DType::F32)
     }
 }
 

@@ -2,5 +2,6 @@
 
 mod metrics;
 pub mod plot;
+pub mod render;
 
 pub use metrics::{EpochMetrics, RunState};

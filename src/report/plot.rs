@@ -16,7 +16,7 @@ const FONT_PATHS: &[&str] = &[
 ];
 
 /// Registers the plot font once; an error names the paths tried.
-fn ensure_font() -> Result<()> {
+pub(crate) fn ensure_font() -> Result<()> {
     static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     let r = FONT.get_or_init(|| {
         let path = std::env::var("GATESHIFT_FONT").ok();

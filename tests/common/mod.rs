@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod ddp;
+pub mod models;
 pub mod run;
 pub mod torch_file;
 pub mod weights;

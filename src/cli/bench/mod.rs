@@ -4,6 +4,7 @@
 
 mod devices;
 mod gsm;
+mod stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub enum BenchCommand {
     /// The Gate-Shift Modules of BN-Inception alone: fused kernels against the composed
     /// reference.
     Gsm(gsm::GsmBench),
+    /// Streaming inference per frame: online (a causal model, one frame's forward per frame)
+    /// against re-scored windows.
+    Stream(stream::StreamBench),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -132,6 +136,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchCommand::Model(m) => model(m),
         BenchCommand::Data(d) => data(d),
         BenchCommand::Gsm(g) => gsm::run(g),
+        BenchCommand::Stream(s) => stream::run(s),
     }
 }
 

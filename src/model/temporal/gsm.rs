@@ -3,6 +3,12 @@
 //! half; the gated part of half 1 comes from frame t+1, that of half 2 from frame t−1 (zero
 //! padded), the ungated residual `x − g·x` stays; finally each half's channels are
 //! re-interleaved by viewing it as (2, C/4) and transposing to (C/4, 2).
+//!
+//! Causal (`--causal`, for online inference; a documented variant, not the paper's module):
+//! both halves' gated parts come from frame t−1, and the gate convolution's three temporal
+//! taps read frames t−2, t−1, t (zero before the clip) instead of t−1, t, t+1. Same
+//! parameters as GSM, so GSM weights load into it. Online, the earlier frames come from
+//! `online`'s cache. It runs op by op (the fused kernels are the bidirectional module's).
 
 // `conv3D` is the official parameter name; keeping it maps checkpoints 1:1.
 #![allow(non_snake_case)]
@@ -12,9 +18,11 @@ use burn::nn::Initializer;
 use burn::nn::PaddingConfig3d;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::tensor::activation::tanh;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
 use super::module::{Place, Spec, TemporalModule, TemporalOpts, from_future, from_past};
+use super::online;
 use crate::model::cost;
 use crate::model::batch_norm::BatchNorm;
 use crate::ops::gate_shift::{self, unit};
@@ -29,6 +37,7 @@ pub struct Gsm {
     pub bn: BatchNorm,
     pub f_plane: usize,
     pub num_segments: usize,
+    pub causal: bool,
 }
 
 impl Gsm {
@@ -41,13 +50,16 @@ impl Gsm {
             .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
             .with_initializer(Initializer::Zeros)
             .init(device);
-        Self { conv3D: conv3d, bn: BatchNorm::new(f_plane, device), f_plane, num_segments }
+        Self { conv3D: conv3d, bn: BatchNorm::new(f_plane, device), f_plane, num_segments, causal: false }
     }
 
     /// `(batch*segments, C, H, W)` → same shape: the fused kernel where it exists (see
     /// `ops::gate_shift`), the composed reference otherwise.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let fused = gate_shift::applies(&x);
+        if self.causal && online::active() {
+            return self.forward_online(x);
+        }
+        let fused = !self.causal && gate_shift::applies(&x);
         self.forward_path(x, fused)
     }
 
@@ -77,12 +89,44 @@ impl Gsm {
             self.record_gate_macs(&x);
             // (B, T, C, H, W) → (B, C, T, H, W): time becomes the Conv3d depth axis.
             let x = x.reshape([bt / t, t, c, h, w]).swap_dims(1, 2);
-            self.conv3D.forward(self.bn.forward_clamp(x, f32::INFINITY))
+            let r = self.bn.forward_clamp(x, f32::INFINITY);
+            if self.causal {
+                // Two zero frames before the clip: the taps read t−2, t−1, t.
+                let zeros = Tensor::<5>::zeros([bt / t, c, 2, h, w], &r.device()).cast(r.dtype());
+                self.gate_conv_causal(Tensor::cat(vec![zeros, r], 2))
+            } else {
+                self.conv3D.forward(r)
+            }
         };
         if probe::active() {
             probe::tap("gsm.tanh", &tanh(gate_logits.clone()));
         }
         gate_logits
+    }
+
+    /// The causal gate convolution on `r` = ReLU(BN3d(x)) `(B, C, T + 2, H, W)` whose first two
+    /// frames are the ones before the clip: `(B, 2, T, H, W)`, no padding in time.
+    fn gate_conv_causal(&self, r: Tensor<5>) -> Tensor<5> {
+        let bias = self.conv3D.bias.as_ref().map(|b| b.val());
+        let options = ConvOptions::new([1, 1, 1], [0, 1, 1], [1, 1, 1], 2);
+        burn::tensor::module::conv3d(r, self.conv3D.weight.val(), bias, options)
+    }
+
+    /// Causal, online: one frame per stream `(B, C, H, W)`; the gate from this and the two
+    /// previous frames' ReLU(BN3d(x)), both gated halves from the previous frame's product.
+    fn forward_online(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        self.record_gate_macs(&x);
+        let r = self.bn.forward_clamp(x.clone(), f32::INFINITY);
+        let mut frames = online::history(r.clone(), 2);
+        frames.push(r);
+        let gate = tanh(self.gate_conv_causal(Tensor::stack(frames, 2))).reshape([b, 2, 1, h * w]);
+        let halves = x.clone().reshape([b, 2, c / 2, h * w]);
+        let y = (halves * gate).reshape([b, c, h, w]);
+        let past = online::history(y.clone(), 1).remove(0);
+        let z = (past + x - y).reshape([b, 2, c / 2, 1, h * w]);
+        let half = |k: usize| interleave(z.clone().narrow(1, k, 1).reshape([b, c / 2, 1, h, w]));
+        Tensor::cat(vec![half(0), half(1)], 1).reshape([b, c, h, w])
     }
 
     /// The fused gate convolution on `r` = ReLU(BN3d(x)), `(B·T, C, H, W)`.
@@ -113,7 +157,7 @@ impl Gsm {
     /// in inference with both BNs in affine form (`BatchNorm::into_affine`), GSM's BN3d + ReLU
     /// and `post` + `act` ride along in the fused passes (`ops::gate_shift::unit`); otherwise op by op.
     pub fn forward_unit(&self, x: Tensor<4>, post: &BatchNorm, max: f32) -> Tensor<4> {
-        if self.bn.affine && post.affine && gate_shift::unit_applies(&x) {
+        if !self.causal && self.bn.affine && post.affine && gate_shift::unit_applies(&x) {
             self.record_gate_macs(&x);
             let gate = (self.conv3D.weight.val(), self.gate_bias(&x));
             let bn = [self.bn.weight.val(), self.bn.bias.val()];
@@ -137,8 +181,9 @@ impl Gsm {
         let g2 = gate.narrow(1, 1, 1);
         let y1 = x1.clone() * g1;
         let y2 = x2.clone() * g2;
-        // Gated part moves in time, residual stays: half 1 from t+1, half 2 from t−1.
-        let z1 = from_future(y1.clone(), 2) + (x1 - y1);
+        // Gated part moves in time, residual stays: half 1 from t+1 (causal: t−1), half 2 from t−1.
+        let moved = if self.causal { from_past(y1.clone(), 2) } else { from_future(y1.clone(), 2) };
+        let z1 = moved + (x1 - y1);
         let z2 = from_past(y2.clone(), 2) + (x2 - y2);
         let y = Tensor::cat(vec![interleave(z1), interleave(z2)], 1);
         y.swap_dims(1, 2).reshape([bt, c, h, w])
@@ -148,8 +193,8 @@ impl Gsm {
 impl TemporalModule for Gsm {
     const SPEC: Spec = Spec { name: "gsm", label: "GSM", official: Some("gsm"), place: Place::AfterConv };
 
-    fn build(channels: usize, segments: usize, _: TemporalOpts, device: &Device) -> Self {
-        Gsm::new(channels, segments, device)
+    fn build(channels: usize, segments: usize, opts: TemporalOpts, device: &Device) -> Self {
+        Gsm { causal: opts.causal, ..Gsm::new(channels, segments, device) }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {

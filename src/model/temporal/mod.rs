@@ -2,6 +2,7 @@
 //! information across the segments of a clip inside a 2D backbone.
 
 mod module;
+pub mod online;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

@@ -68,6 +68,8 @@ pub struct TemporalOpts {
     pub gst_beta: usize,
     /// How the modules that can start as the identity (CSN, (2+1)D, MFNet) start.
     pub init: TemporalInit,
+    /// TSM and GSM: the causal variant (`ModelConfig::causal`), which reads no later frame.
+    pub causal: bool,
 }
 
 /// The start of the modules that can be the identity.
@@ -90,7 +92,7 @@ pub const PERTURBATION: f64 = 0.3;
 /// The official defaults: TSM 1/8 each way, GSF 25% (its ResNet default), GST α = 4, β = 2.
 impl Default for TemporalOpts {
     fn default() -> Self {
-        Self { shift_div: 8, gsf_ratio: 25, gst_alpha: 4, gst_beta: 2, init: TemporalInit::Identity }
+        Self { shift_div: 8, gsf_ratio: 25, gst_alpha: 4, gst_beta: 2, init: TemporalInit::Identity, causal: false }
     }
 }
 

@@ -37,6 +37,12 @@ impl Shift {
         Self { segments, fold, steps: [1, -1] }
     }
 
+    /// Causal TSM (online TSM's shift): the first `fold` channels from the previous frame, the
+    /// rest kept.
+    pub fn causal(segments: usize, fold: usize) -> Self {
+        Self { segments, fold, steps: [-1, 0] }
+    }
+
     /// The adjoint shift: what the gradient of a shifted map goes through.
     pub fn adjoint(self) -> Self {
         Self { steps: [-self.steps[0], -self.steps[1]], ..self }
