@@ -157,8 +157,14 @@ fn every_exportable_recognizer_gives_a_well_formed_graph() {
     }
 }
 
-/// `x` through the exported graph in tract (a fixed batch: tract wants concrete shapes).
+/// `x` through the exported graph in tract (a fixed batch: tract wants concrete shapes): the
+/// logits.
 fn tract_logits(bytes: &[u8], x: &Tensor<4>) -> Vec<f32> {
+    tract_outputs(bytes, x).remove(0)
+}
+
+/// Every output of the exported graph on `x` in tract, in the graph's order.
+fn tract_outputs(bytes: &[u8], x: &Tensor<4>) -> Vec<Vec<f32>> {
     use tract_onnx::prelude::*;
     let dims = x.dims();
     let model = tract_onnx::onnx()
@@ -171,7 +177,7 @@ fn tract_logits(bytes: &[u8], x: &Tensor<4>) -> Vec<f32> {
     let input: tract_onnx::prelude::Tensor =
         tract_ndarray::ArrayD::from_shape_vec(dims.to_vec(), values).unwrap().into();
     let out = model.run(tvec!(input.into())).unwrap();
-    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    out.iter().map(|o| o.to_plain_array_view::<f32>().unwrap().iter().copied().collect()).collect()
 }
 
 /// Largest absolute difference relative to the largest absolute value of `want`.
@@ -345,4 +351,22 @@ fn export_command_on_an_official_checkpoint() {
         assert!(!out.status.success() && stderr.contains("refusing to write over it"), "{stderr}");
     }
     assert!(std::fs::read(&checkpoint).unwrap() == before, "the checkpoint changed");
+}
+
+/// EPIC's two heads (one `new_fc` for verbs, then nouns) export as `logits` (the verbs) and
+/// `noun_logits`, each the matching part of gateshift's logits.
+#[test]
+fn two_heads_export_as_two_outputs() {
+    let mut cfg = config(Arch::ResnetMini, TemporalKind::Gsm, 3);
+    cfg.noun_classes = 4;
+    let m = model(&cfg, 48);
+    let bytes = export_bytes(&m, &cfg, 48, Some(1));
+    let graph = ModelProto::parse_from_bytes(&bytes).unwrap().graph.unwrap();
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(outputs, ["logits", "noun_logits", "frame_scores"]);
+    let x = Tensor::<4>::random([1, 9, 48, 48], Distribution::Normal(0.0, 1.0), &Device::flex());
+    let want = m.forward(x.clone()).into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+    let out = tract_outputs(&bytes, &x);
+    assert!(relative_error(&out[0], &want[..7]) <= 1e-4, "verbs");
+    assert!(relative_error(&out[1], &want[7..]) <= 1e-4, "nouns");
 }
