@@ -94,6 +94,11 @@ pub struct ModelBench {
     /// (one rank each, as `train --devices`): throughput per device and scaling efficiency.
     #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with_all = ["backend", "phases"])]
     pub devices: Option<Vec<String>>,
+    /// Inference: also write the benchmarked model (its very weights) as ONNX to this file, and
+    /// beside it `FILE.io.safetensors` with an input batch and gateshift's logits for it (the
+    /// other engines of `scripts/cpu_engines.sh` run that file).
+    #[arg(long, conflicts_with = "devices")]
+    pub onnx: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -209,6 +214,9 @@ fn model(a: ModelBench) -> Result<()> {
     if a.mode == BenchMode::Infer {
         model = model.inference();
     }
+    if let Some(path) = &a.onnx {
+        write_onnx(&a, &cfg, &model, size, path)?;
+    }
     let (mut times, mut phase_times) = iterations(&a, &base, &device, model, size)?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
@@ -241,6 +249,31 @@ fn model(a: ModelBench) -> Result<()> {
         say!("phases (median ms, synchronised): {}", medians.join(" · "))?;
     }
     memory_report(&a.backend, &base)
+}
+
+/// `--onnx`: the inference model as ONNX, and an input batch with gateshift's logits beside it.
+fn write_onnx(
+    a: &ModelBench,
+    cfg: &ModelConfig,
+    model: &Recognizer,
+    size: usize,
+    path: &std::path::Path,
+) -> Result<()> {
+    if a.mode != BenchMode::Infer || a.precision != Precision::Fp32 {
+        anyhow::bail!("--onnx writes the fp32 inference model: it needs --mode infer and --precision fp32");
+    }
+    let io = path.with_extension("io.safetensors");
+    gateshift::io::check_output(path)?;
+    gateshift::io::check_output(&io)?;
+    let e = gateshift::export::Export { config: cfg, size, batch: None, classes: None };
+    gateshift::io::write_atomic(path, &gateshift::export::onnx(model, &e)?)?;
+    let device = model.new_fc.weight.val().device();
+    let x = Tensor::<4>::random([a.batch, cfg.input_channels(), size, size], Distribution::Normal(0.0, 1.0), &device);
+    let logits = model.forward(x.clone());
+    let tensors = [("input".to_string(), x.into_data()), ("logits".to_string(), logits.into_data())].into();
+    gateshift::checkpoint::safetensors::write(&io, &tensors, &Default::default())?;
+    eprintln!("wrote {} and {}", path.display(), io.display());
+    Ok(())
 }
 
 /// Seconds per timed iteration, and per training phase (forward + loss, backward, clip, SGD).

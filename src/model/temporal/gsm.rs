@@ -59,8 +59,28 @@ impl Gsm {
         if self.causal && online::active() {
             return self.forward_online(x);
         }
-        let fused = !self.causal && gate_shift::applies(&x);
+        if self.causal {
+            return self.forward_causal(x);
+        }
+        let fused = gate_shift::applies(&x);
         self.forward_path(x, fused)
+    }
+
+    /// Causal GSM on a clip `(B·T, C, H, W)`, in the frames' layout (as `forward_online`
+    /// computes it a frame at a time): the gate from frames t−2, t−1, t, both halves' gated
+    /// parts from frame t−1, the halves re-interleaved.
+    fn forward_causal(&self, x: Tensor<4>) -> Tensor<4> {
+        let [bt, c, h, w] = x.dims();
+        let (t, hw) = (self.num_segments, h * w);
+        assert_eq!(bt % t, 0, "GSM: {bt} frames is not a multiple of {t} segments");
+        let b = bt / t;
+        let gate = tanh(self.gate_logits(x.clone(), false)).swap_dims(1, 2).reshape([b, t, 2, 1, hw]);
+        let halves = x.reshape([b, t, 2, c / 2, hw]);
+        let y = halves.clone() * gate;
+        let z = from_past(y.clone(), 1) + halves - y;
+        let y = z.reshape([b, t, 2, 2, c / 4, hw]).swap_dims(3, 4).reshape([bt, c, h, w]);
+        probe::tap("gsm", &y);
+        y
     }
 
     /// `forward` with the path chosen by the caller (`fused` needs float32 on flex).

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# CPU inference side by side in one run (issue: CPU inference at OpenVINO's speed): gateshift
+# (`bench model` on flex, fp32 and bf16) and the very same models exported with
+# `bench model --onnx` run in ONNX Runtime and OpenVINO (fp32, and OpenVINO's default: bf16
+# where the CPU has AVX-512 BF16 or AMX), for BN-Inception + GSM, BN-Inception (TSN) and
+# ResNet-50 + TSM, 1 clip and 8 clips × 8 × 224². PyTorch eager (the official-layout
+# BN-Inception + GSM of scripts/torch_cpu_bench.py, checked against the official fixture's
+# logits) runs too when TORCH_VENV has torch.
+#
+# The runtimes come from PyPI into a throwaway virtualenv ($1 to keep and reuse one).
+# Usage: scripts/cpu_engines.sh [VENV] [ITERS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${1:-}"
+iters="${2:-8}"
+threads=$(nproc)
+if [[ -z "$venv" ]]; then
+    venv="$(mktemp -d)/venv"
+    trap 'rm -rf "$(dirname "$venv")"' EXIT
+fi
+if [[ ! -x "$venv/bin/python" ]]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet onnxruntime openvino safetensors numpy
+fi
+cargo build --release --quiet
+out=$(mktemp -d)
+bin=target/release/gateshift
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $threads threads; bf16 instructions: $(grep -o -m1 -E 'avx512_bf16|amx_bf16' /proc/cpuinfo || echo none)"
+for batch in 1 8; do
+    models=()
+    for spec in "bninception gsm" "bninception none" "resnet50 tsm"; do
+        set -- $spec
+        name="$out/$1-$2-b$batch.onnx"
+        "$bin" bench model --arch "$1" --temporal "$2" --batch "$batch" --mode infer --iters "$iters" --onnx "$name"
+        "$bin" bench model --arch "$1" --temporal "$2" --batch "$batch" --mode infer --iters "$iters" --precision bf16
+        models+=("$name")
+    done
+    "$venv/bin/python" scripts/cpu_engines.py "${models[@]}" --iters "$iters" --threads "$threads"
+done
+if [[ -x "${TORCH_VENV:-/tmp/torchvenv}/bin/python" ]]; then
+    "${TORCH_VENV:-/tmp/torchvenv}/bin/python" scripts/torch_cpu_bench.py ../shared/fixtures --iters "$iters" --threads "$threads"
+fi
+rm -rf "$out"
