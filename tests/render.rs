@@ -26,6 +26,14 @@ fn rendered_videos_decode_back_with_the_inputs_frames_and_size() {
         bin().arg("predict").arg(&clip).args(model).arg(&checkpoint).arg("--render").arg(&predict).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(decoded(&predict), want, "predict --render");
+    // A symlink as the output: its target gets the video, the link stays.
+    let (target, link) = (dir.join("target.mp4"), dir.join("link.mp4"));
+    std::fs::write(&target, b"").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = bin().arg("predict").arg(&clip).args(model).arg(&checkpoint).arg("--render").arg(&link).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert_eq!(decoded(&target), want, "the link's target");
     let stream = dir.join("stream.mkv");
     let out = bin()
         .arg("stream")

@@ -4,7 +4,7 @@
 //! (H.264 where ffmpeg has libx264, MPEG-4 part 2 otherwise).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
@@ -32,18 +32,14 @@ pub struct Labels<'a> {
     pub timeline: &'a [Option<usize>],
 }
 
-/// Draws `labels` on every frame of `frames` and encodes the result at `fps` to `out` (a new
-/// file written beside it and renamed into place). Returns the frames written and their size.
+/// Draws `labels` on every frame of `frames` and encodes the result at `fps` to `out`. ffmpeg
+/// writes a temporary file; its bytes then go to `out` as every output does
+/// (`io::write_atomic`: a regular file or a symlink's target replaced atomically, a FIFO or
+/// device written through). Returns the frames written and their size.
 pub fn render(frames: Frames, labels: &Labels, fps: f64, out: &Path) -> Result<(usize, (u32, u32))> {
     super::plot::ensure_font()?;
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("mp4").to_string();
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(&format!(".{ext}")).tempfile_in(&dir)?;
+    let tmp = tempfile::Builder::new().prefix(".gateshift-render.").suffix(&format!(".{ext}")).tempfile()?;
     let mut encoder: Option<Encoder> = None;
     let mut count = 0;
     let mut draw = |i: usize, img: RgbImage| -> Result<()> {
@@ -73,7 +69,8 @@ pub fn render(frames: Frames, labels: &Labels, fps: f64, out: &Path) -> Result<(
     let enc = encoder.ok_or_else(|| anyhow::anyhow!("no frame to render"))?;
     let size = enc.size;
     enc.finish()?;
-    tmp.persist(out).with_context(|| format!("writing {}", out.display()))?;
+    let bytes = std::fs::read(tmp.path()).context("reading the encoded video back")?;
+    crate::io::write_atomic(out, &bytes)?;
     Ok((count, size))
 }
 
