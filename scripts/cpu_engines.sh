@@ -7,6 +7,10 @@
 # BN-Inception + GSM of scripts/torch_cpu_bench.py, checked against the official fixture's
 # logits) runs too when TORCH_VENV has torch.
 #
+# At batch 1 it also profiles each model op by op in gateshift (`bench model --profile`) and
+# layer by layer in OpenVINO fp32 (PERF_COUNT), joined by op and shape (scripts/cpu_profile.py):
+# which layers stand between gateshift and OpenVINO.
+#
 # The runtimes come from PyPI into a throwaway virtualenv ($1 to keep and reuse one).
 # Usage: scripts/cpu_engines.sh [VENV] [ITERS]
 set -euo pipefail
@@ -31,11 +35,18 @@ for batch in 1 8; do
     for spec in "bninception gsm" "bninception none" "resnet50 tsm"; do
         set -- $spec
         name="$out/$1-$2-b$batch.onnx"
-        "$bin" bench model --arch "$1" --temporal "$2" --batch "$batch" --mode infer --iters "$iters" --onnx "$name"
+        profile=()
+        [[ $batch == 1 ]] && profile=(--profile --profile-json "${name%.onnx}.profile.json")
+        "$bin" bench model --arch "$1" --temporal "$2" --batch "$batch" --mode infer --iters "$iters" --onnx "$name" "${profile[@]}"
         "$bin" bench model --arch "$1" --temporal "$2" --batch "$batch" --mode infer --iters "$iters" --precision bf16
         models+=("$name")
     done
     "$venv/bin/python" scripts/cpu_engines.py "${models[@]}" --iters "$iters" --threads "$threads"
+    if [[ $batch == 1 ]]; then
+        for m in "${models[@]}"; do
+            "$venv/bin/python" scripts/cpu_profile.py "$m" "${m%.onnx}.profile.json" --threads "$threads"
+        done
+    fi
 done
 if [[ -x "${TORCH_VENV:-/tmp/torchvenv}/bin/python" ]]; then
     "${TORCH_VENV:-/tmp/torchvenv}/bin/python" scripts/torch_cpu_bench.py ../shared/fixtures --iters "$iters" --threads "$threads"

@@ -4,6 +4,9 @@
 #   fonts-dejavu-core      text in the PNG plots
 #   dataset-fashion-mnist  the objects of `gateshift synth`
 #   cmake, nasm            build libjpeg-turbo (SIMD) for the `turbojpeg` crate: JPEG frames
+#   gcc, make (build-essential), pkg-config
+#                          C parts of crates (libjpeg-turbo, the libav bindings' probes)
+#   python3, python3-pip   `pip download` of the synth backgrounds (the demo's first step)
 #   openmpi-bin, libopenmpi-dev, libclang-dev
 #                          data-parallel training (`--features mpi`: rsmpi binds Open MPI
 #                          with bindgen); the default build does not link them
@@ -11,6 +14,10 @@
 # (`gateshift assets fetch skimage-data`) into ~/.cache/gateshift on first use.
 set -euo pipefail
 need=()
+command -v cc >/dev/null 2>&1 && command -v make >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)

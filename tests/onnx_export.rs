@@ -370,3 +370,65 @@ fn two_heads_export_as_two_outputs() {
     assert!(relative_error(&out[0], &want[..7]) <= 1e-4, "verbs");
     assert!(relative_error(&out[1], &want[7..]) <= 1e-4, "nouns");
 }
+
+/// `bench model --profile` times the same convolutions and pools the exported graph holds,
+/// by kernel and stride (the premise of `scripts/cpu_profile.py`'s join with OpenVINO's
+/// per-layer profile), and each temporal module once: its ONNX nodes carry the module's
+/// scope. GSM runs as one fused unit (its gate convolution in the `gsm/` scope); TSM in
+/// ResNet-18's basic blocks as one shift op (its `tsm/` nodes end in one `Concat`).
+#[test]
+fn bench_profile_lines_up_with_the_exported_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    for (arch, temporal, size) in [("bninception", "gsm", "128"), ("resnet18", "tsm", "64")] {
+        let (onnx, json) = (dir.path().join(format!("{arch}.onnx")), dir.path().join(format!("{arch}.json")));
+        let out = Command::new(env!("CARGO_BIN_EXE_gateshift"))
+            .args(["bench", "model", "--arch", arch, "--temporal", temporal, "--size", size, "--segments", "4"])
+            .args(["--iters", "2", "--warmup", "0", "--profile", "--onnx"])
+            .arg(&onnx)
+            .arg("--profile-json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            stdout.contains("profile (ms per forward, 2 forwards)") && stdout.contains("costliest shapes"),
+            "{stdout}"
+        );
+        let graph = ModelProto::parse_from_bytes(&std::fs::read(&onnx).unwrap()).unwrap().graph.unwrap();
+        let weights: BTreeMap<&str, &[i64]> =
+            graph.initializer.iter().map(|t| (t.name.as_str(), t.dims.as_slice())).collect();
+        let mut want: BTreeMap<String, usize> = BTreeMap::new();
+        for node in &graph.node {
+            let scope = node.name.split_once('/').map(|(s, _)| s);
+            let ints = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone());
+            let kind = match (node.op_type.as_str(), scope) {
+                ("Conv", Some("gsm")) => "gsm unit".to_string(),
+                ("Concat", Some("tsm")) => "time shift".to_string(),
+                ("Conv", None) => {
+                    let w = weights[node.input[1].as_str()];
+                    format!("conv {}x{}/{}", w[2], w[3], ints("strides").map_or(1, |s| s[0]))
+                }
+                ("MaxPool" | "AveragePool", _) => {
+                    let pool = if node.op_type == "MaxPool" { "maxpool" } else { "avgpool" };
+                    let k = ints("kernel_shape").unwrap();
+                    format!("{pool} {}x{}/{}", k[0], k[1], ints("strides").map_or(1, |s| s[0]))
+                }
+                _ => continue,
+            };
+            *want.entry(kind).or_default() += 1;
+        }
+        let profile: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let mut got: BTreeMap<String, usize> = BTreeMap::new();
+        for (key, e) in profile["ops"].as_object().unwrap() {
+            let end = key.split(' ').position(|w| w.contains('>')).unwrap();
+            let kind = key.split(' ').take(end).collect::<Vec<_>>().join(" ");
+            *got.entry(kind).or_default() += e["calls"].as_u64().unwrap() as usize;
+            assert!(e["ms"].as_f64().unwrap() > 0.0, "{key}: no time");
+        }
+        assert_eq!(got, want, "{arch} + {temporal}: profiled ops against the exported graph's");
+        let total = profile["total_ms"].as_f64().unwrap();
+        let ops: f64 = profile["ops"].as_object().unwrap().values().map(|e| e["ms"].as_f64().unwrap()).sum();
+        assert!(ops > 0.5 * total && ops <= total, "{arch}: ops {ops} ms of {total} ms");
+    }
+}

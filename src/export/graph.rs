@@ -48,12 +48,25 @@ pub struct Graph {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     count: usize,
+    scope: Option<String>,
 }
 
 impl Graph {
     fn fresh(&mut self, what: &str) -> String {
         self.count += 1;
-        format!("{what}_{}", self.count)
+        match &self.scope {
+            Some(scope) => format!("{scope}/{what}_{}", self.count),
+            None => format!("{what}_{}", self.count),
+        }
+    }
+
+    /// `f(self)` with the names of the nodes it adds prefixed `scope/` (a temporal module's
+    /// nodes, which per-layer profiles of other engines then group: `scripts/cpu_engines.py`).
+    pub fn scoped<R>(&mut self, scope: &str, f: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = self.scope.replace(scope.to_string());
+        let r = f(self);
+        self.scope = outer;
+        r
     }
 
     /// A float32 weight.

@@ -11,11 +11,12 @@ use super::layers::{batch_norm, conv, conv3d};
 use crate::model::temporal::{Gsf, Gsm, Temporal, TemporalShift};
 
 /// The module `t` on `x`; the modules without an export are refused by name.
+/// Its nodes are named in the scope of the module's name (`gsm/conv_12`).
 pub fn forward(g: &mut Graph, t: &Temporal, x: &Value) -> Result<Value> {
     match t {
-        Temporal::Tsm(m) => Ok(tsm(g, m, x)),
-        Temporal::Gsm(m) => Ok(gsm(g, m, x)),
-        Temporal::Gsf(m) => gsf(g, m, x),
+        Temporal::Tsm(m) => Ok(g.scoped("tsm", |g| tsm(g, m, x))),
+        Temporal::Gsm(m) => Ok(g.scoped("gsm", |g| gsm(g, m, x))),
+        Temporal::Gsf(m) => g.scoped("gsf", |g| gsf(g, m, x)),
         other => bail!(
             "ONNX export of {} is not implemented (TSN, TSM, GSM and GSF export); run it with \
              `gateshift predict` / `stream` instead",

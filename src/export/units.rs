@@ -12,12 +12,16 @@ use crate::model::layers::ConvBn;
 /// ReLU.
 pub fn unit(g: &mut Graph, u: &ConvBn, x: &Value) -> Result<Value> {
     let y = conv(g, &u.conv, x)?;
-    let y = match &u.temporal {
-        Some(t) => temporal::forward(g, t, &y)?,
-        None => y,
+    let Some(t) = &u.temporal else {
+        let y = batch_norm(g, &u.bn, &y);
+        return Ok(g.clamp(&y, f32::INFINITY));
     };
-    let y = batch_norm(g, &u.bn, &y);
-    Ok(g.clamp(&y, f32::INFINITY))
+    let y = temporal::forward(g, t, &y)?;
+    // The BN and ReLU after a module in its scope: gateshift runs them in the module's unit.
+    Ok(g.scoped(t.spec().name, |g| {
+        let y = batch_norm(g, &u.bn, &y);
+        g.clamp(&y, f32::INFINITY)
+    }))
 }
 
 /// Units applied one after the other.

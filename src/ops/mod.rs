@@ -16,6 +16,7 @@ pub mod gate_shift;
 pub mod gsf_fuse;
 pub mod motion_filter;
 pub mod pool;
+pub mod profile;
 pub mod route;
 pub mod tap_sum;
 pub mod time_shift;

@@ -4,6 +4,7 @@
 
 mod devices;
 mod gsm;
+mod profile;
 mod stream;
 
 use std::path::PathBuf;
@@ -99,6 +100,13 @@ pub struct ModelBench {
     /// other engines of `scripts/cpu_engines.sh` run that file).
     #[arg(long, conflicts_with = "devices")]
     pub onnx: Option<PathBuf>,
+    /// Inference: also time every op of the timed forwards and print where the time goes, per
+    /// op kind and per op and shape, with GFLOP/s (docs/PERFORMANCE.md).
+    #[arg(long, conflicts_with = "devices")]
+    pub profile: bool,
+    /// With --profile: also write the per-forward profile as JSON to this file.
+    #[arg(long, requires = "profile")]
+    pub profile_json: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -191,6 +199,14 @@ fn model(a: ModelBench) -> Result<()> {
     if a.mode == BenchMode::Infer && (a.phases || a.sgd != SgdPath::Auto) {
         anyhow::bail!("--phases and --sgd time parts of a training step: they need --mode train");
     }
+    if a.mode == BenchMode::Train && a.profile {
+        anyhow::bail!(
+            "--profile times the ops of an inference forward: it needs --mode infer (--phases splits a step)"
+        );
+    }
+    if let Some(path) = &a.profile_json {
+        gateshift::io::check_output(path)?;
+    }
     gate_shift::set_enabled(a.gsm == GsmImpl::Fused);
     if let Some(names) = &a.devices {
         if a.precision != Precision::Fp32 {
@@ -217,7 +233,8 @@ fn model(a: ModelBench) -> Result<()> {
     if let Some(path) = &a.onnx {
         write_onnx(&a, &cfg, &model, size, path)?;
     }
-    let (mut times, mut phase_times) = iterations(&a, &base, &device, model, size)?;
+    let mut profile = a.profile.then(|| profile::Profile::new(a.iters));
+    let (mut times, mut phase_times) = iterations(&a, &base, &device, model, size, profile.as_mut())?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let mean = times.iter().sum::<f64>() / times.len() as f64;
@@ -247,6 +264,12 @@ fn model(a: ModelBench) -> Result<()> {
             })
             .collect();
         say!("phases (median ms, synchronised): {}", medians.join(" · "))?;
+    }
+    if let Some(p) = &profile {
+        p.print(16)?;
+        if let Some(path) = &a.profile_json {
+            p.write_json(path)?;
+        }
     }
     memory_report(&a.backend, &base)
 }
@@ -280,7 +303,14 @@ fn write_onnx(
 type Times = (Vec<f64>, [Vec<f64>; 4]);
 
 /// The warm-up and timed iterations of `bench model`.
-fn iterations(a: &ModelBench, base: &Device, device: &Device, mut model: Recognizer, size: usize) -> Result<Times> {
+fn iterations(
+    a: &ModelBench,
+    base: &Device,
+    device: &Device,
+    mut model: Recognizer,
+    size: usize,
+    mut profile: Option<&mut profile::Profile>,
+) -> Result<Times> {
     let mut sgd = Sgd::new(0.9, 5e-4, ParamPolicy::Official);
     let shape = [a.batch, 3 * a.segments, size, size];
     let mut times = Vec::new();
@@ -290,6 +320,13 @@ fn iterations(a: &ModelBench, base: &Device, device: &Device, mut model: Recogni
         base.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let t = Instant::now();
         match a.mode {
+            BenchMode::Infer if i >= a.warmup && profile.is_some() => {
+                let (y, entries) = gateshift::ops::profile::collect(|| model.forward(x).into_data());
+                drop(y);
+                if let Some(p) = profile.as_mut() {
+                    p.add(entries, t.elapsed().as_secs_f64());
+                }
+            }
             BenchMode::Infer => {
                 let y = model.forward(x);
                 let _ = y.into_data();

@@ -60,15 +60,20 @@ pub fn applies(x: &Tensor<4>) -> bool {
 
 /// The fused gate convolution on high-level tensors (float32 on flex, see [`applies`]).
 pub fn gate_conv(r: Tensor<4>, weight: Tensor<5>, bias: Tensor<1>, segments: usize) -> Tensor<5> {
-    let a =
-        <Dispatch as GateShift>::gate_conv(r.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), segments);
-    Tensor::from_dispatch(a)
+    let [_, c, h, w] = r.dims();
+    let key = move |_: &Tensor<5>| (format!("gsm gate conv {c}>2 {h}x{w}"), 0.0);
+    crate::ops::profile::timed(key, || {
+        let (r, w, b) = (r.into_dispatch(), weight.into_dispatch(), bias.into_dispatch());
+        Tensor::from_dispatch(<Dispatch as GateShift>::gate_conv(r, w, b, segments))
+    })
 }
 
 /// The fused gated shift on high-level tensors (float32 on flex, see [`applies`]).
 pub fn gate_shift(x: Tensor<4>, gate_logits: Tensor<5>, segments: usize) -> Tensor<4> {
-    let y = <Dispatch as GateShift>::gate_shift(x.into_dispatch(), gate_logits.into_dispatch(), segments);
-    Tensor::from_dispatch(y)
+    crate::ops::profile::timed_map("gsm gated shift", x.dims(), || {
+        let y = <Dispatch as GateShift>::gate_shift(x.into_dispatch(), gate_logits.into_dispatch(), segments);
+        Tensor::from_dispatch(y)
+    })
 }
 
 /// Whether the fused unit runs for `x`: inference with the fused GSM enabled and no

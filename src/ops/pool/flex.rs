@@ -14,6 +14,8 @@
 //! Float32 on flex, dilation 1 and symmetric padding (what the backbones use); anything else
 //! stays with burn's own. `GATESHIFT_FAST_POOL=0` turns it off, to compare.
 
+use super::flat;
+use crate::ops::avx2::with_avx2;
 use crate::ops::flex_alloc;
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -86,6 +88,11 @@ fn pool(x: Tensor<4>, window: Window) -> Tensor<4> {
 
 /// `pool.forward(x)`, by this op where it takes `x`.
 pub fn max(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let [k, s] = [pool_.kernel_size[0], pool_.stride[0]];
+    crate::ops::profile::timed_map(&format!("maxpool {k}x{k}/{s}"), x.dims(), || max_route(pool_, x))
+}
+
+fn max_route(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     match symmetric(&pool_.padding) {
         Some(padding) if pool_.dilation == [1, 1] && takes(&x) => {
             let (kernel, stride, ceil_mode) = (pool_.kernel_size, pool_.stride, pool_.ceil_mode);
@@ -97,6 +104,11 @@ pub fn max(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 
 /// `pool.forward(x)`, by this op where it takes `x`.
 pub fn avg(pool_: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {
+    let [k, s] = [pool_.kernel_size[0], pool_.stride[0]];
+    crate::ops::profile::timed_map(&format!("avgpool {k}x{k}/{s}"), x.dims(), || avg_route(pool_, x))
+}
+
+fn avg_route(pool_: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {
     match symmetric(&pool_.padding) {
         Some(padding) if takes(&x) => {
             let reduce = Reduce::Avg { count_include_pad: pool_.count_include_pad };
@@ -130,42 +142,50 @@ fn output_size(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode
 
 /// One axis of a window: input size, kernel, stride, padding and output size.
 #[derive(Clone, Copy, Debug)]
-struct Axis {
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    output: usize,
+pub(super) struct Axis {
+    pub(super) input: usize,
+    pub(super) kernel: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
+    pub(super) output: usize,
 }
 
 impl Axis {
-    fn new(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode: bool) -> Self {
+    pub(super) fn new(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode: bool) -> Self {
         Self { input, kernel, stride, pad, output: output_size(input, kernel, stride, pad, ceil_mode) }
     }
     /// The input positions window `o` covers (never empty: a window starting in the trailing
     /// padding is dropped by [`output_size`]).
-    fn valid(&self, o: usize) -> std::ops::Range<usize> {
+    pub(super) fn valid(&self, o: usize) -> std::ops::Range<usize> {
         let start = o * self.stride;
         start.saturating_sub(self.pad)..(start + self.kernel).saturating_sub(self.pad).min(self.input)
     }
     /// The window's length inside the padded input (PyTorch's divisor with the padding counted).
-    fn padded_len(&self, o: usize) -> usize {
+    pub(super) fn padded_len(&self, o: usize) -> usize {
         self.kernel.min(self.input + 2 * self.pad - o * self.stride)
     }
     /// Length of a row padded on both sides so that every window indexes inside it.
-    fn padded_row(&self) -> usize {
+    pub(super) fn padded_row(&self) -> usize {
         (self.input + 2 * self.pad).max(self.output.saturating_sub(1) * self.stride + self.kernel)
     }
 }
 
 /// The maximum that propagates NaN (PyTorch's `val > max || isnan(val)`).
 #[inline(always)]
-fn max_nan(a: f32, b: f32) -> f32 {
+pub(super) fn max_nan(a: f32, b: f32) -> f32 {
     if b > a || b.is_nan() { b } else { a }
 }
 
-/// Pools one plane `x (h, w)` into `y (h', w')`; `row` is scratch of `cols.padded_row()`.
-fn forward_plane(win: &Window, rows: &Axis, cols: &Axis, x: &[f32], y: &mut [f32], row: &mut [f32]) {
+with_avx2!(forward_plane_avx2, plane_body, (win: &Window, rows: &Axis, cols: &Axis, x: &[f32], y: &mut [f32], row: &mut [f32]));
+
+/// Pools one plane `x (h, w)` into `y (h', w')`; `row` is scratch of `cols.padded_row()`;
+/// vectorised with AVX2 where the CPU has it.
+pub(super) fn forward_plane(win: &Window, rows: &Axis, cols: &Axis, x: &[f32], y: &mut [f32], row: &mut [f32]) {
+    forward_plane_avx2(win, rows, cols, x, y, row)
+}
+
+#[inline(always)]
+fn plane_body(win: &Window, rows: &Axis, cols: &Axis, x: &[f32], y: &mut [f32], row: &mut [f32]) {
     let is_max = win.reduce == Reduce::Max;
     let fill = if is_max { f32::NEG_INFINITY } else { 0.0 };
     let (w, pw) = (cols.input, cols.pad);
@@ -290,6 +310,24 @@ impl PoolKernels for Flex {
             return y;
         }
         let (xv, plane) = (slice(&x), rows.input * cols.input);
+        if flat::applies(&rows, &cols) {
+            let divisor = match win.reduce {
+                Reduce::Avg { count_include_pad } => flat::divisors(&rows, &cols, count_include_pad),
+                Reduce::Max => Vec::new(),
+            };
+            // Tasks of several planes: a 14×14 plane is a few hundred cycles of work.
+            let per = (4096 / plane).max(1);
+            y.storage_mut::<f32>().par_chunks_mut(per * plane).enumerate().for_each_init(
+                || vec![0f32; plane],
+                |v, (i, out)| {
+                    for (j, out) in out.chunks_exact_mut(plane).enumerate() {
+                        let x = &xv[(i * per + j) * plane..][..plane];
+                        flat::forward_plane(win.reduce, &rows, &cols, x, out, v, &divisor);
+                    }
+                },
+            );
+            return y;
+        }
         y.storage_mut::<f32>().par_chunks_mut(rows.output * cols.output).enumerate().for_each_init(
             || vec![0f32; cols.padded_row()],
             |row, (i, out)| forward_plane(&win, &rows, &cols, &xv[i * plane..][..plane], out, row),
@@ -419,6 +457,12 @@ mod tests {
             compare([1, 2, 6, 9], 2, 2, 0, ceil_mode);
             compare([1, 2, 11, 5], 5, 3, 2, ceil_mode);
             compare([1, 2, 3, 3], 3, 2, 0, ceil_mode);
+            // Size-keeping stride-1 pools (`flat.rs`), incl. maps smaller than the window.
+            compare([2, 3, 14, 14], 3, 1, 1, ceil_mode);
+            compare([1, 2, 9, 9], 5, 1, 2, ceil_mode);
+            compare([1, 2, 3, 3], 5, 1, 2, ceil_mode);
+            compare([1, 2, 1, 7], 3, 1, 1, ceil_mode);
+            compare([1, 2, 2, 1], 3, 1, 1, ceil_mode);
             if ceil_mode {
                 // A map smaller than the kernel (BN-Inception's last reduction at 32² input).
                 compare([2, 3, 2, 2], 3, 2, 0, true);
