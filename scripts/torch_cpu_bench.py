@@ -1,11 +1,12 @@
 """PyTorch CPU eager reference for `docs/PERFORMANCE.md`: BN-Inception + GSM (8 segments,
 174 classes) built from the official layer list, loaded from the official-format fixture
-checkpoint, checked against the fixture logits, then timed on 1 clip x 8 x 224^2 inference
-with the same protocol as `gateshift bench model` (warm-up, median of timed iterations).
+checkpoint, checked against the fixture logits, then timed on BATCHES clips x 8 x 224^2
+inference with the same protocol as `gateshift bench model` (warm-up, medians of timed
+iterations, in ROUNDS rounds).
 
 Run in a throwaway virtualenv, never as a project dependency:
     python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch==2.11.0 safetensors numpy
-    /tmp/torchvenv/bin/python scripts/torch_cpu_bench.py ../shared/fixtures [--threads 2]
+    /tmp/torchvenv/bin/python scripts/torch_cpu_bench.py ../shared/fixtures [--threads 2] [--batches 1,8]
 """
 import argparse
 import statistics
@@ -160,19 +161,27 @@ def main():
     ap.add_argument("fixtures")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batches", default="1", help="clips per batch, comma-separated")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = check_against_fixture(BnInceptionGsm(), f"{a.fixtures}/gsm_bninception_seg8", "bninception+gsm")
-    x = torch.randn(1, 24, 224, 224)
-    times = []
-    with torch.no_grad():
-        for i in range(2 + a.iters):
-            t0 = time.perf_counter()
-            model(x)
-            if i >= 2:
-                times.append(time.perf_counter() - t0)
-    ms = 1000 * statistics.median(times)
-    print(f"pytorch {torch.__version__} eager cpu, {a.threads} threads: bninception+gsm infer 1x8x224^2 {ms:.1f} ms/iter")
+    for batch in [int(b) for b in a.batches.split(",")]:
+        x = torch.randn(batch, 24, 224, 224)
+        rounds = []
+        with torch.no_grad():
+            for _ in range(2):
+                model(x)
+            for _ in range(a.rounds):
+                times = []
+                for _ in range(a.iters):
+                    t0 = time.perf_counter()
+                    model(x)
+                    times.append(time.perf_counter() - t0)
+                rounds.append(1000 * statistics.median(times))
+        shown = " / ".join(f"{r:.1f}" for r in rounds)
+        print(f"pytorch {torch.__version__} eager cpu, {a.threads} threads: bninception+gsm infer "
+              f"{batch}x8x224^2 {shown} ms per batch (rounds)")
 
 
 if __name__ == "__main__":

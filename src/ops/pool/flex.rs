@@ -77,6 +77,18 @@ fn symmetric(padding: &PaddingConfig2d) -> Option<[usize; 2]> {
     }
 }
 
+/// `f(x)`, a bfloat16 map on flex pooled in float32 and rounded back: burn-flex pools
+/// bfloat16 value by value, ten times slower than these kernels plus the two casts (a
+/// profile of BN-Inception in bf16 put a third of the forward in its pools). Exact for the
+/// maximum; the average sums in float32, then rounds once.
+fn through_f32(x: Tensor<4>, f: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Tensor<4> {
+    let enabled = crate::ops::route::switches().fast_pool;
+    if !(enabled && x.dtype() == DType::BF16 && crate::backend::is_flex(&x.device())) {
+        return f(x);
+    }
+    f(x.cast(DType::F32)).cast(DType::BF16)
+}
+
 fn takes(x: &Tensor<4>) -> bool {
     let enabled = crate::ops::route::switches().fast_pool;
     enabled && x.dtype() == DType::F32 && crate::backend::is_flex(&x.device())
@@ -89,7 +101,9 @@ fn pool(x: Tensor<4>, window: Window) -> Tensor<4> {
 /// `pool.forward(x)`, by this op where it takes `x`.
 pub fn max(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [k, s] = [pool_.kernel_size[0], pool_.stride[0]];
-    crate::ops::profile::timed_map(&format!("maxpool {k}x{k}/{s}"), x.dims(), || max_route(pool_, x))
+    crate::ops::profile::timed_map(&format!("maxpool {k}x{k}/{s}"), x.dims(), || {
+        through_f32(x, |x| max_route(pool_, x))
+    })
 }
 
 fn max_route(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
@@ -105,7 +119,9 @@ fn max_route(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 /// `pool.forward(x)`, by this op where it takes `x`.
 pub fn avg(pool_: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {
     let [k, s] = [pool_.kernel_size[0], pool_.stride[0]];
-    crate::ops::profile::timed_map(&format!("avgpool {k}x{k}/{s}"), x.dims(), || avg_route(pool_, x))
+    crate::ops::profile::timed_map(&format!("avgpool {k}x{k}/{s}"), x.dims(), || {
+        through_f32(x, |x| avg_route(pool_, x))
+    })
 }
 
 fn avg_route(pool_: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {
@@ -468,6 +484,27 @@ mod tests {
                 compare([2, 3, 2, 2], 3, 2, 0, true);
                 compare([1, 2, 1, 1], 3, 2, 0, true);
             }
+        }
+    }
+
+    /// A bfloat16 map comes back bfloat16: its maximum exactly burn's, its average within
+    /// bfloat16's rounding of burn's.
+    #[test]
+    fn bfloat16_maps_pool_in_float32() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 9, 9], Distribution::Normal(0.0, 1.0), &device).cast(DType::BF16);
+        for (k, s, p) in [(3, 2, 0), (3, 1, 1)] {
+            let padding = PaddingConfig2d::Explicit(p, p, p, p);
+            let max_pool = MaxPool2dConfig::new([k, k]).with_strides([s, s]).with_padding(padding.clone()).init();
+            let ours = max(&max_pool, x.clone());
+            assert_eq!(ours.dtype(), DType::BF16);
+            ours.into_data().assert_eq(&max_pool.forward(x.clone()).into_data(), true);
+            let avg_pool = AvgPool2dConfig::new([k, k]).with_strides([s, s]).with_padding(padding).init();
+            let ours = avg(&avg_pool, x.clone());
+            assert_eq!(ours.dtype(), DType::BF16);
+            let theirs = avg_pool.forward(x.clone()).cast(DType::F32);
+            let e = rel(ours.cast(DType::F32).into_data(), theirs.into_data());
+            assert!(e <= 1e-2, "avg {k}x{k}/{s}: {e:e}");
         }
     }
 
