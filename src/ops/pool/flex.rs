@@ -232,6 +232,14 @@ fn plane_body(win: &Window, rows: &Axis, cols: &Axis, x: &[f32], y: &mut [f32], 
                     out.iter_mut().zip(shifted).for_each(|(a, &b)| *a += b);
                 }
             }
+        } else if s == 2 && cols.kernel == 3 && is_max {
+            // 3×3/2 maxima (the backbones' reductions): each window is a pair and the next
+            // pair's first value, in the same order as the fold below.
+            let wo = cols.output;
+            let next = first[2..2 * wo + 1].iter().step_by(2);
+            for ((o, p), &n) in out.iter_mut().zip(first[..2 * wo].chunks_exact(2)).zip(next) {
+                *o = max_nan(max_nan(p[0], p[1]), n);
+            }
         } else {
             for (ow, o) in out.iter_mut().enumerate() {
                 let window = &first[ow * s..][..cols.kernel];
@@ -523,5 +531,12 @@ mod tests {
         let x = Tensor::<4>::from_floats([[[[-3.0, -2.0], [-4.0, -1.0]]]], &device);
         let y = max(&pool, x).into_data();
         y.assert_eq(&TensorData::from([[[[-1.0f32, -1.0], [-1.0, -1.0]]]]), true);
+        // The same at stride 2 (the 3×3/2 path), a NaN in one window only.
+        let pool = MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_ceil_mode(true).init();
+        let mut v: Vec<f32> = (0..25).map(|i| -(i as f32)).collect();
+        v[2 * 5 + 4] = f32::NAN;
+        let x = Tensor::<4>::from_data(TensorData::new(v, [1, 1, 5, 5]), &device);
+        let y: Vec<f32> = max(&pool, x).into_data().try_to_vec::<f32>().expect("f32");
+        assert!(y[0] == 0.0 && y[1].is_nan() && y[2] == -10.0 && y[3].is_nan(), "{y:?}");
     }
 }
