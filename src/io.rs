@@ -118,6 +118,30 @@ pub fn check_output_apart(path: &Path, inputs: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// [`check_output_apart`] for each of a command's `outputs`, and no two of them the same
+/// file: `test --json r.json --dump-scores r.json` would keep only the output written last.
+/// Compared by the file each resolves to (links followed, its folder's real path); devices,
+/// FIFOs and the standard streams may be named twice (`/dev/null`).
+pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
+    let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
+    for &out in outputs {
+        check_output_apart(out, inputs)?;
+        let Target::Replace(file) = target(out)? else { continue };
+        let dir = parent(&file);
+        let dir = fs::canonicalize(dir).or_else(|_| std::path::absolute(dir))?;
+        let key = dir.join(file.file_name().unwrap_or_default());
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+            bail!(
+                "outputs {} and {} are the same file: the one written last would replace the other",
+                first.display(),
+                out.display()
+            );
+        }
+        seen.push((key, out));
+    }
+    Ok(())
+}
+
 fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -287,6 +311,29 @@ pub fn describe(kind: fs::FileType) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    /// Two outputs naming one file (as written, with `./`, through a link, or through a
+    /// folder link) are refused naming both; distinct files and a device twice are not.
+    #[test]
+    fn two_outputs_naming_one_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::os::unix::fs::symlink(d.join("sub"), d.join("alias")).unwrap();
+        std::fs::write(d.join("sub/a.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(d.join("sub/a.json"), d.join("link.json")).unwrap();
+        let a = d.join("sub/a.json");
+        for other in [a.clone(), d.join("sub/./a.json"), d.join("link.json"), d.join("alias/a.json")] {
+            let err = super::check_outputs(&[&a, &other], &[]).unwrap_err().to_string();
+            assert!(err.contains("same file") && err.contains("a.json"), "{other:?}: {err}");
+        }
+        // Not yet existing, in a folder not yet made: compared as written, made absolute.
+        let new = d.join("new/b.json");
+        assert!(super::check_outputs(&[&new, &d.join("new/./b.json")], &[]).is_err());
+        super::check_outputs(&[&a, &d.join("sub/b.json"), &new], &[]).unwrap();
+        let null = std::path::Path::new("/dev/null");
+        super::check_outputs(&[null, null], &[]).unwrap();
+    }
+
     use super::*;
 
     #[test]

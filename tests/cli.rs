@@ -310,3 +310,37 @@ fn train_help_documents_every_flag_with_its_default() {
         assert!(help.contains(expected), "train --help lacks {expected}");
     }
 }
+
+/// Two outputs of one command naming one file (as written or through a link) are refused
+/// before any work, naming both: before, the output written last silently replaced the other.
+#[test]
+fn two_outputs_naming_one_file_are_refused_before_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, link) = (dir.path().join("r.json"), dir.path().join("link.json"));
+    std::fs::write(&json, "keep").unwrap();
+    std::os::unix::fs::symlink(&json, &link).unwrap();
+    let (json_s, link_s) = (json.to_str().unwrap(), link.to_str().unwrap());
+    let missing = dir.path().join("missing.safetensors");
+    let cases: [Vec<&str>; 3] = [
+        vec![
+            "test",
+            "--checkpoint",
+            missing.to_str().unwrap(),
+            "--list",
+            "none.txt",
+            "--json",
+            json_s,
+            "--dump-scores",
+            link_s,
+        ],
+        vec!["bench", "model", "--arch", "resnet-mini", "--onnx", json_s, "--profile", "--profile-json", json_s],
+        vec!["bench", "model", "--arch", "resnet-mini", "--onnx", link_s, "--profile", "--profile-json", json_s],
+    ];
+    for args in cases {
+        let o = gateshift(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("same file") && err.contains("r.json"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(std::fs::read_to_string(&json).unwrap(), "keep", "{args:?}");
+    }
+}

@@ -153,9 +153,9 @@ fn run_once(p: &Predictor, ds: ClipDataset, d: &DataArgs, seed: u64, softmax: bo
 pub fn run(a: TestArgs) -> Result<()> {
     // Outputs that cannot be written are found now, not after the whole evaluation.
     let confusion = a.confusion.iter().flat_map(|p| [".csv", "_per_class.csv", ".png"].map(|e| with_suffix(p, e)));
-    for path in a.json.iter().chain(&a.dump_scores).cloned().chain(confusion) {
-        gateshift::io::check_output_apart(&path, &[&a.checkpoint, &a.data.list])?;
-    }
+    let outputs: Vec<PathBuf> = a.json.iter().chain(&a.dump_scores).cloned().chain(confusion).collect();
+    let outputs: Vec<&Path> = outputs.iter().map(|p| p.as_path()).collect();
+    gateshift::io::check_outputs(&outputs, &[&a.checkpoint, &a.data.list])?;
     let device = gateshift::backend::device(&a.backend)?;
     let options = Options { fit: Fit::Strict, precision: a.precision };
     let p = open_checkpoint(&a.model, &a.checkpoint, options, &device)?;

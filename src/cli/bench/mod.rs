@@ -204,9 +204,11 @@ fn model(a: ModelBench) -> Result<()> {
             "--profile times the ops of an inference forward: it needs --mode infer (--phases splits a step)"
         );
     }
-    if let Some(path) = &a.profile_json {
-        gateshift::io::check_output(path)?;
-    }
+    // The ONNX model, its input and logits, and the profile: four outputs, no two one file.
+    let io = a.onnx.as_ref().map(|p| p.with_extension("io.safetensors"));
+    let outputs: Vec<&std::path::Path> =
+        [&a.onnx, &io, &a.profile_json].into_iter().flatten().map(|p| p.as_path()).collect();
+    gateshift::io::check_outputs(&outputs, &[])?;
     gate_shift::set_enabled(a.gsm == GsmImpl::Fused);
     if let Some(names) = &a.devices {
         if a.precision != Precision::Fp32 {
