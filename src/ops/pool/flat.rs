@@ -7,7 +7,7 @@
 //! across a row's end are redone), and the average divides by a divisor plane made once per
 //! call. Same reduction order and divisors as `flex.rs`, so the same values.
 
-use super::flex::{Axis, Reduce, max_nan};
+use super::window::{Axis, Reduce, max_nan};
 use crate::ops::avx2::with_avx2;
 
 /// Whether both axes keep their size at stride 1 with an odd kernel centred by the padding.
@@ -89,39 +89,4 @@ pub(super) fn forward_plane(
     divisor: &[f32],
 ) {
     plane_avx2(reduce, rows, cols, x, y, v, divisor)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::flex::{self, Window};
-    use super::*;
-
-    /// The whole-plane passes give the row-wise passes' values bit for bit (same order of
-    /// reduction, same divisors), NaN and infinities included.
-    #[test]
-    fn equals_the_row_wise_passes_bit_for_bit() {
-        for (h, w, k) in [(14, 14, 3), (28, 28, 3), (5, 9, 5), (2, 3, 3), (1, 1, 3), (7, 3, 7)] {
-            for reduce in
-                [Reduce::Max, Reduce::Avg { count_include_pad: true }, Reduce::Avg { count_include_pad: false }]
-            {
-                let p = k / 2;
-                let win = Window { reduce, kernel: [k, k], stride: [1, 1], padding: [p, p], ceil_mode: true };
-                let (rows, cols) = (Axis::new(h, k, 1, p, true), Axis::new(w, k, 1, p, true));
-                assert!(applies(&rows, &cols));
-                let mut x: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 23) as f32 / 3.0 - 3.5).collect();
-                x[h * w / 2] = f32::NAN;
-                x[0] = f32::NEG_INFINITY;
-                let (mut want, mut got, mut v) = (vec![0.0; h * w], vec![0.0; h * w], vec![0.0; h * w]);
-                flex::forward_plane(&win, &rows, &cols, &x, &mut want, &mut vec![0.0; cols.padded_row()]);
-                let divisor = match reduce {
-                    Reduce::Avg { count_include_pad } => divisors(&rows, &cols, count_include_pad),
-                    Reduce::Max => Vec::new(),
-                };
-                forward_plane(reduce, &rows, &cols, &x, &mut got, &mut v, &divisor);
-                let bits =
-                    |v: &[f32]| v.iter().map(|f| if f.is_nan() { u32::MAX } else { f.to_bits() }).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "{h}x{w} kernel {k} {reduce:?}");
-            }
-        }
-    }
 }

@@ -15,6 +15,7 @@
 //! stays with burn's own. `GATESHIFT_FAST_POOL=0` turns it off, to compare.
 
 use super::flat;
+use super::window::{Axis, Reduce, Window, max_nan};
 use crate::ops::avx2::with_avx2;
 use crate::ops::flex_alloc;
 use burn::backend::autodiff::Autodiff;
@@ -29,26 +30,6 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::pool::{AvgPool2d, MaxPool2d};
 use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
-
-/// What a window reduces to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reduce {
-    Max,
-    /// The mean; the divisor counts the padded positions inside the window if `count_include_pad`.
-    Avg {
-        count_include_pad: bool,
-    },
-}
-
-/// A pooling window: kernel, stride, symmetric padding (rows, columns), output rounding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
-    pub reduce: Reduce,
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub ceil_mode: bool,
-}
 
 /// The op, routed by burn to the backend a tensor lives on (with or without autodiff).
 #[backend_extension(Flex, Autodiff)]
@@ -139,57 +120,6 @@ impl FastPool for Flex {
     fn fast_pool2d(x: FlexTensor, window: Window) -> FlexTensor {
         Self::pool_forward(x, window)
     }
-}
-
-/// PyTorch's output size along one axis. A kernel larger than the padded input leaves one
-/// window over what there is in ceil mode and none otherwise (as burn and PyTorch).
-fn output_size(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode: bool) -> usize {
-    assert!(kernel > 0 && stride > 0, "pool: kernel and stride must be positive");
-    if input + 2 * pad < kernel {
-        return usize::from(ceil_mode && input > 0);
-    }
-    let span = input + 2 * pad - kernel;
-    if !ceil_mode {
-        return span / stride + 1;
-    }
-    let out = span.div_ceil(stride) + 1;
-    if (out - 1) * stride >= input + pad { out - 1 } else { out }
-}
-
-/// One axis of a window: input size, kernel, stride, padding and output size.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Axis {
-    pub(super) input: usize,
-    pub(super) kernel: usize,
-    pub(super) stride: usize,
-    pub(super) pad: usize,
-    pub(super) output: usize,
-}
-
-impl Axis {
-    pub(super) fn new(input: usize, kernel: usize, stride: usize, pad: usize, ceil_mode: bool) -> Self {
-        Self { input, kernel, stride, pad, output: output_size(input, kernel, stride, pad, ceil_mode) }
-    }
-    /// The input positions window `o` covers (never empty: a window starting in the trailing
-    /// padding is dropped by [`output_size`]).
-    pub(super) fn valid(&self, o: usize) -> std::ops::Range<usize> {
-        let start = o * self.stride;
-        start.saturating_sub(self.pad)..(start + self.kernel).saturating_sub(self.pad).min(self.input)
-    }
-    /// The window's length inside the padded input (PyTorch's divisor with the padding counted).
-    pub(super) fn padded_len(&self, o: usize) -> usize {
-        self.kernel.min(self.input + 2 * self.pad - o * self.stride)
-    }
-    /// Length of a row padded on both sides so that every window indexes inside it.
-    pub(super) fn padded_row(&self) -> usize {
-        (self.input + 2 * self.pad).max(self.output.saturating_sub(1) * self.stride + self.kernel)
-    }
-}
-
-/// The maximum that propagates NaN (PyTorch's `val > max || isnan(val)`).
-#[inline(always)]
-pub(super) fn max_nan(a: f32, b: f32) -> f32 {
-    if b > a || b.is_nan() { b } else { a }
 }
 
 with_avx2!(forward_plane_avx2, plane_body, (win: &Window, rows: &Axis, cols: &Axis, x: &[f32], y: &mut [f32], row: &mut [f32]));
@@ -491,6 +421,35 @@ mod tests {
                 // A map smaller than the kernel (BN-Inception's last reduction at 32² input).
                 compare([2, 3, 2, 2], 3, 2, 0, true);
                 compare([1, 2, 1, 1], 3, 2, 0, true);
+            }
+        }
+    }
+
+    /// The whole-plane passes (`flat.rs`) give the row-wise passes' values bit for bit (same order of
+    /// reduction, same divisors), NaN and infinities included.
+    #[test]
+    fn equals_the_row_wise_passes_bit_for_bit() {
+        for (h, w, k) in [(14, 14, 3), (28, 28, 3), (5, 9, 5), (2, 3, 3), (1, 1, 3), (7, 3, 7)] {
+            for reduce in
+                [Reduce::Max, Reduce::Avg { count_include_pad: true }, Reduce::Avg { count_include_pad: false }]
+            {
+                let p = k / 2;
+                let win = Window { reduce, kernel: [k, k], stride: [1, 1], padding: [p, p], ceil_mode: true };
+                let (rows, cols) = (Axis::new(h, k, 1, p, true), Axis::new(w, k, 1, p, true));
+                assert!(flat::applies(&rows, &cols));
+                let mut x: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 23) as f32 / 3.0 - 3.5).collect();
+                x[h * w / 2] = f32::NAN;
+                x[0] = f32::NEG_INFINITY;
+                let (mut want, mut got, mut v) = (vec![0.0; h * w], vec![0.0; h * w], vec![0.0; h * w]);
+                forward_plane(&win, &rows, &cols, &x, &mut want, &mut vec![0.0; cols.padded_row()]);
+                let divisor = match reduce {
+                    Reduce::Avg { count_include_pad } => flat::divisors(&rows, &cols, count_include_pad),
+                    Reduce::Max => Vec::new(),
+                };
+                flat::forward_plane(reduce, &rows, &cols, &x, &mut got, &mut v, &divisor);
+                let bits =
+                    |v: &[f32]| v.iter().map(|f| if f.is_nan() { u32::MAX } else { f.to_bits() }).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{h}x{w} kernel {k} {reduce:?}");
             }
         }
     }

@@ -5,5 +5,7 @@
 
 mod flat;
 mod flex;
+mod window;
 
-pub use flex::{FastPool, PoolKernels, Reduce, Window, avg, max};
+pub use flex::{FastPool, PoolKernels, avg, max};
+pub use window::{Reduce, Window};
