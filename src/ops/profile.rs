@@ -73,15 +73,10 @@ pub fn timed<R>(key: impl FnOnce(&R) -> (String, f64), f: impl FnOnce() -> R) ->
     r
 }
 
-/// Whether a profile is collecting (lets callers skip building keys).
-pub fn active() -> bool {
-    PROFILE.with(|p| p.borrow().is_some())
-}
-
-/// `f()`, timed under `{op} {C}>{C'} {H}x{W}` from the dims of its input `x` (N, C, H, W) and
-/// output (no FLOPs counted: memory-bound ops).
-pub fn timed_map(op: &str, x: [usize; 4], f: impl FnOnce() -> Tensor<4>) -> Tensor<4> {
-    timed(|y: &Tensor<4>| (format!("{op} {}>{} {}x{}", x[1], y.dims()[1], x[2], x[3]), 0.0), f)
+/// `f()`, timed under `{op()} {C}>{C'} {H}x{W}` from the dims of its input `x` (N, C, H, W)
+/// and output (no FLOPs counted: memory-bound ops); `op` is called only while profiling.
+pub fn timed_map(op: impl FnOnce() -> String, x: [usize; 4], f: impl FnOnce() -> Tensor<4>) -> Tensor<4> {
+    timed(|y: &Tensor<4>| (format!("{} {}>{} {}x{}", op(), x[1], y.dims()[1], x[2], x[3]), 0.0), f)
 }
 
 /// The key of a 2D convolution: kernel, stride, channels in > out (`/g` when grouped) and the
@@ -111,7 +106,6 @@ mod tests {
         });
         assert_eq!(entries.keys().collect::<Vec<_>>(), ["outer"]);
         assert_eq!((entries["outer"].calls, entries["outer"].flops), (2, 20.0));
-        assert!(!active());
         assert_eq!(timed(|_| unreachable!(), || 7), 7);
     }
 }

@@ -195,9 +195,14 @@ fn layer_notes(device: &Device, infer: bool) -> String {
     notes
 }
 
-fn model(a: ModelBench) -> Result<()> {
+/// Flag combinations `bench model` refuses, and its outputs checked (no two one file),
+/// before any work.
+fn check_flags(a: &ModelBench) -> Result<()> {
     if a.mode == BenchMode::Infer && (a.phases || a.sgd != SgdPath::Auto) {
         anyhow::bail!("--phases and --sgd time parts of a training step: they need --mode train");
+    }
+    if a.onnx.is_some() && (a.mode != BenchMode::Infer || a.precision != Precision::Fp32) {
+        anyhow::bail!("--onnx writes the fp32 inference model: it needs --mode infer and --precision fp32");
     }
     if a.mode == BenchMode::Train && a.profile {
         anyhow::bail!(
@@ -209,6 +214,11 @@ fn model(a: ModelBench) -> Result<()> {
     let outputs: Vec<&std::path::Path> =
         [&a.onnx, &io, &a.profile_json].into_iter().flatten().map(|p| p.as_path()).collect();
     gateshift::io::check_outputs(&outputs, &[])?;
+    Ok(())
+}
+
+fn model(a: ModelBench) -> Result<()> {
+    check_flags(&a)?;
     gate_shift::set_enabled(a.gsm == GsmImpl::Fused);
     if let Some(names) = &a.devices {
         if a.precision != Precision::Fp32 {
@@ -284,12 +294,8 @@ fn write_onnx(
     size: usize,
     path: &std::path::Path,
 ) -> Result<()> {
-    if a.mode != BenchMode::Infer || a.precision != Precision::Fp32 {
-        anyhow::bail!("--onnx writes the fp32 inference model: it needs --mode infer and --precision fp32");
-    }
+    // The outputs were checked (and told apart) before any work, in `model`.
     let io = path.with_extension("io.safetensors");
-    gateshift::io::check_output(path)?;
-    gateshift::io::check_output(&io)?;
     let e = gateshift::export::Export { config: cfg, size, batch: None, classes: None };
     gateshift::io::write_atomic(path, &gateshift::export::onnx(model, &e)?)?;
     let device = model.new_fc.weight.val().device();

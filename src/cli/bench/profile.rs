@@ -89,8 +89,7 @@ impl Profile {
     }
 }
 
-/// The kind of a key: the words before its first shape (a word with a digit and `>` or `x`
-/// that is not a kernel `3x3/1`).
+/// The kind of a key: the words before its channels (the first word with `>`).
 fn kind(key: &str) -> String {
     let words: Vec<&str> = key.split(' ').collect();
     let end = words.iter().position(|w| w.contains('>')).unwrap_or(words.len());

@@ -82,10 +82,14 @@ pub fn forward(conv: &Conv2d, x: Tensor<4>, padding: [usize; 4], max: Option<f32
     };
     let geometry = Depthwise { stride: conv.stride, padding, max };
     let [kh, s] = [conv.weight.dims()[2], conv.stride[0]];
-    crate::ops::profile::timed_map(&format!("depthwise {kh}x{kh}/{s}"), x.dims(), || {
-        let (x, w, b) = (x.into_dispatch(), conv.weight.val().into_dispatch(), bias.into_dispatch());
-        Tensor::from_dispatch(<Dispatch as DepthwiseConv>::depthwise_conv(x, w, b, geometry))
-    })
+    crate::ops::profile::timed_map(
+        || format!("depthwise {kh}x{kh}/{s}"),
+        x.dims(),
+        || {
+            let (x, w, b) = (x.into_dispatch(), conv.weight.val().into_dispatch(), bias.into_dispatch());
+            Tensor::from_dispatch(<Dispatch as DepthwiseConv>::depthwise_conv(x, w, b, geometry))
+        },
+    )
 }
 
 /// Output length along an axis of `input` values padded by `before` and `after`.

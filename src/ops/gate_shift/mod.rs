@@ -70,10 +70,14 @@ pub fn gate_conv(r: Tensor<4>, weight: Tensor<5>, bias: Tensor<1>, segments: usi
 
 /// The fused gated shift on high-level tensors (float32 on flex, see [`applies`]).
 pub fn gate_shift(x: Tensor<4>, gate_logits: Tensor<5>, segments: usize) -> Tensor<4> {
-    crate::ops::profile::timed_map("gsm gated shift", x.dims(), || {
-        let y = <Dispatch as GateShift>::gate_shift(x.into_dispatch(), gate_logits.into_dispatch(), segments);
-        Tensor::from_dispatch(y)
-    })
+    crate::ops::profile::timed_map(
+        || "gsm gated shift".into(),
+        x.dims(),
+        || {
+            let y = <Dispatch as GateShift>::gate_shift(x.into_dispatch(), gate_logits.into_dispatch(), segments);
+            Tensor::from_dispatch(y)
+        },
+    )
 }
 
 /// Whether the fused unit runs for `x`: inference with the fused GSM enabled and no

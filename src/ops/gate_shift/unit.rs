@@ -145,13 +145,17 @@ pub fn unit(
     max: f32,
     segments: usize,
 ) -> Tensor<4> {
-    crate::ops::profile::timed_map("gsm unit", x.dims(), || {
-        let (w, b) = (gate.0.into_dispatch(), gate.1.into_dispatch());
-        let [s, sh] = bn.map(|t| t.into_dispatch());
-        let [ps, pb] = post.map(|t| t.into_dispatch());
-        let x = x.into_dispatch();
-        Tensor::from_dispatch(<Dispatch as GateShiftUnit>::gsm_unit(x, w, b, s, sh, ps, pb, max, segments))
-    })
+    crate::ops::profile::timed_map(
+        || "gsm unit".into(),
+        x.dims(),
+        || {
+            let (w, b) = (gate.0.into_dispatch(), gate.1.into_dispatch());
+            let [s, sh] = bn.map(|t| t.into_dispatch());
+            let [ps, pb] = post.map(|t| t.into_dispatch());
+            let x = x.into_dispatch();
+            Tensor::from_dispatch(<Dispatch as GateShiftUnit>::gsm_unit(x, w, b, s, sh, ps, pb, max, segments))
+        },
+    )
 }
 
 /// [`GateShiftUnit::channels_last`] on high-level tensors: the order libtorch's backbones

@@ -49,10 +49,14 @@ pub trait GsfFuse: Backend {
 
 /// The fused fusion on high-level tensors (see [`applies`]).
 pub fn fuse(x: Tensor<4>, gate: Tensor<4>, weights: Tensor<2>, f: Fuse) -> Tensor<4> {
-    crate::ops::profile::timed_map("gsf fusion", x.dims(), || {
-        let (x, g, w) = (x.into_dispatch(), gate.into_dispatch(), weights.into_dispatch());
-        Tensor::from_dispatch(<Dispatch as GsfFuse>::gsf_fuse(x, g, w, f))
-    })
+    crate::ops::profile::timed_map(
+        || "gsf fusion".into(),
+        x.dims(),
+        || {
+            let (x, g, w) = (x.into_dispatch(), gate.into_dispatch(), weights.into_dispatch());
+            Tensor::from_dispatch(<Dispatch as GsfFuse>::gsf_fuse(x, g, w, f))
+        },
+    )
 }
 
 /// Sizes and neighbours of one call.

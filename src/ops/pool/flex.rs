@@ -82,9 +82,11 @@ fn pool(x: Tensor<4>, window: Window) -> Tensor<4> {
 /// `pool.forward(x)`, by this op where it takes `x`.
 pub fn max(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [k, s] = [pool_.kernel_size[0], pool_.stride[0]];
-    crate::ops::profile::timed_map(&format!("maxpool {k}x{k}/{s}"), x.dims(), || {
-        through_f32(x, |x| max_route(pool_, x))
-    })
+    crate::ops::profile::timed_map(
+        || format!("maxpool {k}x{k}/{s}"),
+        x.dims(),
+        || through_f32(x, |x| max_route(pool_, x)),
+    )
 }
 
 fn max_route(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
@@ -100,9 +102,11 @@ fn max_route(pool_: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 /// `pool.forward(x)`, by this op where it takes `x`.
 pub fn avg(pool_: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {
     let [k, s] = [pool_.kernel_size[0], pool_.stride[0]];
-    crate::ops::profile::timed_map(&format!("avgpool {k}x{k}/{s}"), x.dims(), || {
-        through_f32(x, |x| avg_route(pool_, x))
-    })
+    crate::ops::profile::timed_map(
+        || format!("avgpool {k}x{k}/{s}"),
+        x.dims(),
+        || through_f32(x, |x| avg_route(pool_, x)),
+    )
 }
 
 fn avg_route(pool_: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {

@@ -35,9 +35,11 @@ pub trait TapSum: Backend {
 
 /// `y[t] = Z₀[t−1] + Z₁[t] + Z₂[t+1]` in one pass (see [`applies`]).
 pub fn tap_sum(z: Tensor<4>, segments: usize) -> Tensor<4> {
-    crate::ops::profile::timed_map("tap sum", z.dims(), || {
-        Tensor::from_dispatch(<Dispatch as TapSum>::tap_sum(z.into_dispatch(), segments))
-    })
+    crate::ops::profile::timed_map(
+        || "tap sum".into(),
+        z.dims(),
+        || Tensor::from_dispatch(<Dispatch as TapSum>::tap_sum(z.into_dispatch(), segments)),
+    )
 }
 
 /// Images, channels per tap and plane size of `z`, checked.

@@ -102,9 +102,11 @@ pub trait TimeShiftKernels: Backend {
 
 /// `x` shifted by `shift` in one pass (see [`applies`]).
 pub fn time_shift(x: Tensor<4>, shift: Shift) -> Tensor<4> {
-    crate::ops::profile::timed_map("time shift", x.dims(), || {
-        Tensor::from_dispatch(<Dispatch as TimeShift>::time_shift(x.into_dispatch(), shift))
-    })
+    crate::ops::profile::timed_map(
+        || "time shift".into(),
+        x.dims(),
+        || Tensor::from_dispatch(<Dispatch as TimeShift>::time_shift(x.into_dispatch(), shift)),
+    )
 }
 
 impl TimeShift for Flex {
