@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use gateshift::checkpoint::StateDict;
@@ -11,10 +11,8 @@ fn gateshift(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gateshift")).args(args).output().expect("binary runs")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gateshift-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+fn tmp(name: &str) -> common::Tmp {
+    common::tmp_file(&format!("cli-{name}"))
 }
 
 fn forward_matches(ckpt: &Path, io: &Path, extra: &[&str], what: &str) {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::run::bin;
@@ -423,7 +423,6 @@ fn hostile_annotation_files_are_refused_by_name() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let _: PathBuf = dir;
 }
 
 /// EPIC-Kitchens end to end: `data prepare` → `train --config data.toml` with two heads →

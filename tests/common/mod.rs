@@ -8,7 +8,7 @@ pub mod torch_file;
 pub mod weights;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -81,12 +81,52 @@ pub fn ffmpeg() -> bool {
     ok
 }
 
-/// A fresh temporary folder for one test.
-pub fn tmp(name: &str) -> PathBuf {
+/// A fresh temporary folder for one test, removed when the test passes and kept (its path
+/// printed) when it fails, so that a failure can be looked into.
+pub fn tmp(name: &str) -> Tmp {
     let d = std::env::temp_dir().join(format!("gateshift-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Tmp(d)
+}
+
+/// A path for one temporary file, removed as [`tmp`]'s folders are.
+pub fn tmp_file(name: &str) -> Tmp {
+    Tmp(std::env::temp_dir().join(format!("gateshift-test-{}-{name}", std::process::id())))
+}
+
+/// The folder of [`tmp`] or the file of [`tmp_file`]; derefs to its path.
+pub struct Tmp(PathBuf);
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Tmp {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Tmp {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for inspection: {}", self.0.display());
+        } else if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 /// Writes toy synth sources into `dir`: a Fashion-MNIST-format IDX pair (gzipped, 12 items
