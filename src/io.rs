@@ -304,6 +304,8 @@ pub fn describe(kind: fs::FileType) -> &'static str {
         "a socket"
     } else if kind.is_file() {
         "a regular file"
+    } else if kind.is_symlink() {
+        "a symbolic link"
     } else {
         "a special file"
     }

@@ -4,8 +4,9 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::run::{bin, metrics, ok, toy_data, train_cmd, train_cmd_epochs, train_cmd_swap};
 
@@ -18,18 +19,14 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
     // Uninterrupted reference run.
     let a = dir.join("run_a");
     ok(train_cmd(&data, &a).output().unwrap());
-    for f in ["config.toml", "last.safetensors", "best.safetensors", "metrics.jsonl", "curves.png"] {
+    for f in ["config.toml", "last.safetensors", "best.safetensors", "metrics.jsonl", "curves.png", "train.log"] {
         assert!(a.join(f).is_file(), "run folder lacks {f}");
     }
     assert_eq!(metrics(&a).len(), 4);
     // Same run, SIGKILLed after its first epoch was saved, then resumed.
     let b = dir.join("run_b");
     let mut child = train_cmd(&data, &b).spawn().unwrap();
-    let start = Instant::now();
-    while !b.join("metrics.jsonl").is_file() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no epoch finished");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::run::wait_for_an_epoch(&b, &mut child);
     std::thread::sleep(Duration::from_millis(150));
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
@@ -42,6 +39,13 @@ fn killed_run_resumes_to_identical_weights_then_test_and_predict() {
     assert!(!out.status.success() && text.contains("optim.epochs, optim.lr"), "{text}");
     ok(bin().arg("train").arg("--resume").arg(&b).args(["--quiet", "--workers", "1"]).output().unwrap());
     assert_eq!(metrics(&a), metrics(&b), "metrics differ after resume (killed after {done} epoch(s))");
+    // Every iteration is logged once, the replayed epoch's included, with the same losses.
+    let (sa, sb) = (common::run::lines(&a, "step"), common::run::lines(&b, "step"));
+    assert_eq!(sa, sb, "iteration lines differ after resume");
+    let steps: Vec<u64> = sa.iter().map(|v| v["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
+    let log = std::fs::read_to_string(b.join("train.log")).unwrap();
+    assert!(log.contains("resuming") && log.contains("finished") && log.contains("epoch   4"), "{log}");
     let (wa, wb) =
         (StateDict::read(&a.join("last.safetensors")).unwrap(), StateDict::read(&b.join("last.safetensors")).unwrap());
     assert_eq!(wa.tensors.keys().collect::<Vec<_>>(), wb.tensors.keys().collect::<Vec<_>>());
@@ -220,14 +224,7 @@ fn nan_loss_stops_with_a_message_and_sigint_stops_cleanly() {
     // SIGINT after the first epoch: stops, says how to resume, keeps a loadable checkpoint.
     let run = dir.join("int_run");
     let mut child = train_cmd_epochs(&data, &run, 40).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let start = Instant::now();
-    while !run.join("metrics.jsonl").is_file() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("training exited early: {status}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "no epoch finished");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::run::wait_for_an_epoch(&run, &mut child);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
     let out = child.wait_with_output().unwrap();
@@ -238,4 +235,27 @@ fn nan_loss_stops_with_a_message_and_sigint_stops_cleanly() {
     assert!((1..40).contains(&done), "{done} epochs done");
     assert!(sd.metadata.contains_key("gateshift.run"));
     println!("SIGINT after {done} epoch(s): {}", text.trim());
+}
+
+/// The TensorBoard tier (`scripts/tensorboard-check.sh`): TensorBoard's own reader reads the
+/// event files of a run and of a run killed and resumed, with the scalars and steps of their
+/// metrics.jsonl (`scripts/tensorboard_check.py`).
+#[test]
+#[ignore = "opt-in tier: scripts/tensorboard-check.sh (TensorBoard in a throwaway virtualenv)"]
+fn tensorboard_reads_the_event_files() {
+    let python = std::env::var_os("GATESHIFT_PYTHON").expect("GATESHIFT_PYTHON: a Python with tensorboard");
+    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tensorboard_check.py");
+    let dir = common::tmp("tensorboard");
+    let data = toy_data(&dir);
+    let (a, b) = (dir.join("run_a"), dir.join("run_b"));
+    ok(train_cmd(&data, &a).output().unwrap());
+    let mut child = train_cmd(&data, &b).spawn().unwrap();
+    common::run::wait_for_an_epoch(&b, &mut child);
+    child.kill().unwrap();
+    let _ = child.wait();
+    ok(bin().arg("train").arg("--resume").arg(&b).arg("--quiet").output().unwrap());
+    for run in [&a, &b] {
+        let out = ok(Command::new(&python).arg(&check).arg(run).output().unwrap());
+        println!("{}: {}", run.display(), out.trim());
+    }
 }

@@ -19,6 +19,7 @@ mod convert;
 mod data;
 mod demo;
 mod ensemble;
+mod explain;
 mod export;
 mod forward;
 mod info;
@@ -90,6 +91,9 @@ pub enum Command {
     Ensemble(ensemble::EnsembleArgs),
     /// Top-k classes of one video file or frame folder.
     Predict(predict::PredictArgs),
+    /// What a GSM/GSF checkpoint's gates route: gate maps over the frames, routed share per
+    /// layer (one clip), or by layer and class (`--list`).
+    Explain(explain::ExplainArgs),
     /// Streaming inference: top-k classes of sliding windows over a video, a frame folder or a
     /// live source (URL, capture device), printed as each window is scored.
     Stream(stream::StreamArgs),
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Test(a) => test::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Stream(a) => stream::run(a),
+        Command::Explain(a) => explain::run(a),
         Command::Ensemble(a) => ensemble::run(a),
         Command::Assets(a) => assets::run(a),
         Command::Classify(a) => classify::run(a),

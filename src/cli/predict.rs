@@ -129,27 +129,40 @@ pub fn run(a: PredictArgs) -> Result<()> {
 /// The input as a one-entry list: a frame folder (counted) or a video file (line 0: not read
 /// from a list, so messages name the input alone).
 fn entry(a: &PredictArgs) -> Result<Entry> {
-    if a.input.is_dir() {
-        let naming = a.frames.naming()?;
+    entry_for(&a.input, &a.frames)
+}
+
+/// `input` (a video file or a frame folder named as `frames` says) as a list entry.
+pub fn entry_for(input: &Path, frames: &FrameArgs) -> Result<Entry> {
+    if input.is_dir() {
+        let naming = frames.naming()?;
         Ok(Entry {
-            path: a.input.clone(),
+            path: input.to_path_buf(),
             start: 0,
-            num_frames: Some(naming.count(&a.input)?),
+            num_frames: Some(naming.count(input)?),
             label: 0,
             noun: None,
             line: 0,
             is_video: false,
         })
-    } else if a.input.is_file() {
-        Ok(Entry { path: a.input.clone(), start: 0, num_frames: None, label: 0, noun: None, line: 0, is_video: true })
+    } else if input.is_file() {
+        Ok(Entry {
+            path: input.to_path_buf(),
+            start: 0,
+            num_frames: None,
+            label: 0,
+            noun: None,
+            line: 0,
+            is_video: true,
+        })
     } else {
-        let what = match std::fs::metadata(&a.input) {
+        let what = match std::fs::metadata(input) {
             Ok(m) => gateshift::io::describe(m.file_type()),
             Err(_) => "not there",
         };
         bail!(
             "{} is neither a video file nor a frame folder ({what}; live sources: `gateshift stream`)",
-            a.input.display()
+            input.display()
         );
     }
 }

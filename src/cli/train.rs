@@ -132,6 +132,9 @@ pub struct TrainArgs {
     /// Validate every N epochs.
     #[arg(long, value_parser = super::at_least_one::<usize>)]
     pub eval_every: Option<usize>,
+    /// A line in the run's train.log every N iterations (0: none).
+    #[arg(long)]
+    pub print_freq: Option<usize>,
     /// Crops per validation clip.
     #[arg(long, value_parser = super::crop_count)]
     pub val_crops: Option<usize>,
@@ -192,7 +195,7 @@ fn resume_config(a: &TrainArgs, dir: &std::path::Path) -> Result<TrainConfig> {
     if !changed.is_empty() {
         bail!(
             "--resume continues {} exactly as its config.toml says; these flags would change it: {} \
-             (only --workers, --backend, --devices and --collective-timeout-s may be given; start a new run to change the others)",
+             (only --workers, --backend, --devices, --collective-timeout-s and --print-freq may be given; start a new run to change the others)",
             dir.display(),
             changed.join(", ")
         );

@@ -3,6 +3,7 @@
 //! `stream`, `forward`, the demo and validation inside `train` all run models through here.
 
 mod evaluate;
+pub mod explain;
 pub mod metrics;
 pub mod online;
 

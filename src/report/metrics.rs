@@ -3,7 +3,34 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One line of `metrics.jsonl`.
+/// One line of `metrics.jsonl`: an iteration's scalars or an epoch's.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    Step(StepMetrics),
+    Epoch(EpochMetrics),
+}
+
+/// One training iteration (one global batch; the SGD step of `iter_size` batches counts each).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepMetrics {
+    /// 1-based epoch and iteration within it.
+    pub epoch: usize,
+    pub iter: usize,
+    /// 1-based over the whole run: TensorBoard's step for the `train/*` scalars.
+    pub step: u64,
+    /// The global batch's mean loss.
+    pub loss: f64,
+    pub lr: f64,
+    /// Clips of the global batch per second of this iteration.
+    pub clips_per_s: f64,
+    /// Share of the iteration's time spent waiting for the batch from the loader.
+    pub data_wait: f64,
+    /// Unix time (s) at its end.
+    pub time: f64,
+}
+
+/// One epoch's metrics (a `"kind": "epoch"` line of `metrics.jsonl`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochMetrics {
     /// 1-based epoch.
@@ -24,6 +51,26 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
+impl EpochMetrics {
+    /// A training pass's metrics (the validation ones empty, `seconds` filled in later).
+    pub fn training(epoch: usize, lr: f64, loss: f64, (train_top1, train_top5): (f64, f64), clips_per_s: f64) -> Self {
+        Self {
+            epoch,
+            lr,
+            loss,
+            train_top1,
+            train_top5,
+            val_top1: None,
+            val_top5: None,
+            val_mean_class: None,
+            val_noun_top1: None,
+            val_action_top1: None,
+            clips_per_s,
+            seconds: 0.0,
+        }
+    }
+}
+
 /// Trainer state stored in checkpoints.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunState {
@@ -34,6 +81,9 @@ pub struct RunState {
     #[serde(default)]
     pub scale_size: u32,
     pub epochs_done: usize,
+    /// Iterations done in those epochs (the global step the next iteration follows).
+    #[serde(default)]
+    pub steps_done: u64,
     pub best_top1: Option<f64>,
     pub best_epoch: Option<usize>,
     pub history: Vec<EpochMetrics>,

@@ -40,7 +40,7 @@ pub(crate) fn ensure_font() -> Result<()> {
 }
 
 /// Renders to a temporary PNG beside `path`, then renames it into place.
-fn atomic_png(
+pub(crate) fn atomic_png(
     path: &Path,
     w: u32,
     h: u32,
@@ -59,7 +59,7 @@ fn atomic_png(
     crate::io::write_atomic(path, &bytes)
 }
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(crate) fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("plot: {e}")
 }
 

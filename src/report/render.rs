@@ -120,13 +120,14 @@ fn overlay(mut img: RgbImage, i: usize, labels: &Labels) -> Result<RgbImage> {
 }
 
 /// ffmpeg reading raw RGB frames on its standard input.
-struct Encoder {
+pub(crate) struct Encoder {
     child: std::process::Child,
     size: (u32, u32),
 }
 
 impl Encoder {
-    fn start(size: (u32, u32), fps: f64, out: &Path) -> Result<Self> {
+    /// ffmpeg encoding raw RGB frames of `size` at `fps` into the file `out`.
+    pub(crate) fn start(size: (u32, u32), fps: f64, out: &Path) -> Result<Self> {
         let codec = if has_libx264() { "libx264" } else { "mpeg4" };
         let mut cmd = crate::data::ffmpeg::tool("ffmpeg");
         cmd.args(["-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s"])
@@ -142,7 +143,7 @@ impl Encoder {
         Ok(Self { child, size })
     }
 
-    fn write(&mut self, img: &RgbImage) -> Result<()> {
+    pub(crate) fn write(&mut self, img: &RgbImage) -> Result<()> {
         let stdin = self.child.stdin.as_mut().expect("piped stdin");
         if let Err(e) = stdin.write_all(img.as_raw()) {
             drop(self.child.stdin.take());
@@ -156,7 +157,7 @@ impl Encoder {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<()> {
+    pub(crate) fn finish(mut self) -> Result<()> {
         drop(self.child.stdin.take());
         let out = self.child.wait_with_output().context("waiting for ffmpeg")?;
         if !out.status.success() {

@@ -131,6 +131,9 @@ pub struct TrainConfig {
     pub optim: OptimSection,
     /// Evaluate on the validation list every N epochs (and after the last).
     pub eval_every: usize,
+    /// Write a line to `train.log` every N iterations (0: none; every iteration is in
+    /// `metrics.jsonl` and the TensorBoard events regardless).
+    pub print_freq: usize,
     pub seed: u64,
     pub backend: String,
     /// Several devices in this process, one rank each (`--devices flex,flex`,
@@ -153,6 +156,7 @@ impl Default for TrainConfig {
             data: DataSection::default(),
             optim: OptimSection::default(),
             eval_every: 1,
+            print_freq: 20,
             seed: 0,
             backend: "flex".into(),
             devices: Vec::new(),
@@ -206,13 +210,14 @@ impl TrainConfig {
     }
 
     /// Takes from `other` the settings that say where and how a run computes, not what it
-    /// trains (loader threads, backend, devices, collective timeout): a resumed run may
+    /// trains (loader threads, backend, devices, collective timeout, log frequency): a resumed run may
     /// change them — another world size continues the same global order.
     pub fn take_placement(&mut self, other: &TrainConfig) {
         self.data.workers = other.data.workers;
         self.backend = other.backend.clone();
         self.devices = other.devices.clone();
         self.collective_timeout_s = other.collective_timeout_s;
+        self.print_freq = other.print_freq;
     }
 
     pub fn to_toml(&self) -> Result<String> {

@@ -12,7 +12,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// The files a run writes into its folder.
-pub const RUN_FILES: [&str; 5] = ["config.toml", "last.safetensors", "best.safetensors", "metrics.jsonl", "curves.png"];
+pub const RUN_FILES: [&str; 7] = [
+    "config.toml",
+    "last.safetensors",
+    "best.safetensors",
+    "metrics.jsonl",
+    "curves.png",
+    "train.log",
+    crate::report::events::FILE_NAME,
+];
 const LOCK: &str = ".lock";
 
 /// How a run starts in its folder.

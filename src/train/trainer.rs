@@ -1,7 +1,7 @@
 //! The training loop and its run folder:
 //! `config.toml` (resolved), `last.safetensors` / `best.safetensors` (weights + optimizer
-//! state + trainer state, written atomically), `metrics.jsonl` (one line per epoch),
-//! `curves.png`. Every random choice derives from (seed, epoch, position), so a run resumed
+//! state + trainer state, written atomically), the logs of `train::log` (`metrics.jsonl`,
+//! TensorBoard events, `train.log`), `curves.png`. Every random choice derives from (seed, epoch, position), so a run resumed
 //! from `last` continues exactly as if it had never stopped.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::{Flag, Module, ModuleMapper, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,6 +24,7 @@ use crate::infer::{EvalOptions, evaluate};
 use crate::model::{ModelConfig, Recognizer};
 use crate::train::config::TrainConfig;
 use crate::train::guard;
+use crate::train::log::RunLog;
 use crate::train::metrics::Accuracy;
 use crate::train::optim::{batch_labels, heads_loss};
 use crate::train::run_checkpoint::{initialise, resume, run_checkpoint};
@@ -34,8 +34,8 @@ use crate::train::seeds::{init_model, mix};
 use crate::train::sgd::Sgd;
 use crate::train::world::World;
 
-pub use crate::report::EpochMetrics;
 pub use crate::report::RunState;
+pub use crate::report::{EpochMetrics, StepMetrics};
 
 /// What a finished (or stopped) run reports.
 pub struct Outcome {
@@ -92,67 +92,6 @@ pub fn load_data(cfg: &TrainConfig) -> Result<RunData> {
         Arc::new(ClipDataset { list, naming: naming.clone(), pipeline })
     });
     Ok(RunData { train: Arc::new(ClipDataset { list: train, naming, pipeline: base }), val, classes, class_names })
-}
-
-/// Freezes every BatchNorm of the backbone but the first (official partial BN; GSM's BN3d is
-/// not a BatchNorm2d there and stays trainable), or with `all` the first too (frozen BN:
-/// running statistics, no updates). Returns the frozen parameter paths.
-fn partial_bn(model: Recognizer, all: bool) -> (Recognizer, Vec<String>) {
-    struct Freeze {
-        path: Vec<String>,
-        seen_first: Option<String>,
-        frozen: Vec<String>,
-        all: bool,
-    }
-    impl Freeze {
-        /// The BatchNorm whose flag is being mapped: burn enters the flag's own field
-        /// (`….bn1.training`), so the BatchNorm is the module above it.
-        fn bn_of(&self) -> Option<String> {
-            let path = match self.path.split_last() {
-                Some((last, above)) if last == "training" => above,
-                _ => &self.path[..],
-            };
-            let p = path.join(".");
-            let bn = path.last()?;
-            let is_bn = (bn == "bn" || bn.starts_with("bn")) && (self.all || !p.contains("temporal"));
-            is_bn.then_some(p)
-        }
-    }
-    impl ModuleMapper for Freeze {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_flag(&mut self, flag: Param<Flag>) -> Param<Flag> {
-            let Some(bn) = self.bn_of() else { return flag };
-            match &self.seen_first {
-                None if !self.all => {
-                    self.seen_first = Some(bn);
-                    flag
-                }
-                Some(first) if *first == bn => flag,
-                _ => {
-                    self.frozen.push(format!("{bn}.weight"));
-                    self.frozen.push(format!("{bn}.bias"));
-                    flag.map(|f| f.with(false))
-                }
-            }
-        }
-    }
-    let mut f = Freeze { path: Vec::new(), seen_first: None, frozen: Vec::new(), all };
-    let model = model.map(&mut f);
-    (model, f.frozen)
-}
-
-fn write_metrics(dir: &Path, state: &RunState) -> Result<()> {
-    let mut text = String::new();
-    for m in &state.history {
-        text.push_str(&serde_json::to_string(m)?);
-        text.push('\n');
-    }
-    crate::io::write_atomic(&dir.join("metrics.jsonl"), text.as_bytes())
 }
 
 /// Trains `cfg` into the folder `dir`: a new run, or (`Start::Resume`) the continuation of
@@ -217,43 +156,50 @@ pub fn train_rank(
     let mut model = init_model(&model_cfg, &device, cfg.seed, world.size > 1 || !cfg.devices.is_empty());
     let mut sgd = Sgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.policy);
     let last = dir.join("last.safetensors");
-    let mut state = if start == Start::Resume {
-        let state = resume(&last, cfg, &model_cfg, &mut model, &mut sgd, &device)?;
-        if world.is_root() {
-            eprintln!("resuming {} after epoch {} on {} rank(s)", dir.display(), state.epochs_done, world.size);
-        }
-        state
+    let resumed = start == Start::Resume;
+    let mut state = if resumed {
+        resume(&last, cfg, &model_cfg, &mut model, &mut sgd, &device)?
     } else {
         initialise(cfg, &model_cfg, &mut model)?;
         RunState::default()
     };
+    let show_progress = show_progress && world.is_root();
+    let mut log = RunLog::silent(show_progress);
+    if world.is_root() {
+        log = RunLog::open(dir, &state, resumed, show_progress)?;
+        let (done, ranks) = (state.epochs_done, world.size);
+        log.say(&match resumed {
+            true => format!("resuming {} after epoch {done} on {ranks} rank(s)", dir.display()),
+            false => format!("training {} into {} on {ranks} rank(s)", describe_model(&model_cfg), dir.display()),
+        });
+    }
     let mut model = world.broadcast_parameters(model)?;
     if world.is_root() {
         crate::io::write_atomic(&dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
     }
-    let show_progress = show_progress && world.is_root();
     world.check_agree("the configuration, the lists and the starting epoch", &fingerprint(cfg, &data, &state))?;
     state.input_size = cfg.input_size();
     state.scale_size = cfg.scale_size();
     if cfg.optim.partial_bn || cfg.optim.freeze_bn {
-        let (m, frozen) = partial_bn(model, cfg.optim.freeze_bn);
+        let (m, frozen) = crate::train::partial_bn::partial_bn(model, cfg.optim.freeze_bn);
         model = m;
         sgd.frozen = frozen;
     }
-    let mut run = Run { cfg, data, model_cfg, device, model: Some(model), sgd, dir, last, show_progress, world };
-    let mut interrupted = false;
-    for epoch in state.epochs_done..cfg.optim.epochs {
-        let Some(pass) = run.train_epoch(epoch, &state)? else {
-            interrupted = true;
-            break;
-        };
-        state = run.end_epoch(epoch, &state, pass)?;
-        if run.world.any(STOP.load(Ordering::SeqCst))? {
-            interrupted = true;
-            break;
+    let mut run = Run { cfg, data, model_cfg, device, model: Some(model), sgd, dir, last, show_progress, world, log };
+    let interrupted = match run.epochs(&mut state) {
+        Ok(interrupted) => interrupted,
+        Err(e) => {
+            run.log.note(&format!("stopped: {e:#}"));
+            return Err(e);
         }
-    }
+    };
+    run.log.note(if interrupted { "stopped by Ctrl-C" } else { "finished" });
     Ok(Outcome { state, model_config: run.model_cfg, dir: dir.to_path_buf(), interrupted })
+}
+
+/// "bninception + gsm, 8 segments, 174 classes" for the log.
+fn describe_model(m: &ModelConfig) -> String {
+    format!("{} + {}, {} segments, {} classes", m.arch.name(), m.temporal.name(), m.segments, m.classes)
 }
 
 /// Everything an epoch of a run works with.
@@ -269,6 +215,17 @@ struct Run<'a> {
     last: PathBuf,
     show_progress: bool,
     world: World,
+    log: RunLog,
+}
+
+/// What a pass accumulates batch by batch.
+struct Batches {
+    acc: Accuracy,
+    accum: GradientsAccumulator<Recognizer>,
+    /// Batches whose gradients wait for the SGD step (`iter_size`).
+    pending: usize,
+    /// The last batch, for the divergence guard.
+    probe: Option<guard::Probe>,
 }
 
 /// What one pass over the training list gave: its metrics (validation still empty), when it
@@ -277,6 +234,8 @@ struct Pass {
     metrics: EpochMetrics,
     started: Instant,
     probe: guard::Probe,
+    /// Iterations (global batches) it took.
+    iters: u64,
 }
 
 impl Run<'_> {
@@ -284,53 +243,55 @@ impl Run<'_> {
         self.model.as_ref().expect("the model is back after every step")
     }
 
+    /// The epochs left after `state`; `state` follows them. Returns whether Ctrl-C stopped them.
+    fn epochs(&mut self, state: &mut RunState) -> Result<bool> {
+        for epoch in state.epochs_done..self.cfg.optim.epochs {
+            let Some(pass) = self.train_epoch(epoch, state)? else {
+                return Ok(true);
+            };
+            *state = self.end_epoch(epoch, state, pass)?;
+            if self.world.any(STOP.load(Ordering::SeqCst))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// One pass over the training list (0-based `epoch`); `None` when stopped by Ctrl-C (the
     /// epoch is then incomplete: `last` still holds the state after the previous one, from
     /// which --resume replays this epoch exactly).
     fn train_epoch(&mut self, epoch: usize, state: &RunState) -> Result<Option<Pass>> {
-        let (cfg, o) = (self.cfg, &self.cfg.optim);
+        let o = &self.cfg.optim;
         let started = Instant::now();
         let lr = rate(o.schedule, o.lr, epoch, o.epochs, o.warmup_epochs, &o.lr_steps);
         let n = self.data.train.len();
         let mut loader = self.loader(epoch)?;
         let bar = progress_bar(self.show_progress, n as u64, &format!("epoch {}/{}", epoch + 1, o.epochs));
-        let mut acc = Accuracy::new(self.data.classes);
-        let (mut loss_sum, mut seen, mut iter, mut pending) = (0.0, 0usize, 0, 0);
-        let mut accum = GradientsAccumulator::new();
-        let mut probe = None;
+        let mut pass = Batches {
+            acc: Accuracy::new(self.data.classes),
+            accum: GradientsAccumulator::new(),
+            pending: 0,
+            probe: None,
+        };
+        let (mut loss_sum, mut seen, mut iter) = (0.0, 0usize, 0);
+        let mut waiting = Instant::now();
         while let Some(batch) = loader.next_batch() {
-            let batch = batch?;
-            let b = batch.len();
-            let seed = mix(cfg.seed, epoch, iter);
-            self.device.seed(seed);
-            crate::model::dropout::seed(seed ^ mix(self.world.rank as u64, 0, 0));
-            let (size, channels) = (cfg.input_size() as usize, cfg.model.net.input_channels());
-            let labels = batch_labels(&batch, self.model_cfg.heads().len(), &self.device)?;
-            let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, channels, size, size]), &self.device);
-            probe = Some((input.clone(), labels.clone()));
-            let (logits, loss) = self.step(input, labels, lr, &mut accum, &mut pending)?;
-            // Read once the step is queued, so that a GPU is not left idle while the host
-            // queues the backward. A non-finite loss has spoilt the weights in memory by then;
-            // they are dropped unsaved. Summed over the ranks with Ctrl-C: every rank sees the
-            // global batch's loss and whether any was interrupted, so all stop together.
-            let stop = STOP.load(Ordering::SeqCst) as u8 as f64;
-            let mut global = [loss.into_scalar::<f32>() as f64 * b as f64, b as f64, stop];
-            self.world.sum_f64(&mut global)?;
+            let waited = waiting.elapsed().as_secs_f64();
+            let global = self.batch_step(batch?, (epoch, iter, lr), state, &mut pass)?;
             let loss_value = global[0] / global[1];
-            if !loss_value.is_finite() {
-                bail!(
-                    "loss became {loss_value} in epoch {} iteration {iter}: stopping; {}",
-                    epoch + 1,
-                    kept(&self.last, state)
-                );
-            }
-            let scores: Vec<f32> =
-                logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            // Training accuracy is the first head's (the class, or the verb).
-            for (row, &l) in scores.chunks(self.model_cfg.outputs()).zip(&batch.labels) {
-                acc.add(&row[..self.data.classes], l);
-            }
             (loss_sum, seen, iter) = (loss_sum + global[0], seen + global[1] as usize, iter + 1);
+            let took = waiting.elapsed().as_secs_f64().max(1e-9);
+            let s = StepMetrics {
+                epoch: epoch + 1,
+                iter,
+                step: state.steps_done + iter as u64,
+                loss: loss_value,
+                lr,
+                clips_per_s: global[1] / took,
+                data_wait: (waited / took).min(1.0),
+                time: crate::train::log::now(),
+            };
+            self.log_step(&s, loss_sum / seen as f64)?;
             bar.inc(global[1] as u64);
             let rate = seen as f64 / started.elapsed().as_secs_f64();
             bar.set_message(format!("loss {:.3} · {rate:.1} clips/s", loss_sum / seen as f64));
@@ -338,29 +299,83 @@ impl Run<'_> {
                 crate::data::loader::report_skips(&loader.skipped);
                 bar.finish_and_clear();
                 let (last, done) = (self.last.display(), state.epochs_done);
-                eprintln!("interrupted in epoch {}: {last} holds the state after epoch {done}", epoch + 1);
+                let line = format!("interrupted in epoch {}: {last} holds the state after epoch {done}", epoch + 1);
+                eprintln!("{line}");
+                self.log.note(&line);
                 return Ok(None);
             }
+            waiting = Instant::now();
         }
         crate::data::loader::report_skips(&loader.skipped);
         bar.finish_and_clear();
-        self.world.reduce_accuracy(&mut acc)?;
-        let metrics = EpochMetrics {
-            epoch: epoch + 1,
-            lr,
-            loss: loss_sum / seen.max(1) as f64,
-            train_top1: acc.top1(),
-            train_top5: acc.top5(),
-            val_top1: None,
-            val_top5: None,
-            val_mean_class: None,
-            val_noun_top1: None,
-            val_action_top1: None,
-            clips_per_s: seen as f64 / started.elapsed().as_secs_f64(),
-            seconds: 0.0,
-        };
-        let probe = probe.ok_or_else(|| anyhow::anyhow!("epoch {} trained on no batch", epoch + 1))?;
-        Ok(Some(Pass { metrics, started, probe }))
+        self.world.reduce_accuracy(&mut pass.acc)?;
+        let clips_per_s = seen as f64 / started.elapsed().as_secs_f64();
+        let top = (pass.acc.top1(), pass.acc.top5());
+        let metrics = EpochMetrics::training(epoch + 1, lr, loss_sum / seen.max(1) as f64, top, clips_per_s);
+        let probe = pass.probe.ok_or_else(|| anyhow::anyhow!("epoch {} trained on no batch", epoch + 1))?;
+        Ok(Some(Pass { metrics, started, probe, iters: iter as u64 }))
+    }
+
+    /// One batch of a pass: forward, backward (and the SGD step when due), training accuracy.
+    /// Returns the global batch's summed loss, its clips and whether any rank was stopped.
+    fn batch_step(
+        &mut self,
+        batch: crate::data::Batch,
+        (epoch, iter, lr): (usize, usize, f64),
+        state: &RunState,
+        pass: &mut Batches,
+    ) -> Result<[f64; 3]> {
+        let cfg = self.cfg;
+        let b = batch.len();
+        let seed = mix(cfg.seed, epoch, iter);
+        self.device.seed(seed);
+        crate::model::dropout::seed(seed ^ mix(self.world.rank as u64, 0, 0));
+        let (size, channels) = (cfg.input_size() as usize, cfg.model.net.input_channels());
+        let labels = batch_labels(&batch, self.model_cfg.heads().len(), &self.device)?;
+        let input = Tensor::<4>::from_data(TensorData::new(batch.data, [b, channels, size, size]), &self.device);
+        pass.probe = Some((input.clone(), labels.clone()));
+        let (logits, loss) = self.step(input, labels, lr, &mut pass.accum, &mut pass.pending)?;
+        // Read once the step is queued, so that a GPU is not left idle while the host
+        // queues the backward. A non-finite loss has spoilt the weights in memory by then;
+        // they are dropped unsaved. Summed over the ranks with Ctrl-C: every rank sees the
+        // global batch's loss and whether any was interrupted, so all stop together.
+        let stop = STOP.load(Ordering::SeqCst) as u8 as f64;
+        let mut global = [loss.into_scalar::<f32>() as f64 * b as f64, b as f64, stop];
+        self.world.sum_f64(&mut global)?;
+        let loss_value = global[0] / global[1];
+        if !loss_value.is_finite() {
+            bail!(
+                "loss became {loss_value} in epoch {} iteration {iter}: stopping; {}",
+                epoch + 1,
+                kept(&self.last, state)
+            );
+        }
+        let scores: Vec<f32> =
+            logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        // Training accuracy is the first head's (the class, or the verb).
+        for (row, &l) in scores.chunks(self.model_cfg.outputs()).zip(&batch.labels) {
+            pass.acc.add(&row[..self.data.classes], l);
+        }
+        Ok(global)
+    }
+
+    /// One iteration into the logs: every one into `metrics.jsonl` and the TensorBoard
+    /// events, every `print_freq`-th into `train.log`.
+    fn log_step(&mut self, s: &StepMetrics, epoch_loss: f64) -> Result<()> {
+        self.log.step(s)?;
+        let every = self.cfg.print_freq;
+        if every > 0 && s.iter.is_multiple_of(every) {
+            self.log.note(&format!(
+                "epoch {} iter {} · loss {:.4} (epoch mean {epoch_loss:.4}) · lr {:.5} · {:.1} clips/s · data wait {:.0}%",
+                s.epoch,
+                s.iter,
+                s.loss,
+                s.lr,
+                s.clips_per_s,
+                100.0 * s.data_wait
+            ));
+        }
+        Ok(())
     }
 
     /// The epoch's training batches: the list shuffled by seed and epoch, and of that order
@@ -411,7 +426,7 @@ impl Run<'_> {
 
     /// After a pass: validation when due, then the divergence guard, then `last` (and `best`),
     /// the metrics and the curves. Returns the run's state after the epoch.
-    fn end_epoch(&self, epoch: usize, state: &RunState, pass: Pass) -> Result<RunState> {
+    fn end_epoch(&mut self, epoch: usize, state: &RunState, pass: Pass) -> Result<RunState> {
         let (cfg, o) = (self.cfg, &self.cfg.optim);
         let mut m = pass.metrics;
         let eval_now = (epoch + 1).is_multiple_of(cfg.eval_every.max(1)) || epoch + 1 == o.epochs;
@@ -442,11 +457,9 @@ impl Run<'_> {
             }
         }
         m.seconds = pass.started.elapsed().as_secs_f64();
-        if self.show_progress {
-            eprintln!("{}", describe(&m));
-        }
+        self.log.say(&describe(&m));
         let mut next = state.clone();
-        next.epochs_done = epoch + 1;
+        (next.epochs_done, next.steps_done) = (epoch + 1, state.steps_done + pass.iters);
         // Two heads: the best epoch is the one with the best action accuracy.
         let score = m.val_action_top1.or(m.val_top1);
         let improved = score.is_some_and(|v| next.best_top1.is_none_or(|b| v > b));
@@ -466,7 +479,7 @@ impl Run<'_> {
             sd.write_safetensors(&self.dir.join("best.safetensors"))?;
         }
         sd.write_safetensors(&self.last)?;
-        write_metrics(self.dir, &next)?;
+        self.log.epoch(next.history.last().expect("this epoch's metrics"))?;
         let title = format!("{} {}", self.model_cfg.arch.name(), self.model_cfg.temporal.name());
         crate::report::plot::curves(&next.history, &self.dir.join("curves.png"), &title)?;
         Ok(next)
@@ -522,31 +535,4 @@ pub fn progress_bar(show: bool, len: u64, prefix: &str) -> ProgressBar {
     );
     bar.set_prefix(prefix.to_string());
     bar
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Arch, TemporalKind};
-
-    /// Partial BN keeps the first BatchNorm training and freezes the others; frozen BN freezes
-    /// every one, the temporal modules' too.
-    #[test]
-    fn partial_and_frozen_bn_find_the_batch_norms() {
-        let device = crate::backend::device("flex").unwrap();
-        let cfg = ModelConfig::new(Arch::ResnetMini, TemporalKind::Gsm, 4, 3);
-        let (_, partial) = partial_bn(cfg.init(&device), false);
-        let (_, all) = partial_bn(cfg.init(&device), true);
-        println!("partial {} all {}: {:?}", partial.len(), all.len(), &all[..all.len().min(6)]);
-        assert!(partial.len() >= 10, "{partial:?}");
-        assert_eq!(all.len(), partial.len() + 2 + 2 * 4, "{all:?}");
-        assert!(
-            partial.iter().all(|p| !p.contains("temporal"))
-                && !partial.contains(&"base_model.ResNet.bn1.weight".into())
-        );
-        // BN-Inception's units (`….bn`), as the official `--npb`-less recipes freeze them.
-        let cfg = ModelConfig::new(Arch::BnInception, TemporalKind::Gsm, 8, 3);
-        let (_, partial) = partial_bn(cfg.init(&device), false);
-        assert!(partial.len() > 100, "{}", partial.len());
-    }
 }

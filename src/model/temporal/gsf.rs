@@ -79,6 +79,7 @@ impl Gsf {
         assert_eq!(c, self.f_plane, "GSF built for {} channels got {c}", self.f_plane);
         assert_eq!(bt % t, 0, "GSF: {bt} frames is not a multiple of {t} segments");
         let gated = x_full.clone().narrow(1, 0, cg);
+        probe::tap("gsf.x", &gated);
         let fused = gate_shift::applies(&gated);
         let gate = tanh(self.gate_logits(gated.clone(), fused));
         probe::tap("gsf.tanh", &gate);

@@ -74,6 +74,7 @@ impl Gsm {
         let (t, hw) = (self.num_segments, h * w);
         assert_eq!(bt % t, 0, "GSM: {bt} frames is not a multiple of {t} segments");
         let b = bt / t;
+        probe::tap("gsm.x", &x);
         let gate = tanh(self.gate_logits(x.clone(), false)).swap_dims(1, 2).reshape([b, t, 2, 1, hw]);
         let halves = x.reshape([b, t, 2, c / 2, hw]);
         let y = halves.clone() * gate;
@@ -85,6 +86,7 @@ impl Gsm {
 
     /// `forward` with the path chosen by the caller (`fused` needs float32 on flex).
     pub fn forward_path(&self, x: Tensor<4>, fused: bool) -> Tensor<4> {
+        probe::tap("gsm.x", &x);
         let gate_logits = self.gate_logits(x.clone(), fused);
         let y = if fused {
             gate_shift::gate_shift(x, gate_logits, self.num_segments)
