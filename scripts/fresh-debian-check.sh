@@ -55,11 +55,11 @@ step() { local name="$1"; shift; local t0=$SECONDS; echo "== $name: $*"; "$@"; l
 step prerequisites sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null' || exit 1
 # The README's rustup command; sh.rustup.rs serves rustup-init from static.rust-lang.org,
 # which is the fallback where that name does not resolve.
-step rustup sh -c "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y -q \
+step rustup bash -o pipefail -c "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y -q \
     || (curl --proto '=https' --tlsv1.2 -sSf -o /tmp/rustup-init https://static.rust-lang.org/rustup/dist/x86_64-unknown-linux-gnu/rustup-init \
         && chmod +x /tmp/rustup-init && /tmp/rustup-init -y -q)" || exit 1
-. /root/.cargo/env
-rustc --version; cargo --version
+. /root/.cargo/env || exit 1
+rustc --version && cargo --version || exit 1
 cd /src
 step main-job bash -c 'scripts/setup.sh && cargo run --release -- demo'
 step test-suite bash -c 'scripts/setup.sh && cargo test --release --features mpi -- --show-output'
