@@ -41,6 +41,10 @@ for m in proc sys dev; do
     mounted=("$root/$m" "${mounted[@]}")
 done
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# A network that intercepts TLS has its CA in the host's local certificates: trusted in the
+# fresh system too (installed into its store with ca-certificates in the first step).
+mkdir -p "$root/usr/local/share/ca-certificates"
+cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
 rm -rf "$root/src"
 git clone -q "$repo" "$root/src"
 say "clean clone of $(git -C "$repo" rev-parse --short HEAD) in $root/src"
@@ -52,7 +56,7 @@ export HOME=/root DEBIAN_FRONTEND=noninteractive PATH=/usr/local/sbin:/usr/local
 step() { local name="$1"; shift; local t0=$SECONDS; echo "== $name: $*"; "$@"; local rc=$?; echo "== $name: exit $rc after $((SECONDS - t0)) s"; echo "$name $rc $((SECONDS - t0))" >> /steps.result; return $rc; }
 : > /steps.result
 # What the README names before its commands: curl (rustup's command), Rust 1.95+ from rustup.
-step prerequisites sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null' || exit 1
+step prerequisites sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null && update-ca-certificates >/dev/null' || exit 1
 # The README's rustup command; sh.rustup.rs serves rustup-init from static.rust-lang.org,
 # which is the fallback where that name does not resolve.
 step rustup bash -o pipefail -c "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y -q \
