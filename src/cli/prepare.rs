@@ -65,7 +65,7 @@ pub fn run(a: PrepareArgs) -> Result<()> {
     let options =
         output::Options { data: a.data.clone(), out: a.out.clone(), extract: extract.transpose()?, jobs: a.jobs };
     let videos = if a.extract { distinct_videos(&ann) } else { 0 };
-    let bar = gateshift::train::trainer::progress_bar(a.extract, videos as u64, "extract");
+    let bar = gateshift::report::progress::progress_bar(a.extract, videos as u64, "extract");
     let s = output::write(&ann, &options, &|| bar.inc(1))?;
     bar.finish_and_clear();
     if a.extract {

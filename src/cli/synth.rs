@@ -55,11 +55,7 @@ impl SynthArgs {
             Some(b) => b.clone(),
             None => {
                 let root = gateshift::assets::cache_dir();
-                let a = &gateshift::assets::SKIMAGE_DATA;
-                if !a.is_cached(&root) {
-                    eprintln!("fetching background photos ({})", a.description);
-                }
-                a.fetch(&root)?
+                gateshift::assets::SKIMAGE_DATA.fetch(&root)?
             }
         };
         Sources::load(&self.objects, &backgrounds, 6000)
@@ -70,7 +66,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
     let cfg = a.config();
     let sources = a.sources()?;
     let total = (cfg.train_per_class + cfg.val_per_class) * 2 * cfg.pairs;
-    let bar = gateshift::train::trainer::progress_bar(true, total as u64, "synth");
+    let bar = gateshift::report::progress::progress_bar(true, total as u64, "synth");
     let w = synth::generate(&cfg, &sources, &a.out, &|| bar.inc(1))?;
     bar.finish_and_clear();
     say!(

@@ -134,7 +134,12 @@ pub fn dataset(
 /// Runs one evaluation pass with a progress bar.
 fn run_once(p: &Predictor, ds: ClipDataset, d: &DataArgs, seed: u64, softmax: bool, label: &str) -> Result<Evaluation> {
     let ds = Arc::new(ds);
-    let bar = gateshift::train::trainer::progress_bar(true, ds.len() as u64, label);
+    let (clips, crops) = match ds.pipeline.mode {
+        gateshift::data::Mode::Test { clips, crops, .. } => (clips, crops),
+        _ => (1, 1),
+    };
+    eprintln!("{label}: {} videos of {}, {clips} clip(s) × {crops} crop(s) each", ds.len(), d.list.display());
+    let bar = gateshift::report::progress::progress_bar(true, ds.len() as u64, label);
     let options = EvalOptions {
         batch_size: d.batch_size,
         workers: d.workers,

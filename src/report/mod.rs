@@ -4,6 +4,7 @@ pub mod events;
 pub mod gate_maps;
 mod metrics;
 pub mod plot;
+pub mod progress;
 pub mod render;
 pub mod routing;
 

@@ -12,7 +12,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +21,7 @@ use crate::data::transform::FlipMap;
 use crate::data::{ClipDataset, Loader, Mode, Pipeline};
 use crate::infer::{EvalOptions, evaluate};
 use crate::model::{ModelConfig, Recognizer};
+use crate::report::progress::progress_bar;
 use crate::train::config::TrainConfig;
 use crate::train::guard;
 use crate::train::log::RunLog;
@@ -520,19 +520,4 @@ pub fn describe(m: &EpochMetrics) -> String {
         m.clips_per_s,
         m.seconds
     )
-}
-
-/// A progress bar with position, rate message and ETA (hidden when `show` is false).
-pub fn progress_bar(show: bool, len: u64, prefix: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} · ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar
 }
