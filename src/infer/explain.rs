@@ -94,14 +94,19 @@ mod tests {
     #[test]
     fn hand_set_gates_are_reported_as_set() {
         let device = Device::flex();
-        let cfg = ModelConfig::new(Arch::ResnetMini, TemporalKind::Gsm, 4, 3);
-        let mut model = cfg.init(&device);
-        model = set_gate_biases(model, [0.5f32.atanh(), (-0.25f32).atanh()]).inference();
-        let x = Tensor::<4>::random([1, 12, 32, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-        let (logits, layers) = forward(&model, x).unwrap();
-        assert_eq!(logits.dims(), [1, 3]);
-        assert!(!layers.is_empty());
-        for l in &layers {
+        for kind in [TemporalKind::Gsm, TemporalKind::Gsf] {
+            let cfg = ModelConfig::new(Arch::ResnetMini, kind, 4, 3);
+            let model = set_gate_biases(cfg.init(&device), [0.5f32.atanh(), (-0.25f32).atanh()]).inference();
+            let x = Tensor::<4>::random([1, 12, 32, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+            let (logits, layers) = forward(&model, x).unwrap();
+            assert_eq!(logits.dims(), [1, 3]);
+            assert!(!layers.is_empty() && layers.iter().all(|l| l.module == kind.name()), "{kind:?}");
+            check_hand_set(&layers);
+        }
+    }
+
+    fn check_hand_set(layers: &[Layer]) {
+        for l in layers {
             let [a, b] = &l.halves;
             assert!((a.mean_gate - 0.5).abs() < 1e-6 && (b.mean_gate + 0.25).abs() < 1e-6, "{l:?}");
             assert!((a.routed - 0.5).abs() < 1e-6 && (b.routed - 0.25).abs() < 1e-6, "{l:?}");
