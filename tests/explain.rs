@@ -72,7 +72,7 @@ fn explain_reports_the_models_own_gates() {
     let out = dir.join("explained");
     let text = ok(explain_cmd(&ckpt, &out).arg(&clip).output().unwrap());
     println!("{text}");
-    let files = ["gates_back.png", "gates_forward.png", "report.md", "gates.json"];
+    let files = ["gates_half1.png", "gates_half2.png", "report.md", "gates.json"];
     for f in files.iter().chain(common::ffmpeg().then_some(&"gates.mp4")) {
         assert!(out.join(f).metadata().is_ok_and(|m| m.len() > 0), "{f} missing");
     }

@@ -13,7 +13,7 @@ use clap::Args;
 use gateshift::checkpoint::Fit;
 use gateshift::data::list::{List, ListFormat};
 use gateshift::data::{ClipDataset, Pipeline};
-use gateshift::infer::explain::{self, HALVES, Layer};
+use gateshift::infer::explain::{self, Layer};
 use gateshift::infer::{Options, Predictor};
 use gateshift::io::write_atomic;
 use gateshift::model::ModelConfig;
@@ -125,7 +125,7 @@ fn one_clip(
     let e = explain_clip(p, &ds, 0, size, device)?;
     let top = gateshift::infer::metrics::argmax(&e.scores[..p.config.classes]);
     for half in 0..2 {
-        gate_maps::grid(&e.frames, &e.layers, half, &a.out.join(format!("gates_{}.png", ["back", "forward"][half])))?;
+        gate_maps::grid(&e.frames, &e.layers, half, &a.out.join(format!("gates_half{}.png", half + 1)))?;
     }
     let video = gateshift::data::video::available();
     if video {
@@ -134,20 +134,22 @@ fn one_clip(
     let json = json!({
         "input": input, "checkpoint": a.checkpoint, "model": p.config,
         "prediction": {"class": top, "label": name(top), "probability": e.scores[top]},
-        "halves": HALVES, "layers": e.layers,
+        "halves": explain::halves(p.config.causal), "layers": e.layers,
     });
     write_atomic(&a.out.join("gates.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    let report = report(a, input, &e.layers, &format!("{} ({:.1}%)", name(top), 100.0 * e.scores[top]), video);
+    let prediction = format!("{} ({:.1}%)", name(top), 100.0 * e.scores[top]);
+    let report = report(a, input, &e.layers, &prediction, (video, p.config.causal));
     write_atomic(&a.out.join("report.md"), report.as_bytes())?;
-    say!("{}", table(&e.layers))?;
+    say!("{}", table(&e.layers, p.config.causal))?;
     say!("prediction: {} ({:.1}%) · report {}", name(top), 100.0 * e.scores[top], a.out.join("report.md").display())?;
     Ok(())
 }
 
 /// Per layer: module, map, mean |g| and routed share of each half.
-fn table(layers: &[Layer]) -> String {
-    let mut t = String::from(
-        "| layer | channels | map | mean |g| back | routed back in time | mean |g| forward | routed forward in time |\n|---|---|---|---|---|---|---|\n",
+fn table(layers: &[Layer], causal: bool) -> String {
+    let [h1, h2] = explain::halves(causal);
+    let mut t = format!(
+        "| layer | channels | map | half 1 mean abs(g) | half 1 routed {h1} | half 2 mean abs(g) | half 2 routed {h2} |\n|---|---|---|---|---|---|---|\n"
     );
     for l in layers {
         let [b, f] = &l.halves;
@@ -168,20 +170,21 @@ fn table(layers: &[Layer]) -> String {
     t
 }
 
-fn report(a: &ExplainArgs, input: &Path, layers: &[Layer], prediction: &str, video: bool) -> String {
+fn report(a: &ExplainArgs, input: &Path, layers: &[Layer], prediction: &str, (video, causal): (bool, bool)) -> String {
     let strip = if video { "\nThe gates frame by frame: [gates.mp4](gates.mp4).\n" } else { "" };
+    let [h1, h2] = explain::halves(causal);
     format!(
         "# What the gates route\n\n`{}` through `{}`: predicted **{prediction}**.\n\n\
-         Each gated layer splits its channels in two halves with a tanh gate map each: half 1's gated \
-         part `g·x` comes to frame t from frame t+1 (back in time), half 2's from frame t−1 (forward in \
-         time); `x − g·x` stays. Routed = Σ|g·x| / Σ|x| over the half's channels, frames and positions.\n\n\
-         {}\n## Back in time (half 1)\n\nRed: positive gate, blue: negative; the stronger, the larger |g|.\n\n\
-         ![gates, half 1](gates_back.png)\n\n## Forward in time (half 2)\n\n![gates, half 2](gates_forward.png)\n{strip}\n\
+         Each gated layer splits its channels in two halves with a tanh gate map each; a half's gated \
+         part `g·x` comes to frame t from another frame — half 1: {h1}, half 2: {h2} — and `x − g·x` \
+         stays. Routed = Σ|g·x| / Σ|x| over the half's channels, frames and positions.\n\n\
+         {}\n## Half 1: {h1}\n\nRed: positive gate, blue: negative; the stronger, the larger |g|.\n\n\
+         ![gates, half 1](gates_half1.png)\n\n## Half 2: {h2}\n\n![gates, half 2](gates_half2.png)\n{strip}\n\
          Whether the model relies on frame order at all: `gateshift test --checkpoint {} --list LIST \
          --frame-order shuffle` reports the accuracy drop with shuffled frames.\n",
         input.display(),
         a.checkpoint.display(),
-        table(layers),
+        table(layers, causal),
         a.checkpoint.display()
     )
 }
@@ -211,7 +214,7 @@ fn over_list(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let mut csv = String::from("class,name,clips,layer,routed_back,routed_forward\n");
+    let mut csv = String::from("class,name,clips,layer,routed_half1,routed_half2\n");
     let mut rows = Vec::new();
     for (c, (n, s)) in sums.iter().enumerate().filter(|(_, (n, _))| *n > 0) {
         let mean: Vec<[f64; 2]> = s.iter().map(|v| [v[0] / *n as f64, v[1] / *n as f64]).collect();
@@ -221,14 +224,17 @@ fn over_list(
         rows.push((name(c), mean));
     }
     write_atomic(&a.out.join("routing.csv"), csv.as_bytes())?;
-    gate_maps::routing_by_class(&rows, &a.out.join("routing.png"))?;
+    let halves = explain::halves(p.config.causal);
+    gate_maps::routing_by_class(&rows, halves, &a.out.join("routing.png"))?;
     let table = class_table(&rows);
     let report = format!(
         "# What the gates route, by class\n\n`{}` through `{}`, one centre crop per clip. Routed = Σ|g·x| / Σ|x| \
-         of a half (back in time: from frame t+1; forward: from t−1), averaged over the class's clips.\n\n\
+         of a half (half 1: {}; half 2: {}), averaged over the class's clips.\n\n\
          {table}\n![routed share by layer and class](routing.png)\n\nPer clip: `gateshift explain CLIP --checkpoint {1} --out DIR`.\n",
         list_path.display(),
-        a.checkpoint.display()
+        a.checkpoint.display(),
+        halves[0],
+        halves[1]
     );
     write_atomic(&a.out.join("report.md"), report.as_bytes())?;
     say!("{table}")?;
@@ -239,7 +245,7 @@ fn over_list(
 /// Routed % back / forward per class and layer.
 fn class_table(rows: &[(String, Vec<[f64; 2]>)]) -> String {
     let layers = rows.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
-    let head: String = (0..layers).map(|l| format!(" layer {l} back / fwd |")).collect();
+    let head: String = (0..layers).map(|l| format!(" layer {l} half 1 / 2 |")).collect();
     let mut t = format!("| class |{head}\n|---|{}\n", "---|".repeat(layers));
     for (class, v) in rows {
         let cells: String = v.iter().map(|m| format!(" {:.1}% / {:.1}% |", 100.0 * m[0], 100.0 * m[1])).collect();

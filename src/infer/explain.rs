@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::model::{Recognizer, TemporalKind};
 use crate::probe;
-pub use crate::report::routing::{HALVES, Half, Layer};
+pub use crate::report::routing::{Half, Layer, halves};
 
 /// Whether a model of this temporal kind has gates to show.
 pub fn has_gates(kind: TemporalKind) -> bool {

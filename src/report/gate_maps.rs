@@ -128,7 +128,7 @@ fn write_png(img: &RgbImage, path: &Path) -> Result<()> {
 }
 
 /// A video going through the frames: at each, the frame and every layer's two gate maps
-/// (back in time above, forward in time below), at 2 frames per second.
+/// (half 1 above, half 2 below), at 2 frames per second.
 pub fn strip(frames: &[RgbImage], layers: &[Layer], path: &Path) -> Result<()> {
     let cell = cell_side(frames) & !1;
     let (w, h) = ((layers.len() as u32 + 1) * cell, 2 * cell);
@@ -152,9 +152,9 @@ pub fn strip(frames: &[RgbImage], layers: &[Layer], path: &Path) -> Result<()> {
     crate::io::write_atomic(path, &std::fs::read(tmp.path())?)
 }
 
-/// The routed share by layer, one line per class: half 1 (back in time) on the left, half 2
-/// (forward in time) on the right. `rows`: (class name, per layer [back, forward]).
-pub fn routing_by_class(rows: &[(String, Vec<[f64; 2]>)], path: &Path) -> Result<()> {
+/// The routed share by layer, one line per class: half 1 on the left, half 2 on the right
+/// (`halves`: where each comes from). `rows`: (class name, per layer [half 1, half 2]).
+pub fn routing_by_class(rows: &[(String, Vec<[f64; 2]>)], halves: [&str; 2], path: &Path) -> Result<()> {
     let layers = rows.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
     if layers == 0 {
         bail!("no gated layer to plot");
@@ -163,9 +163,9 @@ pub fn routing_by_class(rows: &[(String, Vec<[f64; 2]>)], path: &Path) -> Result
     super::plot::atomic_png(path, 1200, 520, |root| {
         let panels = root.split_evenly((1, 2));
         for (half, panel) in panels.iter().enumerate() {
-            let title = ["half 1: routed back in time (from t+1)", "half 2: routed forward in time (from t-1)"][half];
+            let title = format!("half {}: routed {}", half + 1, halves[half]);
             let mut chart = ChartBuilder::on(panel)
-                .caption(title, ("sans-serif", 16))
+                .caption(&title, ("sans-serif", 16))
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(56)

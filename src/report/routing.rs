@@ -3,8 +3,15 @@
 
 use serde::Serialize;
 
-/// The two halves, in the official order.
-pub const HALVES: [&str; 2] = ["back in time (from t+1)", "forward in time (from t-1)"];
+/// Where each half's gated part comes from, in the official order: GSM's (and GSF's), or
+/// causal GSM's (`--causal`: both from the frame before).
+pub fn halves(causal: bool) -> [&'static str; 2] {
+    if causal {
+        ["forward in time (from t-1; causal)", "forward in time (from t-1; causal)"]
+    } else {
+        ["back in time (from t+1)", "forward in time (from t-1)"]
+    }
+}
 
 /// One gated layer of a forward.
 #[derive(Clone, Debug, Serialize)]
