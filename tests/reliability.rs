@@ -481,6 +481,44 @@ fn ensemble_refuses_score_files_it_cannot_average() {
     );
 }
 
+/// `--weights`: the weighted mean of the files' scores (a zero weight leaves a file out);
+/// weights that are not one per file, negative, not finite or all zero are refused by name.
+#[test]
+fn ensemble_weights_the_streams() {
+    let dir = common::tmp("ensemble-weights");
+    let good = scores_file(&dir);
+    // Every video wrong in the second file.
+    let wrong = dir.join("wrong.jsonl");
+    std::fs::write(
+        &wrong,
+        "{\"index\":0,\"label\":1,\"scores\":[0.9,0.1]}\n{\"index\":1,\"label\":0,\"scores\":[0.2,0.8]}\n",
+    )
+    .unwrap();
+    let run = |w: &str| {
+        let out = dir.join(format!("fused{w}.jsonl"));
+        let text = ok(bin()
+            .arg("ensemble")
+            .arg(&good)
+            .arg(&wrong)
+            .args(["--weights", w, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap());
+        let lines = std::fs::read_to_string(&out).unwrap();
+        let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+        (text, first["scores"][1].as_f64().unwrap())
+    };
+    let (text, s) = run("1,0");
+    assert!(text.contains("top-1 100.00%") && (s - 0.9).abs() < 1e-6, "{text} {s}");
+    let (text, s) = run("0,2");
+    assert!(text.contains("top-1 0.00%") && (s - 0.1).abs() < 1e-6, "{text} {s}");
+    let (_, s) = run("1,1.5");
+    assert!((s - (0.9 + 1.5 * 0.1) / 2.5).abs() < 1e-6, "{s}");
+    for (w, says) in [("1", "1 weights for 2"), ("1,-1", "-1 is not"), ("1,nan", "NaN is not"), ("0,0", "all 0")] {
+        fails(bin().arg("ensemble").arg(&good).arg(&wrong).args(["--weights", w]).output().unwrap(), &[says]);
+    }
+}
+
 // ---------- 9. small files that ask for huge memory ----------
 
 #[test]

@@ -1,5 +1,6 @@
 //! `gateshift ensemble A.jsonl B.jsonl …`: averages per-video scores written by
-//! `gateshift test --dump-scores` (as the paper's ensemble table does) and reports accuracy.
+//! `gateshift test --dump-scores` (as the paper's ensemble table does) and reports accuracy;
+//! `--weights` weighs them (two-stream late fusion: RGB : flow = 1 : 1.5 as TSN fuses them).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,10 @@ pub struct EnsembleArgs {
     /// Apply softmax to each file's scores before averaging.
     #[arg(long)]
     pub softmax: bool,
+    /// One weight per score file (e.g. `1,1.5` for RGB and flow): the weighted mean
+    /// Σ wᵢ·sᵢ / Σ wᵢ instead of the plain mean.
+    #[arg(long, value_delimiter = ',')]
+    pub weights: Option<Vec<f64>>,
     /// Write the averaged scores here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -55,6 +60,24 @@ fn read(path: &Path) -> Result<Vec<Line>> {
     Ok(lines)
 }
 
+/// Each file's share of the mean: `--weights` normalised to sum 1, or 1/n each. Weights must be
+/// one per file, finite, not negative and not all zero.
+fn weights(a: &EnsembleArgs) -> Result<Vec<f32>> {
+    let n = a.scores.len();
+    let Some(w) = &a.weights else { return Ok(vec![1.0 / n as f32; n]) };
+    if w.len() != n {
+        bail!("--weights gives {} weights for {n} score files", w.len());
+    }
+    if let Some(bad) = w.iter().find(|v| !v.is_finite() || **v < 0.0) {
+        bail!("--weights: {bad} is not a finite weight of at least 0");
+    }
+    let total: f64 = w.iter().sum();
+    if total <= 0.0 {
+        bail!("--weights are all 0");
+    }
+    Ok(w.iter().map(|v| (v / total) as f32).collect())
+}
+
 fn softmax(v: &[f32]) -> Vec<f32> {
     let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
@@ -67,11 +90,12 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
         let inputs: Vec<&std::path::Path> = a.scores.iter().map(|p| p.as_path()).collect();
         gateshift::io::check_output_apart(p, &inputs)?;
     }
+    let weights = weights(&a)?;
     let files: Vec<Vec<Line>> = a.scores.iter().map(|p| read(p)).collect::<Result<_>>()?;
     let first = &files[0];
     let classes = first[0].scores.len();
     let mut sum: Vec<Vec<f32>> = vec![vec![0.0; classes]; first.len()];
-    for (f, lines) in a.scores.iter().zip(&files) {
+    for ((f, lines), w) in a.scores.iter().zip(&files).zip(&weights) {
         if lines.len() != first.len() {
             bail!("{} has {} videos, {} has {}", f.display(), lines.len(), a.scores[0].display(), first.len());
         }
@@ -89,7 +113,7 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
             }
             let s = if a.softmax { softmax(&l.scores) } else { l.scores.clone() };
             for (acc, v) in sum[k].iter_mut().zip(s) {
-                *acc += v / files.len() as f32;
+                *acc += v * w;
             }
         }
     }
@@ -101,8 +125,9 @@ pub fn run(a: EnsembleArgs) -> Result<()> {
         out.push('\n');
     }
     say!(
-        "ensemble of {} · {} videos · top-1 {:.2}% · top-5 {:.2}% · mean class {:.2}%",
+        "ensemble of {}{} · {} videos · top-1 {:.2}% · top-5 {:.2}% · mean class {:.2}%",
         files.len(),
+        a.weights.as_ref().map_or(String::new(), |w| format!(" (weights {w:?})")),
         acc.count,
         100.0 * acc.top1(),
         100.0 * acc.top5(),
