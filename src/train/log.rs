@@ -48,10 +48,15 @@ impl RunLog {
         let records = merge(steps, &state.history);
         let mut jsonl = String::new();
         let mut tf = events::file_version(now());
+        // Each record at the time it was logged (an epoch line at its last iteration's).
+        let mut wall = now();
         for r in &records {
             jsonl.push_str(&serde_json::to_string(r)?);
             jsonl.push('\n');
-            tf.extend(scalars(r, now()).iter().flat_map(events::scalar));
+            if let Record::Step(s) = r {
+                wall = s.time;
+            }
+            tf.extend(scalars(r, wall).iter().flat_map(events::scalar));
         }
         crate::io::write_atomic(&dir.join(METRICS), jsonl.as_bytes())?;
         crate::io::write_atomic(&dir.join(events::FILE_NAME), &tf)?;
@@ -276,6 +281,8 @@ mod tests {
         let tf = events::read(&std::fs::read(dir.path().join(events::FILE_NAME)).unwrap()).unwrap();
         let tags: Vec<(String, i64)> = tf.iter().map(|s| (s.tag.clone(), s.step)).collect();
         assert_eq!(tags.iter().filter(|(t, _)| t == "train/loss").count(), 2);
+        // Rebuilt at the times they were logged, not at the resume's.
+        assert!(tf.iter().all(|s| s.wall_time == 1e9), "{tf:?}");
         assert!(tags.contains(&("epoch/val_top1".into(), 1)) && !tags.iter().any(|(t, _)| t == "epoch/val_top5"));
         let text = std::fs::read_to_string(dir.path().join(TEXT)).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
