@@ -55,21 +55,39 @@ fn two_devices_train_to_the_weights_of_one_with_the_global_batch() {
 /// BatchNorm training: with `--sync-bn` two devices give one device's weights (statistics
 /// over the global batch, forward and backward); without, each device normalises its own half
 /// — the weights differ, and equal those of two MPI ranks (DDP's per-device BatchNorm).
+///
+/// Over two SGD steps: the two runs differ by float rounding (the statistics are summed in
+/// another order). Over longer runs such a difference can be amplified — likely by a discrete
+/// choice it flips (a max-pool's maximum between near-equal values, a ReLU's sign) — far past
+/// rounding: after 12 steps 0.12 relative in a fresh Debian 13 (glibc 2.41), 2e-6 here.
 #[test]
 fn synchronised_batch_norm_is_the_global_batch_and_per_device_is_ddp() {
     let dir = common::tmp("devices-syncbn");
-    let data = toy_data(&dir);
+    let data = first_clips(&toy_data(&dir), 8);
     let (one, synced, local) = (dir.join("one"), dir.join("synced"), dir.join("local"));
-    ok(bin().args(args(&data, &one, 4, 2, 0, true)).output().unwrap());
-    let mut a = args(&data, &synced, 2, 2, 2, true);
+    ok(bin().args(args(&data, &one, 4, 1, 0, true)).output().unwrap());
+    let mut a = args(&data, &synced, 2, 1, 2, true);
     a.push("--sync-bn".into());
     ok(bin().args(a).output().unwrap());
-    ok(bin().args(args(&data, &local, 2, 2, 2, true)).output().unwrap());
+    ok(bin().args(args(&data, &local, 2, 1, 2, true)).output().unwrap());
     let one_w = one.join("last.safetensors");
     check_synced(&synced.join("last.safetensors"), &one_w, "two devices");
     let apart = relative_difference(&local.join("last.safetensors"), &one_w);
     println!("per-device BN vs one device: weights rel {apart:.3e} (differs)");
     assert!(apart > 1e-4, "per-device BN should differ from the global batch's: {apart:.3e}");
+}
+
+/// A copy of `data`'s lists holding its first `n` training clips (and every validation clip),
+/// with absolute paths, in a folder beside it.
+fn first_clips(data: &Path, n: usize) -> std::path::PathBuf {
+    let short = data.with_file_name("first_clips");
+    std::fs::create_dir_all(&short).unwrap();
+    for (name, keep) in [("train.txt", n), ("val.txt", usize::MAX)] {
+        let text = std::fs::read_to_string(data.join(name)).unwrap();
+        let lines: Vec<String> = text.lines().take(keep).map(|l| format!("{}/{l}", data.display())).collect();
+        std::fs::write(short.join(name), lines.join("\n") + "\n").unwrap();
+    }
+    short
 }
 
 /// A `--sync-bn` run against one device's: the weights within 1e-5 relative; the optimizer's
