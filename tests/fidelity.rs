@@ -268,8 +268,11 @@ fn rotated_videos_come_out_upright() {
     }
     let dir = common::tmp("rotated");
     let (coded, video) = (dir.join("coded.mp4"), dir.join("phone.mp4"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().unwrap()
+    };
     let ffmpeg = |args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().unwrap();
+        let out = run(args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     let os = |s: &'static str| std::ffi::OsStr::new(s);
@@ -279,16 +282,19 @@ fn rotated_videos_come_out_upright() {
             .chain([os("-pix_fmt"), os("yuv420p"), coded.as_os_str()])
             .collect::<Vec<_>>(),
     );
-    // The display matrix, as a phone writes it (ffmpeg 5.1 writes it when remuxing).
-    ffmpeg(&[
-        os("-i"),
-        coded.as_os_str(),
-        os("-c"),
-        os("copy"),
-        os("-metadata:s:v:0"),
-        os("rotate=90"),
-        video.as_os_str(),
-    ]);
+    // The display matrix, as a phone writes it: ffmpeg 6 and later set it with the input
+    // option `-display_rotation` (anticlockwise degrees); 5.1 knows only the `rotate` tag.
+    let remux = |rotation: &[&'static str], tag: &[&'static str]| {
+        let mut args: Vec<&std::ffi::OsStr> = rotation.iter().map(|a| os(a)).collect();
+        args.extend([os("-i"), coded.as_os_str(), os("-c"), os("copy")]);
+        args.extend(tag.iter().map(|a| os(a)));
+        args.push(video.as_os_str());
+        run(&args)
+    };
+    if !remux(&["-display_rotation:v:0", "-90"], &[]).status.success() {
+        let out = remux(&[], &["-metadata:s:v:0", "rotate=90"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
     let info = gateshift::data::video::probe(&video, true).unwrap();
     assert_eq!((info.width, info.height, info.frames), (48, 64, 6), "{info:?}");
     let frames = dir.join("frames");
