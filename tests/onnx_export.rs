@@ -307,7 +307,8 @@ fn onnx_runtime_and_openvino_give_gateshifts_logits() {
 /// checkpoint itself (or a link to it) is refused with the checkpoint intact.
 #[test]
 fn export_command_on_an_official_checkpoint() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let Some(shared) = common::shared() else { return };
+    let fixtures = shared.join("fixtures");
     let dir = tempfile::tempdir().unwrap();
     let checkpoint = dir.path().join("tsm.pth.tar");
     std::fs::copy(fixtures.join("tsm_resnet18_shift8_blockres_seg8.pth.tar"), &checkpoint).unwrap();
