@@ -11,7 +11,7 @@ use gateshift::data::rawframes::read_rgb;
 use gateshift::data::{FrameNaming, video};
 use gateshift::io::write_atomic;
 
-use super::FrameArgs;
+use super::{FrameArgs, frame_folder_name, root_of};
 use gateshift::synth::encode_jpeg;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -26,6 +26,9 @@ pub struct DataArgs {
 pub enum DataCommand {
     /// Decode videos into rawframe folders (one JPEG per frame) and write the matching list.
     ExtractFrames(ExtractArgs),
+    /// TV-L1 optical flow of videos or frame folders as TSN's x_/y_ JPEG pairs, with the
+    /// flow list (parallel, resumable).
+    ExtractFlow(super::extract_flow::ExtractFlowArgs),
     /// Build a list file and class-name file from a class-per-folder tree.
     BuildList(BuildListArgs),
     /// Read every entry of a list and report unreadable, short or mis-counted ones.
@@ -96,14 +99,11 @@ pub struct CheckArgs {
 pub fn run(a: DataArgs) -> Result<()> {
     match a.command {
         DataCommand::ExtractFrames(e) => extract(e),
+        DataCommand::ExtractFlow(f) => super::extract_flow::run(f),
         DataCommand::BuildList(b) => build_list(b),
         DataCommand::Check(c) => check(c),
         DataCommand::Prepare(p) => super::prepare::run(p),
     }
-}
-
-fn root_of(list: &Path, root: Option<&Path>) -> PathBuf {
-    root.map(Path::to_path_buf).unwrap_or_else(|| list.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
 /// Decodes one video into `dir` as JPEG frames; returns the frame count.
@@ -163,17 +163,6 @@ fn extract(a: ExtractArgs) -> Result<()> {
     write_atomic(&out_list, (lines.join("\n") + "\n").as_bytes())?;
     say!("extracted {} video(s) into {}; list {}", jobs.len(), a.out.display(), out_list.display())?;
     Ok(())
-}
-
-/// The frame folder of a video, relative to the output folder: its path under the list's
-/// root without the extension (`a/clip.mp4` → `a/clip`), so that videos sharing a file name
-/// in different folders get folders of their own; the file name alone if it lies elsewhere.
-fn frame_folder_name(video: &Path, root: &Path) -> String {
-    let rel =
-        video.strip_prefix(root).ok().filter(|r| r.components().all(|c| matches!(c, std::path::Component::Normal(_))));
-    let rel = rel.unwrap_or_else(|| Path::new(video.file_name().unwrap_or_default()));
-    let name = rel.with_extension("").to_string_lossy().into_owned();
-    if name.is_empty() { "video".into() } else { name }
 }
 
 fn build_list(a: BuildListArgs) -> Result<()> {

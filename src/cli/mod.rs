@@ -21,6 +21,7 @@ mod demo;
 mod ensemble;
 mod explain;
 mod export;
+mod extract_flow;
 mod forward;
 mod info;
 mod predict;
@@ -190,6 +191,22 @@ pub fn float_where(ok: fn(f64) -> bool, want: &'static str) -> impl Fn(&str) -> 
         Ok(_) => Err(format!("must be {want}")),
         Err(_) => Err("not a number".into()),
     }
+}
+
+/// The root a list's paths are relative to: `--root`, else the list's folder.
+pub fn root_of(list: &Path, root: Option<&Path>) -> std::path::PathBuf {
+    root.map(Path::to_path_buf).unwrap_or_else(|| list.parent().map(std::path::Path::to_path_buf).unwrap_or_default())
+}
+
+/// The frame folder of a video, relative to the output folder: its path under the list's
+/// root without the extension (`a/clip.mp4` → `a/clip`), so that videos sharing a file name
+/// in different folders get folders of their own; the file name alone if it lies elsewhere.
+pub fn frame_folder_name(video: &Path, root: &Path) -> String {
+    let rel =
+        video.strip_prefix(root).ok().filter(|r| r.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+    let rel = rel.unwrap_or_else(|| Path::new(video.file_name().unwrap_or_default()));
+    let name = rel.with_extension("").to_string_lossy().into_owned();
+    if name.is_empty() { "video".into() } else { name }
 }
 
 /// How the frames of rawframe folders are named (shared by the data-reading commands).

@@ -3,6 +3,7 @@
 
 pub mod dataset;
 pub mod ffmpeg;
+pub mod flow;
 pub mod list;
 pub mod loader;
 pub mod prepare;

@@ -52,11 +52,28 @@ impl Outcome {
     }
 }
 
+/// What fills one job's folder: writes into the partial folder it is given and returns the
+/// number of frames written.
+pub type Produce<'a> = dyn Fn(&Job, &Path) -> Result<usize> + Sync + 'a;
+
 /// Runs every job, `settings.jobs` in parallel; `done` is called after each. Outcomes come
 /// back in job order; one video's failure does not stop the others.
 pub fn run(jobs: &[Job], settings: &Settings, done: &(dyn Fn() + Sync)) -> Result<Vec<Outcome>> {
+    run_with(jobs, settings.jobs, &settings.naming, &|job, tmp| decode(job, settings, tmp), done)
+}
+
+/// Runs `produce` for every job whose folder is not yet complete, on `threads` threads
+/// (shared with whatever `produce` runs in parallel itself); a complete folder is one
+/// holding frames named by `naming`.
+pub fn run_with(
+    jobs: &[Job],
+    threads: usize,
+    naming: &FrameNaming,
+    produce: &Produce,
+    done: &(dyn Fn() + Sync),
+) -> Result<Vec<Outcome>> {
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(settings.jobs.max(1))
+        .num_threads(threads.max(1))
         .thread_name(|i| format!("extract-{i}"))
         .build()
         .context("starting the extraction threads")?;
@@ -64,7 +81,8 @@ pub fn run(jobs: &[Job], settings: &Settings, done: &(dyn Fn() + Sync)) -> Resul
         jobs.par_iter()
             .with_max_len(1)
             .map(|job| {
-                let outcome = one(job, settings).unwrap_or_else(|e| Outcome::Failed(format!("{}: {e:#}", job.origin)));
+                let outcome =
+                    one(job, naming, produce).unwrap_or_else(|e| Outcome::Failed(format!("{}: {e:#}", job.origin)));
                 done();
                 outcome
             })
@@ -95,20 +113,20 @@ fn remove_stale_partials(dir: &Path) {
     }
 }
 
-fn one(job: &Job, s: &Settings) -> Result<Outcome> {
+fn one(job: &Job, naming: &FrameNaming, produce: &Produce) -> Result<Outcome> {
+    remove_stale_partials(&job.dir);
     if let Ok(meta) = std::fs::symlink_metadata(&job.dir) {
         if !meta.is_dir() {
             bail!("{} exists and is not a frame folder", job.dir.display());
         }
-        return Ok(Outcome::Skipped(complete(&job.dir, &s.naming)?));
+        return Ok(Outcome::Skipped(complete(&job.dir, naming)?));
     }
     let parent = job.dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    remove_stale_partials(&job.dir);
     let tmp = partial(&job.dir, std::process::id());
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let decoded = decode(job, s, &tmp);
+    let decoded = produce(job, &tmp);
     let n = match decoded {
         Ok(n) => n,
         Err(e) => {
@@ -121,7 +139,7 @@ fn one(job: &Job, s: &Settings) -> Result<Outcome> {
         // Another run finished this video first: keep its folder.
         Err(_) if job.dir.is_dir() => {
             let _ = std::fs::remove_dir_all(&tmp);
-            Ok(Outcome::Skipped(complete(&job.dir, &s.naming)?))
+            Ok(Outcome::Skipped(complete(&job.dir, naming)?))
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);

@@ -1,0 +1,159 @@
+//! Optical flow: TV-L1 against OpenCV's on real frames (`tests/fixtures/flow_tvl1_opencv.safetensors`,
+//! made by `scripts/flow_reference.py`), and `gateshift data extract-flow` on a generated
+//! translation, from PNG frames and from H.264, with its resumable, parallel runs.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use gateshift::data::flow::{Flow, Plane, TvL1, dequantise, end_point_error};
+use image::{GrayImage, RgbImage};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gateshift"))
+}
+
+fn grey_plane(data: &burn::tensor::TensorData) -> Plane {
+    let shape = data.shape().to_vec();
+    Plane { w: shape[1], h: shape[0], data: data.as_slice::<f32>().expect("grey levels").to_vec() }
+}
+
+#[test]
+fn tvl1_agrees_with_opencv_on_real_frames() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flow_tvl1_opencv.safetensors");
+    let (tensors, meta) = gateshift::checkpoint::safetensors::read(&path).unwrap();
+    let pairs: Vec<serde_json::Value> = serde_json::from_str(&meta["pairs"]).unwrap();
+    for (k, pair) in pairs.iter().enumerate() {
+        let i0 = grey_plane(&tensors[&format!("{k}.i0")]);
+        let i1 = grey_plane(&tensors[&format!("{k}.i1")]);
+        let reference = &tensors[&format!("{k}.flow")];
+        let xy = reference.as_slice::<f32>().unwrap();
+        let (w, h) = (i0.w, i0.h);
+        let part = |c: usize| Plane { w, h, data: (0..w * h).map(|i| xy[2 * i + c]).collect() };
+        let theirs = Flow { u: part(0), v: part(1) };
+        let ours = TvL1::default().flow(&i0, &i1);
+        let (all, inner) = (end_point_error(&ours, &theirs, 0), end_point_error(&ours, &theirs, 8));
+        let magnitude = end_point_error(&theirs, &Flow { u: Plane::zeros(w, h), v: Plane::zeros(w, h) }, 0);
+        println!(
+            "{} frame {} ({w}×{h}): EPE {all:.4} px, interior {inner:.4} px; mean |flow| {magnitude:.3} px",
+            pair["clip"], pair["frame"]
+        );
+        assert!(all < 0.03 && inner < 0.03, "{}: EPE {all} (interior {inner}) against OpenCV", pair["clip"]);
+    }
+}
+
+/// A random smooth texture of `w`×`h`, the same for a seed.
+fn texture(w: u32, h: u32, seed: u64) -> GrayImage {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 56) as f32
+    };
+    let raw: Vec<f32> = (0..w * h).map(|_| next()).collect();
+    let at = |x: i64, y: i64| raw[(y.clamp(0, h as i64 - 1) * w as i64 + x.clamp(0, w as i64 - 1)) as usize];
+    GrayImage::from_fn(w, h, |x, y| {
+        let (x, y) = (x as i64, y as i64);
+        let sum: f32 =
+            (-2..=2).flat_map(|dy| (-2..=2).map(move |dx| (dx, dy))).map(|(dx, dy)| at(x + dx, y + dy)).sum();
+        image::Luma([(sum / 25.0 * 2.0 - 128.0).clamp(0.0, 255.0) as u8])
+    })
+}
+
+/// `n` frames of `w`×`h` cut from one texture, moving (dx, dy) whole pixels per frame.
+fn translation(dir: &Path, n: u32, (w, h): (u32, u32), (dx, dy): (i32, i32)) {
+    std::fs::create_dir_all(dir).unwrap();
+    let canvas = texture(w + 40, h + 40, 7);
+    for k in 0..n {
+        let (ox, oy) = (20 - k as i32 * dx, 20 - k as i32 * dy);
+        let frame = RgbImage::from_fn(w, h, |x, y| {
+            let g = canvas.get_pixel((x as i32 + ox) as u32, (y as i32 + oy) as u32).0[0];
+            image::Rgb([g, g, g])
+        });
+        frame.save(dir.join(format!("img_{:05}.png", k + 1))).unwrap();
+    }
+}
+
+/// The flow stored in a folder's pair `t`, dequantised.
+fn stored(dir: &Path, t: usize, bound: f32) -> Flow {
+    let read = |c: &str| {
+        let img = image::open(dir.join(format!("{c}_{t:05}.jpg"))).unwrap().to_luma8();
+        Plane {
+            w: img.width() as usize,
+            h: img.height() as usize,
+            data: img.pixels().map(|p| dequantise(p.0[0], bound)).collect(),
+        }
+    };
+    Flow { u: read("x"), v: read("y") }
+}
+
+fn constant(w: usize, h: usize, (u, v): (f32, f32)) -> Flow {
+    Flow { u: Plane { w, h, data: vec![u; w * h] }, v: Plane { w, h, data: vec![v; w * h] } }
+}
+
+#[test]
+fn extract_flow_recovers_a_translation_from_frames_and_from_h264() {
+    let dir = common::tmp("flow-translation");
+    let frames = dir.join("clips/walk");
+    translation(&frames, 5, (96, 72), (2, -1));
+    let out = dir.join("flow");
+    let run = |input: &Path, extra: &[&str]| {
+        bin()
+            .args(["data", "extract-flow", "--template", "img_{:05d}.png", "--jobs", "2", "--out"])
+            .arg(&out)
+            .arg(input)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&frames, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for t in 1..=4 {
+        let epe = end_point_error(&stored(&out.join("walk"), t, 20.0), &constant(96, 72, (2.0, -1.0)), 10);
+        assert!(epe < 0.5, "pair {t}: EPE {epe}");
+    }
+    assert!(!out.join("walk/x_00005.jpg").exists(), "5 frames give 4 pairs");
+    assert_eq!(std::fs::read_to_string(out.join("list.txt")).unwrap(), "walk 4 0\n");
+
+    // A second run keeps the finished folder; a stale partial folder of a dead process goes.
+    std::fs::create_dir_all(out.join(".walk.partial.999999999")).unwrap();
+    let before = std::fs::metadata(out.join("walk/x_00001.jpg")).unwrap().modified().unwrap();
+    let o = run(&frames, &[]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("already there"), "{text}");
+    assert!(!out.join(".walk.partial.999999999").exists());
+    assert_eq!(std::fs::metadata(out.join("walk/x_00001.jpg")).unwrap().modified().unwrap(), before);
+
+    if !common::ffmpeg() {
+        return;
+    }
+    // The same motion through H.264 (4:2:0, lossy): a list of a video and a one-frame folder.
+    let video = dir.join("clips/walk264.mp4");
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-framerate", "10", "-i"])
+        .arg(frames.join("img_%05d.png"))
+        .args(["-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // A list of frame folders, one of a single frame: that one fails by its line, no folder
+    // is left for it, and the list holds the others.
+    let single = dir.join("clips/still");
+    translation(&single, 1, (96, 72), (0, 0));
+    std::fs::write(dir.join("clips/frames.txt"), "walk 5 2\nstill 1 4\n").unwrap();
+    let o = run(&dir.join("clips/frames.txt"), &[]);
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && text.contains("frames.txt:2") && text.contains("1 frame(s)"), "{text}");
+    assert!(!out.join("still").exists(), "a failed input leaves no folder");
+    assert_eq!(std::fs::read_to_string(out.join("list.txt")).unwrap(), "walk 4 2\n");
+    // A video list, its own flow list.
+    std::fs::write(dir.join("clips/videos.txt"), "walk264.mp4 3\n").unwrap();
+    let o = run(&dir.join("clips/videos.txt"), &["--out-list", dir.join("videos_flow.txt").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(dir.join("videos_flow.txt")).unwrap(), "walk264 4 3\n");
+    for t in 1..=4 {
+        let epe = end_point_error(&stored(&out.join("walk264"), t, 20.0), &constant(96, 72, (2.0, -1.0)), 10);
+        assert!(epe < 0.5, "H.264 pair {t}: EPE {epe}");
+    }
+}
