@@ -11,7 +11,7 @@ use gateshift::data::rawframes::read_rgb;
 use gateshift::data::{FrameNaming, video};
 use gateshift::io::write_atomic;
 
-use super::{FrameArgs, frame_folder_name, root_of};
+use super::{FrameArgs, JpegArgs, frame_folder_name, root_of};
 use gateshift::synth::encode_jpeg;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -49,12 +49,8 @@ pub struct ExtractArgs {
     pub root: Option<PathBuf>,
     #[command(flatten)]
     pub frames: FrameArgs,
-    /// Scale frames to this short side (default: keep the size).
-    #[arg(long, value_parser = super::at_least_one::<u32>)]
-    pub short_side: Option<u32>,
-    /// JPEG quality, 1–100.
-    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub quality: u8,
+    #[command(flatten)]
+    pub jpeg: JpegArgs,
     /// Write the rawframe list here (default: OUT/list.txt).
     #[arg(long)]
     pub out_list: Option<PathBuf>,
@@ -155,7 +151,8 @@ fn extract(a: ExtractArgs) -> Result<()> {
     let bar = gateshift::report::progress::progress_bar(true, jobs.len() as u64, "extract");
     let mut lines = Vec::new();
     for (name, path, label, at) in &jobs {
-        let n = extract_one(path, &a.out.join(name), &naming, a.short_side, a.quality).with_context(|| at.clone())?;
+        let n = extract_one(path, &a.out.join(name), &naming, a.jpeg.short_side, a.jpeg.quality)
+            .with_context(|| at.clone())?;
         lines.push(format!("{name} {n} {label}"));
         bar.inc(1);
     }

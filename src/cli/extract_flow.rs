@@ -34,12 +34,8 @@ pub struct ExtractFlowArgs {
     /// Flow is clipped to ±BOUND pixels and mapped to 0–255 (denseflow: 20).
     #[arg(long, default_value_t = 20.0, value_parser = float_where(positive, "positive"))]
     pub bound: f64,
-    /// Scale frames to this short side first (TSN: 256; default: keep the size).
-    #[arg(long, value_parser = super::side)]
-    pub short_side: Option<u32>,
-    /// JPEG quality, 1–100.
-    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub quality: u8,
+    #[command(flatten)]
+    pub jpeg: super::JpegArgs,
     /// Threads (default: every core); inputs and frame pairs share them.
     #[arg(long, value_parser = super::count_up_to(gateshift::limits::MAX_WORKERS))]
     pub jobs: Option<usize>,
@@ -105,8 +101,8 @@ pub fn run(a: ExtractFlowArgs) -> Result<()> {
     let settings = FlowSettings {
         tvl1: a.tvl1.solver(),
         bound: a.bound as f32,
-        quality: a.quality,
-        short_side: a.short_side,
+        quality: a.jpeg.quality,
+        short_side: a.jpeg.short_side,
         frames: a.frames.naming()?,
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };

@@ -209,6 +209,17 @@ pub fn frame_folder_name(video: &Path, root: &Path) -> String {
     if name.is_empty() { "video".into() } else { name }
 }
 
+/// How frames are written as JPEG (shared by the frame- and flow-extracting commands).
+#[derive(Args, Debug, Clone)]
+pub struct JpegArgs {
+    /// Scale frames to this short side first (TSN: 256; default: keep the size).
+    #[arg(long, value_parser = side)]
+    pub short_side: Option<u32>,
+    /// JPEG quality, 1–100.
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: u8,
+}
+
 /// How the frames of rawframe folders are named (shared by the data-reading commands).
 #[derive(Args, Debug, Clone)]
 pub struct FrameArgs {
