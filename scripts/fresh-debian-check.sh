@@ -4,7 +4,7 @@
 # and ca-certificates (for rustup's command), Rust from rustup — then, in a clean clone of
 # this repository:
 #   scripts/setup.sh && cargo run --release -- demo
-#   scripts/setup.sh && cargo test --release --features mpi -- --show-output
+#   scripts/setup.sh && cargo test --release --features mpi,libav -- --show-output
 # Each step's time and exit status go to the log and the summary at its end.
 #
 # Needs root (debootstrap, chroot, mounts; debootstrap is installed from apt if missing),
@@ -66,7 +66,7 @@ step rustup bash -o pipefail -c "curl --proto '=https' --tlsv1.2 -sSf https://sh
 rustc --version && cargo --version || exit 1
 cd /src
 step main-job bash -c 'scripts/setup.sh && cargo run --release -- demo'
-step test-suite bash -c 'scripts/setup.sh && cargo test --release --features mpi -- --show-output'
+step test-suite bash -c 'scripts/setup.sh && cargo test --release --features mpi,libav -- --show-output'
 EOF
 say "running the steps in the fresh system (log: $log)"
 set +e

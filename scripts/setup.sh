@@ -10,6 +10,9 @@
 #   openmpi-bin, libopenmpi-dev, libclang-dev
 #                          data-parallel training (`--features mpi`: rsmpi binds Open MPI
 #                          with bindgen); the default build does not link them
+#   libavcodec-dev, libavformat-dev, libavutil-dev
+#                          the motion vectors of compressed video (`--features libav`:
+#                          ffmpeg-next binds libav with bindgen); not linked by default
 # The synth backgrounds (scikit-image photos) are fetched by the binary itself through pip
 # (`gateshift assets fetch skimage-data`) into ~/.cache/gateshift on first use.
 set -euo pipefail
@@ -27,6 +30,9 @@ command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 [ -f /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -f /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] || need+=(libopenmpi-dev)
 # libclang itself (bindgen loads it), not libclang-cpp, which other packages bring alone.
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+for lib in libavcodec libavformat libavutil; do
+  pkg-config --exists "$lib" 2>/dev/null || need+=("$lib-dev")
+done
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -157,3 +157,67 @@ fn extract_flow_recovers_a_translation_from_frames_and_from_h264() {
         assert!(epe < 0.5, "H.264 pair {t}: EPE {epe}");
     }
 }
+
+/// Encodes the frames of `dir` (img_%05d.png) with `codec`, no B-frames, one keyframe.
+fn encode(dir: &Path, codec: &str, out: &Path) {
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-framerate", "10", "-i"])
+        .arg(dir.join("img_%05d.png"))
+        .args(["-c:v", codec, "-bf", "0", "-g", "100", "-q:v", "2", "-pix_fmt", "yuv420p"])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ffmpeg could not encode {codec}");
+}
+
+/// The share of the pixels ≥ 16 px inside the border whose stored vector is within 0.5 px
+/// of `truth`.
+fn share_near(flow: &Flow, truth: (f32, f32)) -> f64 {
+    let (w, h) = (flow.u.w, flow.u.h);
+    let (mut near, mut n) = (0usize, 0usize);
+    for y in 16..h - 16 {
+        for x in 16..w - 16 {
+            n += 1;
+            near += ((flow.u.at(x, y) - truth.0).hypot(flow.v.at(x, y) - truth.1) < 0.5) as usize;
+        }
+    }
+    near as f64 / n as f64
+}
+
+#[test]
+fn motion_vectors_of_h264_and_mpeg4_point_the_way_a_translation_moves() {
+    if !common::ffmpeg() {
+        return;
+    }
+    let dir = common::tmp("flow-mv");
+    translation(&dir.join("frames"), 8, (160, 128), (2, -1));
+    for (codec, file) in [("libx264", "walk.mp4"), ("mpeg4", "walk.avi")] {
+        encode(&dir.join("frames"), codec, &dir.join(file));
+        let o = bin()
+            .args(["data", "extract-flow", "--method", "motion-vectors", "--out"])
+            .arg(dir.join("mv"))
+            .arg(dir.join(file))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stderr);
+        if !cfg!(feature = "libav") {
+            assert!(!o.status.success() && text.contains("`libav` feature"), "{text}");
+            continue;
+        }
+        assert!(o.status.success(), "{codec}: {text}");
+        let name = file.split('.').next().unwrap();
+        for t in 1..=7 {
+            let share = share_near(&stored(&dir.join("mv").join(name), t, 20.0), (2.0, -1.0));
+            println!("{codec} pair {t}: {:.0}% of the interior within 0.5 px of (2, −1)", 100.0 * share);
+            assert!(share > 0.5, "{codec} pair {t}: only {share} near the true motion");
+        }
+    }
+    // A frame folder has no stored vectors.
+    let o = bin()
+        .args(["data", "extract-flow", "--method", "motion-vectors", "--template", "img_{:05d}.png", "--out"])
+        .arg(dir.join("mv2"))
+        .arg(dir.join("frames"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "motion vectors from a frame folder");
+}

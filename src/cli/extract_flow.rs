@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::Args;
 use gateshift::data::flow::TvL1;
-use gateshift::data::flow::extract::{self, FlowSettings};
+use gateshift::data::flow::extract::{self, FlowSettings, Method};
 use gateshift::data::list::{List, ListFormat, VIDEO_EXTENSIONS};
 use gateshift::data::prepare::extract::{Job, Outcome};
 use gateshift::io::write_atomic;
@@ -31,6 +31,10 @@ pub struct ExtractFlowArgs {
     /// How the frames of frame-folder inputs are named.
     #[command(flatten)]
     pub frames: FrameArgs,
+    /// tvl1: optical flow of the decoded frames; motion-vectors: the block vectors the video
+    /// stores (H.264, MPEG-4 part 2, H.263, MPEG-1/2; a build with the `libav` feature).
+    #[arg(long, value_enum, default_value = "tvl1")]
+    pub method: Method,
     /// Flow is clipped to ±BOUND pixels and mapped to 0–255 (denseflow: 20).
     #[arg(long, default_value_t = 20.0, value_parser = float_where(positive, "positive"))]
     pub bound: f64,
@@ -99,6 +103,7 @@ pub fn run(a: ExtractFlowArgs) -> Result<()> {
     gateshift::io::check_output(&out_list)?;
     let (jobs, labels) = jobs(&a)?;
     let settings = FlowSettings {
+        method: a.method,
         tvl1: a.tvl1.solver(),
         bound: a.bound as f32,
         quality: a.jpeg.quality,
@@ -106,7 +111,8 @@ pub fn run(a: ExtractFlowArgs) -> Result<()> {
         frames: a.frames.naming()?,
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
-    say!("extract-flow: TV-L1 of {} input(s) into {} on {} thread(s)", jobs.len(), a.out.display(), settings.jobs)?;
+    let what = if a.method == Method::Tvl1 { "TV-L1 flow" } else { "stored motion vectors" };
+    say!("extract-flow: {what} of {} input(s) into {} on {} thread(s)", jobs.len(), a.out.display(), settings.jobs)?;
     let bar = gateshift::report::progress::progress_bar(true, jobs.len() as u64, "flow");
     let outcomes = extract::run(&jobs, &settings, &|| bar.inc(1))?;
     bar.finish_and_clear();
@@ -126,6 +132,9 @@ pub fn run(a: ExtractFlowArgs) -> Result<()> {
     }
     let kept = if skipped > 0 { format!(" ({skipped} already there from an earlier run)") } else { String::new() };
     say!("flow of {} input(s) in {}{kept}; list {}", lines.len(), a.out.display(), out_list.display())?;
+    if jobs.len() == 1 && failed.len() == 1 {
+        bail!("{}", failed[0]);
+    }
     if !failed.is_empty() {
         bail!(
             "{} of {} input(s) failed, first: {}; the others are done and kept: fix these and run again",

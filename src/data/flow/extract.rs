@@ -20,9 +20,20 @@ use crate::data::{FrameNaming, rawframes, video};
 pub const X_TEMPLATE: &str = "x_{:05d}.jpg";
 pub const Y_TEMPLATE: &str = "y_{:05d}.jpg";
 
+/// Where the motion comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// Dense TV-L1 optical flow of the decoded frames.
+    Tvl1,
+    /// The block motion vectors the compressed video stores (H.264, MPEG-4 part 2, H.263,
+    /// MPEG-1/2; `libav` feature): no flow computed.
+    MotionVectors,
+}
+
 /// How flow is computed and stored.
 #[derive(Clone, Debug)]
 pub struct FlowSettings {
+    pub method: Method,
     pub tvl1: TvL1,
     /// Flow values are clipped to ±bound pixels before quantising (denseflow: 20).
     pub bound: f32,
@@ -53,6 +64,9 @@ fn chunk(s: &FlowSettings) -> usize {
 
 /// Flow of one input into the folder `out`; returns the number of pairs.
 pub fn one(input: &Path, out: &Path, s: &FlowSettings) -> Result<usize> {
+    if s.method == Method::MotionVectors {
+        return motion_vectors(input, out, s);
+    }
     let mut pending: Vec<Plane> = Vec::new();
     let mut written = 0usize;
     let mut push = |_: usize, img: RgbImage| -> Result<()> {
@@ -133,4 +147,27 @@ fn write_jpeg(img: &GrayImage, path: &Path, quality: u8) -> Result<()> {
         .encode_image(img)
         .context("encoding JPEG")?;
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The stored motion vectors of a video as flow pairs: frame t + 1's vectors from frame t are
+/// pair t; intra-coded frames give zero fields.
+fn motion_vectors(input: &Path, out: &Path, s: &FlowSettings) -> Result<usize> {
+    if std::fs::metadata(input).is_ok_and(|m| m.is_dir()) {
+        bail!("{} is a frame folder: motion vectors come from a compressed video", input.display());
+    }
+    if s.short_side.is_some() {
+        bail!("--short-side does not apply to motion vectors: they are at the video's own size");
+    }
+    let (size, frames) = crate::data::motion_vectors::read(input)?;
+    if frames.len() < 2 {
+        bail!("{} has {} frame(s): motion needs at least two", input.display(), frames.len());
+    }
+    let x = FrameNaming::new(X_TEMPLATE, 1)?;
+    let y = FrameNaming::new(Y_TEMPLATE, 1)?;
+    frames[1..].par_iter().enumerate().try_for_each(|(k, f)| {
+        let (fx, fy) = to_images(&crate::data::motion_vectors::field(f, size), s.bound);
+        write_jpeg(&fx, &x.path(out, 0, k), s.quality)?;
+        write_jpeg(&fy, &y.path(out, 0, k), s.quality)
+    })?;
+    Ok(frames.len() - 1)
 }
