@@ -6,7 +6,6 @@ pub mod ffmpeg;
 pub mod flow;
 pub mod list;
 pub mod loader;
-pub mod motion_vectors;
 pub mod prepare;
 pub mod rawframes;
 pub mod sampling;

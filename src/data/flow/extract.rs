@@ -158,14 +158,14 @@ fn motion_vectors(input: &Path, out: &Path, s: &FlowSettings) -> Result<usize> {
     if s.short_side.is_some() {
         bail!("--short-side does not apply to motion vectors: they are at the video's own size");
     }
-    let (size, frames) = crate::data::motion_vectors::read(input)?;
+    let (size, frames) = super::motion_vectors::read(input)?;
     if frames.len() < 2 {
         bail!("{} has {} frame(s): motion needs at least two", input.display(), frames.len());
     }
     let x = FrameNaming::new(X_TEMPLATE, 1)?;
     let y = FrameNaming::new(Y_TEMPLATE, 1)?;
     frames[1..].par_iter().enumerate().try_for_each(|(k, f)| {
-        let (fx, fy) = to_images(&crate::data::motion_vectors::field(f, size), s.bound);
+        let (fx, fy) = to_images(&super::motion_vectors::field(f, size), s.bound);
         write_jpeg(&fx, &x.path(out, 0, k), s.quality)?;
         write_jpeg(&fy, &y.path(out, 0, k), s.quality)
     })?;

@@ -3,6 +3,7 @@
 //! with denseflow's quantisation (`extract.rs`).
 
 pub mod extract;
+pub mod motion_vectors;
 pub mod plane;
 pub mod tvl1;
 
