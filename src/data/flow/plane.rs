@@ -145,8 +145,7 @@ pub fn median5(src: &Plane) -> Plane {
                     k += 1;
                 }
             }
-            window.sort_unstable_by(f32::total_cmp);
-            *d = window[12];
+            *d = *window.select_nth_unstable_by(12, f32::total_cmp).1;
         }
     });
     out
