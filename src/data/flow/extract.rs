@@ -158,16 +158,21 @@ fn motion_vectors(input: &Path, out: &Path, s: &FlowSettings) -> Result<usize> {
     if s.short_side.is_some() {
         bail!("--short-side does not apply to motion vectors: they are at the video's own size");
     }
-    let (size, frames) = super::motion_vectors::read(input)?;
-    if frames.len() < 2 {
-        bail!("{} has {} frame(s): motion needs at least two", input.display(), frames.len());
-    }
     let x = FrameNaming::new(X_TEMPLATE, 1)?;
     let y = FrameNaming::new(Y_TEMPLATE, 1)?;
-    frames[1..].par_iter().enumerate().try_for_each(|(k, f)| {
-        let (fx, fy) = to_images(&super::motion_vectors::field(f, size), s.bound);
-        write_jpeg(&fx, &x.path(out, 0, k), s.quality)?;
-        write_jpeg(&fy, &y.path(out, 0, k), s.quality)
+    // Frame k's vectors (from frame k − 1) are pair k − 1; frame 0 has none to give.
+    let mut k = 0usize;
+    let frames = super::motion_vectors::read(input, &mut |size, vectors| {
+        if k > 0 {
+            let (fx, fy) = to_images(&super::motion_vectors::field(&vectors, size), s.bound);
+            write_jpeg(&fx, &x.path(out, 0, k - 1), s.quality)?;
+            write_jpeg(&fy, &y.path(out, 0, k - 1), s.quality)?;
+        }
+        k += 1;
+        Ok(())
     })?;
-    Ok(frames.len() - 1)
+    if frames < 2 {
+        bail!("{} has {frames} frame(s): motion needs at least two", input.display());
+    }
+    Ok(frames - 1)
 }

@@ -36,10 +36,11 @@ pub struct FrameVectors {
     pub vectors: Vec<MotionVector>,
 }
 
-/// The video's size and the vectors of each of its frames, in display order.
-pub fn read(path: &Path) -> Result<((usize, usize), Vec<FrameVectors>)> {
+/// Streams the vectors of each frame, in display order, to `f` with the video's size (one
+/// frame's vectors in memory at a time); returns the number of frames.
+pub fn read(path: &Path, f: &mut dyn FnMut((usize, usize), FrameVectors) -> Result<()>) -> Result<usize> {
     crate::io::require_regular(path, "video")?;
-    libav::read(path)
+    libav::read(path, f)
 }
 
 /// The dense displacement field of one frame: every pixel of a block predicted from a past
@@ -78,7 +79,7 @@ mod libav {
         ff::codec::Id::MPEG2VIDEO,
     ];
 
-    pub fn read(path: &Path) -> Result<((usize, usize), Vec<FrameVectors>)> {
+    pub fn read(path: &Path, f: &mut dyn FnMut((usize, usize), FrameVectors) -> Result<()>) -> Result<usize> {
         ff::init().context("starting libav")?;
         let mut input = ff::format::input(path).with_context(|| format!("cannot open video {}", path.display()))?;
         let stream = input
@@ -99,25 +100,30 @@ mod libav {
         options.set("flags2", "+export_mvs");
         let mut decoder = context.decoder().open_as_with(codec, options)?.video()?;
         let size = (decoder.width() as usize, decoder.height() as usize);
-        let mut frames = Vec::new();
+        if (size.0 as u64) * (size.1 as u64) > crate::limits::MAX_FRAME_PIXELS || size.0 == 0 || size.1 == 0 {
+            bail!("{} declares frames of {}×{}: not a size gateshift reads", path.display(), size.0, size.1);
+        }
+        let mut count = 0usize;
         let mut frame = ff::frame::Video::empty();
-        let mut drain = |decoder: &mut ff::decoder::Video, frames: &mut Vec<FrameVectors>| {
+        let mut drain = |decoder: &mut ff::decoder::Video| -> Result<()> {
             while decoder.receive_frame(&mut frame).is_ok() {
-                frames.push(vectors(&frame));
+                count += 1;
+                f(size, vectors(&frame))?;
             }
+            Ok(())
         };
         for (s, packet) in input.packets() {
             if s.index() == index {
                 decoder.send_packet(&packet).with_context(|| format!("decoding {}", path.display()))?;
-                drain(&mut decoder, &mut frames);
+                drain(&mut decoder)?;
             }
         }
         decoder.send_eof()?;
-        drain(&mut decoder, &mut frames);
-        if frames.is_empty() {
+        drain(&mut decoder)?;
+        if count == 0 {
             bail!("{} decoded to no frame", path.display());
         }
-        Ok((size, frames))
+        Ok(count)
     }
 
     /// The `AVMotionVector` records of a frame's side data, read field by field at their
@@ -155,7 +161,7 @@ mod libav {
 
     use super::FrameVectors;
 
-    pub fn read(path: &Path) -> Result<((usize, usize), Vec<FrameVectors>)> {
+    pub fn read(path: &Path, _: &mut dyn FnMut((usize, usize), FrameVectors) -> Result<()>) -> Result<usize> {
         bail!(
             "reading the motion vectors of {} needs libav: this build has no `libav` feature \
              (scripts/setup.sh installs libavcodec-dev, libavformat-dev, libavutil-dev; then cargo build --release --features libav)",
