@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod collective;
 pub mod data;
 pub mod export;
+pub mod flow;
 pub mod infer;
 pub mod io;
 pub mod limits;

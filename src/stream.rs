@@ -167,7 +167,7 @@ impl WindowModel {
         let (indices, shape_t) = match self {
             Self::Recognizer(m, _) => {
                 // Per segment its frame, or (RGB difference) its L + 1 consecutive frames.
-                let length = crate::model::modality::frames_per_segment(m.diff_length);
+                let length = m.input.frames_per_segment();
                 let starts = tsn_test(frames.len(), m.num_segments, length);
                 (crate::data::sampling::consecutive(&starts, length, frames.len()), m.num_segments * length)
             }

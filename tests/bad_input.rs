@@ -69,7 +69,8 @@ fn dataset(dir: &Path, name: &str, text: &str, format: ListFormat, segments: usi
         interval: 1,
         mode: Mode::Test { scale: size, crops: 1, clips: 1 },
         order: FrameOrder::Normal,
-        frames_per_segment: 1,
+        input: gateshift::model::modality::Input::RGB,
+        live_flow: Default::default(),
     };
     Arc::new(ClipDataset { list, naming: FrameNaming::new("img_{:05d}.jpg", 1).unwrap(), pipeline })
 }

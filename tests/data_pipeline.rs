@@ -11,7 +11,8 @@ use std::sync::Arc;
 use gateshift::data::list::{List, ListFormat};
 use gateshift::data::transform::FlipMap;
 use gateshift::data::{ClipDataset, FrameNaming, FrameOrder, Loader, Mode, Pipeline, Sampling, video};
-use gateshift::model::Arch;
+use gateshift::model::modality::Input;
+use gateshift::model::{Arch, InputSpec, Modality};
 use gateshift::synth::{self, SynthConfig, sources::Sources};
 
 fn toy_dataset(dir: &Path) -> synth::Written {
@@ -39,7 +40,8 @@ fn dataset(list: &Path, mode: Mode) -> ClipDataset {
         interval: 2,
         mode,
         order: FrameOrder::Normal,
-        frames_per_segment: 1,
+        input: Input::RGB,
+        live_flow: Default::default(),
     };
     ClipDataset { list, naming: FrameNaming::new("img_{:05d}.jpg", 1).unwrap(), pipeline }
 }
@@ -222,6 +224,63 @@ fn truncated_video_is_a_clear_error() {
 /// RGB difference reads `new_length + 1` consecutive frames per segment: segment starts as
 /// TSN's test sampling with that length, the last frame repeated past the end; reversing
 /// reverses every frame, shuffling moves whole segments.
+/// A flow folder: field i's x plane is 10·i + 5 everywhere, its y plane 200 − 10·i; 6 fields.
+fn flow_folder(dir: &Path) -> std::path::PathBuf {
+    let clip = dir.join("clip");
+    std::fs::create_dir_all(&clip).unwrap();
+    for i in 0..6u8 {
+        for (axis, v) in [("x", 10 * i + 5), ("y", 200 - 10 * i)] {
+            image::GrayImage::from_pixel(8, 6, image::Luma([v]))
+                .save(clip.join(format!("{axis}_{:05}.png", i + 1)))
+                .unwrap();
+        }
+    }
+    std::fs::write(dir.join("list.txt"), "clip 6 1\n").unwrap();
+    dir.join("list.txt")
+}
+
+/// Flow input: each segment's `L` consecutive fields as x₁ y₁ … x_L y_L, normalised with the
+/// backbone's flow statistics; a flipped clip has every x plane inverted (255 − p) and its
+/// label swapped.
+#[test]
+fn flow_segments_stack_consecutive_x_and_y_fields() {
+    let dir = common::tmp("flow-fields");
+    let list_file = flow_folder(&dir);
+    let spec = InputSpec { size: 4, bgr: false, range: 255.0, mean: [0.0; 3], std: [1.0; 3] };
+    let read = |mode: Mode, seed: u64| {
+        let list = List::read(&list_file, Some(&dir), ListFormat::Auto, None).unwrap();
+        let pipeline = Pipeline { input: Input::new(Modality::Flow, 2), mode, ..Pipeline::test(spec, 4, 6, 2, 1, 1) };
+        let naming = FrameNaming::for_modality("{}_{:05d}.png", 1, Modality::Flow).unwrap();
+        let ds = ClipDataset { list, naming, pipeline };
+        let clip = ds.get(0, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed)).unwrap();
+        assert_eq!(clip.data.len(), 2 * 2 * 2 * 16, "2 segments × 2 fields × (x, y) × 4²");
+        let planes: Vec<f32> = clip.data.chunks(16).map(|p| p[0] + 128.0).collect();
+        assert!(clip.data.chunks(16).all(|p| p.iter().all(|&v| v == p[0])), "uniform planes stay uniform");
+        (planes, clip.label)
+    };
+    // tsn_test(6, 2, 2): starts 1 and 3.
+    let (planes, _) = read(Mode::Test { scale: 6, crops: 1, clips: 1 }, 0);
+    assert_eq!(planes, [15.0, 190.0, 25.0, 180.0, 35.0, 170.0, 45.0, 160.0]);
+    let (mut flipped, mut plain) = (0, 0);
+    for seed in 0..40 {
+        let mode = Mode::Train { scale: 6, flip: true, flip_map: FlipMap::parse("0:1", 2).unwrap() };
+        let (planes, label) = read(mode, seed);
+        let xs: Vec<f32> = planes.iter().step_by(2).copied().collect();
+        let ys: Vec<f32> = planes.iter().skip(1).step_by(2).copied().collect();
+        let field = |y: f32| (200.0 - y) / 10.0;
+        for (x, y) in xs.iter().zip(&ys) {
+            let x_stored = 10.0 * field(*y) + 5.0;
+            if label == 0 {
+                assert_eq!(*x, 255.0 - x_stored, "flipped: x inverted");
+            } else {
+                assert_eq!(*x, x_stored);
+            }
+        }
+        if label == 0 { flipped += 1 } else { plain += 1 }
+    }
+    assert!(flipped > 5 && plain > 5, "flips {flipped}, plain {plain}");
+}
+
 #[test]
 fn segments_of_consecutive_frames_for_rgb_difference() {
     let dir = common::tmp("consecutive");
@@ -236,7 +295,8 @@ fn segments_of_consecutive_frames_for_rgb_difference() {
     let spec = gateshift::model::InputSpec { size: 8, bgr: false, range: 255.0, mean: [0.0; 3], std: [1.0; 3] };
     let frames_read = |order: FrameOrder, mode: Mode| -> Vec<usize> {
         let list = List::read(&dir.join("list.txt"), Some(&dir), ListFormat::Auto, None).unwrap();
-        let pipeline = Pipeline { order, frames_per_segment: 3, mode, ..Pipeline::test(spec, 8, 8, 3, 1, 1) };
+        let input = Input::new(Modality::Rgbdiff, 2);
+        let pipeline = Pipeline { order, input, mode, ..Pipeline::test(spec, 8, 8, 3, 1, 1) };
         let ds = ClipDataset { list, naming: FrameNaming::new("img_{:05d}.png", 1).unwrap(), pipeline };
         let clip = ds.get(0, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5)).unwrap();
         assert_eq!(clip.data.len(), 3 * 3 * 3 * 64, "3 segments × 3 frames × RGB");

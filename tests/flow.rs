@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use gateshift::data::flow::{Flow, Plane, TvL1, dequantise, end_point_error};
+use gateshift::flow::{Flow, Plane, TvL1, dequantise, end_point_error};
 use image::{GrayImage, RgbImage};
 
 fn bin() -> Command {

@@ -182,12 +182,13 @@ fn gst_share(file: &TensorData, model: &[usize]) -> Option<TensorData> {
     Some(t.slice([0..model[0], 0..model[1], 0..model[2], 0..model[3]]).into_data())
 }
 
-/// An RGB network's first convolution `(O, 3, kh, kw)` loaded into an RGB-difference model's
-/// `(O, 3·L, kh, kw)`: the RGB mean in every channel (`modality::widen_kernel`); `None` where
-/// `file` is not such a kernel of `model`'s shape.
-fn diff_stem(file: &TensorData, model: &[usize]) -> Option<TensorData> {
+/// An RGB network's first convolution `(O, 3, kh, kw)` loaded into an RGB-difference or flow
+/// model's `(O, 3·L or 2·L, kh, kw)`: the RGB mean in every channel (`modality::widen_kernel`,
+/// TSN's cross-modality initialisation); `None` where `file` is not such a kernel of `model`'s
+/// shape.
+fn widened_stem(file: &TensorData, model: &[usize], channels: usize) -> Option<TensorData> {
     let f = file.shape();
-    let fits = f.len() == 4 && model.len() == 4 && f[1] == 3 && model[1] > 3 && model[1].is_multiple_of(3);
+    let fits = f.len() == 4 && model.len() == 4 && f[1] == 3 && model[1] == channels && channels != 3;
     if !(fits && f[0] == model[0] && f[2..] == model[2..]) {
         return None;
     }
@@ -195,17 +196,24 @@ fn diff_stem(file: &TensorData, model: &[usize]) -> Option<TensorData> {
     Some(crate::model::modality::widen_kernel(rgb, model[1]).into_data())
 }
 
-/// For a first convolution whose input channels differ as RGB and RGB difference do, the
-/// flags that fit the file's.
+/// For a first convolution whose input channels differ as RGB, RGB difference and flow do,
+/// the flags that fit the file's.
 fn stem_hint(expected: &[usize], found: &[usize]) -> String {
-    let stem = |s: &[usize]| s.len() == 4 && s[1].is_multiple_of(3) && s[1] > 0;
+    let stem = |s: &[usize]| s.len() == 4 && s[1] > 0;
     if !(stem(expected) && stem(found)) || expected[0] != found[0] || expected[2..] != found[2..] {
         return String::new();
     }
-    match found[1] / 3 {
-        1 => " (an RGB network: --modality rgb, or --partial to widen it for RGB difference)".into(),
-        l => format!(" (an RGB-difference network: --modality rgbdiff --new-length {l})"),
+    let c = found[1];
+    let mut fits = Vec::new();
+    if c == 3 {
+        fits.push("an RGB network: --modality rgb, or --partial to widen it for RGB difference or flow".to_string());
+    } else if c.is_multiple_of(3) {
+        fits.push(format!("an RGB-difference network: --modality rgbdiff --new-length {}", c / 3));
     }
+    if c != 3 && c.is_multiple_of(2) {
+        fits.push(format!("a flow network: --modality flow --new-length {}", c / 2));
+    }
+    if fits.is_empty() { String::new() } else { format!(" ({})", fits.join("; or ")) }
 }
 
 /// The file's tensors by model path, as float32, and the file key each came from; a
@@ -236,9 +244,9 @@ fn by_model_path(sd: &StateDict, cfg: &ModelConfig, shapes: &BTreeMap<String, Ve
             data = part;
         }
         if fit != Fit::Strict
-            && cfg.modality == Modality::Rgbdiff
+            && cfg.modality != Modality::Rgb
             && let Some(expected) = shapes.get(&internal)
-            && let Some(wide) = diff_stem(&data, expected)
+            && let Some(wide) = widened_stem(&data, expected, cfg.input().backbone_channels())
         {
             data = wide;
         }
@@ -343,7 +351,7 @@ pub fn load(model: &mut Recognizer, cfg: &ModelConfig, sd: &StateDict, fit: Fit)
             cfg.classes,
             match cfg.modality {
                 Modality::Rgb => String::new(),
-                Modality::Rgbdiff => format!(", rgbdiff {}", cfg.new_length),
+                m => format!(", {} {}", m.name(), cfg.new_length),
             },
             if cfg.temporal == TemporalKind::Tsm { format!(", shift {:?}", cfg.shift_place) } else { String::new() },
         );
@@ -407,8 +415,33 @@ mod tests {
         let sd = crate::checkpoint::state_dict(&diff, &cfg).unwrap();
         let err = load(&mut rgb, &rgb_cfg, &sd, Fit::Strict).unwrap_err().to_string();
         assert!(err.contains("--modality rgbdiff --new-length 3"), "{err}");
-        assert!(diff_stem(&TensorData::new(vec![0f32; 9], [1, 3, 3, 1]), &[1, 9, 3, 1]).is_some());
-        assert!(diff_stem(&TensorData::new(vec![0f32; 9], [1, 3, 3, 1]), &[1, 8, 3, 1]).is_none());
-        assert!(diff_stem(&TensorData::new(vec![0f32; 9], [1, 3, 3, 1]), &[1, 3, 3, 1]).is_none());
+        let k = TensorData::new(vec![0f32; 9], [1, 3, 3, 1]);
+        assert!(widened_stem(&k, &[1, 9, 3, 1], 9).is_some());
+        assert!(widened_stem(&k, &[1, 8, 3, 1], 9).is_none());
+        assert!(widened_stem(&k, &[1, 3, 3, 1], 3).is_none());
+    }
+
+    /// TSN's cross-modality initialisation: an RGB network fills a flow model's `2·L`-channel
+    /// stem with its RGB mean (`--partial`); a flow network in an RGB model is named as one.
+    #[test]
+    fn an_rgb_network_fills_a_flow_model() {
+        use crate::model::{Arch, Modality};
+        let device = burn::tensor::Device::flex();
+        let rgb_cfg = ModelConfig::new(Arch::ResnetMini, TemporalKind::None, 2, 4);
+        let mut rgb = rgb_cfg.init(&device);
+        let sd = crate::checkpoint::state_dict(&rgb, &rgb_cfg).unwrap();
+        let mut cfg = rgb_cfg.clone();
+        (cfg.modality, cfg.new_length) = (Modality::Flow, 5);
+        let mut flow = cfg.init(&device);
+        assert!(load(&mut flow, &cfg, &sd, Fit::Strict).unwrap_err().to_string().contains("flow 5"));
+        assert!(load(&mut flow, &cfg, &sd, Fit::Backbone).unwrap().mismatched.is_empty());
+        let (stem, wide) = (rgb.base_model.stem_mut().weight.val(), flow.base_model.stem_mut().weight.val());
+        assert_eq!(wide.dims()[1], 10);
+        let mean = stem.mean_dim(1).expand([wide.dims()[0], 10, 7, 7]);
+        wide.into_data().assert_approx_eq::<f32>(&mean.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+        let sd = crate::checkpoint::state_dict(&flow, &cfg).unwrap();
+        let err = load(&mut rgb, &rgb_cfg, &sd, Fit::Strict).unwrap_err().to_string();
+        assert!(err.contains("--modality flow --new-length 5"), "{err}");
+        assert!(!err.contains("rgbdiff"), "{err}");
     }
 }

@@ -52,6 +52,10 @@ pub struct DemoArgs {
     pub workers: usize,
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// Also the two-stream baseline: TV-L1 flow of every clip, a TSN flow stream, RGB + flow
+    /// late fusion, and each design's cost per clip with its flow (needs `none` in --models).
+    #[arg(long)]
+    pub two_stream: bool,
 }
 
 /// One model's results.
@@ -87,6 +91,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if let Some((i, t)) = a.models.iter().enumerate().find(|(i, t)| a.models[..*i].contains(t)) {
         anyhow::bail!("--models names {} twice (entry {})", t.name(), i + 1);
     }
+    if a.two_stream && !a.models.contains(&TemporalKind::None) {
+        anyhow::bail!("--two-stream fuses the RGB TSN with a flow TSN: keep none in --models");
+    }
     super::install_sigint();
     let start = Instant::now();
     let data_dir = a.out.join("data");
@@ -119,18 +126,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let cfg = train_config(&a, temporal, &data_dir);
         // OUT/tsn, OUT/gsm, …: the module's flag name (TSN's folder keeps its label).
         let dir = a.out.join(if temporal == TemporalKind::None { "tsn" } else { temporal.name() });
-        let resume = dir.join("last.safetensors").exists();
-        // A run of ours that stopped before its first epoch ended is started again.
-        let ours =
-            std::fs::read_to_string(dir.join("config.toml")).is_ok_and(|t| t == cfg.to_toml().unwrap_or_default());
-        let start = if resume { Start::Resume } else { Start::Fresh { overwrite: ours } };
-        let t0 = Instant::now();
-        let outcome = trainer::train(&cfg, &dir, start, true)?;
-        if outcome.interrupted {
-            anyhow::bail!("interrupted: run `gateshift demo` again to continue");
-        }
-        let train_seconds =
-            if resume { outcome.state.history.iter().map(|m| m.seconds).sum() } else { t0.elapsed().as_secs_f64() };
+        let (outcome, train_seconds) = train_or_resume(&cfg, &dir)?;
         let (p, cfg_model) = open_trained(&dir.join("last.safetensors"), &cfg)?;
         let (normal, shuffled) = test_orders(&p, &cfg)?;
         eprintln!("      {name}: val top-1 {:.1}% (shuffled frames {:.1}%)", 100.0 * normal, 100.0 * shuffled);
@@ -138,11 +134,56 @@ pub fn run(a: DemoArgs) -> Result<()> {
         let history = outcome.state.history;
         rows.push(Row { name, temporal, normal, shuffled, train_seconds, history, cost });
     }
+    let two_stream = if a.two_stream { Some(two_stream(&a, &data_dir, &rows)?) } else { None };
     eprintln!("[3/3] writing the report");
-    let table = report(&a, &rows, start.elapsed().as_secs_f64())?;
+    let table = report(&a, &rows, two_stream.as_deref(), start.elapsed().as_secs_f64())?;
     say!("{table}")?;
+    if let Some(section) = &two_stream {
+        say!("{section}")?;
+    }
     say!("report: {}", a.out.join("report.md").display())?;
     Ok(())
+}
+
+/// The two-stream section (`--two-stream`), from the RGB TSN run and the demo's rows.
+fn two_stream(a: &DemoArgs, data_dir: &Path, rows: &[Row]) -> Result<String> {
+    let tsn = train_config(a, TemporalKind::None, data_dir);
+    let mut rgb: Vec<&Row> = rows.iter().filter(|r| r.temporal == TemporalKind::None).collect();
+    rgb.extend(rows.iter().filter(|r| r.temporal != TemporalKind::None));
+    let rgb = rgb
+        .into_iter()
+        .map(|r| super::two_stream::RgbRow {
+            name: r.name.to_string(),
+            normal: r.normal,
+            shuffled: r.shuffled,
+            infer_ms: r.cost.infer_ms_per_clip,
+        })
+        .collect();
+    super::two_stream::run(super::two_stream::Setup {
+        out: &a.out,
+        data_dir,
+        tsn: &tsn,
+        tsn_checkpoint: a.out.join("tsn").join("last.safetensors"),
+        rgb,
+        train: train_or_resume,
+    })
+}
+
+/// Trains `cfg` into `dir`, continuing a run of the same configuration found there; returns
+/// the outcome and the training time (the epochs' recorded times on a resume).
+pub fn train_or_resume(cfg: &TrainConfig, dir: &Path) -> Result<(trainer::Outcome, f64)> {
+    let resume = dir.join("last.safetensors").exists();
+    // A run of ours that stopped before its first epoch ended is started again.
+    let ours = std::fs::read_to_string(dir.join("config.toml")).is_ok_and(|t| t == cfg.to_toml().unwrap_or_default());
+    let start = if resume { Start::Resume } else { Start::Fresh { overwrite: ours } };
+    let t0 = Instant::now();
+    let outcome = trainer::train(cfg, dir, start, true)?;
+    if outcome.interrupted {
+        anyhow::bail!("interrupted: run `gateshift demo` again to continue");
+    }
+    let seconds =
+        if resume { outcome.state.history.iter().map(|m| m.seconds).sum() } else { t0.elapsed().as_secs_f64() };
+    Ok((outcome, seconds))
 }
 
 /// The demo's recipe for one model: ResNet-Mini from scratch on the synthetic pairs.
@@ -229,7 +270,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn report(a: &DemoArgs, rows: &[Row], seconds: f64) -> Result<String> {
+fn report(a: &DemoArgs, rows: &[Row], two_stream: Option<&str>, seconds: f64) -> Result<String> {
     let mut table = String::from(
         "| model | temporal module | val top-1 | val top-1, shuffled frames | drop | parameters | MMACs/clip | train ms/step | infer ms/clip | training time |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -263,7 +304,7 @@ fn report(a: &DemoArgs, rows: &[Row], seconds: f64) -> Result<String> {
          Costs measured by this run on this machine: MACs of one clip's forward pass (`gateshift info`), a\n\
          training step's median time over the epochs (batch ÷ clips/s, data loading included), and a one-clip\n\
          forward pass of the trained checkpoint (median of five).\n\n\
-         ![training curves](curves.png)\n\nTotal time: {:.0} s.\n",
+         ![training curves](curves.png)\n\n{}Total time: {:.0} s.\n",
         2 * a.pairs,
         a.pairs,
         gateshift::synth::class_names(a.pairs).join(", "),
@@ -276,6 +317,7 @@ fn report(a: &DemoArgs, rows: &[Row], seconds: f64) -> Result<String> {
         a.batch_size,
         a.backend,
         a.seed,
+        two_stream.map(|s| format!("{s}\n")).unwrap_or_default(),
         seconds
     );
     write_atomic(&a.out.join("report.md"), md.as_bytes())?;

@@ -81,8 +81,8 @@ pub fn run(a: ExplainArgs) -> Result<()> {
 
 /// The test pipeline of the checkpoint: one centre crop of one clip.
 fn pipeline(a: &ExplainArgs, p: &Predictor) -> Result<(Pipeline, usize)> {
-    if p.config.frames_per_segment() != 1 {
-        bail!("explain draws RGB frames; this model reads {} frames per segment", p.config.frames_per_segment());
+    if p.config.modality != gateshift::model::Modality::Rgb {
+        bail!("explain draws RGB frames; this model reads {} input", p.config.modality.name());
     }
     let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
     Ok((Pipeline::for_model(&p.config, size, scale, 1, 1), size as usize))

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use gateshift::data::flow::TvL1;
 use gateshift::data::flow::extract::{self, FlowSettings, Method};
 use gateshift::data::list::{List, ListFormat, VIDEO_EXTENSIONS};
 use gateshift::data::prepare::extract::{Job, Outcome};
+use gateshift::flow::TvL1;
 use gateshift::io::write_atomic;
 
 use super::{FrameArgs, float_where};

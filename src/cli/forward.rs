@@ -52,11 +52,11 @@ pub fn run(a: ForwardArgs) -> Result<()> {
     let shape = input.shape().to_vec();
     if shape.len() != 4 {
         return Err(anyhow!(
-            "{}: `input` must be 4-D (batch, segments·frames·3, H, W), got {shape:?}",
+            "{}: `input` must be 4-D (batch, segments·frames·planes, H, W), got {shape:?}",
             a.input.display()
         ));
     }
-    let per_segment = 3 * cfg.frames_per_segment();
+    let per_segment = cfg.input().channels_per_segment();
     if shape[1] != cfg.input_channels() {
         let hint = if shape[1] % per_segment == 0 {
             format!(" (for {} segments pass --segments {})", shape[1] / per_segment, shape[1] / per_segment)

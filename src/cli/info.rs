@@ -35,9 +35,13 @@ pub fn run(a: InfoArgs) -> Result<()> {
         t,
         cfg.classes
     )?;
-    if cfg.modality == gateshift::model::Modality::Rgbdiff {
-        let l = cfg.new_length;
-        say!("input      rgbdiff: {l} differences of {} frames per segment, {} channels", l + 1, 3 * l)?;
+    let l = cfg.new_length;
+    match cfg.modality {
+        gateshift::model::Modality::Rgb => {}
+        gateshift::model::Modality::Rgbdiff => {
+            say!("input      rgbdiff: {l} differences of {} frames per segment, {} channels", l + 1, 3 * l)?
+        }
+        gateshift::model::Modality::Flow => say!("input      flow: {l} x/y fields per segment, {} channels", 2 * l)?,
     }
     say!("parameters {} ({:.2} M)", n, n as f64 / 1e6)?;
     say!("{:<14} {:>12} {:>12}", "stage", "GMACs/clip", "GMACs/frame")?;

@@ -30,6 +30,7 @@ mod stream;
 mod synth;
 mod test;
 mod train;
+mod two_stream;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -223,7 +224,8 @@ pub struct JpegArgs {
 /// How the frames of rawframe folders are named (shared by the data-reading commands).
 #[derive(Args, Debug, Clone)]
 pub struct FrameArgs {
-    /// Frame file template, e.g. img_{:05d}.jpg, {:06d}.jpg.
+    /// Frame file template, e.g. img_{:05d}.jpg, {:06d}.jpg; flow fields name their direction
+    /// with a bare {} first: {}_{:05d}.jpg (the default for a flow network), flow_{}_{:05d}.jpg.
     #[arg(long, default_value = "img_{:05d}.jpg")]
     pub template: String,
     /// Index of the first frame file (1 in the official code).
@@ -234,6 +236,11 @@ pub struct FrameArgs {
 impl FrameArgs {
     pub fn naming(&self) -> Result<gateshift::data::FrameNaming> {
         gateshift::data::FrameNaming::new(&self.template, self.first_index)
+    }
+
+    /// The naming a network of `modality` reads (flow: its default template, x and y files).
+    pub fn naming_for(&self, modality: gateshift::model::Modality) -> Result<gateshift::data::FrameNaming> {
+        gateshift::data::FrameNaming::for_modality(&self.template, self.first_index, modality)
     }
 }
 

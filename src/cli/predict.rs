@@ -18,15 +18,29 @@ use rand::SeedableRng;
 use serde_json::json;
 
 use super::{FrameArgs, SizeArgs, open_checkpoint};
-use gateshift::model::ModelConfig;
+use gateshift::model::{Modality, ModelConfig};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
     /// A video file or a folder of frames.
     pub input: PathBuf,
     /// A gateshift or official checkpoint.
-    #[arg(long, required_unless_present = "model")]
+    #[arg(long, required_unless_present_any = ["model", "streams"])]
     pub checkpoint: Option<PathBuf>,
+    /// Two-stream (late fusion): `NAME=CHECKPOINT,…`, a network per stream, e.g.
+    /// `rgb=rgb.safetensors,flow=flow.safetensors`; NAME is the network's modality (rgb,
+    /// rgbdiff, flow), checked against the checkpoint. A flow stream on a video computes the
+    /// TV-L1 flow of the fields it samples. The streams' probabilities are averaged with
+    /// `--stream-weights`.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["checkpoint", "model", "render"])]
+    pub streams: Vec<String>,
+    /// One weight per stream (default: TSN's 1 for RGB and RGB difference, 1.5 for flow).
+    #[arg(long, value_delimiter = ',', requires = "streams")]
+    pub stream_weights: Option<Vec<f64>>,
+    /// A flow stream on a video: the frames' short side for the flow, as `extract-flow
+    /// --short-side` made the training flow (default: the video's size).
+    #[arg(long, value_parser = super::side)]
+    pub flow_short_side: Option<u32>,
     /// A pretrained model from `gateshift assets` instead of a checkpoint (its own model and
     /// input sizes: the checkpoint's model and size flags do not apply).
     #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelConfig", "SizeArgs"])]
@@ -92,7 +106,8 @@ pub fn run(a: PredictArgs) -> Result<()> {
             scores
         }
         (None, Some(checkpoint)) => recognizer_scores(&a, checkpoint, entry, &device)?.0,
-        (None, None) => bail!("give --checkpoint or --model"),
+        (None, None) if !a.streams.is_empty() => stream_scores(&a, entry, &device)?,
+        (None, None) => bail!("give --checkpoint, --streams or --model"),
     };
     let rank = |scores: Vec<f32>| {
         let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
@@ -209,7 +224,7 @@ fn i3d_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Vec<f32>
 }
 
 /// Class probabilities, class names if known, and a second head's noun probabilities.
-type Scores = (Vec<f32>, Option<Vec<String>>, Option<Vec<f32>>);
+pub type Scores = (Vec<f32>, Option<Vec<String>>, Option<Vec<f32>>);
 
 /// `--render`'s output: a video container ffmpeg writes, which is not one of the inputs.
 fn check_render_output(out: &Path, a: &PredictArgs) -> Result<()> {
@@ -251,17 +266,50 @@ fn render(a: &PredictArgs, out: &Path, top: &[(String, f32)], segments: Vec<usiz
 fn recognizer_scores(
     a: &PredictArgs,
     checkpoint: &Path,
-    mut entry: Entry,
+    entry: Entry,
     device: &Device,
 ) -> Result<(Scores, Vec<usize>)> {
+    recognizer_scores_of(a, checkpoint, entry, device, None)
+}
+
+/// [`recognizer_scores`] of a network that must take `modality` input, if given.
+fn recognizer_scores_of(
+    a: &PredictArgs,
+    checkpoint: &Path,
+    mut entry: Entry,
+    device: &Device,
+    modality: Option<Modality>,
+) -> Result<(Scores, Vec<usize>)> {
     let p = open_checkpoint(&a.model_args, checkpoint, Options { fit: Fit::Strict, precision: a.precision }, device)?;
+    if let Some(m) = modality.filter(|m| *m != p.config.modality) {
+        bail!(
+            "--streams {}={}: that checkpoint is a {} network",
+            m.name(),
+            checkpoint.display(),
+            p.config.modality.name()
+        );
+    }
     let names = p.class_names(a.labels.as_deref())?;
     let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
-    let pipeline = Pipeline::for_model(&p.config, size, scale, a.crops, a.clips);
+    let mut pipeline = Pipeline::for_model(&p.config, size, scale, a.crops, a.clips);
+    pipeline.live_flow.short_side = a.flow_short_side;
     // A two-head model scores verbs (the classes) and nouns; the unknown noun is not scored.
     entry.noun = (p.config.noun_classes > 0).then_some(0);
+    let naming = a.frames.naming_for(p.config.modality)?;
+    if !entry.is_video {
+        // A flow folder counts its x files.
+        let count = naming.count(&entry.path)?;
+        if count == 0 && p.config.modality == Modality::Flow {
+            bail!(
+                "{} holds no flow fields ({}…): a flow network reads `data extract-flow`'s folders, or a video",
+                entry.path.display(),
+                naming.template.format(naming.first_index)
+            );
+        }
+        entry.num_frames = Some(count);
+    }
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
-    let ds = Arc::new(ClipDataset { list, naming: a.frames.naming()?, pipeline });
+    let ds = Arc::new(ClipDataset { list, naming, pipeline });
     let segments = if a.render.is_some() { segment_classes(&p, &ds, size as usize, device)? } else { Vec::new() };
     let ev = p.evaluate(ds, &EvalOptions { batch_size: 1, workers: 1, softmax: true, ..Default::default() })?;
     let (_, _, mut probs) = ev.scores.into_iter().next().expect("one entry");
@@ -283,4 +331,69 @@ fn segment_classes(
     let top =
         scores.argmax(2).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(top.into_iter().map(|i| i as usize).collect())
+}
+
+/// `--streams`: each stream's network on the input, their probabilities averaged with the
+/// stream weights (late fusion). Each stream's name must be its network's modality, and the
+/// streams must share their classes. Every stream's time is printed: a flow stream's includes
+/// computing its flow.
+fn stream_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Scores> {
+    let streams = parse_streams(&a.streams)?;
+    let weights = match &a.stream_weights {
+        Some(w) if w.len() != streams.len() => {
+            bail!("--stream-weights gives {} weights for {} streams", w.len(), streams.len())
+        }
+        Some(w) if w.iter().any(|v| !v.is_finite() || *v < 0.0) || w.iter().sum::<f64>() <= 0.0 => {
+            bail!("--stream-weights must be finite, non-negative and not all zero: {w:?}")
+        }
+        Some(w) => w.clone(),
+        None => streams.iter().map(|(m, _)| if *m == Modality::Flow { 1.5 } else { 1.0 }).collect(),
+    };
+    let mut fused: Option<Scores> = None;
+    for ((modality, checkpoint), w) in streams.iter().zip(&weights) {
+        let t0 = std::time::Instant::now();
+        let ((probs, names, nouns), _) = recognizer_scores_of(a, checkpoint, entry.clone(), device, Some(*modality))?;
+        eprintln!("stream {} ({}): {:.2} s", modality.name(), checkpoint.display(), t0.elapsed().as_secs_f64());
+        let scale = |v: Vec<f32>| v.into_iter().map(|p| p * *w as f32).collect::<Vec<f32>>();
+        fused = Some(match fused {
+            None => (scale(probs), names, nouns.map(scale)),
+            Some((sum, first_names, sum_nouns)) => {
+                if sum.len() != probs.len() {
+                    bail!("stream {} has {} classes, the first stream {}", modality.name(), probs.len(), sum.len());
+                }
+                let add = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(scale(b)).map(|(x, y)| x + y).collect();
+                let nouns = match (sum_nouns, nouns) {
+                    (Some(x), Some(y)) if x.len() == y.len() => Some(add(x, y)),
+                    (None, None) => None,
+                    _ => bail!("stream {} has other heads than the first stream", modality.name()),
+                };
+                (add(sum, probs), first_names.or(names), nouns)
+            }
+        });
+    }
+    let total = weights.iter().sum::<f64>() as f32;
+    let (probs, names, nouns) = fused.expect("at least one stream");
+    let norm = |v: Vec<f32>| v.into_iter().map(|p| p / total).collect();
+    Ok((norm(probs), names, nouns.map(norm)))
+}
+
+/// `NAME=CHECKPOINT` pairs; a name is a modality, each at most once.
+fn parse_streams(streams: &[String]) -> Result<Vec<(Modality, PathBuf)>> {
+    use clap::ValueEnum;
+    let mut out: Vec<(Modality, PathBuf)> = Vec::new();
+    for s in streams {
+        let (name, path) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--streams {s:?}: give NAME=CHECKPOINT, e.g. flow=flow.safetensors"))?;
+        let modality = Modality::from_str(name, true)
+            .map_err(|_| anyhow::anyhow!("--streams {s:?}: {name:?} is not a stream (rgb, rgbdiff, flow)"))?;
+        if out.iter().any(|(m, _)| *m == modality) {
+            bail!("--streams names the {name} stream twice");
+        }
+        out.push((modality, PathBuf::from(path)));
+    }
+    if out.len() < 2 {
+        bail!("--streams fuses two or more streams; for one, use --checkpoint");
+    }
+    Ok(out)
 }

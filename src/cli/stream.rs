@@ -238,6 +238,13 @@ fn load(a: &StreamArgs, device: &burn::tensor::Device) -> Result<(WindowModel, O
                     checkpoint.display()
                 );
             }
+            if p.config.modality == gateshift::model::Modality::Flow {
+                bail!(
+                    "{} is a flow network: stream feeds RGB frames; score flow with `gateshift predict` \
+                     (it computes the flow) or `test` on `data extract-flow`'s pairs",
+                    checkpoint.display()
+                );
+            }
             let names = p.class_names(a.labels.as_deref())?;
             let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
             let spec = p.config.arch.input();

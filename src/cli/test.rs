@@ -128,7 +128,7 @@ pub fn dataset(
     let size = if full_res { scale } else { size };
     let pipeline =
         Pipeline { sampling: d.sampling, interval: d.interval, ..Pipeline::for_model(cfg, size, scale, crops, clips) };
-    Ok(ClipDataset { list, naming: d.frames.naming()?, pipeline })
+    Ok(ClipDataset { list, naming: d.frames.naming_for(cfg.modality)?, pipeline })
 }
 
 /// Runs one evaluation pass with a progress bar.

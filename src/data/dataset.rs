@@ -4,16 +4,18 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::data::list::{Entry, List};
-use crate::data::rawframes::{FrameNaming, read_rgb};
+use crate::data::live_flow::{self as live, LiveFlow};
+use crate::data::rawframes::{FrameNaming, read_grey, read_rgb};
 use crate::data::transform::{self, Crop, FlipMap};
 use crate::data::{sampling, video};
-use crate::model::InputSpec;
+use crate::model::modality::Input;
+use crate::model::{InputSpec, Modality};
 
 /// How frame indices are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
@@ -62,8 +64,11 @@ pub struct Pipeline {
     pub interval: usize,
     pub mode: Mode,
     pub order: FrameOrder,
-    /// Consecutive frames each segment reads (RGB difference: `new_length` + 1; else 1).
-    pub frames_per_segment: usize,
+    /// What a segment reads: one RGB frame, `new_length` + 1 for RGB difference, or
+    /// `new_length` flow fields.
+    pub input: Input,
+    /// How a flow input that is a video gets its flow.
+    pub live_flow: LiveFlow,
 }
 
 impl Pipeline {
@@ -78,20 +83,47 @@ impl Pipeline {
             interval: 1,
             mode: Mode::Test { scale, crops, clips },
             order: FrameOrder::Normal,
-            frames_per_segment: 1,
+            input: Input::RGB,
+            live_flow: LiveFlow::default(),
         }
     }
 
     /// [`Pipeline::test`] for `model`'s input: its backbone's colour spec, segments and
-    /// frames per segment.
+    /// modality.
     pub fn for_model(model: &crate::model::ModelConfig, size: u32, scale: u32, crops: usize, clips: usize) -> Self {
         let test = Self::test(model.arch.input(), size, scale, model.segments, crops, clips);
-        Self { frames_per_segment: model.frames_per_segment(), ..test }
+        Self { input: model.input(), ..test }
     }
 
-    /// Channels of one view: `segments · frames per segment · 3`.
+    /// Channels of one view: `segments · frames per segment · planes`.
     pub fn channels(&self) -> usize {
-        self.segments * self.frames_per_segment.max(1) * 3
+        self.segments * self.input.channels_per_segment()
+    }
+
+    fn flow(&self) -> bool {
+        self.input.modality == Modality::Flow
+    }
+}
+
+/// The decoded images of one clip: RGB frames, or flow fields as their x and y planes.
+enum Images {
+    Rgb(Vec<RgbImage>),
+    Flow(Vec<(GrayImage, GrayImage)>),
+}
+
+impl Images {
+    /// Every image's size, named for messages ("frame 4", "flow field 4 x") from `indices`.
+    fn dimensions(&self, indices: &[usize]) -> Vec<(String, (u32, u32))> {
+        match self {
+            Self::Rgb(v) => v.iter().zip(indices).map(|(img, i)| (format!("frame {i}"), img.dimensions())).collect(),
+            Self::Flow(v) => v
+                .iter()
+                .zip(indices)
+                .flat_map(|((x, y), i)| {
+                    [(format!("flow field {i} x"), x.dimensions()), (format!("flow field {i} y"), y.dimensions())]
+                })
+                .collect(),
+        }
     }
 }
 
@@ -154,6 +186,9 @@ impl ClipDataset {
             if info.frames == 0 {
                 bail!("{}video {} has no frames", self.at(e), e.path.display());
             }
+            if self.pipeline.flow() && info.frames < 2 {
+                bail!("{}video {} has one frame: flow needs two", self.at(e), e.path.display());
+            }
             Ok(Opened::Video { path: e.path.clone(), info })
         } else {
             let frames = e.num_frames.unwrap_or(0);
@@ -170,7 +205,7 @@ impl ClipDataset {
     /// one's frames in order; reversing reverses every frame.
     fn indices(&self, frames: usize, rng: &mut impl Rng) -> Vec<Vec<usize>> {
         let p = &self.pipeline;
-        let length = p.frames_per_segment.max(1);
+        let length = p.input.frames_per_segment();
         let mut clips = match (&p.mode, p.sampling) {
             (Mode::Train { .. }, Sampling::Tsn) => vec![sampling::tsn_train(frames, p.segments, length, rng)],
             (Mode::Train { .. }, Sampling::Dense) => vec![sampling::dense_train(frames, p.segments, p.interval, rng)],
@@ -193,11 +228,14 @@ impl ClipDataset {
         clips
     }
 
-    /// Reads frames `indices` of an opened entry.
-    fn read(&self, e: &Entry, opened: &Opened, indices: &[usize], short: u32) -> Result<Vec<RgbImage>> {
+    /// Reads frames (or flow fields) `indices` of an opened entry, scaled to short side `short`.
+    fn read(&self, e: &Entry, opened: &Opened, indices: &[usize], short: u32) -> Result<Images> {
+        if self.pipeline.flow() {
+            return self.read_flow(e, opened, indices, short).map(Images::Flow);
+        }
         match opened {
             Opened::Video { path, info } => {
-                video::read_frames(path, info, indices, Some(short)).map_err(|err| self.locate(e, err))
+                video::read_frames(path, info, indices, Some(short)).map(Images::Rgb).map_err(|err| self.locate(e, err))
             }
             Opened::Frames { dir, start, frames } => {
                 let mut unique: Vec<usize> = indices.to_vec();
@@ -212,12 +250,45 @@ impl ClipDataset {
                     let (w, h) = img.dimensions();
                     images.push(if w.min(h) == short { img } else { transform::resize_short(&img, short) });
                 }
-                if unique.as_slice() == indices {
-                    return Ok(images);
-                }
-                Ok(indices.iter().map(|i| images[unique.binary_search(i).expect("present")].clone()).collect())
+                Ok(Images::Rgb(in_order(images, &unique, indices)))
             }
         }
+    }
+
+    /// Flow fields `indices`: a flow folder's x and y images, or a video's fields computed now.
+    fn read_flow(
+        &self,
+        e: &Entry,
+        opened: &Opened,
+        indices: &[usize],
+        short: u32,
+    ) -> Result<Vec<(GrayImage, GrayImage)>> {
+        let scaled = |img: GrayImage| {
+            if img.width().min(img.height()) == short { img } else { transform::resize_short(&img, short) }
+        };
+        let fields = match opened {
+            Opened::Video { path, info } => {
+                self.pipeline.live_flow.read(path, info, indices).map_err(|err| self.locate(e, err))?
+            }
+            Opened::Frames { dir, start, .. } => {
+                let mut unique: Vec<usize> = indices.to_vec();
+                unique.sort_unstable();
+                unique.dedup();
+                let mut fields = Vec::with_capacity(unique.len());
+                for &i in &unique {
+                    let y_file = self.naming.y_path(dir, *start, i).ok_or_else(|| {
+                        anyhow::anyhow!("flow input needs a template naming the direction, such as {{}}_{{:05d}}.jpg")
+                    })?;
+                    let read = |file: &std::path::Path| {
+                        read_grey(file)
+                            .map_err(|err| self.locate(e, err.context(format!("flow field {i} of {}", dir.display()))))
+                    };
+                    fields.push((read(&self.naming.path(dir, *start, i))?, read(&y_file)?));
+                }
+                in_order(fields, &unique, indices)
+            }
+        };
+        Ok(fields.into_iter().map(|(x, y)| (scaled(x), scaled(y))).collect())
     }
 
     /// Produces sample `index` with all randomness drawn from `rng`.
@@ -226,17 +297,18 @@ impl ClipDataset {
         let opened = self.open(e)?;
         let frames = match &opened {
             Opened::Frames { frames, .. } => *frames,
+            Opened::Video { info, .. } if self.pipeline.flow() => live::fields(info.frames),
             Opened::Video { info, .. } => info.frames,
         };
         let clips = self.indices(frames, rng);
         let p = &self.pipeline;
-        let plane = 3 * (p.size * p.size) as usize;
+        let plane = (p.size * p.size) as usize;
         let mut label = e.label;
         let crops_per_clip = match &p.mode {
             Mode::Train { .. } => 1,
             Mode::Test { crops, .. } => *crops,
         };
-        let mut data = Vec::with_capacity(clips.len() * crops_per_clip * p.segments * p.frames_per_segment * plane);
+        let mut data = Vec::with_capacity(clips.len() * crops_per_clip * p.channels() * plane);
         let mut views = 0;
         for idx in &clips {
             let (scale, crops) = match &p.mode {
@@ -248,7 +320,8 @@ impl ClipDataset {
             let crops: Vec<Crop> = match (crops, &p.mode) {
                 (Some(n), _) => transform::test_crops(w, h, p.size, n),
                 (None, Mode::Train { flip, flip_map, .. }) => {
-                    let mut c = transform::multi_scale_crop(w, h, p.size, rng);
+                    let scales: &[f64] = if p.flow() { &transform::FLOW_SCALES } else { &transform::SCALES };
+                    let mut c = transform::multi_scale_crop(w, h, p.size, scales, rng);
                     if *flip && rng.random_bool(0.5) {
                         c.flip = true;
                         label = flip_map.apply(label);
@@ -258,8 +331,13 @@ impl ClipDataset {
                 (None, Mode::Test { .. }) => unreachable!(),
             };
             for crop in crops {
-                for img in &images {
-                    transform::crop_normalise_append(img, crop, p.size, &p.spec, &mut data);
+                match &images {
+                    Images::Rgb(v) => {
+                        v.iter().for_each(|img| transform::crop_normalise_append(img, crop, p.size, &p.spec, &mut data))
+                    }
+                    Images::Flow(v) => v.iter().for_each(|(x, y)| {
+                        transform::crop_normalise_flow_append((x, y), crop, p.size, &p.spec, &mut data)
+                    }),
                 }
                 views += 1;
             }
@@ -268,18 +346,24 @@ impl ClipDataset {
     }
 }
 
+/// `images` of the sorted, distinct indices `unique`, in the order (and repeats) of `indices`.
+fn in_order<T: Clone>(images: Vec<T>, unique: &[usize], indices: &[usize]) -> Vec<T> {
+    if unique == indices {
+        return images;
+    }
+    indices.iter().map(|i| images[unique.binary_search(i).expect("present")].clone()).collect()
+}
+
 /// The size all frames of a clip share after scaling; frames of different shapes (a folder
 /// mixing extractions) are refused, naming the frames, rather than cropped out of bounds.
-fn same_size(images: &[RgbImage], indices: &[usize]) -> Result<(u32, u32)> {
-    let first = images.first().map(RgbImage::dimensions).ok_or_else(|| anyhow::anyhow!("no frames decoded"))?;
-    if let Some((k, img)) = images.iter().enumerate().find(|(_, img)| img.dimensions() != first) {
-        let (w, h) = img.dimensions();
+fn same_size(images: &Images, indices: &[usize]) -> Result<(u32, u32)> {
+    let dims = images.dimensions(indices);
+    let (name, first) = dims.first().cloned().ok_or_else(|| anyhow::anyhow!("no frames decoded"))?;
+    if let Some((other, (w, h))) = dims.iter().find(|(_, d)| *d != first) {
         bail!(
-            "frames of one clip differ in shape: frame {} is {}×{}, frame {} is {w}×{h} (after scaling the short side)",
-            indices[0],
+            "images of one clip differ in shape: {name} is {}×{}, {other} is {w}×{h} (after scaling the short side)",
             first.0,
             first.1,
-            indices[k]
         );
     }
     Ok(first)

@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod ffmpeg;
 pub mod flow;
 pub mod list;
+pub mod live_flow;
 pub mod loader;
 pub mod prepare;
 pub mod rawframes;

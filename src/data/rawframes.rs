@@ -66,18 +66,55 @@ impl Template {
     }
 }
 
+/// The RGB frames' default template (the official code's).
+pub const RGB_TEMPLATE: &str = "img_{:05d}.jpg";
+/// The flow fields' default template: `{}` the direction (x, y), then the index, as
+/// mmaction2 names them and `data extract-flow` writes them.
+pub const FLOW_TEMPLATE: &str = "{}_{:05d}.jpg";
+
 /// How frames of a rawframe dataset are named on disk.
 #[derive(Clone, Debug)]
 pub struct FrameNaming {
+    /// The frames' template; for flow, the x component's.
     pub template: Template,
+    /// Flow: the y component's template, when the template names a direction
+    /// (`{}_{:05d}.jpg`, tsn-pytorch's `flow_{}_{:05d}.jpg`).
+    pub y_template: Option<Template>,
     /// Index of the first frame file (1 for the official code's `img_00001.jpg`).
     pub first_index: usize,
 }
 
 impl FrameNaming {
+    /// A template with one placeholder names frames; one whose first placeholder is a bare
+    /// `{}` before the index names flow fields, `{}` standing for `x` or `y`.
     pub fn new(template: &str, first_index: usize) -> Result<Self> {
         limits::at_most("--first-index", first_index, limits::MAX_LIST_FRAMES)?;
-        Ok(Self { template: Template::parse(template)?, first_index })
+        let directed = template.matches('{').count() == 2 && template.find('{') == template.find("{}");
+        if directed {
+            let (x, y) = (template.replacen("{}", "x", 1), template.replacen("{}", "y", 1));
+            return Ok(Self { template: Template::parse(&x)?, y_template: Some(Template::parse(&y)?), first_index });
+        }
+        Ok(Self { template: Template::parse(template)?, y_template: None, first_index })
+    }
+
+    /// The naming for `modality`'s inputs: the RGB default template stands for the flow
+    /// default when flow is read.
+    pub fn for_modality(template: &str, first_index: usize, modality: crate::model::Modality) -> Result<Self> {
+        let flow = modality == crate::model::Modality::Flow;
+        let template = if flow && template == RGB_TEMPLATE { FLOW_TEMPLATE } else { template };
+        let naming = Self::new(template, first_index)?;
+        if flow && naming.y_template.is_none() {
+            bail!(
+                "flow template {template:?} names one file per field; flow reads an x and a y image: \
+                 give the direction as {{}}, e.g. {FLOW_TEMPLATE} or flow_{{}}_{{:05d}}.jpg"
+            );
+        }
+        Ok(naming)
+    }
+
+    /// The y component's file of 0-based flow field `frame` (flow namings only).
+    pub fn y_path(&self, dir: &Path, start: usize, frame: usize) -> Option<PathBuf> {
+        self.y_template.as_ref().map(|t| dir.join(t.format(self.first_index + start + frame)))
     }
 
     /// The file of 0-based frame `frame` (after the list's `start` offset) in `dir`.
@@ -116,11 +153,27 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     decode_image(&bytes).with_context(|| format!("cannot decode frame {}", path.display()))
 }
 
+/// Decodes an image file to grey levels (a flow plane); the error names the file.
+pub fn read_grey(path: &Path) -> Result<image::GrayImage> {
+    let bytes = crate::io::read_regular(path, "flow image")?;
+    if bytes.is_empty() {
+        bail!("flow image {} is empty (0 bytes)", path.display());
+    }
+    let grey = if bytes.starts_with(&[0xFF, 0xD8]) {
+        decode_jpeg(&bytes, turbojpeg::PixelFormat::GRAY).map(|(w, h, p)| image::GrayImage::from_raw(w, h, p))
+    } else {
+        decode_image(&bytes).map(|rgb| Some(image::DynamicImage::ImageRgb8(rgb).into_luma8()))
+    };
+    grey.with_context(|| format!("cannot decode flow image {}", path.display()))?
+        .ok_or_else(|| anyhow::anyhow!("flow image {}: decoded size mismatch", path.display()))
+}
+
 /// Decodes JPEG (libjpeg-turbo) or any format `image` reads (PNG, …) from memory, the
 /// declared size checked first.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
-        return decode_jpeg(bytes);
+        let (w, h, pixels) = decode_jpeg(bytes, turbojpeg::PixelFormat::RGB)?;
+        return RgbImage::from_raw(w, h, pixels).ok_or_else(|| anyhow::anyhow!("decoded size mismatch"));
     }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     let mut bounds = image::Limits::default();
@@ -134,8 +187,9 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
 }
 
 /// JPEG through libjpeg-turbo (SIMD; the library PIL uses, with the same default IDCT and
-/// upsampling). A corrupt or truncated stream is an error, not a partly grey frame.
-fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
+/// upsampling) to `format` (RGB or GRAY): width, height, pixels. A corrupt or truncated
+/// stream is an error, not a partly grey frame.
+fn decode_jpeg(bytes: &[u8], format: turbojpeg::PixelFormat) -> Result<(u32, u32, Vec<u8>)> {
     thread_local! {
         static DECODER: std::cell::RefCell<Option<turbojpeg::Decompressor>> = const { std::cell::RefCell::new(None) };
     }
@@ -148,16 +202,11 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
         let header = d.read_header(bytes)?;
         let (w, h) = (header.width, header.height);
         limits::frame_pixels("the JPEG header", w as u64, h as u64)?;
-        let mut pixels = vec![0u8; 3 * w * h];
-        let image = turbojpeg::Image {
-            pixels: pixels.as_mut_slice(),
-            width: w,
-            pitch: 3 * w,
-            height: h,
-            format: turbojpeg::PixelFormat::RGB,
-        };
+        let size = format.size();
+        let mut pixels = vec![0u8; size * w * h];
+        let image = turbojpeg::Image { pixels: pixels.as_mut_slice(), width: w, pitch: size * w, height: h, format };
         d.decompress(bytes, image)?;
-        RgbImage::from_raw(w as u32, h as u32, pixels).ok_or_else(|| anyhow::anyhow!("decoded size mismatch"))
+        Ok((w as u32, h as u32, pixels))
     })
 }
 
@@ -177,6 +226,20 @@ mod tests {
         assert_eq!(t.index_of("img_00012.jpg"), Some(12));
         assert_eq!(t.index_of("img_12.jpg"), None);
         assert_eq!(t.index_of("img_0001a.jpg"), None);
+    }
+
+    #[test]
+    fn flow_templates_name_both_directions() {
+        use crate::model::Modality;
+        let n = FrameNaming::new("flow_{}_{:05d}.jpg", 1).unwrap();
+        assert_eq!(n.path(Path::new("v"), 0, 2), PathBuf::from("v/flow_x_00003.jpg"));
+        assert_eq!(n.y_path(Path::new("v"), 0, 2), Some(PathBuf::from("v/flow_y_00003.jpg")));
+        let n = FrameNaming::for_modality(RGB_TEMPLATE, 1, Modality::Flow).unwrap();
+        assert_eq!(n.template.format(1), "x_00001.jpg");
+        assert!(FrameNaming::for_modality(RGB_TEMPLATE, 1, Modality::Rgb).unwrap().y_template.is_none());
+        let e = FrameNaming::for_modality("x_{:05d}.jpg", 1, Modality::Flow).unwrap_err().to_string();
+        assert!(e.contains("x_{:05d}.jpg") && e.contains("{}_{:05d}.jpg"), "{e}");
+        assert!(FrameNaming::new("{:05d}_{}.jpg", 1).is_err(), "the index first, then a second placeholder");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! official `GroupMultiScaleCrop`, `GroupRandomHorizontalFlip`, `GroupScale`,
 //! `GroupCenterCrop`, `GroupFullResSample` (three-crop) and `GroupOverSample` (five/ten-crop).
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,8 @@ pub struct Crop {
 
 /// The official multi-scale crop scales.
 pub const SCALES: [f64; 4] = [1.0, 0.875, 0.75, 0.66];
+/// The flow stream's (tsn-pytorch `models.py`, `get_augmentation`: no 0.66).
+pub const FLOW_SCALES: [f64; 3] = [1.0, 0.875, 0.75];
 
 /// `fill_fix_offset`: the 5 (corners + centre) or 13 (`more_fix_crop`) fixed crop origins.
 pub fn fixed_offsets(more: bool, image_w: u32, image_h: u32, crop_w: u32, crop_h: u32) -> Vec<(u32, u32)> {
@@ -42,12 +44,13 @@ pub fn fixed_offsets(more: bool, image_w: u32, image_h: u32, crop_w: u32, crop_h
     v
 }
 
-/// `GroupMultiScaleCrop(input_size, [1, .875, .75, .66], max_distort=1, fix_crop=True,
-/// more_fix_crop=True)`: a crop whose sides are scales of the short side (aspect distorted by
-/// at most one scale step) at one of the 13 fixed positions. Resize to `input_size` after.
-pub fn multi_scale_crop(image_w: u32, image_h: u32, input_size: u32, rng: &mut impl Rng) -> Crop {
+/// `GroupMultiScaleCrop(input_size, scales, max_distort=1, fix_crop=True, more_fix_crop=True)`
+/// ([`SCALES`], or [`FLOW_SCALES`] for flow): a crop whose sides are scales of the short side
+/// (aspect distorted by at most one scale step) at one of the 13 fixed positions. Resize to
+/// `input_size` after.
+pub fn multi_scale_crop(image_w: u32, image_h: u32, input_size: u32, scales: &[f64], rng: &mut impl Rng) -> Crop {
     let base = image_w.min(image_h) as f64;
-    let sizes: Vec<u32> = SCALES
+    let sizes: Vec<u32> = scales
         .iter()
         .map(|s| {
             let x = (base * s) as u32;
@@ -98,25 +101,34 @@ pub fn test_crops(image_w: u32, image_h: u32, size: u32, n: usize) -> Vec<Crop> 
 }
 
 /// Bilinear (antialiased, like PIL's `BILINEAR`) resize of the `(x, y, w, h)` region of
-/// `img` to `out_w`×`out_h`, with SIMD where the CPU has it (`fast_image_resize`).
-fn resize_region(img: &RgbImage, (x, y, w, h): (u32, u32, u32, u32), out_w: u32, out_h: u32) -> RgbImage {
+/// `img` (RGB or grey) to `out_w`×`out_h`, with SIMD where the CPU has it (`fast_image_resize`).
+fn resize_region<P: image::Pixel<Subpixel = u8>>(
+    img: &image::ImageBuffer<P, Vec<u8>>,
+    (x, y, w, h): (u32, u32, u32, u32),
+    out_w: u32,
+    out_h: u32,
+) -> image::ImageBuffer<P, Vec<u8>> {
     use fast_image_resize::images::{Image, ImageRef};
     use fast_image_resize::{FilterType as F, PixelType, ResizeAlg, ResizeOptions, Resizer};
     thread_local! {
         static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
     }
+    let kind = if P::CHANNEL_COUNT == 1 { PixelType::U8 } else { PixelType::U8x3 };
     let (iw, ih) = img.dimensions();
-    let src = ImageRef::new(iw, ih, img.as_raw(), PixelType::U8x3).expect("RGB buffer matches its size");
-    let mut dst = Image::new(out_w, out_h, PixelType::U8x3);
+    let src = ImageRef::new(iw, ih, img.as_raw(), kind).expect("buffer matches its size");
+    let mut dst = Image::new(out_w, out_h, kind);
     let options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(F::Bilinear))
         .crop(x as f64, y as f64, w as f64, h as f64);
     RESIZER.with(|r| r.borrow_mut().resize(&src, &mut dst, &options)).expect("same pixel types");
-    RgbImage::from_raw(out_w, out_h, dst.into_vec()).expect("buffer matches its size")
+    image::ImageBuffer::from_raw(out_w, out_h, dst.into_vec()).expect("buffer matches its size")
 }
 
 /// Resizes so that the short side is `short` (aspect kept), bilinear with antialiasing.
-pub fn resize_short(img: &RgbImage, short: u32) -> RgbImage {
+pub fn resize_short<P: image::Pixel<Subpixel = u8>>(
+    img: &image::ImageBuffer<P, Vec<u8>>,
+    short: u32,
+) -> image::ImageBuffer<P, Vec<u8>> {
     let (w, h) = img.dimensions();
     if w.min(h) == short {
         return img.clone();
@@ -168,19 +180,27 @@ impl FlipMap {
     }
 }
 
+/// The `crop` of `img` at `size`²: the image itself with the crop's origin when the crop is
+/// already that size (read in place, no copy), else the crop resized, from (0, 0).
+fn cropped<P: image::Pixel<Subpixel = u8>>(
+    img: &image::ImageBuffer<P, Vec<u8>>,
+    crop: Crop,
+    size: u32,
+) -> (std::borrow::Cow<'_, image::ImageBuffer<P, Vec<u8>>>, usize, usize) {
+    if crop.w == size && crop.h == size {
+        (std::borrow::Cow::Borrowed(img), crop.x as usize, crop.y as usize)
+    } else {
+        (std::borrow::Cow::Owned(resize_region(img, (crop.x, crop.y, crop.w, crop.h), size, size)), 0, 0)
+    }
+}
+
 /// Appends the `crop` of `img`, scaled to `size`² and mirrored if asked, to `out` as
 /// `(3, size, size)` floats normalised for the backbone: `(p · range/255 − mean) / std`, one
 /// multiply-add per value. A crop already `size`² is read in place (no copy); otherwise one
 /// resize. The mirror is folded into the reads, and values are appended without first
 /// zero-filling the buffer.
 pub fn crop_normalise_append(img: &RgbImage, crop: Crop, size: u32, spec: &InputSpec, out: &mut Vec<f32>) {
-    let resized;
-    let (src, x0, y0) = if crop.w == size && crop.h == size {
-        (img, crop.x as usize, crop.y as usize)
-    } else {
-        resized = resize_region(img, (crop.x, crop.y, crop.w, crop.h), size, size);
-        (&resized, 0, 0)
-    };
+    let (src, x0, y0) = cropped(img, crop, size);
     let (stride, n) = (src.width() as usize, size as usize);
     let raw = src.as_raw();
     out.reserve(3 * n * n);
@@ -195,6 +215,37 @@ pub fn crop_normalise_append(img: &RgbImage, crop: Crop, size: u32, spec: &Input
                 out.extend(row.chunks_exact(3).rev().map(value));
             } else {
                 out.extend(row.chunks_exact(3).map(value));
+            }
+        }
+    }
+}
+
+/// Appends one flow field's `crop`, scaled to `size`² and mirrored if asked, as `(2, size,
+/// size)` floats normalised with the backbone's flow statistics ([`InputSpec::flow`]). A
+/// mirrored field reverses horizontal motion, so the x plane is inverted (`255 − p`,
+/// `GroupRandomHorizontalFlip(is_flow=True)` and `GroupOverSample`).
+pub fn crop_normalise_flow_append(
+    (x, y): (&GrayImage, &GrayImage),
+    crop: Crop,
+    size: u32,
+    spec: &InputSpec,
+    out: &mut Vec<f32>,
+) {
+    let (mean, std) = spec.flow();
+    let scale = spec.range / 255.0 / std;
+    let offset = -mean / std;
+    for (k, plane) in [x, y].into_iter().enumerate() {
+        let (src, x0, y0) = cropped(plane, crop, size);
+        let (stride, n) = (src.width() as usize, size as usize);
+        let invert = crop.flip && k == 0;
+        let value = |p: &u8| (if invert { 255 - *p } else { *p }) as f32 * scale + offset;
+        out.reserve(n * n);
+        for row in y0..y0 + n {
+            let row = &src.as_raw()[row * stride + x0..row * stride + x0 + n];
+            if crop.flip {
+                out.extend(row.iter().rev().map(value));
+            } else {
+                out.extend(row.iter().map(value));
             }
         }
     }
@@ -222,7 +273,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..500 {
-            let c = multi_scale_crop(340, 256, 224, &mut rng);
+            let c = multi_scale_crop(340, 256, 224, &SCALES, &mut rng);
             let (i, j) =
                 (allowed.iter().position(|&a| a == c.h).unwrap(), allowed.iter().position(|&a| a == c.w).unwrap());
             assert!(i.abs_diff(j) <= 1, "{c:?}");
@@ -282,5 +333,27 @@ mod tests {
         crop_normalise_append(&img, Crop { x: 3, y: 2, w: 21, h: 17, flip: true }, 8, &spec, &mut buf);
         assert_eq!(buf.len(), 3 * 64);
         assert!(buf[..64].iter().all(|&v| v == 51.0) && buf[128..].iter().all(|&v| v == 204.0));
+    }
+
+    /// A mirrored flow field: both planes mirrored, the x plane inverted (motion to the right
+    /// becomes motion to the left); normalised with the backbone's flow statistics.
+    #[test]
+    fn flow_crops_invert_x_under_a_flip() {
+        let x = GrayImage::from_fn(3, 2, |c, r| image::Luma([(10 * c + 100 * r) as u8]));
+        let y = GrayImage::from_fn(3, 2, |c, _| image::Luma([200 + c as u8]));
+        let caffe = InputSpec { size: 2, bgr: true, range: 255.0, mean: [104.0, 117.0, 128.0], std: [1.0; 3] };
+        let crop = Crop { x: 1, y: 0, w: 2, h: 2, flip: false };
+        let mut plain = Vec::new();
+        crop_normalise_flow_append((&x, &y), crop, 2, &caffe, &mut plain);
+        assert_eq!(plain, [10.0, 20.0, 110.0, 120.0, 201.0, 202.0, 201.0, 202.0].map(|p| p - 128.0));
+        let mut flipped = Vec::new();
+        crop_normalise_flow_append((&x, &y), Crop { flip: true, ..crop }, 2, &caffe, &mut flipped);
+        let inverted = [20.0, 10.0, 120.0, 110.0].map(|p| 255.0 - p - 128.0);
+        assert_eq!(flipped, [inverted.as_slice(), &[202.0, 201.0, 202.0, 201.0].map(|p| p - 128.0)].concat());
+        // ResNet: mean 0.5, std the mean of the RGB stds, on 0–1 pixels.
+        let imagenet = InputSpec { size: 2, bgr: false, range: 1.0, mean: [0.4; 3], std: [0.2, 0.25, 0.3] };
+        let mut v = Vec::new();
+        crop_normalise_flow_append((&x, &y), crop, 2, &imagenet, &mut v);
+        assert!((v[0] - (10.0 / 255.0 - 0.5) / 0.25).abs() < 1e-6, "{}", v[0]);
     }
 }

@@ -42,12 +42,12 @@ pub fn onnx(model: &Recognizer, e: &Export) -> Result<Vec<u8>> {
     e.config.arch.check_input_size(e.size)?;
     let mut g = Graph::default();
     let (t, size) = (model.num_segments as i64, e.size as i64);
-    let per_segment = crate::model::modality::frames_per_segment(model.diff_length) as i64;
+    let per_segment = model.input.channels_per_segment() as i64;
     let batch = e.batch.map_or(-1, |b| b as i64);
-    let input = Value { name: "frames".into(), dims: vec![batch, t * per_segment * 3, size, size] };
-    let frames = match model.diff_length {
-        0 => g.reshape(&input, vec![-1, 3, size, size]),
-        l => differences(&mut g, &input, l, size),
+    let input = Value { name: "frames".into(), dims: vec![batch, t * per_segment, size, size] };
+    let frames = match model.input.modality {
+        crate::model::Modality::Rgbdiff => differences(&mut g, &input, model.input.length, size),
+        _ => g.reshape(&input, vec![-1, model.input.backbone_channels() as i64, size, size]),
     };
     let features = backbone::forward(&mut g, &model.base_model, &frames)?;
     let f = features.dims[1];
@@ -101,20 +101,36 @@ fn metadata(e: &Export, model: &Recognizer) -> Result<Vec<(String, String)>> {
     use crate::checkpoint::metadata::{CLASSES, MODEL};
     let spec = e.config.arch.input();
     let order = if spec.bgr { "BGR" } else { "RGB" };
-    let per_segment = crate::model::modality::frames_per_segment(model.diff_length);
+    let per_segment = model.input.frames_per_segment();
+    let layout = match model.input.planes_per_frame() {
+        2 => "(batch, segments * frames_per_segment * 2 (flow x, y), height, width), float32",
+        _ => "(batch, segments * frames_per_segment * 3, height, width), float32",
+    };
     let input = json!({
         "name": "frames",
-        "layout": "(batch, segments * frames_per_segment * 3, height, width), float32",
+        "layout": layout,
         "segments": model.num_segments,
         "frames_per_segment": per_segment,
         "modality": e.config.modality.name(),
         "size": e.size,
-        "channel_order": order,
         "pixel_range": spec.range,
-        "mean": spec.mean,
-        "std": spec.std,
-        "normalise": format!("x = (pixel / 255 * {} - mean) / std, channels in {order} order", spec.range),
     });
+    let mut input = input;
+    if model.input.planes_per_frame() == 2 {
+        let (mean, std) = spec.flow();
+        input["mean"] = json!([mean]);
+        input["std"] = json!([std]);
+        input["normalise"] = json!(format!(
+            "x = (pixel / 255 * {} - mean) / std for the x and y planes of data extract-flow's JPEGs",
+            spec.range
+        ));
+    } else {
+        input["channel_order"] = json!(order);
+        input["mean"] = json!(spec.mean);
+        input["std"] = json!(spec.std);
+        input["normalise"] =
+            json!(format!("x = (pixel / 255 * {} - mean) / std, channels in {order} order", spec.range));
+    }
     let mut props = vec![
         (MODEL.to_string(), serde_json::to_string(e.config)?),
         ("gateshift.input".to_string(), input.to_string()),

@@ -65,12 +65,13 @@ pub struct ModelConfig {
     #[serde(default)]
     #[arg(long, value_enum, default_value_t = TemporalInit::Identity)]
     pub temporal_init: TemporalInit,
-    /// Input: RGB frames, or TSN's RGB difference (`model::modality`).
+    /// Input: RGB frames, TSN's RGB difference, or stacked optical flow (`model::modality`;
+    /// flow reads `data extract-flow`'s x/y pairs).
     #[serde(default)]
     #[arg(long, value_enum, default_value_t = Modality::Rgb)]
     pub modality: Modality,
-    /// RGB difference: differences per segment, of that many + 1 consecutive frames (TSN's
-    /// `new_length`).
+    /// RGB difference: differences per segment, of that many + 1 consecutive frames; flow:
+    /// consecutive flow fields per segment (TSN's `new_length`).
     #[serde(default = "default_new_length")]
     #[arg(long, default_value_t = default_new_length())]
     pub new_length: usize,
@@ -153,11 +154,11 @@ impl ModelConfig {
         }
         if self.modality == Modality::Rgb && self.new_length != default_new_length() {
             anyhow::bail!(
-                "--new-length {} applies to --modality rgbdiff only; RGB reads one frame per segment",
+                "--new-length {} applies to --modality rgbdiff and flow only; RGB reads one frame per segment",
                 self.new_length
             );
         }
-        if self.modality == Modality::Rgbdiff && !(1..=crate::limits::MAX_NEW_LENGTH).contains(&self.new_length) {
+        if self.modality != Modality::Rgb && !(1..=crate::limits::MAX_NEW_LENGTH).contains(&self.new_length) {
             anyhow::bail!("--new-length must be in 1..={}, got {}", crate::limits::MAX_NEW_LENGTH, self.new_length);
         }
         if self.causal && !matches!(self.temporal, TemporalKind::None | TemporalKind::Tsm | TemporalKind::Gsm) {
@@ -215,28 +216,29 @@ impl ModelConfig {
         }
     }
 
-    /// RGB differences per segment; 0 for RGB input.
-    pub fn diff_length(&self) -> usize {
+    /// What a segment's input is: the modality with its `new_length`.
+    pub fn input(&self) -> modality::Input {
         match self.modality {
-            Modality::Rgb => 0,
-            Modality::Rgbdiff => self.new_length,
+            Modality::Rgb => modality::Input::RGB,
+            m => modality::Input::new(m, self.new_length),
         }
     }
 
-    /// Frames each segment reads: 1, or `new_length` + 1 for RGB difference.
+    /// Images each segment reads: 1, `new_length` + 1 for RGB difference, `new_length` flow
+    /// fields.
     pub fn frames_per_segment(&self) -> usize {
-        modality::frames_per_segment(self.diff_length())
+        self.input().frames_per_segment()
     }
 
-    /// Channels of one clip as the loaders give it: `segments · frames per segment · 3`.
+    /// Channels of one clip as the loaders give it: `segments · frames per segment · planes`.
     pub fn input_channels(&self) -> usize {
-        self.segments * self.frames_per_segment() * 3
+        self.segments * self.input().channels_per_segment()
     }
 
     pub fn init(&self, device: &Device) -> Recognizer {
         let mut base_model =
             Backbone::new(self.arch, self.temporal, self.shift_place, self.segments, self.temporal_opts(), device);
-        let channels = modality::backbone_channels(self.diff_length());
+        let channels = self.input().backbone_channels();
         if channels != 3 {
             base_model.widen_input(channels);
         }
@@ -245,7 +247,7 @@ impl ModelConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             new_fc: LinearConfig::new(self.arch.features(), self.outputs()).init(device),
             num_segments: self.segments,
-            diff_length: self.diff_length(),
+            input: self.input(),
         }
     }
 }

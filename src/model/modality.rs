@@ -1,14 +1,18 @@
-//! What a segment's input is: one RGB frame, or TSN's RGB difference (Wang et al., "Temporal
-//! Segment Networks", ECCV 2016; tsn-pytorch `models.py`, `_get_diff`): `L + 1` consecutive
-//! frames whose `L` successive differences are stacked as `3·L` channels,
+//! What a segment's input is (Wang et al., "Temporal Segment Networks", ECCV 2016;
+//! tsn-pytorch `models.py`):
 //!
-//! `d[i] = f[i+1] − f[i]`  (i = 0 … L−1; L = TSN's `new_length`, 5)
+//! - **RGB:** one frame, 3 channels.
+//! - **RGB difference** (`_get_diff`): `L + 1` consecutive frames whose `L` successive
+//!   differences are stacked as `3·L` channels, `d[i] = f[i+1] − f[i]` (i = 0 … L−1; L =
+//!   `new_length`, 5), the cheap motion cue TSN pairs with RGB. The frames are normalised
+//!   before they are differenced, so a difference is `Δ/std` per colour. tsn-pytorch's loader
+//!   reads `new_length` frames where `_get_diff` views `new_length + 1`; here `L + 1` are read.
+//! - **Optical flow** (the temporal stream): `L` consecutive flow fields, each an x and a y
+//!   plane (`data extract-flow`'s `x_`/`y_` images), stacked as `2·L` channels x₁ y₁ x₂ y₂ …
 //!
-//! the cheap motion cue TSN pairs with RGB. The first convolution then takes `3·L` channels;
-//! from an RGB network (ImageNet) each of them gets the mean over R, G, B of the RGB kernel
-//! (`_construct_diff_model`). The frames are normalised before they are differenced, so a
-//! difference is `Δ/std` per colour. tsn-pytorch's loader reads `new_length` frames where
-//! `_get_diff` views `new_length + 1`; here `L + 1` are read.
+//! The first convolution then takes `3·L` or `2·L` channels; from an RGB network (ImageNet)
+//! each of them gets the mean over R, G, B of the RGB kernel (`_construct_diff_model`,
+//! `_construct_flow_model`: TSN's cross-modality initialisation).
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -22,6 +26,8 @@ pub enum Modality {
     Rgb,
     /// `--new-length` differences of `--new-length` + 1 consecutive frames per segment.
     Rgbdiff,
+    /// `--new-length` consecutive optical-flow fields (x, y) per segment.
+    Flow,
 }
 
 impl Modality {
@@ -29,18 +35,65 @@ impl Modality {
         match self {
             Self::Rgb => "rgb",
             Self::Rgbdiff => "rgbdiff",
+            Self::Flow => "flow",
         }
     }
 }
 
-/// The frames a segment reads: 1 for RGB, `L + 1` for `L` differences (`diff_length`, 0: RGB).
-pub fn frames_per_segment(diff_length: usize) -> usize {
-    if diff_length == 0 { 1 } else { diff_length.saturating_add(1) }
+/// A recognizer's input: the modality and its `new_length` (ignored for RGB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Input {
+    pub modality: Modality,
+    pub length: usize,
 }
 
-/// The channels the backbone's first convolution takes: 3, or `3·L`.
-pub fn backbone_channels(diff_length: usize) -> usize {
-    3usize.saturating_mul(diff_length.max(1))
+impl Input {
+    pub const RGB: Self = Self { modality: Modality::Rgb, length: 1 };
+
+    pub fn new(modality: Modality, length: usize) -> Self {
+        Self { modality, length }
+    }
+
+    /// The images a segment reads: 1 RGB frame, `L + 1` RGB frames for `L` differences, or
+    /// `L` flow fields.
+    pub fn frames_per_segment(self) -> usize {
+        match self.modality {
+            Modality::Rgb => 1,
+            Modality::Rgbdiff => self.length.saturating_add(1),
+            Modality::Flow => self.length.max(1),
+        }
+    }
+
+    /// Planes of one image: 3 (R, G, B) or 2 (x, y).
+    pub fn planes_per_frame(self) -> usize {
+        if self.modality == Modality::Flow { 2 } else { 3 }
+    }
+
+    /// Channels of one segment as the loaders give it.
+    pub fn channels_per_segment(self) -> usize {
+        self.frames_per_segment().saturating_mul(self.planes_per_frame())
+    }
+
+    /// The channels the backbone's first convolution takes: 3, `3·L` or `2·L`.
+    pub fn backbone_channels(self) -> usize {
+        match self.modality {
+            Modality::Rgb => 3,
+            Modality::Rgbdiff => 3usize.saturating_mul(self.length),
+            Modality::Flow => 2usize.saturating_mul(self.length),
+        }
+    }
+
+    /// `(batch, segments·channels per segment, H, W)` → `(batch·segments, backbone channels,
+    /// H, W)`: the frames, differences or stacked flow fields the backbone sees.
+    pub fn to_backbone(self, x: Tensor<4>, segments: usize) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let expected = segments * self.channels_per_segment();
+        assert_eq!(c, expected, "input has {c} channels, expected segments·frames·planes = {expected}");
+        match self.modality {
+            Modality::Rgbdiff => differences(x, segments, self.length),
+            _ => x.reshape([b * segments, self.backbone_channels(), h, w]),
+        }
+    }
 }
 
 /// `(batch, segments·(L+1)·3, H, W)` → `(batch·segments, 3·L, H, W)`: each segment's `L`
@@ -54,8 +107,8 @@ pub fn differences(x: Tensor<4>, segments: usize, diff_length: usize) -> Tensor<
     d.reshape([b * t, 3 * l, h, w])
 }
 
-/// An RGB first-layer kernel `(O, 3, kh, kw)` for `channels` (a multiple of 3) inputs: the mean
-/// over its R, G, B in every input channel, as TSN builds its RGB-difference network.
+/// An RGB first-layer kernel `(O, 3, kh, kw)` for `channels` inputs: the mean over its R, G, B
+/// in every input channel, as TSN builds its RGB-difference and flow networks.
 pub fn widen_kernel(rgb: Tensor<4>, channels: usize) -> Tensor<4> {
     let [o, c, kh, kw] = rgb.dims();
     assert_eq!(c, 3, "an RGB kernel has 3 input channels, got {c}");
@@ -96,9 +149,21 @@ mod tests {
         assert_eq!(wide, [[2.0, 3.0].repeat(6), [8.0, 9.0].repeat(6)].concat());
         let still = Tensor::<4>::ones([1, 2 * 3 * 3, 2, 2], &device);
         assert_eq!(differences(still, 2, 2).abs().sum().into_scalar::<f32>(), 0.0);
-        assert_eq!(frames_per_segment(0), 1);
-        assert_eq!(frames_per_segment(5), 6);
-        assert_eq!(backbone_channels(0), 3);
-        assert_eq!(backbone_channels(5), 15);
+        let (diff, flow) = (Input::new(Modality::Rgbdiff, 5), Input::new(Modality::Flow, 5));
+        assert_eq!([Input::RGB.frames_per_segment(), diff.frames_per_segment(), flow.frames_per_segment()], [1, 6, 5]);
+        assert_eq!([Input::RGB.backbone_channels(), diff.backbone_channels(), flow.backbone_channels()], [3, 15, 10]);
+        assert_eq!(flow.channels_per_segment(), 10);
+        assert_eq!(widen_kernel(Tensor::<4>::ones([2, 3, 1, 1], &device), 10).dims(), [2, 10, 1, 1]);
+    }
+
+    /// Flow input keeps each segment's x₁ y₁ … x_L y_L planes together, in order.
+    #[test]
+    fn flow_segments_stack_their_fields() {
+        let (b, t, l) = (2, 3, 2);
+        let xs: Vec<f32> = (0..b * t * 2 * l).map(|i| i as f32).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(xs.clone(), [b, t * 2 * l, 1, 1]), &Device::flex());
+        let y = Input::new(Modality::Flow, l).to_backbone(x, t);
+        assert_eq!(y.dims(), [b * t, 2 * l, 1, 1]);
+        assert_eq!(y.into_data().try_to_vec::<f32>().unwrap(), xs);
     }
 }

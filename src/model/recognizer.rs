@@ -15,8 +15,9 @@ pub struct Recognizer {
     pub dropout: Dropout,
     pub new_fc: Linear,
     pub num_segments: usize,
-    /// RGB differences per segment (`model::modality`); 0: RGB frames.
-    pub diff_length: usize,
+    /// What a segment's input is (`model::modality`): RGB, RGB difference or flow.
+    #[module(skip)]
+    pub input: modality::Input,
 }
 
 impl Recognizer {
@@ -32,7 +33,8 @@ impl Recognizer {
         model
     }
 
-    /// `(batch, segments·3, H, W)` (RGB difference: `segments·(L+1)·3`) → `(batch, classes)`
+    /// `(batch, segments·3, H, W)` (RGB difference: `segments·(L+1)·3`; flow: `segments·2L`) →
+    /// `(batch, classes)`
     /// logits.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
         let frames = self.forward_frames(input);
@@ -46,14 +48,9 @@ impl Recognizer {
     /// back as f32.
     pub fn forward_frames(&self, input: Tensor<4>) -> Tensor<3> {
         let dtype = self.new_fc.weight.val().dtype();
-        let [b, c, h, w] = input.dims();
+        let b = input.dims()[0];
         let t = self.num_segments;
-        let frames = modality::frames_per_segment(self.diff_length);
-        assert_eq!(c, t * frames * 3, "input has {c} channels, expected segments·frames·3 = {}", t * frames * 3);
-        let input = match self.diff_length {
-            0 => input.reshape([b * t, 3, h, w]),
-            l => modality::differences(input, t, l),
-        };
+        let input = self.input.to_backbone(input, t);
         let scores = self.frame_scores(input.cast(dtype));
         let k = scores.dims()[1];
         scores.reshape([b, t, k])

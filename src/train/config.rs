@@ -233,7 +233,7 @@ impl TrainConfig {
     }
 
     pub fn naming(&self) -> Result<FrameNaming> {
-        FrameNaming::new(&self.data.template, self.data.first_index)
+        FrameNaming::for_modality(&self.data.template, self.data.first_index, self.model.net.modality)
     }
 
     /// The model configuration with `classes` resolved.

@@ -80,8 +80,22 @@ pub fn load_data(cfg: &TrainConfig) -> Result<RunData> {
         interval: d.interval,
         mode: Mode::Train { scale: cfg.scale_size(), flip: d.flip, flip_map: FlipMap::parse(&d.flip_swap, classes)? },
         order: Default::default(),
-        frames_per_segment: cfg.model.net.frames_per_segment(),
+        input: cfg.model.net.input(),
+        live_flow: Default::default(),
     };
+    if cfg.model.net.modality == crate::model::Modality::Flow {
+        for list in std::iter::once(&train).chain(&val) {
+            if let Some(e) = list.entries.iter().find(|e| e.is_video) {
+                bail!(
+                    "{}: {} is a video; a flow network trains on flow fields computed once: run \
+                     `gateshift data extract-flow {}` and train on the list it writes",
+                    e.origin(&list.file),
+                    e.path.display(),
+                    list.file.display()
+                );
+            }
+        }
+    }
     let naming = cfg.naming()?;
     let val = val.map(|list| {
         let pipeline = Pipeline {

@@ -451,7 +451,8 @@ fn data(a: DataBench) -> Result<()> {
             interval: 2,
             mode,
             order: FrameOrder::Normal,
-            frames_per_segment: 1,
+            input: gateshift::model::modality::Input::RGB,
+            live_flow: Default::default(),
         };
         let ds = Arc::new(ClipDataset { list: list.clone(), naming: FrameNaming::new(&a.template, 1)?, pipeline });
         let t = Instant::now();

@@ -12,9 +12,9 @@ use anyhow::{Context, Result, bail};
 use image::{GrayImage, RgbImage};
 use rayon::prelude::*;
 
-use super::{Plane, TvL1, grey, to_images};
 use crate::data::prepare::extract::{self, Job, Outcome};
 use crate::data::{FrameNaming, rawframes, video};
+use crate::flow::{Plane, TvL1, grey, to_images};
 
 /// The names TSN gives the two components, first index 1.
 pub const X_TEMPLATE: &str = "x_{:05d}.jpg";

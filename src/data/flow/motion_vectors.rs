@@ -12,8 +12,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::plane::Plane;
-use super::tvl1::Flow;
+use crate::flow::plane::Plane;
+use crate::flow::tvl1::Flow;
 
 /// One block's vector, as libav's `AVMotionVector`.
 #[derive(Clone, Copy, Debug, PartialEq)]

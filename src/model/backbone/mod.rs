@@ -57,6 +57,16 @@ pub struct InputSpec {
     pub std: [f32; 3],
 }
 
+impl InputSpec {
+    /// TSN's normalisation of a flow plane for this backbone, `(mean, std)` in the spec's
+    /// pixel range (tsn-pytorch and TSM `models.py`: BN-Inception mean 128, std 1; ResNet
+    /// mean 0.5, std the mean of the RGB stds): the middle of the range and the mean std.
+    pub fn flow(&self) -> (f32, f32) {
+        let mean = if self.range == 255.0 { 128.0 } else { 0.5 * self.range };
+        (mean, self.std.iter().sum::<f32>() / 3.0)
+    }
+}
+
 impl Arch {
     pub fn name(self) -> &'static str {
         match self {
