@@ -85,6 +85,12 @@ fn cases() -> Vec<(String, ModelConfig, usize)> {
     let mut diff = config(Arch::ResnetMini, TemporalKind::Gsm, 3);
     (diff.modality, diff.new_length) = (Modality::Rgbdiff, 2);
     add(diff, 64);
+    let mut flow = config(Arch::ResnetMini, TemporalKind::Tsm, 3);
+    (flow.modality, flow.new_length) = (Modality::Flow, 2);
+    add(flow, 64);
+    let mut flow = config(Arch::BnInception, TemporalKind::None, 2);
+    (flow.modality, flow.new_length) = (Modality::Flow, 5);
+    add(flow, 96);
     add(config(Arch::ResnetMini, TemporalKind::Gsm, 1), 64);
     let causal = [
         (Arch::ResnetMini, TemporalKind::Tsm, 64),
@@ -136,7 +142,13 @@ fn check_graph(what: &str, bytes: &[u8], cfg: &ModelConfig, size: usize, batch: 
     let input: serde_json::Value = serde_json::from_str(props["gateshift.input"]).unwrap();
     assert_eq!(input["segments"], cfg.segments, "{what}");
     assert_eq!(input["size"], size, "{what}");
-    assert_eq!(input["channel_order"], if cfg.arch.input().bgr { "BGR" } else { "RGB" }, "{what}");
+    if cfg.modality == Modality::Flow {
+        // One mean and std for the x and y planes: TSN's flow normalisation.
+        assert_eq!(input["mean"], serde_json::json!([cfg.arch.input().flow().0]), "{what}");
+        assert!(input.get("channel_order").is_none(), "{what}");
+    } else {
+        assert_eq!(input["channel_order"], if cfg.arch.input().bgr { "BGR" } else { "RGB" }, "{what}");
+    }
 }
 
 /// Every exportable recognizer gives a well-formed graph, with a dynamic or a fixed batch;
