@@ -4,7 +4,10 @@ algorithm and defaults denseflow used for TSN and TSM), for tests/flow.rs. Run i
 throwaway virtualenv, never as a project dependency:
 
     python3 -m venv /tmp/cvenv && /tmp/cvenv/bin/pip install opencv-contrib-python-headless numpy safetensors
-    /tmp/cvenv/bin/python scripts/flow_reference.py OUT.safetensors CLIP:FRAME:HEIGHT [CLIP:FRAME:HEIGHT …]
+    /tmp/cvenv/bin/python scripts/flow_reference.py [--farneback] OUT.safetensors CLIP:FRAME:HEIGHT [CLIP:FRAME:HEIGHT …]
+
+`--farneback`: `cv2.calcOpticalFlowFarneback(i0, i1, None, 0.5, 3, 15, 3, 5, 1.2, 0)` (the
+parameters of OpenCV's tutorials) instead of TV-L1.
 
 For each CLIP (a video file), frames FRAME and FRAME+1 are decoded, scaled to HEIGHT rows
 (INTER_AREA, width keeping the aspect ratio), made grey (cvtColor BGR2GRAY) and passed to
@@ -38,14 +41,18 @@ def grey_pair(clip, frame, height):
 
 
 def main():
-    out, specs = sys.argv[1], sys.argv[2:]
+    farneback = sys.argv[1] == "--farneback"
+    args = sys.argv[2:] if farneback else sys.argv[1:]
+    out, specs = args[0], args[1:]
     tensors, pairs = {}, []
     for k, spec in enumerate(specs):
         clip, frame, height = spec.rsplit(":", 2)
         i0, i1 = grey_pair(clip, int(frame), int(height))
-        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
         start = time.perf_counter()
-        flow = tvl1.calc(i0, i1, None)
+        if farneback:
+            flow = cv2.calcOpticalFlowFarneback(i0, i1, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        else:
+            flow = cv2.optflow.DualTVL1OpticalFlow_create().calc(i0, i1, None)
         seconds = time.perf_counter() - start
         tensors[f"{k}.i0"], tensors[f"{k}.i1"] = i0.astype(np.float32), i1.astype(np.float32)
         tensors[f"{k}.flow"] = flow.astype(np.float32)

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use gateshift::flow::{Flow, Plane, TvL1, dequantise, end_point_error};
+use gateshift::flow::{Farneback, Flow, Plane, TvL1, dequantise, end_point_error};
 use image::{GrayImage, RgbImage};
 
 fn bin() -> Command {
@@ -19,11 +19,12 @@ fn grey_plane(data: &burn::tensor::TensorData) -> Plane {
     Plane { w: shape[1], h: shape[0], data: data.as_slice::<f32>().expect("grey levels").to_vec() }
 }
 
-#[test]
-fn tvl1_agrees_with_opencv_on_real_frames() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flow_tvl1_opencv.safetensors");
+/// The EPE (whole image, and 8 px inside) of `ours` against each pair of an OpenCV fixture.
+fn against_opencv(fixture: &str, ours: impl Fn(&Plane, &Plane) -> Flow) -> Vec<(f64, f64)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
     let (tensors, meta) = gateshift::checkpoint::safetensors::read(&path).unwrap();
     let pairs: Vec<serde_json::Value> = serde_json::from_str(&meta["pairs"]).unwrap();
+    let mut out = Vec::new();
     for (k, pair) in pairs.iter().enumerate() {
         let i0 = grey_plane(&tensors[&format!("{k}.i0")]);
         let i1 = grey_plane(&tensors[&format!("{k}.i1")]);
@@ -32,14 +33,29 @@ fn tvl1_agrees_with_opencv_on_real_frames() {
         let (w, h) = (i0.w, i0.h);
         let part = |c: usize| Plane { w, h, data: (0..w * h).map(|i| xy[2 * i + c]).collect() };
         let theirs = Flow { u: part(0), v: part(1) };
-        let ours = TvL1::default().flow(&i0, &i1);
+        let ours = ours(&i0, &i1);
         let (all, inner) = (end_point_error(&ours, &theirs, 0), end_point_error(&ours, &theirs, 8));
         let magnitude = end_point_error(&theirs, &Flow { u: Plane::zeros(w, h), v: Plane::zeros(w, h) }, 0);
         println!(
-            "{} frame {} ({w}×{h}): EPE {all:.4} px, interior {inner:.4} px; mean |flow| {magnitude:.3} px",
+            "{fixture}: {} frame {} ({w}×{h}): EPE {all:.2e} px, interior {inner:.2e} px; mean |flow| {magnitude:.3} px",
             pair["clip"], pair["frame"]
         );
-        assert!(all < 0.03 && inner < 0.03, "{}: EPE {all} (interior {inner}) against OpenCV", pair["clip"]);
+        out.push((all, inner));
+    }
+    out
+}
+
+#[test]
+fn tvl1_agrees_with_opencv_on_real_frames() {
+    for (all, inner) in against_opencv("flow_tvl1_opencv.safetensors", |a, b| TvL1::default().flow(a, b)) {
+        assert!(all < 0.03 && inner < 0.03, "EPE {all} (interior {inner}) against OpenCV");
+    }
+}
+
+#[test]
+fn farneback_agrees_with_opencv_on_real_frames() {
+    for (all, inner) in against_opencv("flow_farneback_opencv.safetensors", |a, b| Farneback::default().flow(a, b)) {
+        assert!(all < 1e-4 && inner < 1e-4, "EPE {all} (interior {inner}) against OpenCV");
     }
 }
 
@@ -89,6 +105,35 @@ fn stored(dir: &Path, t: usize, bound: f32) -> Flow {
 
 fn constant(w: usize, h: usize, (u, v): (f32, f32)) -> Flow {
     Flow { u: Plane { w, h, data: vec![u; w * h] }, v: Plane { w, h, data: vec![v; w * h] } }
+}
+
+/// `--method farneback` stores the same motion, and its parameters are checked.
+#[test]
+fn extract_flow_farneback_recovers_a_translation() {
+    let dir = common::tmp("flow-farneback");
+    let frames = dir.join("clips/walk");
+    translation(&frames, 4, (96, 72), (2, -1));
+    let out = dir.join("flow");
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["data", "extract-flow", "--template", "img_{:05d}.png", "--method", "farneback", "--out"])
+            .arg(&out)
+            .arg(&frames)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Farneback flow"));
+    for t in 1..=3 {
+        let epe = end_point_error(&stored(&out.join("walk"), t, 20.0), &constant(96, 72, (2.0, -1.0)), 12);
+        assert!(epe < 0.5, "pair {t}: EPE {epe}");
+    }
+    for (flag, bad) in [("--pyr-scale", "1"), ("--pyr-scale", "nan"), ("--winsize", "4"), ("--poly-sigma", "0")] {
+        let o = run(&[flag, bad]);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(flag), "{flag} {bad}");
+    }
 }
 
 #[test]

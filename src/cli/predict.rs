@@ -41,6 +41,10 @@ pub struct PredictArgs {
     /// --short-side` made the training flow (default: the video's size).
     #[arg(long, value_parser = super::side)]
     pub flow_short_side: Option<u32>,
+    /// A flow stream on a video: the algorithm its training flow was made with (default
+    /// parameters, as `extract-flow`'s).
+    #[arg(long, value_enum, default_value_t = FlowMethod::Tvl1)]
+    pub flow_method: FlowMethod,
     /// A pretrained model from `gateshift assets` instead of a checkpoint (its own model and
     /// input sizes: the checkpoint's model and size flags do not apply).
     #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelConfig", "SizeArgs"])]
@@ -76,6 +80,13 @@ pub struct PredictArgs {
     /// on GPUs, slower than fp32 on the CPU backends).
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: Precision,
+}
+
+/// The flow algorithm a flow stream's fields are computed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowMethod {
+    Tvl1,
+    Farneback,
 }
 
 /// Pretrained models runnable without a checkpoint.
@@ -293,6 +304,9 @@ fn recognizer_scores_of(
     let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
     let mut pipeline = Pipeline::for_model(&p.config, size, scale, a.crops, a.clips);
     pipeline.live_flow.short_side = a.flow_short_side;
+    if a.flow_method == FlowMethod::Farneback {
+        pipeline.live_flow.solver = gateshift::flow::Solver::Farneback(Default::default());
+    }
     // A two-head model scores verbs (the classes) and nouns; the unknown noun is not scored.
     entry.noun = (p.config.noun_classes > 0).then_some(0);
     let naming = a.frames.naming_for(p.config.modality)?;

@@ -1,6 +1,6 @@
 //! Flow computed when a flow network reads a video (`predict`, `test` on a video list): the
 //! sampled fields only, each from its two decoded frames, with the settings `data
-//! extract-flow` stores them with — TV-L1 at the same frame size, quantised to the same grey
+//! extract-flow` stores them with — the same solver at the same frame size, quantised to the same grey
 //! levels — so the network sees what it was trained on (less the JPEG round trip).
 
 use std::path::Path;
@@ -10,12 +10,12 @@ use image::GrayImage;
 use rayon::prelude::*;
 
 use crate::data::video::{self, VideoInfo};
-use crate::flow::{TvL1, grey, to_images};
+use crate::flow::{Solver, grey, to_images};
 
 /// How a video's flow is computed on demand.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LiveFlow {
-    pub tvl1: TvL1,
+    pub solver: Solver,
     /// Quantisation bound in pixels (denseflow's 20).
     pub bound: f32,
     /// Frames scaled to this short side before the flow (None: the video's size), as
@@ -25,7 +25,7 @@ pub struct LiveFlow {
 
 impl Default for LiveFlow {
     fn default() -> Self {
-        Self { tvl1: TvL1::default(), bound: 20.0, short_side: None }
+        Self { solver: Solver::default(), bound: 20.0, short_side: None }
     }
 }
 
@@ -52,7 +52,7 @@ impl LiveFlow {
         let planes: Vec<_> = decoded.iter().map(grey).collect();
         let at = |f: usize| &planes[frames.binary_search(&f).expect("decoded")];
         let computed: Vec<(GrayImage, GrayImage)> =
-            wanted.par_iter().map(|&i| to_images(&self.tvl1.flow(at(i), at(i + 1)), self.bound)).collect();
+            wanted.par_iter().map(|&i| to_images(&self.solver.flow(at(i), at(i + 1)), self.bound)).collect();
         Ok(indices.iter().map(|i| computed[wanted.binary_search(i).expect("present")].clone()).collect())
     }
 }

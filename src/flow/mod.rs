@@ -1,15 +1,49 @@
-//! Dense optical flow for the flow stream of two-stream networks: TV-L1 (`tvl1.rs`) on the
-//! grey levels of consecutive frames (`plane.rs`: the image operations with OpenCV's
-//! semantics), and denseflow's quantisation of a field to TSN's two grey images. Stored by
+//! Dense optical flow for the flow stream of two-stream networks: TV-L1 (`tvl1.rs`) or
+//! Farnebäck's (`farneback.rs`) on the grey levels of consecutive frames (`plane.rs`: the
+//! image operations with OpenCV's semantics), and denseflow's quantisation of a field to TSN's two grey images. Stored by
 //! `data::flow::extract`, computed on demand by `data::live_flow`.
 
+pub mod farneback;
 pub mod plane;
 pub mod tvl1;
 
 use image::{GrayImage, RgbImage};
 
+pub use farneback::Farneback;
 pub use plane::Plane;
 pub use tvl1::{Flow, TvL1};
+
+/// A dense flow algorithm with its parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Solver {
+    /// TV-L1: what TSN's and TSM's flow was made with; seconds a pair on a CPU.
+    TvL1(TvL1),
+    /// Farnebäck's polynomial expansion: about 100× faster, coarser.
+    Farneback(Farneback),
+}
+
+impl Default for Solver {
+    fn default() -> Self {
+        Self::TvL1(TvL1::default())
+    }
+}
+
+impl Solver {
+    /// The flow from `i0` to `i1` (grey levels, one size).
+    pub fn flow(&self, i0: &Plane, i1: &Plane) -> Flow {
+        match self {
+            Self::TvL1(s) => s.flow(i0, i1),
+            Self::Farneback(s) => s.flow(i0, i1),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::TvL1(_) => "TV-L1",
+            Self::Farneback(_) => "Farneback",
+        }
+    }
+}
 
 /// Grey levels of an RGB frame, as OpenCV's `cvtColor(…, COLOR_BGR2GRAY)` on 8-bit images
 /// (the reference converts before computing flow): Y = 0.299 R + 0.587 G + 0.114 B in 14-bit

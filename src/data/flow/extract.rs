@@ -1,5 +1,5 @@
 //! Videos or frame folders → flow folders: for each pair of consecutive frames t, t+1
-//! (1-based t), `x_{t:05d}.jpg` and `y_{t:05d}.jpg`, the horizontal and vertical TV-L1 flow
+//! (1-based t), `x_{t:05d}.jpg` and `y_{t:05d}.jpg`, the horizontal and vertical flow
 //! quantised by denseflow's rule; N frames give N − 1 pairs, TSN's layout and count.
 //!
 //! Frames stream through in chunks (memory bounded for any video length); the pairs of a
@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::data::prepare::extract::{self, Job, Outcome};
 use crate::data::{FrameNaming, rawframes, video};
-use crate::flow::{Plane, TvL1, grey, to_images};
+use crate::flow::{Plane, Solver, grey, to_images};
 
 /// The names TSN gives the two components, first index 1.
 pub const X_TEMPLATE: &str = "x_{:05d}.jpg";
@@ -25,6 +25,8 @@ pub const Y_TEMPLATE: &str = "y_{:05d}.jpg";
 pub enum Method {
     /// Dense TV-L1 optical flow of the decoded frames.
     Tvl1,
+    /// Farnebäck's dense flow of the decoded frames (OpenCV's `calcOpticalFlowFarneback`).
+    Farneback,
     /// The block motion vectors the compressed video stores (H.264, MPEG-4 part 2, H.263,
     /// MPEG-1/2; `libav` feature): no flow computed.
     MotionVectors,
@@ -34,7 +36,8 @@ pub enum Method {
 #[derive(Clone, Debug)]
 pub struct FlowSettings {
     pub method: Method,
-    pub tvl1: TvL1,
+    /// The flow algorithm of `Tvl1` and `Farneback`.
+    pub solver: Solver,
     /// Flow values are clipped to ±bound pixels before quantising (denseflow: 20).
     pub bound: f32,
     /// JPEG quality 1–100.
@@ -133,7 +136,7 @@ fn pairs(frames: &[Plane], first: usize, out: &Path, s: &FlowSettings) -> Result
     let x = FrameNaming::new(X_TEMPLATE, 1)?;
     let y = FrameNaming::new(Y_TEMPLATE, 1)?;
     (0..frames.len() - 1).into_par_iter().try_for_each(|k| {
-        let flow = s.tvl1.flow(&frames[k], &frames[k + 1]);
+        let flow = s.solver.flow(&frames[k], &frames[k + 1]);
         let (fx, fy) = to_images(&flow, s.bound);
         write_jpeg(&fx, &x.path(out, 0, first + k), s.quality)?;
         write_jpeg(&fy, &y.path(out, 0, first + k), s.quality)
