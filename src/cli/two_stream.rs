@@ -66,6 +66,10 @@ pub fn run(s: Setup) -> Result<String> {
     let mut orders = Vec::new();
     for order in [FrameOrder::Normal, FrameOrder::Shuffle] {
         let (r, f) = (scores(&rgb, s.tsn, order)?, scores(&flow, &cfg, order)?);
+        let same = r.len() == f.len() && r.iter().zip(&f).all(|(a, b)| a.0 == b.0);
+        if !same {
+            anyhow::bail!("the RGB and flow validation lists differ: fusion needs the same clips in the same order");
+        }
         orders.push([accuracy(&r, None), accuracy(&f, None), accuracy(&r, Some(&f))]);
     }
     let flow_ms = flow_cost_ms(s.tsn, cfg.model.net.segments)?;
