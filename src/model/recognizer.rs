@@ -101,9 +101,11 @@ mod tests {
             refused(&|c| c.dropout = p, "dropout");
         }
         refused(&|c| c.shift_div = 1, "--shift-div");
-        refused(&|c| c.new_length = 3, "applies to --modality rgbdiff only");
-        for l in [0, 65, usize::MAX] {
-            refused(&|c| (c.modality, c.new_length) = (crate::model::Modality::Rgbdiff, l), "--new-length");
+        refused(&|c| c.new_length = 3, "applies to --modality rgbdiff and flow only");
+        for modality in [crate::model::Modality::Rgbdiff, crate::model::Modality::Flow] {
+            for l in [0, 65, usize::MAX] {
+                refused(&|c| (c.modality, c.new_length) = (modality, l), "--new-length");
+            }
         }
         refused(
             &|c| {
