@@ -111,7 +111,7 @@ fn a_flow_network_trains_tests_predicts_and_fuses_with_rgb() {
     let rgb =
         probabilities(&[video.as_os_str(), "--checkpoint".as_ref(), rgb_run.join("last.safetensors").as_os_str()]);
     let streams = format!("rgb={},flow={}", rgb_run.join("last.safetensors").display(), flow_ckpt.display());
-    for (weights, (wr, wf)) in [(None, (1.0, 1.5)), (Some("3,1"), (3.0, 1.0))] {
+    for (weights, (wr, wf)) in [(None, (1.0, 1.5)), (Some("3,1"), (3.0, 1.0)), (Some("1e300,1e300"), (1.0, 1.0))] {
         let mut args: Vec<&std::ffi::OsStr> = vec![video.as_os_str(), "--streams".as_ref(), streams.as_ref()];
         if let Some(w) = weights {
             args.push(std::ffi::OsStr::new("--stream-weights"));
@@ -135,6 +135,7 @@ fn a_flow_network_trains_tests_predicts_and_fuses_with_rgb() {
     refused(&["--streams", &streams, "--stream-weights", "1"], "1 weights for 2 streams");
     refused(&["--streams", &streams, "--stream-weights", "1,nan"], "finite");
     refused(&["--streams", &streams, "--stream-weights", "0,0"], "not all zero");
+    refused(&["--streams", &streams, "--stream-weights", "1e308,1e308"], "sum overflows");
     refused(&["--streams", &format!("flow={}", flow_ckpt.display())], "two or more");
     refused(&["--streams", &format!("{streams},flow=x")], "flow stream twice");
     refused(&["--streams", &format!("{streams},depth=x")], "not a stream");

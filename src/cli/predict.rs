@@ -360,9 +360,13 @@ fn stream_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Score
         Some(w) if w.iter().any(|v| !v.is_finite() || *v < 0.0) || w.iter().sum::<f64>() <= 0.0 => {
             bail!("--stream-weights must be finite, non-negative and not all zero: {w:?}")
         }
+        Some(w) if !w.iter().sum::<f64>().is_finite() => bail!("--stream-weights {w:?}: their sum overflows"),
         Some(w) => w.clone(),
         None => streams.iter().map(|(m, _)| if *m == Modality::Flow { 1.5 } else { 1.0 }).collect(),
     };
+    // Normalised here, in f64: weights as large as f32's range must not overflow the sum.
+    let total: f64 = weights.iter().sum();
+    let weights: Vec<f64> = weights.iter().map(|w| w / total).collect();
     let mut fused: Option<Scores> = None;
     for ((modality, checkpoint), w) in streams.iter().zip(&weights) {
         let t0 = std::time::Instant::now();
@@ -385,10 +389,7 @@ fn stream_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Score
             }
         });
     }
-    let total = weights.iter().sum::<f64>() as f32;
-    let (probs, names, nouns) = fused.expect("at least one stream");
-    let norm = |v: Vec<f32>| v.into_iter().map(|p| p / total).collect();
-    Ok((norm(probs), names, nouns.map(norm)))
+    Ok(fused.expect("at least one stream"))
 }
 
 /// `NAME=CHECKPOINT` pairs; a name is a modality, each at most once.
