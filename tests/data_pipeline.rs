@@ -221,21 +221,19 @@ fn truncated_video_is_a_clear_error() {
     println!("truncated mp4 → {msg}");
 }
 
-/// RGB difference reads `new_length + 1` consecutive frames per segment: segment starts as
-/// TSN's test sampling with that length, the last frame repeated past the end; reversing
-/// reverses every frame, shuffling moves whole segments.
-/// A flow folder: field i's x plane is 10·i + 5 everywhere, its y plane 200 − 10·i; 6 fields.
-fn flow_folder(dir: &Path) -> std::path::PathBuf {
+/// A flow folder of `fields` fields and its list: field i's x plane is 10·i + 5 everywhere,
+/// its y plane 200 − 10·i.
+fn flow_folder(dir: &Path, fields: u8) -> std::path::PathBuf {
     let clip = dir.join("clip");
     std::fs::create_dir_all(&clip).unwrap();
-    for i in 0..6u8 {
+    for i in 0..fields {
         for (axis, v) in [("x", 10 * i + 5), ("y", 200 - 10 * i)] {
             image::GrayImage::from_pixel(8, 6, image::Luma([v]))
                 .save(clip.join(format!("{axis}_{:05}.png", i + 1)))
                 .unwrap();
         }
     }
-    std::fs::write(dir.join("list.txt"), "clip 6 1\n").unwrap();
+    std::fs::write(dir.join("list.txt"), format!("clip {fields} 1\n")).unwrap();
     dir.join("list.txt")
 }
 
@@ -245,7 +243,7 @@ fn flow_folder(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn flow_segments_stack_consecutive_x_and_y_fields() {
     let dir = common::tmp("flow-fields");
-    let list_file = flow_folder(&dir);
+    let list_file = flow_folder(&dir, 6);
     let spec = InputSpec { size: 4, bgr: false, range: 255.0, mean: [0.0; 3], std: [1.0; 3] };
     let read = |mode: Mode, seed: u64| {
         let list = List::read(&list_file, Some(&dir), ListFormat::Auto, None).unwrap();
@@ -281,6 +279,9 @@ fn flow_segments_stack_consecutive_x_and_y_fields() {
     assert!(flipped > 5 && plain > 5, "flips {flipped}, plain {plain}");
 }
 
+/// RGB difference reads `new_length + 1` consecutive frames per segment: segment starts as
+/// TSN's test sampling with that length, the last frame repeated past the end; reversing
+/// reverses every frame, shuffling moves whole segments.
 #[test]
 fn segments_of_consecutive_frames_for_rgb_difference() {
     let dir = common::tmp("consecutive");
@@ -318,4 +319,42 @@ fn segments_of_consecutive_frames_for_rgb_difference() {
         assert!(g[1] == g[0] + 1 && g[2] == g[1] + 1 && g[2] <= 9, "{read:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// CoViAR's GOP sampling on a motion-vector folder of 12 fields (13 frames, an I-frame every
+/// 4): the I-frames' fields (frames 4 and 8: fields 3 and 7) are never read, the frame
+/// before each takes its place, and the test clip is CoViAR's centres.
+#[test]
+fn gop_sampling_never_reads_an_i_frame() {
+    let dir = common::tmp("gop-sampling");
+    let list_file = flow_folder(&dir, 12);
+    std::fs::write(dir.join("clip/frame_types.txt"), "IPPPIPPPIPPPI\n").unwrap();
+    let spec = InputSpec { size: 4, bgr: false, range: 255.0, mean: [0.0; 3], std: [1.0; 3] };
+    let fields = |mode: Mode, seed: u64| -> Vec<u8> {
+        let list = List::read(&list_file, Some(&dir), ListFormat::Auto, None).unwrap();
+        let pipeline = Pipeline {
+            input: Input::new(Modality::Flow, 1),
+            sampling: Sampling::Coviar,
+            mode,
+            ..Pipeline::test(spec, 4, 6, 4, 1, 1)
+        };
+        let naming = FrameNaming::for_modality("{}_{:05d}.png", 1, Modality::Flow).unwrap();
+        let ds = ClipDataset { list, naming, pipeline };
+        let clip = ds.get(0, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed)).unwrap();
+        // y planes (unflipped): 200 − 10·field.
+        clip.data.chunks(16).skip(1).step_by(2).map(|p| ((200.0 - (p[0] + 128.0)) / 10.0) as u8).collect()
+    };
+    // coviar_test(13, 4): frames 2, 5, 8 → 7, 11: fields 1, 4, 6, 10.
+    assert_eq!(fields(Mode::Test { scale: 6, crops: 1, clips: 1 }, 0), [1, 4, 6, 10]);
+    let mut seen = [0usize; 12];
+    for seed in 0..300 {
+        let mode = Mode::Train { scale: 6, flip: false, flip_map: FlipMap::default() };
+        for f in fields(mode, seed) {
+            seen[f as usize] += 1;
+        }
+    }
+    assert_eq!((seen[3], seen[7], seen[11]), (0, 0, 0), "I-frame fields read: {seen:?}");
+    // The frame before an I-frame is drawn in its place: about twice as often as a neighbour.
+    assert!(seen[2] > seen[1] * 3 / 2 && seen[6] > seen[5] * 3 / 2, "{seen:?}");
+    assert!(seen.iter().enumerate().all(|(i, &n)| [3, 7, 11].contains(&i) || n > 0), "{seen:?}");
 }

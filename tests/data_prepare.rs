@@ -349,6 +349,10 @@ fn extraction_runs_in_parallel_and_resumes() {
     let text = ok(prepare("ucf101", &dir, &["--extract", "--jobs", "2"]));
     assert!(text.contains("0 videos extracted, 20 already done"), "{text}");
     assert_eq!(lines(&dir.join("out/train.txt")), first);
+    // A run with other settings does not take these folders as its own.
+    let e = failed(prepare("ucf101", &dir, &["--extract", "--jobs", "2", "--short-side", "16"]));
+    assert!(e.contains("other settings") && e.contains("short_side=16"), "{e}");
+    assert_eq!(lines(&dir.join("out/train.txt")), first);
     // A run killed mid-video left a partial folder (its process is gone) and no finished one.
     let frames_dir = dir.join("out/frames/a");
     std::fs::remove_dir_all(frames_dir.join("v_04")).unwrap();

@@ -36,6 +36,10 @@ pub struct ExtractFlowArgs {
     /// (H.264, MPEG-4 part 2, H.263, MPEG-1/2; a build with the `libav` feature).
     #[arg(long, value_enum, default_value = "tvl1")]
     pub method: Method,
+    /// motion-vectors: CoViAR's accumulated vectors, each frame's displacement traced back to
+    /// its GOP's I-frame (zero at I-frames), rather than each frame's own vectors.
+    #[arg(long)]
+    pub accumulate: bool,
     /// Flow is clipped to ±BOUND pixels and mapped to 0–255 (denseflow: 20).
     #[arg(long, default_value_t = 20.0, value_parser = float_where(positive, "positive"))]
     pub bound: f64,
@@ -148,6 +152,9 @@ impl Tvl1Args {
 pub fn run(a: ExtractFlowArgs) -> Result<()> {
     let out_list = a.out_list.clone().unwrap_or_else(|| a.out.join("list.txt"));
     gateshift::io::check_output(&out_list)?;
+    if a.accumulate && a.method != Method::MotionVectors {
+        bail!("--accumulate traces stored motion vectors back to the I-frame: it needs --method motion-vectors");
+    }
     let (jobs, labels) = jobs(&a)?;
     let settings = FlowSettings {
         method: a.method,
@@ -160,15 +167,17 @@ pub fn run(a: ExtractFlowArgs) -> Result<()> {
         short_side: a.jpeg.short_side,
         frames: a.frames.naming()?,
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        accumulate: a.accumulate,
     };
     let what = match a.method {
         Method::Tvl1 => "TV-L1 flow",
         Method::Farneback => "Farneback flow",
+        Method::MotionVectors if a.accumulate => "accumulated motion vectors (CoViAR)",
         Method::MotionVectors => "stored motion vectors",
     };
     say!("extract-flow: {what} of {} input(s) into {} on {} thread(s)", jobs.len(), a.out.display(), settings.jobs)?;
     let bar = gateshift::report::progress::progress_bar(true, jobs.len() as u64, "flow");
-    let outcomes = extract::run(&jobs, &settings, &|| bar.inc(1))?;
+    let outcomes = extract::run(&jobs, &settings, &a.out, &|| bar.inc(1))?;
     bar.finish_and_clear();
     let (mut lines, mut failed, mut skipped) = (Vec::new(), Vec::new(), 0);
     for ((job, label), outcome) in jobs.iter().zip(&labels).zip(&outcomes) {

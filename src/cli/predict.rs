@@ -11,7 +11,9 @@ use clap::Args;
 use gateshift::checkpoint::Fit;
 use gateshift::checkpoint::StateDict;
 use gateshift::data::list::{Entry, List, ListFormat};
+use gateshift::data::live_flow::{LiveFlow, Motion};
 use gateshift::data::{ClipDataset, Pipeline, Sampling};
+use gateshift::flow::Solver;
 use gateshift::infer::{EvalOptions, Options};
 use gateshift::model::i3d;
 use rand::SeedableRng;
@@ -30,21 +32,15 @@ pub struct PredictArgs {
     /// Two-stream (late fusion): `NAME=CHECKPOINT,…`, a network per stream, e.g.
     /// `rgb=rgb.safetensors,flow=flow.safetensors`; NAME is the network's modality (rgb,
     /// rgbdiff, flow), checked against the checkpoint. A flow stream on a video computes the
-    /// TV-L1 flow of the fields it samples. The streams' probabilities are averaged with
+    /// flow of the fields it samples (`--flow-method`). The streams' probabilities are averaged with
     /// `--stream-weights`.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["checkpoint", "model", "render"])]
     pub streams: Vec<String>,
     /// One weight per stream (default: TSN's 1 for RGB and RGB difference, 1.5 for flow).
     #[arg(long, value_delimiter = ',', requires = "streams")]
     pub stream_weights: Option<Vec<f64>>,
-    /// A flow stream on a video: the frames' short side for the flow, as `extract-flow
-    /// --short-side` made the training flow (default: the video's size).
-    #[arg(long, value_parser = super::side)]
-    pub flow_short_side: Option<u32>,
-    /// A flow stream on a video: the algorithm its training flow was made with (default
-    /// parameters, as `extract-flow`'s).
-    #[arg(long, value_enum, default_value_t = FlowMethod::Tvl1)]
-    pub flow_method: FlowMethod,
+    #[command(flatten)]
+    pub live_flow: LiveFlowArgs,
     /// A pretrained model from `gateshift assets` instead of a checkpoint (its own model and
     /// input sizes: the checkpoint's model and size flags do not apply).
     #[arg(long, value_enum, conflicts_with_all = ["checkpoint", "ModelConfig", "SizeArgs"])]
@@ -82,11 +78,45 @@ pub struct PredictArgs {
     pub precision: Precision,
 }
 
-/// The flow algorithm a flow stream's fields are computed with.
+/// The motion a flow stream's fields are made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum FlowMethod {
     Tvl1,
     Farneback,
+    /// The motion vectors the video stores (H.264, MPEG-4 part 2, …; the `libav` feature).
+    MotionVectors,
+}
+
+/// How a flow network given a video gets its fields: as the training fields were made.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LiveFlowArgs {
+    /// A flow network on a video: the frames' short side for the flow, as `extract-flow
+    /// --short-side` made the training flow (default: the video's size).
+    #[arg(long, value_parser = super::side)]
+    pub flow_short_side: Option<u32>,
+    /// A flow network on a video: the method its training flow was made with (`extract-flow
+    /// --method`, default parameters).
+    #[arg(long, value_enum, default_value_t = FlowMethod::Tvl1)]
+    pub flow_method: FlowMethod,
+    /// With --flow-method motion-vectors: accumulated back to the I-frame, as `extract-flow
+    /// --accumulate` (CoViAR).
+    #[arg(long)]
+    pub flow_accumulate: bool,
+}
+
+impl LiveFlowArgs {
+    /// The on-demand flow these flags describe.
+    pub fn live_flow(&self) -> Result<LiveFlow> {
+        if self.flow_accumulate && self.flow_method != FlowMethod::MotionVectors {
+            bail!("--flow-accumulate accumulates stored motion vectors: it needs --flow-method motion-vectors");
+        }
+        let motion = match self.flow_method {
+            FlowMethod::Tvl1 => Motion::Flow(Solver::default()),
+            FlowMethod::Farneback => Motion::Flow(Solver::Farneback(Default::default())),
+            FlowMethod::MotionVectors => Motion::Vectors { accumulate: self.flow_accumulate },
+        };
+        Ok(LiveFlow { motion, short_side: self.flow_short_side, ..LiveFlow::default() })
+    }
 }
 
 /// Pretrained models runnable without a checkpoint.
@@ -303,10 +333,7 @@ fn recognizer_scores_of(
     let names = p.class_names(a.labels.as_deref())?;
     let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
     let mut pipeline = Pipeline::for_model(&p.config, size, scale, a.crops, a.clips);
-    pipeline.live_flow.short_side = a.flow_short_side;
-    if a.flow_method == FlowMethod::Farneback {
-        pipeline.live_flow.solver = gateshift::flow::Solver::Farneback(Default::default());
-    }
+    pipeline.live_flow = a.live_flow.live_flow()?;
     // A two-head model scores verbs (the classes) and nouns; the unknown noun is not scored.
     entry.noun = (p.config.noun_classes > 0).then_some(0);
     let naming = a.frames.naming_for(p.config.modality)?;

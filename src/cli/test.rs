@@ -54,6 +54,8 @@ pub struct DataArgs {
     pub sampling: Sampling,
     #[arg(long, default_value_t = 2, value_parser = super::at_least_one::<usize>)]
     pub interval: usize,
+    #[command(flatten)]
+    pub live_flow: super::predict::LiveFlowArgs,
     #[arg(long, default_value_t = 2, value_parser = super::worker_count)]
     pub workers: usize,
     #[arg(long, default_value_t = 8, value_parser = super::count_up_to(gateshift::limits::MAX_BATCH))]
@@ -126,8 +128,13 @@ pub fn dataset(
     let list = List::read(&d.list, Some(&root), d.list_format, Some(cfg.classes))?;
     let (size, scale) = d.sizes.resolve(cfg, meta)?;
     let size = if full_res { scale } else { size };
-    let pipeline =
-        Pipeline { sampling: d.sampling, interval: d.interval, ..Pipeline::for_model(cfg, size, scale, crops, clips) };
+    d.sampling.check(&cfg.input())?;
+    let pipeline = Pipeline {
+        sampling: d.sampling,
+        interval: d.interval,
+        live_flow: d.live_flow.live_flow()?,
+        ..Pipeline::for_model(cfg, size, scale, crops, clips)
+    };
     Ok(ClipDataset { list, naming: d.frames.naming_for(cfg.modality)?, pipeline })
 }
 

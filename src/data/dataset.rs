@@ -9,6 +9,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::data::gop::FrameTypes;
 use crate::data::list::{Entry, List};
 use crate::data::live_flow::{self as live, LiveFlow};
 use crate::data::rawframes::{FrameNaming, read_grey, read_rgb};
@@ -30,6 +31,25 @@ pub enum Sampling {
     /// `segments` consecutive frames (3D networks such as I3D): a random window in
     /// training, evenly spread windows (one: the centre) at test.
     Window,
+    /// CoViAR's sampling of motion vectors (`extract-flow --method motion-vectors`): TSN-like
+    /// segments of frames 1 … n − 2, a sampled I-frame replaced by the last frame of the GOP
+    /// before it (`data::gop`); one field per segment (`--new-length 1`).
+    Coviar,
+}
+
+impl Sampling {
+    /// Refuses a sampling that cannot feed `input`.
+    pub fn check(self, input: &Input) -> Result<()> {
+        if self == Self::Coviar && (input.modality != Modality::Flow || input.frames_per_segment() != 1) {
+            bail!(
+                "--sampling coviar samples one motion-vector field per segment, as CoViAR: it needs \
+                 --modality flow --new-length 1 (this model: {:?}, {} per segment)",
+                input.modality,
+                input.frames_per_segment()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Order of the sampled frames handed to the model (the temporal-reliance diagnostic).
@@ -147,8 +167,8 @@ pub struct ClipDataset {
 
 /// Where an entry's frames come from once opened.
 enum Opened {
-    Frames { dir: PathBuf, start: usize, frames: usize },
-    Video { path: PathBuf, info: video::VideoInfo },
+    Frames { dir: PathBuf, start: usize, frames: usize, types: Option<FrameTypes> },
+    Video { path: PathBuf, info: video::VideoInfo, types: Option<FrameTypes> },
 }
 
 impl ClipDataset {
@@ -189,21 +209,28 @@ impl ClipDataset {
             if self.pipeline.flow() && info.frames < 2 {
                 bail!("{}video {} has one frame: flow needs two", self.at(e), e.path.display());
             }
-            Ok(Opened::Video { path: e.path.clone(), info })
+            let types = (self.pipeline.sampling == Sampling::Coviar)
+                .then(|| self.pipeline.live_flow.frame_types(&e.path).map_err(|err| self.locate(e, err)))
+                .transpose()?;
+            Ok(Opened::Video { path: e.path.clone(), info, types })
         } else {
             let frames = e.num_frames.unwrap_or(0);
             if frames == 0 {
                 bail!("{}{} lists 0 frames", self.at(e), e.path.display());
             }
-            Ok(Opened::Frames { dir: e.path.clone(), start: e.start, frames })
+            let types = (self.pipeline.sampling == Sampling::Coviar)
+                .then(|| FrameTypes::read(&e.path, frames).map_err(|err| self.locate(e, err)))
+                .transpose()?;
+            Ok(Opened::Frames { dir: e.path.clone(), start: e.start, frames, types })
         }
     }
 
     /// The frame indices of every test clip (or the one training clip) of a video: per
     /// segment its first frame and the `frames_per_segment − 1` after it (TSN repeats the last
     /// frame where a segment runs past the end). Shuffling permutes segments, keeping each
-    /// one's frames in order; reversing reverses every frame.
-    fn indices(&self, frames: usize, rng: &mut impl Rng) -> Vec<Vec<usize>> {
+    /// one's frames in order; reversing reverses every frame. CoViAR's sampling picks among
+    /// the `frames + 1` frames of the video whose `frames` motion fields these are.
+    fn indices(&self, frames: usize, types: Option<&FrameTypes>, rng: &mut impl Rng) -> Vec<Vec<usize>> {
         let p = &self.pipeline;
         let length = p.input.frames_per_segment();
         let mut clips = match (&p.mode, p.sampling) {
@@ -215,7 +242,13 @@ impl ClipDataset {
             (Mode::Test { clips, .. }, Sampling::Dense) => sampling::dense_test(frames, p.segments, p.interval, *clips),
             (Mode::Train { .. }, Sampling::Window) => vec![sampling::dense_train(frames, p.segments, 1, rng)],
             (Mode::Test { clips, .. }, Sampling::Window) => sampling::windows(frames, p.segments, *clips),
+            (Mode::Train { .. }, Sampling::Coviar) => vec![sampling::coviar_train(frames + 1, p.segments, rng)],
+            (Mode::Test { clips, .. }, Sampling::Coviar) => sampling::coviar_test(frames + 1, p.segments, *clips),
         };
+        if let Some(types) = types {
+            // Video frame f's field is field f − 1.
+            clips.iter_mut().flatten().for_each(|f| *f = (types.motion_frame(*f) - 1).min(frames.saturating_sub(1)));
+        }
         for c in &mut clips {
             if p.order == FrameOrder::Shuffle {
                 c.shuffle(rng);
@@ -234,10 +267,10 @@ impl ClipDataset {
             return self.read_flow(e, opened, indices, short).map(Images::Flow);
         }
         match opened {
-            Opened::Video { path, info } => {
+            Opened::Video { path, info, .. } => {
                 video::read_frames(path, info, indices, Some(short)).map(Images::Rgb).map_err(|err| self.locate(e, err))
             }
-            Opened::Frames { dir, start, frames } => {
+            Opened::Frames { dir, start, frames, .. } => {
                 let mut unique: Vec<usize> = indices.to_vec();
                 unique.sort_unstable();
                 unique.dedup();
@@ -267,7 +300,7 @@ impl ClipDataset {
             if img.width().min(img.height()) == short { img } else { transform::resize_short(&img, short) }
         };
         let fields = match opened {
-            Opened::Video { path, info } => {
+            Opened::Video { path, info, .. } => {
                 self.pipeline.live_flow.read(path, info, indices).map_err(|err| self.locate(e, err))?
             }
             Opened::Frames { dir, start, .. } => {
@@ -295,12 +328,13 @@ impl ClipDataset {
     pub fn get(&self, index: usize, rng: &mut impl Rng) -> Result<Clip> {
         let e = &self.list.entries[index];
         let opened = self.open(e)?;
-        let frames = match &opened {
-            Opened::Frames { frames, .. } => *frames,
-            Opened::Video { info, .. } if self.pipeline.flow() => live::fields(info.frames),
-            Opened::Video { info, .. } => info.frames,
+        let (frames, types) = match &opened {
+            Opened::Frames { frames, types, .. } => (*frames, types.as_ref()),
+            Opened::Video { types: Some(t), .. } => (live::fields(t.0.len()), Some(t)),
+            Opened::Video { info, .. } if self.pipeline.flow() => (live::fields(info.frames), None),
+            Opened::Video { info, .. } => (info.frames, None),
         };
-        let clips = self.indices(frames, rng);
+        let clips = self.indices(frames, types, rng);
         let p = &self.pipeline;
         let plane = (p.size * p.size) as usize;
         let mut label = e.label;

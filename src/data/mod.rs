@@ -4,6 +4,7 @@
 pub mod dataset;
 pub mod ffmpeg;
 pub mod flow;
+pub mod gop;
 pub mod list;
 pub mod live_flow;
 pub mod loader;

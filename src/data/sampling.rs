@@ -87,6 +87,35 @@ pub fn windows(num_frames: usize, len: usize, clips: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// CoViAR's training sampling of a motion representation (`get_seg_range`): frames 1 … n − 2
+/// of an `frames`-long video (frame 0, an I-frame, carries no motion) in T segments, one
+/// random frame in each; segment bounds rounded half to even, as NumPy's `round`.
+pub fn coviar_train(frames: usize, segments: usize, rng: &mut impl Rng) -> Vec<usize> {
+    let size = frames.saturating_sub(2) as f64 / segments as f64;
+    let last = frames.saturating_sub(1).max(1);
+    (0..segments)
+        .map(|s| {
+            let begin = (size * s as f64).round_ties_even() as usize;
+            let end = ((size * (s + 1) as f64).round_ties_even() as usize).max(begin + 1);
+            (rng.random_range(begin..end) + 1).min(last)
+        })
+        .collect()
+}
+
+/// CoViAR's test sampling (`_get_test_frame_index`): the centre of each of T segments of
+/// frames 1 … n − 2; N clips shift the centre by a fraction of a segment as
+/// [`uniform_clips`] (one clip: CoViAR's own).
+pub fn coviar_test(frames: usize, segments: usize, clips: usize) -> Vec<Vec<usize>> {
+    let size = frames.saturating_sub(2) as f64 / segments as f64;
+    let last = frames.saturating_sub(1).max(1);
+    (0..clips.max(1))
+        .map(|c| {
+            let offset = (c as f64 + 0.5) / clips.max(1) as f64;
+            (0..segments).map(|s| ((size * (s as f64 + offset)).round_ties_even() as usize + 1).min(last)).collect()
+        })
+        .collect()
+}
+
 /// Each of `starts` followed by the `length − 1` frames after it, the last frame of a
 /// `frames`-long video repeated past its end (TSN's loader: `if p < num_frames: p += 1`).
 pub fn consecutive(starts: &[usize], length: usize, frames: usize) -> Vec<usize> {
@@ -189,5 +218,30 @@ mod tests {
         assert_eq!(windows(64, 64, 1), vec![(0..64).collect::<Vec<_>>()]);
         // Shorter than the window: looped.
         assert_eq!(windows(3, 7, 1), vec![vec![0, 1, 2, 0, 1, 2, 0]]);
+    }
+
+    /// CoViAR's own numbers (`dataset.py`, GOP 12): 37 frames, 3 segments → segment size
+    /// 35/3, ranges [1, 13), [13, 24), [24, 36); test centres round(35/3 · (s + ½)) + 1.
+    #[test]
+    fn coviar_sampling_skips_frame_zero_as_coviar() {
+        assert_eq!(coviar_test(37, 3, 1), vec![vec![7, 19, 30]]);
+        let mut rng = StdRng::seed_from_u64(3);
+        let ranges = [1..13, 13..24, 24..36];
+        let mut seen = [std::collections::BTreeSet::new(), Default::default(), Default::default()];
+        for _ in 0..2000 {
+            for (s, f) in coviar_train(37, 3, &mut rng).into_iter().enumerate() {
+                assert!(ranges[s].contains(&f), "segment {s} got {f}");
+                seen[s].insert(f);
+            }
+        }
+        assert!(seen.iter().zip(&ranges).all(|(v, r)| v.len() == r.len()), "{seen:?}");
+        // Two frames (one field): frame 1 only. Short videos repeat frames, never frame 0.
+        assert_eq!(coviar_test(2, 4, 1), vec![vec![1; 4]]);
+        assert_eq!(coviar_train(2, 4, &mut rng), vec![1; 4]);
+        // An empty segment takes the frame after its start, as CoViAR's (here up to frame 4).
+        assert!(coviar_train(5, 8, &mut rng).iter().all(|&f| (1..5).contains(&f)));
+        // Half to even: 26 frames, 8 segments, size 3 → centres round(1.5)=2, round(4.5)=4, …
+        assert_eq!(coviar_test(26, 8, 1)[0][..2], [3, 5]);
+        assert_eq!(coviar_test(37, 3, 2), vec![vec![4, 16, 27], vec![10, 21, 33]]);
     }
 }

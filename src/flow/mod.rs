@@ -1,9 +1,13 @@
-//! Dense optical flow for the flow stream of two-stream networks: TV-L1 (`tvl1.rs`) or
-//! Farnebäck's (`farneback.rs`) on the grey levels of consecutive frames (`plane.rs`: the
-//! image operations with OpenCV's semantics), and denseflow's quantisation of a field to TSN's two grey images. Stored by
-//! `data::flow::extract`, computed on demand by `data::live_flow`.
+//! Motion for the flow stream of two-stream networks: dense optical flow, TV-L1 (`tvl1.rs`)
+//! or Farnebäck's (`farneback.rs`), on the grey levels of consecutive frames (`plane.rs`: the
+//! image operations with OpenCV's semantics); or the motion vectors compressed video stores
+//! (`motion_vectors.rs`), as they are or accumulated back to the I-frame as CoViAR
+//! (`accumulated.rs`); and denseflow's quantisation of a field to TSN's two grey images.
+//! Stored by `data::flow::extract`, computed on demand by `data::live_flow`.
 
+pub mod accumulated;
 pub mod farneback;
+pub mod motion_vectors;
 pub mod plane;
 pub mod tvl1;
 

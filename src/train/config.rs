@@ -244,6 +244,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.model_config(1).check()?;
         self.model.net.arch.check_input_size(self.input_size() as usize)?;
+        self.data.sampling.check(&self.model.net.input())?;
         let o = &self.optim;
         if self.data.train_list.as_os_str().is_empty() {
             bail!("no training list (--train-list or data.train_list)");

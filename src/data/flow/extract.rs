@@ -12,9 +12,13 @@ use anyhow::{Context, Result, bail};
 use image::{GrayImage, RgbImage};
 use rayon::prelude::*;
 
+use crate::data::gop::FrameTypes;
 use crate::data::prepare::extract::{self, Job, Outcome};
 use crate::data::{FrameNaming, rawframes, video};
-use crate::flow::{Plane, Solver, grey, to_images};
+
+use crate::flow::accumulated::Accumulator;
+use crate::flow::motion_vectors;
+use crate::flow::{Flow, Plane, Solver, grey, to_images};
 
 /// The names TSN gives the two components, first index 1.
 pub const X_TEMPLATE: &str = "x_{:05d}.jpg";
@@ -48,6 +52,9 @@ pub struct FlowSettings {
     pub frames: FrameNaming,
     /// Threads: videos and frame pairs share them.
     pub jobs: usize,
+    /// Motion vectors: CoViAR's accumulated vectors (back to the GOP's I-frame), not each
+    /// frame's own.
+    pub accumulate: bool,
 }
 
 /// The naming of the x component, by which a finished folder is counted.
@@ -56,8 +63,23 @@ pub fn x_naming() -> FrameNaming {
 }
 
 /// Extracts every job (input: `job.video`, a video file or a frame folder) into `job.dir`.
-pub fn run(jobs: &[Job], s: &FlowSettings, done: &(dyn Fn() + Sync)) -> Result<Vec<Outcome>> {
-    extract::run_with(jobs, s.jobs, &x_naming(), &|job, tmp| one(&job.video, tmp, s), done)
+/// The folders lie under `root`.
+pub fn run(jobs: &[Job], s: &FlowSettings, root: &Path, done: &(dyn Fn() + Sync)) -> Result<Vec<Outcome>> {
+    let naming = x_naming();
+    let stamp = stamp(s);
+    let folders = extract::Folders { root, naming: &naming, stamp: &stamp };
+    extract::run_with(jobs, s.jobs, &folders, &|job, tmp| one(&job.video, tmp, s), done)
+}
+
+/// The settings that decide the fields, as the output's record holds them: a rerun with
+/// other ones (another method, `--accumulate`, bound, size) does not take folders as done.
+fn stamp(s: &FlowSettings) -> String {
+    let how = match s.method {
+        Method::MotionVectors => format!("motion-vectors accumulate={}", s.accumulate),
+        _ => format!("{:?}", s.solver),
+    };
+    let side = s.short_side.map_or("none".into(), |s| s.to_string());
+    format!("flow {how} bound={} short_side={side} quality={}", s.bound, s.quality)
 }
 
 /// Frames to hold before computing their pairs: enough to keep every thread busy.
@@ -152,8 +174,9 @@ fn write_jpeg(img: &GrayImage, path: &Path, quality: u8) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The stored motion vectors of a video as flow pairs: frame t + 1's vectors from frame t are
-/// pair t; intra-coded frames give zero fields.
+/// The stored motion vectors of a video as flow pairs: frame t + 1's vectors from frame t (or,
+/// accumulated, its displacement since its GOP's I-frame) are pair t; intra-coded frames give
+/// zero fields. The picture type of every frame goes to [`crate::data::gop::FILE`] for GOP sampling.
 fn motion_vectors(input: &Path, out: &Path, s: &FlowSettings) -> Result<usize> {
     if std::fs::metadata(input).is_ok_and(|m| m.is_dir()) {
         bail!("{} is a frame folder: motion vectors come from a compressed video", input.display());
@@ -163,19 +186,31 @@ fn motion_vectors(input: &Path, out: &Path, s: &FlowSettings) -> Result<usize> {
     }
     let x = FrameNaming::new(X_TEMPLATE, 1)?;
     let y = FrameNaming::new(Y_TEMPLATE, 1)?;
-    // Frame k's vectors (from frame k − 1) are pair k − 1; frame 0 has none to give.
+    let mut types = FrameTypes::default();
+    let mut accumulator: Option<Accumulator> = None;
+    // Frame k's field (its vectors from frame k − 1) is pair k − 1; frame 0 has none to give.
     let mut k = 0usize;
-    let frames = super::motion_vectors::read(input, &mut |size, vectors| {
+    let mut store = |flow: Flow| -> Result<()> {
         if k > 0 {
-            let (fx, fy) = to_images(&super::motion_vectors::field(&vectors, size), s.bound);
+            let (fx, fy) = to_images(&flow, s.bound);
             write_jpeg(&fx, &x.path(out, 0, k - 1), s.quality)?;
             write_jpeg(&fy, &y.path(out, 0, k - 1), s.quality)?;
         }
         k += 1;
         Ok(())
+    };
+    let frames = motion_vectors::read(input, &mut |size, vectors| {
+        types.0.push(vectors.kind);
+        if s.accumulate {
+            accumulator.get_or_insert_with(|| Accumulator::new(size)).push(vectors).into_iter().try_for_each(&mut store)
+        } else {
+            store(motion_vectors::field(&vectors, size))
+        }
     })?;
+    accumulator.map_or(Vec::new(), |mut a| a.finish()).into_iter().try_for_each(&mut store)?;
     if frames < 2 {
         bail!("{} has {frames} frame(s): motion needs at least two", input.display());
     }
+    types.write(out)?;
     Ok(frames - 1)
 }

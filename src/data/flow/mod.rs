@@ -1,6 +1,5 @@
-//! The flow stream's data: `extract.rs` stores TV-L1 flow (`crate::flow`) of videos and
-//! frame folders as TSN's `x_{:05d}.jpg` / `y_{:05d}.jpg` pairs; `motion_vectors.rs` the block
-//! vectors compressed video already holds (`--features libav`), as the same pairs.
+//! The flow stream's stored data: `extract.rs` writes the motion of videos and frame folders
+//! (`crate::flow`: TV-L1 or Farnebäck flow, or the stored motion vectors, as they are or
+//! accumulated) as TSN's `x_{:05d}.jpg` / `y_{:05d}.jpg` pairs.
 
 pub mod extract;
-pub mod motion_vectors;

@@ -4,7 +4,9 @@
 //! when every frame is written, so a folder named `NAME` is always complete: a second run
 //! skips it, a run killed mid-video leaves only a partial folder, which the next run
 //! removes (its process no longer runs) and redoes. Two runs on one output decode into
-//! their own partial folders; the first rename wins and the other keeps it.
+//! their own partial folders; the first rename wins and the other keeps it. The output
+//! folder records the settings its folders are made with ([`STAMP`]); a run with other
+//! settings is refused before it starts rather than taking folders made otherwise as done.
 
 use std::path::{Path, PathBuf};
 
@@ -52,26 +54,48 @@ impl Outcome {
     }
 }
 
+/// The hidden file in an output folder naming the settings its folders were made with.
+pub const STAMP: &str = ".gateshift-extract";
+
+/// What a finished folder holds: files named by `naming`, made with the settings `stamp`
+/// describes; all of them lie under `root`.
+pub struct Folders<'a> {
+    pub root: &'a Path,
+    pub naming: &'a FrameNaming,
+    pub stamp: &'a str,
+}
+
 /// What fills one job's folder: writes into the partial folder it is given and returns the
 /// number of frames written.
 pub type Produce<'a> = dyn Fn(&Job, &Path) -> Result<usize> + Sync + 'a;
 
 /// Runs every job, `settings.jobs` in parallel; `done` is called after each. Outcomes come
 /// back in job order; one video's failure does not stop the others.
-pub fn run(jobs: &[Job], settings: &Settings, done: &(dyn Fn() + Sync)) -> Result<Vec<Outcome>> {
-    run_with(jobs, settings.jobs, &settings.naming, &|job, tmp| decode(job, settings, tmp), done)
+/// The folders lie under `root`.
+pub fn run(jobs: &[Job], settings: &Settings, root: &Path, done: &(dyn Fn() + Sync)) -> Result<Vec<Outcome>> {
+    let stamp = format!(
+        "frames {} short_side={} quality={}",
+        settings.naming.template.format(settings.naming.first_index),
+        settings.short_side.map_or("none".into(), |s| s.to_string()),
+        settings.quality
+    );
+    let folders = Folders { root, naming: &settings.naming, stamp: &stamp };
+    run_with(jobs, settings.jobs, &folders, &|job, tmp| decode(job, settings, tmp), done)
 }
 
 /// Runs `produce` for every job whose folder is not yet complete, on `threads` threads
 /// (shared with whatever `produce` runs in parallel itself); a complete folder is one
-/// holding frames named by `naming`.
+/// holding files named by `folders.naming`. Refused if `folders.root` was filled with
+/// other settings.
 pub fn run_with(
     jobs: &[Job],
     threads: usize,
-    naming: &FrameNaming,
+    folders: &Folders,
     produce: &Produce,
     done: &(dyn Fn() + Sync),
 ) -> Result<Vec<Outcome>> {
+    claim(folders.root, folders.stamp)?;
+    let naming = folders.naming;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .thread_name(|i| format!("extract-{i}"))
@@ -88,6 +112,41 @@ pub fn run_with(
             })
             .collect()
     }))
+}
+
+/// Records in `root` that its folders are made with the settings `stamp`, or checks that an
+/// earlier run recorded the same. The record is created whole or not at all (a hard link of
+/// a finished file), so of two runs starting at once one records and the other compares.
+/// An output from before records were kept is taken as it is.
+fn claim(root: &Path, stamp: &str) -> Result<()> {
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let path = root.join(STAMP);
+    if !path.exists() {
+        let tmp = root.join(format!("{STAMP}.{}", std::process::id()));
+        std::fs::write(&tmp, format!("{stamp}\n")).with_context(|| format!("writing {}", tmp.display()))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => return Ok(()),
+            // A file system without hard links: created in place.
+            Err(_) if !path.exists() => {
+                return std::fs::write(&path, format!("{stamp}\n"))
+                    .with_context(|| format!("writing {}", path.display()));
+            }
+            Err(_) => {}
+        }
+    }
+    let bytes = crate::io::read_regular(&path, "settings record")?;
+    let recorded = String::from_utf8_lossy(&bytes);
+    if recorded.trim_end() != stamp {
+        bail!(
+            "{} holds folders made with other settings ({}) than this run's ({stamp}): write to \
+             another output folder, or remove it to redo them",
+            root.display(),
+            recorded.trim_end()
+        );
+    }
+    Ok(())
 }
 
 /// The partial folder of `dir` for process `pid`.

@@ -138,7 +138,7 @@ fn pixels(ann: &Annotations, opts: &Options, summary: &mut Summary, tick: &(dyn 
             bail!("{first} and {} would both be extracted into {}", job.origin, job.dir.display());
         }
     }
-    let outcomes = extract::run(&jobs, settings, tick)?;
+    let outcomes = extract::run(&jobs, settings, &root, tick)?;
     let mut frames = BTreeMap::new();
     for ((v, job), outcome) in videos.iter().zip(&jobs).zip(outcomes) {
         let dir = job.dir.strip_prefix(&root).unwrap_or(&job.dir).to_path_buf();

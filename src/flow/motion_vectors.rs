@@ -12,8 +12,31 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::flow::plane::Plane;
-use crate::flow::tvl1::Flow;
+use super::plane::Plane;
+use super::tvl1::Flow;
+
+/// How a frame was coded, as far as motion goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PictureType {
+    /// Intra-coded (libav's I and SI): no vectors; a GOP starts here.
+    I,
+    /// Predicted from the past (P, S, SP, or a frame libav leaves untyped): a reference
+    /// the frames after it are predicted from.
+    #[default]
+    P,
+    /// Bidirectional (B, BI): predicted from both sides, a reference for no frame.
+    B,
+}
+
+impl PictureType {
+    pub fn letter(self) -> char {
+        match self {
+            Self::I => 'I',
+            Self::P => 'P',
+            Self::B => 'B',
+        }
+    }
+}
 
 /// One block's vector, as libav's `AVMotionVector`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,10 +53,11 @@ pub struct MotionVector {
     pub scale: u16,
 }
 
-/// The vectors of one decoded frame (none for an intra-coded frame).
+/// The vectors of one decoded frame (none for an intra-coded frame) and how it was coded.
 #[derive(Clone, Debug, Default)]
 pub struct FrameVectors {
     pub vectors: Vec<MotionVector>,
+    pub kind: PictureType,
 }
 
 /// Streams the vectors of each frame, in display order, to `f` with the video's size (one
@@ -68,7 +92,7 @@ mod libav {
     use anyhow::{Context, Result, bail};
     use ffmpeg_next as ff;
 
-    use super::{FrameVectors, MotionVector};
+    use super::{FrameVectors, MotionVector, PictureType};
 
     /// Codecs whose libav decoder exports motion vectors.
     const EXPORTING: &[ff::codec::Id] = &[
@@ -130,9 +154,15 @@ mod libav {
     /// offsets in libav's struct.
     fn vectors(frame: &ff::frame::Video) -> FrameVectors {
         use ff::ffi::AVMotionVector as Mv;
+        use ff::picture::Type;
         use std::mem::{offset_of, size_of};
+        let kind = match frame.kind() {
+            Type::I | Type::SI => PictureType::I,
+            Type::B | Type::BI => PictureType::B,
+            _ => PictureType::P,
+        };
         let Some(data) = frame.side_data(ff::frame::side_data::Type::MotionVectors) else {
-            return FrameVectors::default();
+            return FrameVectors { vectors: Vec::new(), kind };
         };
         let bytes = data.data();
         let i16_at = |r: &[u8], o: usize| i16::from_ne_bytes([r[o], r[o + 1]]);
@@ -149,7 +179,7 @@ mod libav {
                 scale: u16::from_ne_bytes([r[offset_of!(Mv, motion_scale)], r[offset_of!(Mv, motion_scale) + 1]]),
             })
             .collect();
-        FrameVectors { vectors }
+        FrameVectors { vectors, kind }
     }
 }
 
@@ -178,7 +208,7 @@ mod tests {
     fn a_block_from_the_past_fills_its_area_with_its_displacement() {
         let mv = MotionVector { source: -1, w: 4, h: 4, src: (4, 5), dst: (6, 4), motion: (-8, 4), scale: 4 };
         let future = MotionVector { source: 1, dst: (2, 2), ..mv };
-        let f = field(&FrameVectors { vectors: vec![mv, future] }, (10, 8));
+        let f = field(&FrameVectors { vectors: vec![mv, future], kind: PictureType::B }, (10, 8));
         // motion/scale = src − dst = (−2, 1): the content moved (2, −1).
         assert_eq!((f.u.at(4, 2), f.v.at(4, 2), f.u.at(7, 5)), (2.0, -1.0, 2.0));
         assert_eq!((f.u.at(8, 2), f.u.at(1, 1), f.u.at(3, 6)), (0.0, 0.0, 0.0));
