@@ -130,7 +130,20 @@ fn extract_flow_farneback_recovers_a_translation() {
         let epe = end_point_error(&stored(&out.join("walk"), t, 20.0), &constant(96, 72, (2.0, -1.0)), 12);
         assert!(epe < 0.5, "pair {t}: EPE {epe}");
     }
-    for (flag, bad) in [("--pyr-scale", "1"), ("--pyr-scale", "nan"), ("--winsize", "4"), ("--poly-sigma", "0")] {
+    // No pyramid (OpenCV allows levels = 0): the image alone still follows 2 px, into its own output.
+    let o = bin()
+        .args(["data", "extract-flow", "--template", "img_{:05d}.png", "--method", "farneback", "--levels", "0"])
+        .arg("--out")
+        .arg(dir.join("flow0"))
+        .arg(&frames)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let epe = end_point_error(&stored(&dir.join("flow0/walk"), 1, 20.0), &constant(96, 72, (2.0, -1.0)), 12);
+    assert!(epe < 0.5, "levels 0: EPE {epe}");
+    for (flag, bad) in
+        [("--pyr-scale", "1"), ("--pyr-scale", "nan"), ("--winsize", "4"), ("--poly-sigma", "0"), ("--levels", "21")]
+    {
         let o = run(&[flag, bad]);
         assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(flag), "{flag} {bad}");
     }

@@ -132,6 +132,15 @@ fn a_flow_network_trains_tests_predicts_and_fuses_with_rgb() {
     };
     let swapped = format!("rgb={},flow={}", flow_ckpt.display(), rgb_run.join("last.safetensors").display());
     refused(&["--streams", &swapped], "is a flow network");
+    // The second stream's checkpoint is wrong: refused before the first stream runs.
+    let second = format!(
+        "rgb={},flow={}",
+        rgb_run.join("last.safetensors").display(),
+        rgb_run.join("last.safetensors").display()
+    );
+    let out = bin().arg("predict").arg(&video).args(["--streams", &second]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("flow=") && !err.contains("stream rgb ("), "{err}");
     refused(&["--streams", &streams, "--stream-weights", "1"], "1 weights for 2 streams");
     refused(&["--streams", &streams, "--stream-weights", "1,nan"], "finite");
     refused(&["--streams", &streams, "--stream-weights", "0,0"], "not all zero");

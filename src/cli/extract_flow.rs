@@ -63,8 +63,9 @@ pub struct FarnebackArgs {
     /// Farneback: size ratio between pyramid levels.
     #[arg(long, default_value_t = 0.5, value_parser = float_where(|f| f > 0.0 && f < 1.0, "in (0, 1)"))]
     pub pyr_scale: f64,
-    /// Farneback: pyramid levels above the image (levels under 32 pixels are skipped).
-    #[arg(long, default_value_t = 3, value_parser = super::count_up_to(20))]
+    /// Farneback: pyramid levels above the image (0: the image alone, as OpenCV's; levels
+    /// under 32 pixels are skipped).
+    #[arg(long, default_value_t = 3, value_parser = levels)]
     pub levels: usize,
     /// Farneback: side of the averaging window (odd).
     #[arg(long, default_value_t = 15, value_parser = odd_side)]
@@ -78,6 +79,14 @@ pub struct FarnebackArgs {
     /// Farneback: standard deviation of the expansion's Gaussian applicability.
     #[arg(long, default_value_t = 1.2, value_parser = float_where(|f| f > 0.0 && f.is_finite(), "positive"))]
     pub poly_sigma: f64,
+}
+
+/// Pyramid levels above the image: 0 to 20.
+fn levels(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= 20 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of levels from 0 to 20")),
+    }
 }
 
 /// An odd window side from 1 to 101.

@@ -14,7 +14,7 @@ use gateshift::data::list::{Entry, List, ListFormat};
 use gateshift::data::live_flow::{LiveFlow, Motion};
 use gateshift::data::{ClipDataset, Pipeline, Sampling};
 use gateshift::flow::Solver;
-use gateshift::infer::{EvalOptions, Options};
+use gateshift::infer::{EvalOptions, Options, Predictor};
 use gateshift::model::i3d;
 use rand::SeedableRng;
 use serde_json::json;
@@ -310,17 +310,11 @@ fn recognizer_scores(
     entry: Entry,
     device: &Device,
 ) -> Result<(Scores, Vec<usize>)> {
-    recognizer_scores_of(a, checkpoint, entry, device, None)
+    scores_of(a, &open_network(a, checkpoint, device, None)?, entry, device)
 }
 
-/// [`recognizer_scores`] of a network that must take `modality` input, if given.
-fn recognizer_scores_of(
-    a: &PredictArgs,
-    checkpoint: &Path,
-    mut entry: Entry,
-    device: &Device,
-    modality: Option<Modality>,
-) -> Result<(Scores, Vec<usize>)> {
+/// The network of `checkpoint`, which must take `modality` input, if given (a stream's name).
+fn open_network(a: &PredictArgs, checkpoint: &Path, device: &Device, modality: Option<Modality>) -> Result<Predictor> {
     let p = open_checkpoint(&a.model_args, checkpoint, Options { fit: Fit::Strict, precision: a.precision }, device)?;
     if let Some(m) = modality.filter(|m| *m != p.config.modality) {
         bail!(
@@ -330,6 +324,11 @@ fn recognizer_scores_of(
             p.config.modality.name()
         );
     }
+    Ok(p)
+}
+
+/// [`recognizer_scores`] of an opened network.
+fn scores_of(a: &PredictArgs, p: &Predictor, mut entry: Entry, device: &Device) -> Result<(Scores, Vec<usize>)> {
     let names = p.class_names(a.labels.as_deref())?;
     let (size, scale) = p.input_sizes(a.sizes.input_size, a.sizes.scale_size)?;
     let mut pipeline = Pipeline::for_model(&p.config, size, scale, a.crops, a.clips);
@@ -351,7 +350,7 @@ fn recognizer_scores_of(
     }
     let list = List { file: a.input.clone(), format: ListFormat::Auto, entries: vec![entry] };
     let ds = Arc::new(ClipDataset { list, naming, pipeline });
-    let segments = if a.render.is_some() { segment_classes(&p, &ds, size as usize, device)? } else { Vec::new() };
+    let segments = if a.render.is_some() { segment_classes(p, &ds, size as usize, device)? } else { Vec::new() };
     let ev = p.evaluate(ds, &EvalOptions { batch_size: 1, workers: 1, softmax: true, ..Default::default() })?;
     let (_, _, mut probs) = ev.scores.into_iter().next().expect("one entry");
     let nouns = (p.config.noun_classes > 0).then(|| probs.split_off(p.config.classes));
@@ -359,12 +358,7 @@ fn recognizer_scores_of(
 }
 
 /// The top class of each segment's frame scores in the clip's first view.
-fn segment_classes(
-    p: &gateshift::infer::Predictor,
-    ds: &ClipDataset,
-    size: usize,
-    device: &Device,
-) -> Result<Vec<usize>> {
+fn segment_classes(p: &Predictor, ds: &ClipDataset, size: usize, device: &Device) -> Result<Vec<usize>> {
     let clip = ds.get(0, &mut rand::rngs::StdRng::seed_from_u64(0))?;
     let c = p.config.input_channels();
     let x = Tensor::<4>::from_data(TensorData::new(clip.data[..c * size * size].to_vec(), [1, c, size, size]), device);
@@ -394,10 +388,14 @@ fn stream_scores(a: &PredictArgs, entry: Entry, device: &Device) -> Result<Score
     // Normalised here, in f64: weights as large as f32's range must not overflow the sum.
     let total: f64 = weights.iter().sum();
     let weights: Vec<f64> = weights.iter().map(|w| w / total).collect();
+    // Every stream's network first: a checkpoint that is not its stream's is refused before
+    // any stream runs (or computes flow).
+    let networks =
+        streams.iter().map(|(m, c)| open_network(a, c, device, Some(*m))).collect::<Result<Vec<Predictor>>>()?;
     let mut fused: Option<Scores> = None;
-    for ((modality, checkpoint), w) in streams.iter().zip(&weights) {
+    for (((modality, checkpoint), w), p) in streams.iter().zip(&weights).zip(&networks) {
         let t0 = std::time::Instant::now();
-        let ((probs, names, nouns), _) = recognizer_scores_of(a, checkpoint, entry.clone(), device, Some(*modality))?;
+        let ((probs, names, nouns), _) = scores_of(a, p, entry.clone(), device)?;
         eprintln!("stream {} ({}): {:.2} s", modality.name(), checkpoint.display(), t0.elapsed().as_secs_f64());
         let scale = |v: Vec<f32>| v.into_iter().map(|p| p * *w as f32).collect::<Vec<f32>>();
         fused = Some(match fused {
