@@ -309,21 +309,16 @@ fn accumulated_vectors_equal_coviars_loader_on_a_real_clip() {
     if !cfg!(feature = "libav") {
         return;
     }
-    use gateshift::flow::accumulated::Accumulator;
-    use gateshift::flow::motion_vectors;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let (reference, meta) =
         gateshift::checkpoint::safetensors::read(&fixtures.join("coviar_accumulated_mv.safetensors")).unwrap();
     let mut fields = Vec::new();
-    let mut types = String::new();
-    let mut acc: Option<Accumulator> = None;
-    motion_vectors::read(&fixtures.join("coviar_soccer.m4v"), &mut |size, vectors| {
-        types.push(vectors.kind.letter());
-        fields.extend(acc.get_or_insert_with(|| Accumulator::new(size)).push(vectors));
+    let kinds = gateshift::flow::accumulated::read_fields(&fixtures.join("coviar_soccer.m4v"), true, &mut |f| {
+        fields.push(f);
         Ok(())
     })
     .unwrap();
-    fields.extend(acc.unwrap().finish());
+    let types: String = kinds.iter().map(|k| k.letter()).collect();
     assert_eq!(types, meta["types"]);
     assert_eq!(fields.len(), types.len());
     for (name, theirs) in &reference {

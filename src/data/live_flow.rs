@@ -12,8 +12,8 @@ use rayon::prelude::*;
 
 use crate::data::gop::FrameTypes;
 use crate::data::video::{self, VideoInfo};
-use crate::flow::accumulated::Accumulator;
-use crate::flow::{Flow, Solver, grey, motion_vectors, to_images};
+use crate::flow::accumulated;
+use crate::flow::{Solver, grey, motion_vectors, to_images};
 
 /// Where a video's motion comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,26 +89,14 @@ impl LiveFlow {
         let mut found: Vec<Option<(GrayImage, GrayImage)>> = vec![None; wanted.len()];
         // Frame k's field is field k − 1.
         let mut k = 0usize;
-        let mut store = |flow: Flow| {
+        let frames = accumulated::read_fields(path, accumulate, &mut |flow| {
             if let Some(at) = k.checked_sub(1).and_then(|i| wanted.binary_search(&i).ok()) {
                 found[at] = Some(to_images(&flow, self.bound));
             }
             k += 1;
-        };
-        let mut accumulator: Option<Accumulator> = None;
-        let frames = motion_vectors::read(path, &mut |size, vectors| {
-            if accumulate {
-                accumulator
-                    .get_or_insert_with(|| Accumulator::new(size))
-                    .push(vectors)
-                    .into_iter()
-                    .for_each(&mut store);
-            } else {
-                store(motion_vectors::field(&vectors, size));
-            }
             Ok(())
-        })?;
-        accumulator.map_or(Vec::new(), |mut a| a.finish()).into_iter().for_each(&mut store);
+        })?
+        .len();
         let fields: Vec<_> = found
             .into_iter()
             .zip(wanted)

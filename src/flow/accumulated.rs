@@ -17,7 +17,11 @@
 //! and B-frames used as references (B-pyramids) as not. CoViAR's own encoding (MPEG-4 part
 //! 2, GOP 12, no B-frames) has none of these.
 
-use super::motion_vectors::{FrameVectors, PictureType};
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::motion_vectors::{self, FrameVectors, PictureType};
 use super::plane::Plane;
 use super::tvl1::Flow;
 
@@ -104,6 +108,24 @@ impl Accumulator {
         }
         flow
     }
+}
+
+/// Every field of the video at `path` in display order, to `f`: field k is frame k's own
+/// vectors ([`motion_vectors::field`]) or, with `accumulate`, its trace; returns each frame's
+/// picture type. What `extract-flow` stores and what a network reading a video computes.
+pub fn read_fields(path: &Path, accumulate: bool, f: &mut dyn FnMut(Flow) -> Result<()>) -> Result<Vec<PictureType>> {
+    let mut kinds = Vec::new();
+    let mut accumulator: Option<Accumulator> = None;
+    motion_vectors::read(path, &mut |size, vectors| {
+        kinds.push(vectors.kind);
+        if accumulate {
+            accumulator.get_or_insert_with(|| Accumulator::new(size)).push(vectors).into_iter().try_for_each(&mut *f)
+        } else {
+            f(motion_vectors::field(&vectors, size))
+        }
+    })?;
+    accumulator.map_or(Vec::new(), |mut a| a.finish()).into_iter().try_for_each(&mut *f)?;
+    Ok(kinds)
 }
 
 fn identity(w: usize, h: usize) -> Vec<(i32, i32)> {

@@ -15,10 +15,8 @@ use rayon::prelude::*;
 use crate::data::gop::FrameTypes;
 use crate::data::prepare::extract::{self, Job, Outcome};
 use crate::data::{FrameNaming, rawframes, video};
-
-use crate::flow::accumulated::Accumulator;
-use crate::flow::motion_vectors;
-use crate::flow::{Flow, Plane, Solver, grey, to_images};
+use crate::flow::accumulated;
+use crate::flow::{Plane, Solver, grey, to_images};
 
 /// The names TSN gives the two components, first index 1.
 pub const X_TEMPLATE: &str = "x_{:05d}.jpg";
@@ -186,11 +184,9 @@ fn motion_vectors(input: &Path, out: &Path, s: &FlowSettings) -> Result<usize> {
     }
     let x = FrameNaming::new(X_TEMPLATE, 1)?;
     let y = FrameNaming::new(Y_TEMPLATE, 1)?;
-    let mut types = FrameTypes::default();
-    let mut accumulator: Option<Accumulator> = None;
     // Frame k's field (its vectors from frame k − 1) is pair k − 1; frame 0 has none to give.
     let mut k = 0usize;
-    let mut store = |flow: Flow| -> Result<()> {
+    let kinds = accumulated::read_fields(input, s.accumulate, &mut |flow| {
         if k > 0 {
             let (fx, fy) = to_images(&flow, s.bound);
             write_jpeg(&fx, &x.path(out, 0, k - 1), s.quality)?;
@@ -198,19 +194,11 @@ fn motion_vectors(input: &Path, out: &Path, s: &FlowSettings) -> Result<usize> {
         }
         k += 1;
         Ok(())
-    };
-    let frames = motion_vectors::read(input, &mut |size, vectors| {
-        types.0.push(vectors.kind);
-        if s.accumulate {
-            accumulator.get_or_insert_with(|| Accumulator::new(size)).push(vectors).into_iter().try_for_each(&mut store)
-        } else {
-            store(motion_vectors::field(&vectors, size))
-        }
     })?;
-    accumulator.map_or(Vec::new(), |mut a| a.finish()).into_iter().try_for_each(&mut store)?;
+    let frames = kinds.len();
     if frames < 2 {
         bail!("{} has {frames} frame(s): motion needs at least two", input.display());
     }
-    types.write(out)?;
+    FrameTypes(kinds).write(out)?;
     Ok(frames - 1)
 }
